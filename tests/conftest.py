@@ -1,0 +1,55 @@
+"""Shared fixtures: the golden reference file from ../shared, and small CPU settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+GOLDEN = REPO.parent / "shared" / "golden" / "deltatok_reference_tiny.pt"
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def golden() -> dict:
+    if not GOLDEN.is_file():
+        pytest.skip(f"reference vectors not found at {GOLDEN} (CI has ../shared beside the clone)")
+    return torch.load(GOLDEN, map_location="cpu", weights_only=True)
+
+
+# A tokenizer small enough to train for a few steps in seconds: 32x32 frames, 4x4 patches, width 32.
+MICRO_BACKBONE = [
+    "backbone.hidden_size=32",
+    "backbone.num_layers=1",
+    "backbone.num_heads=2",
+    "backbone.intermediate_size=64",
+    "backbone.patch_size=8",
+]
+MICRO_TOKENIZER = MICRO_BACKBONE + [
+    "model.num_layers=1",
+    "model.mlp_hidden_size=64",
+    "data.shapes.frame_size=32",
+    "data.val_clips=4",
+    "train.batch_size=4",
+    "train.log_every=1",
+    "train.trackers=[]",
+]
+
+
+def micro_tokenizer_config():
+    from tokenizer.backbone import BackboneConfig
+    from tokenizer.deltatok import DeltaTokConfig
+    from tokenizer.model import TokenizerConfig
+
+    return TokenizerConfig(
+        backbone=BackboneConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64, patch_size=8),
+        model=DeltaTokConfig(num_layers=1, mlp_hidden_size=64),
+    )
+
+
+def random_frames(batch: int, time: int, size: int = 32, seed: int = 0) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (batch, time, 3, size, size), dtype=torch.uint8, generator=generator)

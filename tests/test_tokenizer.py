@@ -1,0 +1,179 @@
+"""Backbone, DeltaTok and their checkpoints: behaviour a user relies on, on tiny random models."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from conftest import micro_tokenizer_config, random_frames
+from tokenizer.backbone import RANDOM_INIT_NAME, Backbone, BackboneConfig
+from tokenizer.errors import CheckpointError, ConfigError, InputError
+from tokenizer.model import Tokenizer, TokenizerConfig
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    torch.manual_seed(0)
+    return Tokenizer.build(micro_tokenizer_config()).eval()
+
+
+def test_random_backbone_is_seeded_named_and_frozen():
+    cfg = micro_tokenizer_config().backbone
+    a, b = Backbone.from_config(cfg), Backbone.from_config(cfg)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    other = Backbone.from_config(BackboneConfig(**{**cfg.__dict__, "seed": 1}))
+    assert not torch.equal(a.model.embeddings.patch_embeddings.weight, other.model.embeddings.patch_embeddings.weight)
+    assert a.name == RANDOM_INIT_NAME and not a.is_pretrained
+    parent = torch.nn.Sequential(a)
+    parent.train()
+    assert not a.training and not a.model.training
+    assert not any(p.requires_grad for p in a.parameters())
+
+
+def test_backbone_rejects_bad_frames(tokenizer):
+    with pytest.raises(InputError, match="not a multiple of the backbone patch size 8"):
+        tokenizer.features(random_frames(1, 2, size=36))
+    with pytest.raises(InputError, match="uint8"):
+        tokenizer.features(random_frames(1, 2).float())
+    with pytest.raises(InputError, match=r"\(B, T, 3, H, W\)"):
+        tokenizer.features(random_frames(1, 2)[:, 0])
+
+
+def test_hub_backbone_offline_fails_with_the_way_out():
+    code = (
+        "from tokenizer.backbone import Backbone\n"
+        "from tokenizer.errors import ConfigError\n"
+        "try:\n    Backbone.from_pretrained('facebook/dinov3-vitb16-pretrain-lvd1689m')\n"
+        "except ConfigError as err:\n    print(err)\n"
+    )
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": "/nonexistent-deltaworld-test"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert "backbone.name=DIR" in out.stdout and "hf download" in out.stdout, out.stdout + out.stderr
+
+
+def test_local_backbone_folder_without_config(tmp_path):
+    with pytest.raises(ConfigError, match="no config.json"):
+        Backbone.from_pretrained(str(tmp_path))
+
+
+def test_one_token_per_frame_and_first_from_black(tokenizer):
+    frames = random_frames(2, 3)
+    tokens, features = tokenizer.tokenize(frames)
+    assert tokens.shape == (2, 3, 32) and features.shape == (2, 3, 16, 32)
+    rope = tokenizer.rope((4, 4), torch.device("cpu"))
+    black = tokenizer.black_features(2, 32, 32, torch.device("cpu"))
+    with torch.no_grad():
+        first = tokenizer.deltatok.encode(black, features[:, 0], rope)[:, 0]
+        second = tokenizer.deltatok.encode(features[:, 0], features[:, 1], rope)[:, 0]
+    torch.testing.assert_close(tokens[:, 0], first)
+    torch.testing.assert_close(tokens[:, 1], second)
+
+
+def test_rollout_horizon_bounds(tokenizer):
+    frames = random_frames(1, 3)
+    out = tokenizer.rollout(frames, horizon=2)
+    assert out["preds"].shape == (1, 2, 16, 32) and out["context"].shape == (1, 1, 16, 32)
+    for bad in (0, 4):
+        with pytest.raises(InputError, match="horizon"):
+            tokenizer.rollout(frames, horizon=bad)
+
+
+def test_non_delta_mode_ignores_the_previous_frame():
+    cfg = micro_tokenizer_config()
+    cfg.model.use_delta = False
+    torch.manual_seed(0)
+    tok = Tokenizer.build(cfg).eval()
+    frames = random_frames(1, 2)
+    features = tok.features(frames)
+    rope = tok.rope((4, 4), torch.device("cpu"))
+    with torch.no_grad():
+        a = tok.deltatok(features[:, 0], features[:, 1], rope)
+        b = tok.deltatok(torch.randn_like(features[:, 0]), features[:, 1], rope)
+    torch.testing.assert_close(a, b)
+
+
+def test_rope_jitter_only_while_training(tokenizer):
+    deltatok = tokenizer.deltatok
+    assert torch.equal(deltatok.rope((4, 4))[0], deltatok.rope((4, 4))[0])
+    deltatok.train()
+    try:
+        g = torch.Generator().manual_seed(0)
+        assert not torch.equal(deltatok.rope((4, 4), generator=g)[0], deltatok.rope((4, 4), generator=g)[0])
+    finally:
+        deltatok.eval()
+
+
+def test_save_and_load_round_trip(tokenizer, tmp_path):
+    tokenizer.save_pretrained(tmp_path / "tok")
+    assert sorted(p.name for p in (tmp_path / "tok").iterdir()) == ["backbone.safetensors", "config.yaml", "deltatok.safetensors"]
+    loaded = Tokenizer.from_pretrained(tmp_path / "tok")
+    frames = random_frames(2, 3, seed=1)
+    torch.testing.assert_close(loaded.tokenize(frames)[0], tokenizer.tokenize(frames)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_released_pickle_layout_loads_safely(tokenizer, tmp_path, wrapped):
+    state = dict(tokenizer.deltatok.state_dict())
+    path = tmp_path / "pytorch_model.bin"
+    torch.save({"state_dict": state} if wrapped else state, path)
+    loaded = Tokenizer.from_pretrained(path, micro_tokenizer_config())
+    frames = random_frames(1, 2, seed=2)
+    torch.testing.assert_close(loaded.tokenize(frames)[0], tokenizer.tokenize(frames)[0], rtol=0, atol=0)
+
+
+def test_checkpoint_from_another_config_names_every_mismatch(tokenizer, tmp_path):
+    state = dict(tokenizer.deltatok.state_dict())
+    state.pop("norm.weight")
+    state["extra.weight"] = torch.zeros(3)
+    state["z_embed.weight"] = torch.zeros(1, 48)
+    path = tmp_path / "other.bin"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as err:
+        Tokenizer.from_pretrained(path, micro_tokenizer_config())
+    message = str(err.value)
+    assert "norm.weight" in message and "extra.weight" in message and "z_embed.weight (file (1, 48), model (1, 32))" in message
+
+
+def test_corrupt_truncated_and_missing_checkpoints(tokenizer, tmp_path):
+    tokenizer.save_pretrained(tmp_path / "tok")
+    weights = tmp_path / "tok" / "deltatok.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        Tokenizer.from_pretrained(tmp_path / "tok")
+    bad_pickle = tmp_path / "bad.pt"
+    bad_pickle.write_bytes(b"not a zip file at all")
+    with pytest.raises(CheckpointError, match="cannot be read safely"):
+        Tokenizer.from_pretrained(bad_pickle, micro_tokenizer_config())
+    with pytest.raises(CheckpointError, match="does not exist"):
+        Tokenizer.from_pretrained(tmp_path / "missing.bin", micro_tokenizer_config())
+
+
+def test_pickle_with_code_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"weight": Evil()}, path)
+    with pytest.raises(CheckpointError, match="cannot be read safely"):
+        Tokenizer.from_pretrained(path, micro_tokenizer_config())
+
+
+def test_nan_weights_are_refused(tokenizer, tmp_path):
+    state = {k: v.clone() for k, v in tokenizer.deltatok.state_dict().items()}
+    state["norm.weight"][0] = float("nan")
+    path = tmp_path / "nan.bin"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError, match="NaN or inf"):
+        Tokenizer.from_pretrained(path, micro_tokenizer_config())
+
+
+def test_bare_weights_need_a_config(tokenizer, tmp_path):
+    path = tmp_path / "w.bin"
+    torch.save(tokenizer.deltatok.state_dict(), path)
+    with pytest.raises(ConfigError, match="bare weights file"):
+        Tokenizer.from_pretrained(path)

@@ -1,0 +1,106 @@
+"""Typed OmegaConf configs: a dataclass schema, a YAML file, dotted CLI overrides.
+
+Every run config is a dataclass (the schema); `load_config` merges the schema's
+defaults, the YAML file and `key.sub=value` overrides, in that order. A key the
+schema does not know is an error that names it and the nearest valid key, so a
+typo never silently trains with a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from pathlib import Path
+from typing import Any, Iterable, TypeVar
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from tokenizer.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def schema_keys(schema: Any, prefix: str = "") -> list[str]:
+    """All dotted leaf and section keys of a dataclass schema (or instance)."""
+    keys = []
+    for field in dataclasses.fields(schema):
+        key = f"{prefix}{field.name}"
+        keys.append(key)
+        value = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        if dataclasses.is_dataclass(value):
+            keys.extend(schema_keys(value, key + "."))
+    return keys
+
+
+def _nearest(key: str, schema: Any) -> str:
+    keys = schema_keys(schema)
+    match = difflib.get_close_matches(key, keys, n=1, cutoff=0.0)
+    return match[0] if match else ""
+
+
+def _read_yaml(path: str | Path) -> DictConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist; pass --config with a YAML file such as configs/tokenizer/tiny.yaml")
+    try:
+        cfg = OmegaConf.load(path)
+    except Exception as err:  # yaml.YAMLError and friends; the message names the line
+        detail = " ".join(str(err).split())
+        raise ConfigError(f"config file {path} is not valid YAML: {detail}") from None
+    if not isinstance(cfg, DictConfig):
+        raise ConfigError(f"config file {path} must hold a mapping of keys, not a {type(cfg).__name__}")
+    return cfg
+
+
+def _parse_overrides(overrides: Iterable[str]) -> DictConfig:
+    overrides = list(overrides)
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+    try:
+        return OmegaConf.from_dotlist(overrides)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"cannot parse overrides {overrides}: {err.msg if hasattr(err, 'msg') else err}") from None
+
+
+def merge_config(schema: type[T] | T, *sources: DictConfig | dict, origin: str = "config") -> DictConfig:
+    """Merge `sources` onto the schema's defaults; unknown keys and bad types raise ConfigError."""
+    base = OmegaConf.structured(schema)
+    OmegaConf.set_struct(base, True)
+    cfg = base
+    for source in sources:
+        try:
+            cfg = OmegaConf.merge(cfg, source)
+        except ConfigKeyError as err:
+            key = err.full_key or str(getattr(err, "key", ""))
+            nearest = _nearest(key, schema)
+            hint = f"; did you mean {nearest!r}?" if nearest else ""
+            raise ConfigError(f"unknown {origin} key {key!r}{hint}") from None
+        except ValidationError as err:
+            key = err.full_key or ""
+            raise ConfigError(f"{origin} key {key!r}: {' '.join(str(err.msg).split())}") from None
+    return cfg
+
+
+def load_config(schema: type[T], path: str | Path | None = None, overrides: Iterable[str] = ()) -> DictConfig:
+    """Schema defaults <- YAML file <- dotted overrides, validated against the schema."""
+    sources = []
+    if path is not None:
+        sources.append(_read_yaml(path))
+    sources.append(_parse_overrides(overrides))
+    return merge_config(schema, *sources)
+
+
+def to_object(cfg: DictConfig) -> Any:
+    """The typed dataclass instance behind a merged config."""
+    return OmegaConf.to_object(cfg)
+
+
+def save_config(cfg: DictConfig | Any, path: str | Path) -> None:
+    """Write a resolved config as YAML, atomically."""
+    from tokenizer.checkpoint import atomic_write_text
+
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.structured(cfg)
+    atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))

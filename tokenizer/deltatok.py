@@ -1,0 +1,140 @@
+"""DeltaTok: the change between two frames' features, compressed into one token.
+
+encode: [query token, prev features + xy_embed[0], next features + xy_embed[1]]
+        -> encoder blocks -> LayerNorm of the query's output = the delta token (B, 1, D)
+decode: [delta token, prev features] -> decoder blocks -> patch outputs = next features (B, N, D)
+
+In non-delta mode the encoder sees only the next frame and the decoder only a
+learned placeholder in place of the previous features, so the token must carry
+the whole frame (the paper's ablation). Widths and heads come from the backbone:
+tokens live in the backbone's feature space.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from tokenizer.blocks import Block
+from tokenizer.rope import patch_rope, random_rope_scale
+
+
+@dataclass
+class DeltaTokConfig:
+    num_layers: int = 2  # encoder blocks, and as many decoder blocks (12 + 12 in the paper)
+    mlp_hidden_size: int = 256  # SwiGLU hidden size: 2 * I // 3 for an MLP size I (2048 at ViT-B)
+    use_delta: bool = True
+    use_qk_norm: bool = True
+    use_gated_attn: bool = True
+    use_swiglu: bool = True
+    layer_scale_init: float = 1e-5
+    rope_theta: float = 100.0
+    # Training-time RoPE scale jitter, log-uniform in [1/r, r] (DINOv3's pos_embed_rescale); 0 turns it off.
+    rope_rescale: float = 2.0
+    layer_norm_eps: float = 1e-5
+    initializer_range: float = 0.02
+
+
+class DeltaTok(nn.Module):
+    def __init__(self, cfg: DeltaTokConfig, dim: int, num_heads: int):
+        super().__init__()
+        self.cfg = cfg
+        self.dim = dim
+        self.num_heads = num_heads
+        self.z_embed = nn.Embedding(1, dim)
+        self.xy_embed = nn.Embedding(2, dim)
+
+        def block() -> Block:
+            return Block(
+                dim,
+                num_heads,
+                cfg.mlp_hidden_size,
+                qk_norm=cfg.use_qk_norm,
+                gated_attn=cfg.use_gated_attn,
+                swiglu=cfg.use_swiglu,
+                layer_scale_init=cfg.layer_scale_init,
+                eps=cfg.layer_norm_eps,
+            )
+
+        self.encoder_blocks = nn.ModuleList(block() for _ in range(cfg.num_layers))
+        self.decoder_blocks = nn.ModuleList(block() for _ in range(cfg.num_layers))
+        self.norm = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        std = self.cfg.initializer_range
+        nn.init.trunc_normal_(self.z_embed.weight, std=std)
+        nn.init.trunc_normal_(self.xy_embed.weight, std=std)
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.trunc_normal_(module.weight, std=std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+    def rope(
+        self, grid: tuple[int, int], device: torch.device | None = None, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos/sin (N, head_dim) for a (rows, cols) patch grid; scale-jittered while training."""
+        scale = 1.0
+        if self.training and self.cfg.rope_rescale > 0:
+            scale = random_rope_scale(self.cfg.rope_rescale, device, generator)
+        return patch_rope(grid, self.head_dim, self.cfg.rope_theta, scale, device)
+
+    def forward(self, prev: torch.Tensor, nxt: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Reconstruction, the training path: encode prev -> nxt (B, N, D) and decode it from prev -> (B, N, D)."""
+        return self.decode(self.encode(prev, nxt, rope), prev, rope)
+
+    def encode(self, prev: torch.Tensor, nxt: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """prev, nxt features (B, N, D) -> delta token (B, 1, D)."""
+        query = self.z_embed.weight.expand(nxt.shape[0], 1, -1)
+        if self.cfg.use_delta:
+            hidden = torch.cat((query, prev + self.xy_embed.weight[0], nxt + self.xy_embed.weight[1]), dim=1)
+            rope = (torch.cat((rope[0], rope[0])), torch.cat((rope[1], rope[1])))
+        else:
+            hidden = torch.cat((query, nxt + self.xy_embed.weight[1]), dim=1)
+        for block in self.encoder_blocks:
+            hidden = block(hidden, rope)
+        return self.norm(hidden[:, :1])
+
+    def decode(self, token: torch.Tensor, prev: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """delta token (B, 1, D) and prev features (B, N, D) -> next features (B, N, D)."""
+        if not self.cfg.use_delta:
+            prev = self.xy_embed.weight[0].expand_as(prev)
+        hidden = torch.cat((token, prev), dim=1)
+        for block in self.decoder_blocks:
+            hidden = block(hidden, rope)
+        return hidden[:, 1:]
+
+    def tokenize(self, features: torch.Tensor, first_prev: torch.Tensor, rope) -> torch.Tensor:
+        """One token per frame, all frames in one batch: features (B, T, N, D) -> tokens (B, T, 1, D).
+
+        Token t encodes frame t-1 -> t; token 0 encodes `first_prev` (B, N, D), the
+        black frame's features, -> frame 0.
+        """
+        prev = torch.cat((first_prev.unsqueeze(1), features[:, :-1]), dim=1)
+        tokens = self.encode(prev.flatten(0, 1), features.flatten(0, 1), rope)
+        return tokens.unflatten(0, features.shape[:2])
+
+    def rollout(self, features: torch.Tensor, horizon: int, first_prev: torch.Tensor, rope) -> torch.Tensor:
+        """Autoregressive reconstruction of the last `horizon` frames: (B, T, N, D) -> (B, horizon, N, D).
+
+        Each step encodes the change from the previous reconstruction to the true
+        frame and decodes it from that reconstruction, so errors can compound as
+        they would when the tokens come from a predictor. The step before the
+        first target starts from the true features (or the black frame when the
+        clip has no context).
+        """
+        num_frames = features.shape[1]
+        prev = first_prev if horizon == num_frames else features[:, num_frames - horizon - 1]
+        preds = []
+        for t in range(num_frames - horizon, num_frames):
+            token = self.encode(prev, features[:, t], rope)
+            prev = self.decode(token, prev, rope)
+            preds.append(prev)
+        return torch.stack(preds, dim=1)

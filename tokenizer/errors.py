@@ -1,0 +1,29 @@
+"""User-facing errors: each carries one sentence that says what is wrong and what to do.
+
+The command-line scripts catch `DeltaWorldError`, print its message on one line
+and exit with status 2; anything else is a bug and keeps its traceback.
+"""
+
+
+class DeltaWorldError(Exception):
+    """Base class for mistakes a user can fix (bad config, bad input, bad file)."""
+
+
+class ConfigError(DeltaWorldError):
+    """A config file or override is missing, malformed, misspelled or of the wrong type."""
+
+
+class CheckpointError(DeltaWorldError):
+    """A checkpoint is missing, corrupt, truncated, or made for another configuration."""
+
+
+class InputError(DeltaWorldError):
+    """Tensors or arguments of the wrong shape, dtype, size or value."""
+
+
+class DataError(DeltaWorldError):
+    """A dataset root is missing or empty, or every file in it failed to load."""
+
+
+class TrainingError(DeltaWorldError):
+    """Training cannot go on (non-finite loss, an output directory holding another run)."""

@@ -1,0 +1,147 @@
+"""Tokenizer = frozen backbone + DeltaTok: uint8 frames -> features -> one delta token per frame.
+
+Saved as a folder: `config.yaml` (the `backbone` and `model` sections),
+`deltatok.safetensors` (keys as in the released checkpoint) and, for the
+random-init backbone only, `backbone.safetensors`, so the folder is complete
+offline. A pretrained backbone is loaded again by its hub id or path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from tokenizer.backbone import Backbone, BackboneConfig
+from tokenizer.checkpoint import load_module_weights, load_weights, save_safetensors
+from tokenizer.config import merge_config, save_config, to_object
+from tokenizer.deltatok import DeltaTok, DeltaTokConfig
+from tokenizer.errors import CheckpointError, ConfigError, InputError
+
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "deltatok.safetensors"
+BACKBONE_FILE = "backbone.safetensors"
+
+
+@dataclass
+class TokenizerConfig:
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    model: DeltaTokConfig = field(default_factory=DeltaTokConfig)
+
+
+class Tokenizer(nn.Module):
+    def __init__(self, backbone: Backbone, deltatok: DeltaTok, config: TokenizerConfig):
+        super().__init__()
+        self.backbone = backbone
+        self.deltatok = deltatok
+        self.config = config
+        self._black: dict[tuple, torch.Tensor] = {}
+
+    @classmethod
+    def build(cls, config: TokenizerConfig) -> "Tokenizer":
+        backbone = Backbone.from_config(config.backbone)
+        deltatok = DeltaTok(config.model, backbone.hidden_size, backbone.num_heads)
+        return cls(backbone, deltatok, config)
+
+    @property
+    def dim(self) -> int:
+        return self.backbone.hidden_size
+
+    def grid(self, frames: torch.Tensor) -> tuple[int, int]:
+        return self.backbone.grid(frames.shape[-2], frames.shape[-1])
+
+    def rope(self, grid: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.deltatok.rope(grid, device)
+
+    def features(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, T, 3, H, W) -> frozen patch features (B, T, N, D)."""
+        return self.backbone(frames)
+
+    def black_features(self, batch: int, height: int, width: int, device: torch.device) -> torch.Tensor:
+        """Features of an all-black frame, (batch, N, D): what token 0 encodes the first frame against."""
+        key = (height, width, str(device), torch.is_autocast_enabled())
+        if key not in self._black:
+            black = torch.zeros(1, 1, 3, height, width, dtype=torch.uint8, device=device)
+            self._black[key] = self.backbone(black)[:, 0]
+        return self._black[key].expand(batch, -1, -1)
+
+    @torch.no_grad()
+    def tokenize(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 frames (B, T, 3, H, W) -> (tokens (B, T, D), features (B, T, N, D)).
+
+        Token t encodes the change from frame t-1 to t; token 0 the change from a black frame.
+        """
+        features = self.features(frames)
+        batch, _, _, height, width = frames.shape
+        rope = self.rope(self.grid(frames), frames.device)
+        black = self.black_features(batch, height, width, frames.device)
+        tokens = self.deltatok.tokenize(features, black, rope)
+        return tokens[:, :, 0], features
+
+    def decode(self, tokens: torch.Tensor, prev: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """tokens (B, D) decoded against prev features (B, N, D) -> next features (B, N, D)."""
+        rope = self.rope(grid, tokens.device)
+        return self.deltatok.decode(tokens.unsqueeze(1), prev, rope)
+
+    @torch.no_grad()
+    def rollout(self, frames: torch.Tensor, horizon: int) -> dict[str, torch.Tensor]:
+        """The paper's tokenizer evaluation at horizon h, from uint8 frames (B, T, 3, H, W).
+
+        Returns preds and targets (B, h, N, D) and context (B, T-h, N, D).
+        """
+        num_frames = frames.shape[1]
+        if not 1 <= horizon <= num_frames:
+            raise InputError(f"horizon {horizon} must be between 1 and the clip length {num_frames}")
+        features = self.features(frames)
+        batch, _, _, height, width = frames.shape
+        rope = self.rope(self.grid(frames), frames.device)
+        black = self.black_features(batch, height, width, frames.device)
+        preds = self.deltatok.rollout(features, horizon, black, rope)
+        return {"preds": preds, "targets": features[:, num_frames - horizon :], "context": features[:, : num_frames - horizon]}
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_safetensors(self.deltatok.state_dict(), folder / WEIGHTS_FILE)
+        if not self.backbone.is_pretrained:
+            save_safetensors(self.backbone.model.state_dict(), folder / BACKBONE_FILE)
+        save_config(self.config, folder / CONFIG_FILE)
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path, config: TokenizerConfig | None = None) -> "Tokenizer":
+        """Load our folder, or a released DeltaTok weights file (.bin/.pt/.safetensors) given its `config`."""
+        path = Path(path)
+        if path.is_dir():
+            config = read_tokenizer_config(path)
+            tokenizer = cls.build(config)
+            if not tokenizer.backbone.is_pretrained:
+                if not (path / BACKBONE_FILE).is_file():
+                    raise CheckpointError(f"tokenizer folder {path} lacks {BACKBONE_FILE} for its random-init backbone")
+                load_module_weights(tokenizer.backbone.model, load_weights(path / BACKBONE_FILE), f"backbone weights {path / BACKBONE_FILE}")
+            weights = path / WEIGHTS_FILE
+        else:
+            if config is None:
+                raise ConfigError(f"{path} is a bare weights file: pass the tokenizer config it was trained with (e.g. configs/tokenizer/vitb_dinov3_kinetics.yaml)")
+            tokenizer = cls.build(config)
+            weights = path
+        state = load_weights(weights, f"tokenizer checkpoint {weights}")
+        # Released files may carry the frozen backbone under `backbone.`; it is loaded from its own source.
+        state = {key: value for key, value in state.items() if not key.startswith("backbone.")}
+        load_module_weights(tokenizer.deltatok, state, f"tokenizer checkpoint {weights}")
+        return tokenizer.eval()
+
+
+def read_tokenizer_config(folder: str | Path) -> TokenizerConfig:
+    """The `backbone` and `model` sections of a saved tokenizer's (or training run's) config.yaml."""
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{folder} is not a saved tokenizer: {CONFIG_FILE} is missing")
+    try:
+        raw = OmegaConf.load(path)
+    except Exception as err:
+        raise CheckpointError(f"{path} is not readable YAML ({' '.join(str(err).split())[:200]})") from None
+    sections = {key: raw[key] for key in ("backbone", "model") if key in raw}
+    return to_object(merge_config(TokenizerConfig, sections, origin=f"tokenizer config {path}"))

@@ -1,0 +1,60 @@
+"""DINOv3's 2-D rotary position embedding for patch tokens.
+
+Patch centres on a (rows, cols) grid are normalised to [-1, 1]; each of the two
+axes rotates head_dim / 4 frequency pairs, 1 / theta^(k * 4 / head_dim).
+Channels are laid out as [y-freqs, x-freqs] twice (the "rotate half" pairing).
+Prefix tokens (class, registers, the delta token) are never rotated.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def patch_centres(grid: tuple[int, int], device: torch.device | None = None) -> torch.Tensor:
+    """(rows*cols, 2) patch-centre coordinates (y, x) in [-1, 1], row-major."""
+    rows, cols = grid
+    y = (torch.arange(rows, device=device, dtype=torch.float32) + 0.5) / rows
+    x = (torch.arange(cols, device=device, dtype=torch.float32) + 0.5) / cols
+    coords = torch.stack(torch.meshgrid(y, x, indexing="ij"), dim=-1).flatten(0, 1)
+    return 2.0 * coords - 1.0
+
+
+def patch_rope(
+    grid: tuple[int, int],
+    head_dim: int,
+    theta: float,
+    scale: torch.Tensor | float = 1.0,
+    device: torch.device | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin, each (rows*cols, head_dim), for coordinates multiplied by `scale`."""
+    if head_dim % 4:
+        raise ValueError(f"2-D RoPE needs a head size divisible by 4, got {head_dim}")
+    inv_freq = 1.0 / theta ** (torch.arange(head_dim // 4, device=device, dtype=torch.float32) * (4 / head_dim))
+    coords = patch_centres(grid, device) * scale
+    angles = (2 * math.pi) * coords[:, :, None] * inv_freq[None, None, :]
+    angles = angles.flatten(1, 2).tile(2)
+    return angles.cos(), angles.sin()
+
+
+def random_rope_scale(
+    rescale: float, device: torch.device | None = None, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Training-time augmentation: one log-uniform scale in [1/rescale, rescale] for the whole batch."""
+    log_range = math.log(rescale)
+    return torch.empty((), device=device).uniform_(-log_range, log_range, generator=generator).exp()
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate the last P tokens of x (B, heads, L, head_dim) by cos/sin (P, head_dim); the first L-P stay."""
+    num_rotated = cos.shape[0]
+    prefix, patches = x.split((x.shape[-2] - num_rotated, num_rotated), dim=-2)
+    patches = patches * cos + rotate_half(patches) * sin
+    return torch.cat((prefix, patches), dim=-2)

@@ -1,0 +1,49 @@
+"""Train the DeltaTok tokenizer.
+
+    python train_tokenizer.py --config configs/tokenizer/tiny.yaml [dotted.key=value ...]
+    accelerate launch --multi_gpu --num_processes 8 train_tokenizer.py --config configs/tokenizer/vitb_dinov3_kinetics.yaml
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+
+import torch
+
+from envs.data import DataConfig, build_dataset
+from tokenizer.backbone import BackboneConfig
+from tokenizer.cli import run_cli
+from tokenizer.config import load_config, to_object
+from tokenizer.deltatok import DeltaTokConfig
+from tokenizer.model import Tokenizer, TokenizerConfig
+from tokenizer.training import TokenizerTask
+from worldmodel.engine import TrainConfig, train
+
+
+@dataclass
+class TokenizerRunConfig:
+    output_dir: str = "runs/tokenizer_tiny"
+    seed: int = 0
+    resume: bool = False  # continue from the newest complete checkpoint in output_dir
+    overwrite: bool = False  # replace a run already in output_dir
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    model: DeltaTokConfig = field(default_factory=DeltaTokConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML run config, e.g. configs/tokenizer/tiny.yaml")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides such as train.max_steps=100")
+    args = parser.parse_args(argv)
+    run = load_config(TokenizerRunConfig, args.config, args.overrides)
+    torch.manual_seed(run.seed)
+    tokenizer = Tokenizer.build(TokenizerConfig(backbone=to_object(run.backbone), model=to_object(run.model)))
+    data = to_object(run.data)
+    train(run, TokenizerTask(tokenizer), build_dataset(data, "train", run.seed), build_dataset(data, "val", run.seed))
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,131 @@
+"""Training-state checkpoints: one folder per step, complete or absent.
+
+`checkpoints/step_000100/` holds `model.safetensors`, `optimizer.safetensors`
+and `state.json` (step, optimizer hyper-parameters, sha256 of each file). The
+folder is written under a temporary name and renamed into place, and
+`state.json` is written last, so a crash leaves either a complete checkpoint or
+one that `latest_checkpoint` recognises as broken and skips for the previous.
+
+There is no RNG state to save: the engine derives every random draw from
+(seed, step, rank), so the step number alone restores the random stream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+
+from tokenizer.checkpoint import atomic_write_text, load_module_weights, save_safetensors
+from tokenizer.errors import CheckpointError
+
+log = logging.getLogger(__name__)
+
+PREFIX = "step_"
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "state.json"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Optimizer state -> (tensors for safetensors, JSON-able rest)."""
+    tensors, scalars = {}, {}
+    for index, per_param in state_dict["state"].items():
+        for name, value in per_param.items():
+            if torch.is_tensor(value):
+                tensors[f"{index}.{name}"] = value
+            else:
+                scalars[f"{index}.{name}"] = value
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()} for group in state_dict["param_groups"]]
+    return tensors, {"param_groups": groups, "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, value in list(tensors.items()) + list(meta["scalars"].items()):
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in group.items()} for group in meta["param_groups"]]
+    return {"state": state, "param_groups": groups}
+
+
+def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, extra: dict) -> Path:
+    """Write checkpoints/step_XXXXXX atomically; returns its path."""
+    final = folder / f"{PREFIX}{step:06d}"
+    tmp = folder / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_safetensors(model.state_dict(), tmp / MODEL_FILE)
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
+    save_safetensors(opt_tensors, tmp / OPTIMIZER_FILE)
+    state = {
+        "step": step,
+        "optimizer": opt_meta,
+        "sha256": {name: _sha256(tmp / name) for name in (MODEL_FILE, OPTIMIZER_FILE)},
+        **extra,
+    }
+    atomic_write_text(tmp / STATE_FILE, json.dumps(state, indent=1))
+    if final.exists():
+        shutil.rmtree(final)
+    tmp.rename(final)
+    return final
+
+
+def _is_complete(path: Path) -> bool:
+    try:
+        state = json.loads((path / STATE_FILE).read_text())
+        return all(_sha256(path / name) == digest for name, digest in state["sha256"].items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def list_checkpoints(folder: Path) -> list[Path]:
+    """Checkpoint folders (complete or not), oldest first."""
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The newest complete checkpoint; broken ones (a crash mid-write, a damaged file) are skipped with a warning."""
+    for path in reversed(list_checkpoints(folder)):
+        if _is_complete(path):
+            return path
+        log.warning("skipping incomplete or damaged checkpoint %s", path)
+    return None
+
+
+def prune_checkpoints(folder: Path, keep: int) -> None:
+    """Delete all but the newest `keep` checkpoints (and leftovers of interrupted writes)."""
+    for tmp in folder.glob(f".{PREFIX}*.tmp"):
+        shutil.rmtree(tmp, ignore_errors=True)
+    checkpoints = list_checkpoints(folder)
+    for path in checkpoints[: max(0, len(checkpoints) - keep)]:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore model and optimizer from a checkpoint folder; returns its state.json."""
+    if not _is_complete(path):
+        raise CheckpointError(f"checkpoint {path} is incomplete or damaged (checksum mismatch or missing state.json)")
+    state = json.loads((path / STATE_FILE).read_text())
+    load_module_weights(model, load_file(str(path / MODEL_FILE)), f"checkpoint {path / MODEL_FILE}")
+    optimizer_state = _unflatten_optimizer(load_file(str(path / OPTIMIZER_FILE)), state["optimizer"])
+    try:
+        optimizer.load_state_dict(optimizer_state)
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(f"optimizer state in {path} does not fit this model ({err})") from None
+    return state

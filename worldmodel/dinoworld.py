@@ -1,0 +1,80 @@
+"""DINOWorld, the paper's patch-level baseline: predict every patch feature of the next frame.
+
+The same predictor and objectives as DeltaWorld, but the history is every patch
+of every past frame ((T-1) * N entries) and each imagined frame needs N queries,
+with RoPE over (time, x, y). It needs no tokenizer decoder: only the frozen
+backbone. Side by side with DeltaWorld it shows what one token per frame saves.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tokenizer.errors import ConfigError
+from tokenizer.model import Tokenizer
+from worldmodel.objectives import build_objective
+from worldmodel.predictor import Predictor, causal_mask
+from worldmodel.world import Dream, WorldModel, WorldModelConfig
+
+
+def patch_xy(grid: tuple[int, int], device: torch.device) -> torch.Tensor:
+    """(N, 2) patch coordinates (x, y) in [-1, 1], row-major."""
+    rows, cols = grid
+    y, x = torch.meshgrid(torch.linspace(-1, 1, rows, device=device), torch.linspace(-1, 1, cols, device=device), indexing="ij")
+    return torch.stack((x.flatten(), y.flatten()), dim=-1)
+
+
+def patch_positions(timestamps: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+    """timestamps (B, T) -> (B, T, N, 3) positions (t, x, y) of every patch."""
+    xy = patch_xy(grid, timestamps.device)
+    batch, time = timestamps.shape
+    t = timestamps[:, :, None, None].float().expand(batch, time, xy.shape[0], 1)
+    return torch.cat((t, xy.expand(batch, time, -1, -1)), dim=-1)
+
+
+class DINOWorld(WorldModel):
+    @classmethod
+    def build(cls, tokenizer: Tokenizer, config: WorldModelConfig) -> "DINOWorld":
+        if len(config.predictor.rope_axis_sizes) != 3:
+            raise ConfigError(f"dinoworld needs three RoPE axes (time, x, y), got predictor.rope_axis_sizes={list(config.predictor.rope_axis_sizes)}")
+        predictor = Predictor(config.predictor, tokenizer.dim)
+        return cls(tokenizer, build_objective(config.objective, predictor, config.actions), config)
+
+    @torch.no_grad()
+    def training_inputs(self, frames: torch.Tensor, timestamps: torch.Tensor, actions: torch.Tensor | None) -> dict:
+        """Objective inputs for clips (B, T, 3, H, W): every patch of frames 1..T-1 from all patches before."""
+        features = self.tokenizer.features(frames)
+        positions = patch_positions(timestamps, self.tokenizer.grid(frames))
+        patches = features.shape[2]
+        frame = torch.arange(frames.shape[1], device=frames.device).repeat_interleave(patches)
+        history_frames, target_frames = frame[: -patches], frame[patches:]
+        return {
+            "history": features[:, :-1].flatten(1, 2),
+            "history_positions": positions[:, :-1].flatten(1, 2),
+            "targets": features[:, 1:],
+            "target_positions": positions[:, 1:],
+            "mask": causal_mask(target_frames, history_frames),
+            "actions": actions[:, 1:] if actions is not None and self.action_conditioned else None,
+        }
+
+    @torch.no_grad()
+    def start(self, frames, timestamps, num_samples, features=None) -> Dream:
+        if features is None:
+            features = self.tokenizer.features(frames)
+        grid = self.tokenizer.grid(frames)
+        positions = patch_positions(timestamps, grid)
+        cache = self.objective.predictor.encode_history(features.flatten(1, 2), positions.flatten(1, 2)).repeat(num_samples)
+        return Dream(
+            cache=cache,
+            features=features[:, -1].repeat_interleave(num_samples, 0),
+            time=timestamps[:, -1].repeat_interleave(num_samples, 0),
+            grid=grid,
+        )
+
+    @torch.no_grad()
+    def step(self, dream, time, actions=None, generator=None, noise=None):
+        """-> (features (R, N, D) twice: a patch-level model's "tokens" are its features, next dream)."""
+        positions = patch_positions(time[:, None], dream.grid)[:, 0]
+        features = self.objective.sample(dream.cache, positions, actions, generator, noise).to(dream.features.dtype)
+        cache = dream.cache.append(self.objective.predictor.encode_history(features, positions))
+        return features, features, Dream(cache, features, time, dream.grid)

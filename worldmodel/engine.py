@@ -1,0 +1,348 @@
+"""The training engine both train scripts share, on Hugging Face Accelerate.
+
+One loop for the tokenizer and the world model: a `Task` says what is trained
+and how a batch becomes a loss; the engine does the rest the same way on a CPU,
+one GPU, or many processes under `accelerate launch`:
+AdamW (decay / no-decay groups), LR warmup then constant or cosine, gradient
+clipping and accumulation to an effective batch, bf16 autocast where the
+hardware has it (fp32 on CPU), a tqdm bar, Accelerate trackers, periodic
+atomic checkpoints, resume, a stop at the first non-finite loss, and a final
+validation printed against its baseline.
+
+Randomness is stateless: clip ids and model noise at optimizer step s come from
+(seed, s, micro-step, rank), so a resumed run draws exactly what the
+uninterrupted one would have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Protocol
+
+import torch
+from accelerate import Accelerator, PartialState
+from accelerate.utils import ProjectConfiguration, gather_object
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+from tqdm.auto import tqdm
+
+from tokenizer.attention import set_attention_backend
+from tokenizer.checkpoint import atomic_write_text
+from tokenizer.config import save_config
+from tokenizer.errors import CheckpointError, ConfigError, TrainingError
+from worldmodel.checkpoints import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+
+RUN_CONFIG = "config.yaml"
+RUN_MARKERS = (RUN_CONFIG, "checkpoints", "final", "logs", "metrics.json")
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000
+    batch_size: int = 16  # clips per process per micro-step
+    effective_batch_size: int = 0  # clips per optimizer step over all processes; 0 = no accumulation
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 0
+    lr_schedule: str = "constant"  # constant | cosine (to 0 at max_steps)
+    grad_clip: float = 0.0  # max global grad norm; 0 = off
+    mixed_precision: str = "auto"  # auto (bf16 on GPUs that have it, fp32 on CPU) | no | bf16 | fp16
+    checkpoint_every: int = 200
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    val_every: int = 0  # validate every N steps as well as at the end; 0 = only at the end
+    num_workers: int = 0  # DataLoader worker processes per training process
+    trackers: list[str] = field(default_factory=lambda: ["tensorboard"])  # tensorboard, wandb, ...; [] = none
+    compile: bool = False  # torch.compile the trained module
+    attention_backend: str = "sdpa"  # sdpa | xformers (GPU)
+    threads: int = 0  # torch CPU threads per process; 0 = PyTorch's default
+
+
+class Task(Protocol):
+    """What a training run trains: the engine prepares `module` and calls the rest."""
+
+    name: str
+    module: nn.Module
+
+    def to(self, device: torch.device) -> None: ...
+
+    def loss(self, model: nn.Module, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+    def validate(self, model: nn.Module, batch: dict) -> dict[str, tuple[torch.Tensor, int]]: ...
+
+    def summary(self, metrics: dict[str, float]) -> str: ...
+
+    def save_final(self, model: nn.Module, folder: Path) -> None: ...
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from several integers (splitmix64), so nearby steps get unrelated streams."""
+    value = 0x9E3779B97F4A7C15
+    for part in parts:
+        value = (value ^ (int(part) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        value = (value ^ (value >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
+    return value >> 1
+
+
+class StepBatches(Sampler[list[int]]):
+    """Clip ids for every micro-step from `start_step`: a pure function of (step, micro, rank)."""
+
+    def __init__(self, start_step: int, max_steps: int, accum: int, batch: int, rank: int, world: int):
+        self.start_step, self.max_steps, self.accum = start_step, max_steps, accum
+        self.batch, self.rank, self.world = batch, rank, world
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for step in range(self.start_step, self.max_steps):
+            for micro in range(self.accum):
+                base = ((step * self.accum + micro) * self.world + self.rank) * self.batch
+                yield list(range(base, base + self.batch))
+
+    def __len__(self) -> int:
+        return (self.max_steps - self.start_step) * self.accum
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    if cfg.warmup_steps > 0 and step < cfg.warmup_steps:
+        return cfg.lr * step / cfg.warmup_steps
+    if cfg.lr_schedule == "cosine":
+        span = max(1, cfg.max_steps - cfg.warmup_steps)
+        return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span)))
+    return cfg.lr
+
+
+def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on the weights of linear and convolution layers only; not on biases, norms, embeddings, LayerScale."""
+    decay_ids = {
+        id(m.weight)
+        for m in module.modules()
+        if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and m.weight.requires_grad
+    }
+    params = [p for p in module.parameters() if p.requires_grad]
+    return [
+        {"params": [p for p in params if id(p) in decay_ids], "weight_decay": weight_decay},
+        {"params": [p for p in params if id(p) not in decay_ids], "weight_decay": 0.0},
+    ]
+
+
+def _mixed_precision(choice: str) -> str:
+    if choice != "auto":
+        if choice not in ("no", "bf16", "fp16"):
+            raise ConfigError(f"train.mixed_precision {choice!r} is not one of auto, no, bf16, fp16")
+        return choice
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def prepare_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to write over another run unless told to resume it or replace it."""
+    held = [name for name in RUN_MARKERS if (output_dir / name).exists()]
+    if not held or resume:
+        return
+    if not overwrite:
+        raise TrainingError(
+            f"output_dir {output_dir} holds another run ({', '.join(held)}); pass resume=true to continue it, "
+            "overwrite=true to replace it, or another output_dir"
+        )
+    for name in held:
+        target = output_dir / name
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+
+
+def _check_same_model(output_dir: Path, run: DictConfig) -> None:
+    """Resuming with a different model config would load mismatched weights: name what changed."""
+    saved_path = output_dir / RUN_CONFIG
+    if not saved_path.is_file():
+        return
+    saved = OmegaConf.load(saved_path)
+    changed = []
+    for section in ("backbone", "model", "predictor", "objective"):
+        if section in run and section in saved:
+            old, new = OmegaConf.to_container(saved[section]), OmegaConf.to_container(run[section])
+            changed += [f"{section}.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    if changed:
+        raise CheckpointError(f"cannot resume {output_dir}: its checkpoints were made with another model config ({'; '.join(changed)})")
+
+
+def _to_device(batch: dict, device: torch.device) -> dict:
+    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def _flat_hparams(run: DictConfig) -> dict:
+    flat = {}
+
+    def walk(node, prefix):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}/")
+            else:
+                flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
+
+    walk(OmegaConf.to_container(run, resolve=True), "")
+    return flat
+
+
+def validate(accelerator: Accelerator, task: Task, model: nn.Module, val_set: Dataset, batch_size: int) -> dict[str, float]:
+    """Each process takes every world-th clip; sums and counts are reduced over processes."""
+    indices = list(range(accelerator.process_index, len(val_set), accelerator.num_processes))
+    loader = DataLoader(torch.utils.data.Subset(val_set, indices), batch_size=batch_size)
+    sums: dict[str, torch.Tensor] = {}
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), accelerator.autocast():
+        for batch in loader:
+            for name, (value, count) in task.validate(model, _to_device(batch, accelerator.device)).items():
+                pair = torch.stack([value.detach().float().sum(), torch.tensor(float(count), device=value.device)])
+                sums[name] = sums.get(name, torch.zeros(2, device=accelerator.device)) + pair
+    model.train(was_training)
+    # Every process must enter the reduction with the same names, even one that got no clips.
+    names = sorted(set().union(*gather_object([sorted(sums)])))
+    results = {}
+    for name in names:
+        total = accelerator.reduce(sums.get(name, torch.zeros(2, device=accelerator.device)), "sum")
+        results[name] = (total[0] / total[1].clamp(min=1)).item()
+    return results
+
+
+def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | None) -> dict[str, float]:
+    """Train `task` as configured by `run` (output_dir, seed, resume, overwrite, train.*); returns final validation metrics."""
+    cfg: TrainConfig = OmegaConf.to_object(run.train)
+    output_dir = Path(run.output_dir)
+    if cfg.threads > 0:
+        torch.set_num_threads(cfg.threads)
+
+    state = PartialState()
+    world, rank = state.num_processes, state.process_index
+    per_step = cfg.batch_size * world
+    effective = cfg.effective_batch_size or per_step
+    if effective % per_step:
+        raise ConfigError(
+            f"train.effective_batch_size {effective} is not a multiple of train.batch_size {cfg.batch_size} x {world} processes"
+        )
+    accum = effective // per_step
+    accelerator = Accelerator(
+        mixed_precision=_mixed_precision(cfg.mixed_precision),
+        gradient_accumulation_steps=accum,
+        log_with=list(cfg.trackers) or None,
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+    )
+
+    if accelerator.is_main_process:
+        prepare_output_dir(output_dir, run.resume, run.overwrite)
+    accelerator.wait_for_everyone()
+    if run.resume:
+        _check_same_model(output_dir, run)
+
+    module = task.module
+    set_attention_backend(module, cfg.attention_backend)
+    optimizer = torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
+    start_step = 0
+    checkpoint_dir = output_dir / "checkpoints"
+    if run.resume and (resume_from := latest_checkpoint(checkpoint_dir)) is not None:
+        start_step = load_checkpoint(resume_from, module, optimizer)["step"]
+        accelerator.print(f"resuming from {resume_from} at step {start_step}")
+    for group in optimizer.param_groups:  # the config wins over hyper-parameters stored in a checkpoint
+        group["betas"] = tuple(cfg.betas)
+    optimizer.param_groups[0]["weight_decay"] = cfg.weight_decay
+
+    task.to(accelerator.device)
+    model, optimizer = accelerator.prepare(module, optimizer)
+    if cfg.compile:
+        model = torch.compile(model)
+    if accelerator.is_main_process:
+        save_config(run, output_dir / RUN_CONFIG)
+    accelerator.init_trackers(task.name, config=_flat_hparams(run))
+
+    accelerator.print(
+        f"training {task.name} on {accelerator.device.type} ({accelerator.mixed_precision if accelerator.mixed_precision != 'no' else 'fp32'}), "
+        f"{world} process{'es' if world > 1 else ''}, effective batch {effective} = {cfg.batch_size} per process x "
+        f"{world} x {accum} accumulation step{'s' if accum > 1 else ''}; steps {start_step} -> {cfg.max_steps}"
+    )
+    loader = DataLoader(
+        train_set,
+        batch_sampler=StepBatches(start_step, cfg.max_steps, accum, cfg.batch_size, rank, world),
+        num_workers=cfg.num_workers,
+        pin_memory=accelerator.device.type == "cuda",
+        prefetch_factor=4 if cfg.num_workers > 0 else None,
+        persistent_workers=cfg.num_workers > 0,
+    )
+    batches = iter(loader)
+    bar = tqdm(total=cfg.max_steps, initial=start_step, disable=not accelerator.is_local_main_process, dynamic_ncols=True)
+    model.train()
+    skipped_files = 0
+    window_start, window_clips = time.perf_counter(), 0
+    last_checkpoint = latest_checkpoint(checkpoint_dir)
+
+    for step in range(start_step, cfg.max_steps):
+        lr = lr_at(step, cfg)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        losses = []
+        for micro in range(accum):
+            batch = _to_device(next(batches), accelerator.device)
+            if "num_skipped" in batch:
+                skipped_files += int(batch.pop("num_skipped").sum())
+            generator = torch.Generator(accelerator.device).manual_seed(mix_seed(run.seed, step, micro, rank))
+            with accelerator.accumulate(model), accelerator.autocast():
+                loss, logs = task.loss(model, batch, generator)
+                losses.append(loss.detach().float())
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
+                    step_loss = torch.stack(losses).mean()
+                    bad = accelerator.reduce((~torch.isfinite(torch.stack([step_loss, grad_norm.float()]))).float().sum(), "sum")
+                    if bad.item() > 0:
+                        accelerator.end_training()
+                        where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written yet"
+                        raise TrainingError(
+                            f"loss or gradient became non-finite at step {step} (loss {step_loss.item():.4g}); stopped before "
+                            f"applying it, {where}: lower train.lr or check the data, then resume=true"
+                        )
+                    optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+        window_clips += effective
+        done = step + 1
+        bar.update(1)
+        if done % cfg.log_every == 0 or done == cfg.max_steps:
+            elapsed = time.perf_counter() - window_start
+            step_loss = accelerator.reduce(step_loss, "mean").item()
+            rate = window_clips / max(elapsed, 1e-9)
+            bar.set_postfix(loss=f"{step_loss:.4f}", clips_per_s=f"{rate:.1f}")
+            accelerator.log({"train/loss": step_loss, "train/lr": lr, "train/grad_norm": grad_norm.item(), "train/clips_per_s": rate, **{f"train/{k}": v for k, v in logs.items()}}, step=done)
+            window_start, window_clips = time.perf_counter(), 0
+        if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
+            if accelerator.is_main_process:
+                last_checkpoint = save_checkpoint(checkpoint_dir, done, module, optimizer, {"seed": run.seed})
+                prune_checkpoints(checkpoint_dir, cfg.keep_checkpoints)
+            accelerator.wait_for_everyone()
+        if val_set is not None and cfg.val_every and done % cfg.val_every == 0 and done != cfg.max_steps:
+            metrics = validate(accelerator, task, module, val_set, cfg.batch_size)
+            accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=done)
+    bar.close()
+
+    metrics = {}
+    if val_set is not None:
+        metrics = validate(accelerator, task, module, val_set, cfg.batch_size)
+        accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=cfg.max_steps)
+    skipped_files = int(accelerator.reduce(torch.tensor(skipped_files, device=accelerator.device), "sum").item())
+    if accelerator.is_main_process:
+        final = output_dir / "final"
+        tmp = output_dir / ".final.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        task.save_final(module, tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+        atomic_write_text(output_dir / "metrics.json", json.dumps({"step": cfg.max_steps, "skipped_files": skipped_files, **metrics}, indent=1))
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    if skipped_files:
+        accelerator.print(f"skipped {skipped_files} unreadable data files (named in the warnings above)")
+    if metrics:
+        accelerator.print(task.summary(metrics))
+    accelerator.print(f"saved {output_dir / 'final'}")
+    return metrics

@@ -1,0 +1,79 @@
+"""How a batch of clips trains a world model, and how it is validated against copying the last frame.
+
+Validation imagines the last `horizon` frames of each validation clip from the
+`context` frames before them, K samples each, and reports the feature loss of
+the best sample (chosen by its loss at the last step, as the paper does), of the
+mean of the K samples, and of copying the last context frame.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from worldmodel.objectives import regression_loss
+from worldmodel.world import WorldModel
+
+FEATURE_LOSS = ("smooth_l1", 0.1)  # the paper's criterion, also used to pick the best of K
+
+
+def feature_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean SmoothL1 (beta 0.1) over the last two dims (N, D): (..., N, D) -> (...)."""
+    return regression_loss(pred, target, *FEATURE_LOSS).mean(dim=(-2, -1))
+
+
+def rollout_losses(features: torch.Tensor, targets: torch.Tensor, context: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per-clip losses of imagined features (B, K, h, N, D) against targets (B, h, N, D).
+
+    Returns world_best, world_mean and copy_last, each (B,), averaged over the horizon steps.
+    """
+    per_sample = feature_loss(features, targets.unsqueeze(1))  # (B, K, h)
+    best = per_sample[:, :, -1].argmin(dim=1)
+    copy_last = context[:, -1:].expand_as(targets)
+    return {
+        "world_best_loss": per_sample[torch.arange(len(best)), best].mean(dim=1),
+        "world_mean_loss": feature_loss(features.mean(dim=1), targets).mean(dim=1),
+        "copy_last_loss": feature_loss(copy_last, targets).mean(dim=1),
+    }
+
+
+class WorldModelTask:
+    """Train the predictor (and its objective's own layers) on delta tokens of clips; tokenizer frozen."""
+
+    name = "world_model"
+
+    def __init__(self, world: WorldModel, context: int, horizon: int, num_samples: int, seed: int):
+        self.world = world
+        self.module: nn.Module = world.objective
+        self.context, self.horizon, self.num_samples, self.seed = context, horizon, num_samples, seed
+
+    def to(self, device: torch.device) -> None:
+        self.world.to(device)
+
+    def _actions(self, batch: dict) -> torch.Tensor | None:
+        return batch.get("actions") if self.world.action_conditioned else None
+
+    def loss(self, model: nn.Module, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        inputs = self.world.training_inputs(batch["frames"], batch["timestamps"], self._actions(batch))
+        return model(**inputs, generator=generator)
+
+    def validate(self, model: nn.Module, batch: dict) -> dict[str, tuple[torch.Tensor, int]]:
+        frames = batch["frames"]
+        generator = torch.Generator(frames.device).manual_seed(self.seed)
+        out = self.world.rollout(
+            frames, batch["timestamps"], self.context, self.horizon, self.num_samples, self._actions(batch), generator
+        )
+        return {name: (value, len(frames)) for name, value in rollout_losses(out["features"], out["targets"], out["context"]).items()}
+
+    def summary(self, metrics: dict[str, float]) -> str:
+        gap = metrics["copy_last_loss"] / max(metrics["world_best_loss"], 1e-12)
+        return (
+            f"validation SmoothL1 feature loss (context {self.context}, horizon {self.horizon}, K={self.num_samples}): "
+            f"world best-of-K {metrics['world_best_loss']:.5f} | world mean-of-K {metrics['world_mean_loss']:.5f} | "
+            f"copy-last {metrics['copy_last_loss']:.5f} (best-of-K {gap:.2f}x lower than copy-last)"
+        )
+
+    def save_final(self, model: nn.Module, folder: Path) -> None:
+        self.world.save_pretrained(folder)

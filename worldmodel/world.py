@@ -1,0 +1,179 @@
+"""What DeltaWorld and the patch-level DINOWorld share: config, imagination loop, files.
+
+A world model is a frozen tokenizer (DINOWorld uses only its backbone) plus a
+trainable objective around a predictor. Subclasses say how a clip becomes
+training inputs and how one imagined step is made; the rollout, saving and
+loading are common. Imagination rows are batch-major: row b * K + k is sample k of clip b.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+from torch import nn
+
+from tokenizer.checkpoint import load_module_weights, load_weights, save_safetensors
+from tokenizer.config import merge_config, save_config, to_object
+from tokenizer.errors import CheckpointError, ConfigError, InputError
+from tokenizer.model import Tokenizer
+from worldmodel.objectives import ActionSpace, Objective, ObjectiveConfig
+from worldmodel.predictor import HistoryCache, PredictorConfig
+
+CONFIG_FILE = "config.yaml"
+WEIGHTS_FILE = "world_model.safetensors"
+TOKENIZER_DIR = "tokenizer"
+
+
+@dataclass
+class WorldModelConfig:
+    kind: str = "deltaworld"  # deltaworld (one token per frame) | dinoworld (every patch, the paper's baseline)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    actions: ActionSpace = field(default_factory=ActionSpace)
+    num_samples: int = 20  # K imagined futures per clip when evaluating (the paper's 20)
+
+
+@dataclass
+class Dream:
+    """R imagined futures in progress: the projected history, the newest frame's features and time per row."""
+
+    cache: HistoryCache
+    features: torch.Tensor  # (R, N, D)
+    time: torch.Tensor  # (R,)
+    grid: tuple[int, int]
+
+
+def check_clip(frames: torch.Tensor, timestamps: torch.Tensor, context: int, horizon: int) -> None:
+    if frames.ndim != 5:
+        raise InputError(f"frames must be (B, T, 3, H, W), got {tuple(frames.shape)}")
+    if timestamps.shape != frames.shape[:2]:
+        raise InputError(f"timestamps must be (B, T) = {tuple(frames.shape[:2])}, got {tuple(timestamps.shape)}")
+    if horizon < 1 or context < 1:
+        raise InputError(f"context ({context}) and horizon ({horizon}) must both be at least 1")
+    if context + horizon > frames.shape[1]:
+        raise InputError(f"context {context} + horizon {horizon} does not fit a clip of {frames.shape[1]} frames")
+
+
+class WorldModel(nn.Module):
+    def __init__(self, tokenizer: Tokenizer, objective: Objective, config: WorldModelConfig):
+        super().__init__()
+        self.tokenizer = tokenizer.requires_grad_(False).eval()
+        self.objective = objective
+        self.config = config
+
+    def train(self, mode: bool = True) -> "WorldModel":
+        super().train(mode)
+        self.tokenizer.eval()  # frozen: its RoPE jitter must stay off
+        return self
+
+    @property
+    def action_conditioned(self) -> bool:
+        return self.objective.action_encoder is not None
+
+    # Subclasses: how a clip trains the objective, and how imagination starts and steps.
+    def training_inputs(self, frames: torch.Tensor, timestamps: torch.Tensor, actions: torch.Tensor | None) -> dict:
+        raise NotImplementedError
+
+    def start(self, frames: torch.Tensor, timestamps: torch.Tensor, num_samples: int, features: torch.Tensor | None = None) -> Dream:
+        """Context frames (B, c, 3, H, W) at timestamps (B, c) -> a Dream of B * num_samples rows.
+
+        `features` (B, c, N, D) of those frames may be passed when already computed.
+        """
+        raise NotImplementedError
+
+    def step(self, dream: Dream, time: torch.Tensor, actions=None, generator=None, noise=None) -> tuple[torch.Tensor, torch.Tensor, Dream]:
+        """Imagine the frame at `time` (R,) after `actions` (R, A) -> (its tokens, its features (R, N, D), next dream)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def rollout(
+        self,
+        frames: torch.Tensor,
+        timestamps: torch.Tensor,
+        context: int,
+        horizon: int,
+        num_samples: int | None = None,
+        actions: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        noise: list[torch.Tensor] | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Imagine the last `horizon` frames of each clip from the `context` frames before them.
+
+        frames (B, T, 3, H, W) uint8, timestamps (B, T), actions (B, T, A) with actions[:, t] leading into frame t.
+        Returns features (B, K, h, N, D), targets (B, h, N, D), context (B, c, N, D), and tokens (B, K, h, ...).
+        `noise[s]` optionally fixes step s's starting noise (B * K rows), to replay another implementation.
+        """
+        check_clip(frames, timestamps, context, horizon)
+        num_samples = num_samples or self.config.num_samples
+        first = frames.shape[1] - context - horizon
+        frames, timestamps = frames[:, first:], timestamps[:, first:]
+        actions = actions[:, first:] if actions is not None else None
+        features = self.tokenizer.features(frames)
+        dream = self.start(frames[:, :context], timestamps[:, :context], num_samples, features[:, :context])
+        batch = frames.shape[0]
+        tokens, imagined = [], []
+        for step in range(horizon):
+            index = context + step
+            step_actions = actions[:, index].repeat_interleave(num_samples, 0) if actions is not None else None
+            time = timestamps[:, index].repeat_interleave(num_samples, 0)
+            token, feature, dream = self.step(dream, time, step_actions, generator, noise[step] if noise else None)
+            tokens.append(token)
+            imagined.append(feature)
+        return {
+            "tokens": torch.stack(tokens, 1).unflatten(0, (batch, num_samples)),
+            "features": torch.stack(imagined, 1).unflatten(0, (batch, num_samples)),
+            "targets": features[:, context:],
+            "context": features[:, :context],
+        }
+
+    def save_pretrained(self, folder: str | Path) -> None:
+        """`config.yaml`, the trained weights, and the tokenizer it decodes with, so the folder stands alone."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_safetensors(self.objective.state_dict(), folder / WEIGHTS_FILE)
+        save_config(self.config, folder / CONFIG_FILE)
+        self.tokenizer.save_pretrained(folder / TOKENIZER_DIR)
+
+
+def build_world_model(tokenizer: Tokenizer, config: WorldModelConfig) -> WorldModel:
+    from worldmodel.deltaworld import DeltaWorld
+    from worldmodel.dinoworld import DINOWorld
+
+    kinds = {"deltaworld": DeltaWorld, "dinoworld": DINOWorld}
+    if config.kind not in kinds:
+        raise ConfigError(f"model.kind {config.kind!r} is not one of {', '.join(kinds)}")
+    return kinds[config.kind].build(tokenizer, config)
+
+
+def load_world_model(path: str | Path, tokenizer: Tokenizer | None = None, config: WorldModelConfig | None = None) -> WorldModel:
+    """Our saved folder, or a released weights file (`predictor.*` keys) given its config and tokenizer."""
+    path = Path(path)
+    if path.is_dir():
+        config = read_world_config(path)
+        tokenizer = tokenizer or Tokenizer.from_pretrained(path / TOKENIZER_DIR)
+        weights = path / WEIGHTS_FILE
+    else:
+        if config is None or tokenizer is None:
+            raise CheckpointError(f"{path} is a bare weights file: pass the world-model config and the tokenizer it was trained with")
+        weights = path
+    world = build_world_model(tokenizer, config)
+    state = load_weights(weights, f"world-model checkpoint {weights}")
+    # Released files hold only trained weights; a frozen tokenizer copy, if present, is not ours to load.
+    state = {key: value for key, value in state.items() if not key.startswith(("tokenizer.", "backbone."))}
+    load_module_weights(world.objective, state, f"world-model checkpoint {weights}")
+    return world.eval()
+
+
+def read_world_config(folder: str | Path) -> WorldModelConfig:
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{folder} is not a saved world model: {CONFIG_FILE} is missing")
+    try:
+        raw = OmegaConf.load(path)
+    except Exception as err:
+        raise CheckpointError(f"{path} is not readable YAML ({' '.join(str(err).split())[:200]})") from None
+    fields = ("kind", "predictor", "objective", "actions", "num_samples")
+    return to_object(merge_config(WorldModelConfig, {k: raw[k] for k in fields if k in raw}, origin=f"world-model config {path}"))
