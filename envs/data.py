@@ -1,7 +1,7 @@
 """Every clip source a run can name, behind one config section (`data.*`).
 
 This lives in `envs` because it is the one layer that sees all sources: the
-Shapes world and recorded Gymnasium episodes (here) and video files and the
+Shapes world and recorded Gymnasium episodes (here), and video files and the
 paper's datasets (`tokenizer.data`). Every source yields the same clip dicts:
 frames uint8 (T, 3, H, W), timestamps (T,), and optionally actions (T, A),
 segmentation (T, H, W) and depth (T, H, W).
@@ -9,32 +9,55 @@ segmentation (T, H, W) and depth (T, H, W).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Subset
 
 from envs.shapes import ShapesClips, ShapesConfig
+from tokenizer.data import VideoDataConfig, build_video_dataset
+from tokenizer.data import SOURCES as VIDEO_SOURCES
 from tokenizer.errors import ConfigError
 
-SOURCES = ("shapes",)
+SOURCES = ("shapes",) + VIDEO_SOURCES
 
 
 @dataclass
 class DataConfig:
+    # shapes (the embedded default) | videos (any folder tree of video files / frame folders) |
+    # kinetics | vspw | cityscapes | kitti
     source: str = "shapes"
+    root: str = ""  # dataset folder; "" = the source's variable (KINETICS_ROOT, VSPW_ROOT, ...)
+    val_source: str = ""  # validation source; "" = the training source
+    val_root: str = ""
+    val_split: str = "val"
+    frame_size: int = 64  # square training frames (evaluation sets keep their aspect ratio)
     num_frames: int = 2  # frames per training clip
     val_num_frames: int = 4  # frames per validation clip
-    val_clips: int = 64  # size of the fixed validation set
+    val_clips: int = 64  # validation clips used (Shapes makes exactly this many)
     shapes: ShapesConfig = field(default_factory=ShapesConfig)
     shapes_strides: list[int] = field(default_factory=lambda: [1])  # simulator frames between clip frames, drawn per clip
+    video: VideoDataConfig = field(default_factory=VideoDataConfig)
 
 
 def build_dataset(cfg: DataConfig, split: str, seed: int, num_frames: int | None = None) -> Dataset:
-    """The `split` ("train" or "val") clips of the configured source."""
-    if cfg.source not in SOURCES:
-        raise ConfigError(f"data.source {cfg.source!r} is not one of {', '.join(SOURCES)}")
-    frames = num_frames or (cfg.num_frames if split == "train" else cfg.val_num_frames)
+    """The `split` clips of the configured source: "train", or the validation set for any other split."""
+    train = split == "train"
+    source = cfg.source if train or not cfg.val_source else cfg.val_source
+    root = cfg.root if train or not cfg.val_source else cfg.val_root
+    if source not in SOURCES:
+        raise ConfigError(f"data.source {source!r} is not one of {', '.join(SOURCES)}")
+    frames = num_frames or (cfg.num_frames if train else cfg.val_num_frames)
     if frames < 2:
         raise ConfigError(f"clips need at least 2 frames to hold a change, got {frames}")
-    num_clips = None if split == "train" else cfg.val_clips
-    return ShapesClips(cfg.shapes, frames, seed, split=split, num_clips=num_clips, strides=tuple(cfg.shapes_strides))
+    if source == "shapes":
+        if cfg.shapes.frame_size not in (cfg.frame_size, ShapesConfig.frame_size):
+            raise ConfigError("data.shapes.frame_size follows data.frame_size; set data.frame_size instead")
+        shapes = dataclasses.replace(cfg.shapes, frame_size=cfg.frame_size)
+        return ShapesClips(
+            shapes, frames, seed, split="train" if train else "val", num_clips=None if train else cfg.val_clips, strides=tuple(cfg.shapes_strides)
+        )
+    dataset = build_video_dataset(source, root or None, "train" if train else cfg.val_split, frames, cfg.frame_size, seed, cfg.video)
+    if not train and len(dataset) > cfg.val_clips:
+        dataset = Subset(dataset, range(cfg.val_clips))
+    return dataset

@@ -1,9 +1,10 @@
 """Typed OmegaConf configs: a dataclass schema, a YAML file, dotted CLI overrides.
 
 Every run config is a dataclass (the schema); `load_config` merges the schema's
-defaults, the YAML file and `key.sub=value` overrides, in that order. A key the
-schema does not know is an error that names it and the nearest valid key, so a
-typo never silently trains with a default.
+defaults, the YAML file and `key.sub=value` overrides, in that order. A YAML file
+may start from another with `_base_: other.yaml` (a path relative to it). A key
+the schema does not know is an error that names it and the nearest valid key,
+so a typo never silently trains with a default.
 """
 
 from __future__ import annotations
@@ -39,10 +40,15 @@ def _nearest(key: str, schema: Any) -> str:
     return match[0] if match else ""
 
 
-def _read_yaml(path: str | Path) -> DictConfig:
+BASE_KEY = "_base_"
+
+
+def _read_yaml(path: str | Path, seen: tuple[Path, ...] = ()) -> DictConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist; pass --config with a YAML file such as configs/tokenizer/tiny.yaml")
+    if path.resolve() in seen:
+        raise ConfigError(f"config file {path} includes itself through {BASE_KEY}")
     try:
         cfg = OmegaConf.load(path)
     except Exception as err:  # yaml.YAMLError and friends; the message names the line
@@ -50,6 +56,9 @@ def _read_yaml(path: str | Path) -> DictConfig:
         raise ConfigError(f"config file {path} is not valid YAML: {detail}") from None
     if not isinstance(cfg, DictConfig):
         raise ConfigError(f"config file {path} must hold a mapping of keys, not a {type(cfg).__name__}")
+    if BASE_KEY in cfg:
+        base = _read_yaml(path.parent / str(cfg.pop(BASE_KEY)), seen + (path.resolve(),))
+        cfg = OmegaConf.merge(base, cfg)
     return cfg
 
 

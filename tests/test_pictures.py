@@ -1,0 +1,138 @@
+"""Pictures: feature PCA shared between truth and imagination, label colours, grids, files on disk."""
+
+from __future__ import annotations
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from tokenizer.errors import InputError
+from worldmodel.pictures import (
+    FeaturePCA,
+    colorize_depth,
+    colorize_seg,
+    image_grid,
+    pca_rgb,
+    plot_metric_vs_horizon,
+    save_animation,
+    save_png,
+    seg_palette,
+    shared_vmax,
+    upscale_nearest,
+)
+
+
+def test_pca_fitted_on_truth_colours_identical_features_identically():
+    true = torch.randn(3, 64, 16, generator=torch.Generator().manual_seed(0))  # (F, N, D) on an 8x8 grid
+    imagined = true.clone()
+    true_rgb, imagined_rgb = pca_rgb(true, (8, 8), imagined)
+    assert true_rgb.shape == (3, 8, 8, 3)
+    assert np.array_equal(true_rgb, imagined_rgb)
+    assert true_rgb.min() >= 0.0 and true_rgb.max() <= 1.0
+    assert true_rgb.std() > 0.05  # not a flat picture
+
+
+def test_pca_uses_truth_only():
+    true = torch.randn(2, 16, 8, generator=torch.Generator().manual_seed(0))
+    exaggerated = 50.0 * true  # imagined features far outside the truth's spread
+    _, exaggerated_rgb = pca_rgb(true, (4, 4), exaggerated)
+    refit = FeaturePCA.fit(exaggerated).to_rgb(exaggerated, (4, 4))
+    # Scaled by the truth they saturate; a PCA refitted on them would spread them over the range instead.
+    saturated = np.isin(exaggerated_rgb, (0.0, 1.0)).mean()
+    assert saturated > 0.8 and np.isin(refit, (0.0, 1.0)).mean() < 0.3
+
+
+def test_pca_survives_degenerate_features():
+    constant = torch.ones(2, 4, 6)
+    rgb = FeaturePCA.fit(constant).to_rgb(constant, (2, 2))
+    assert rgb.shape == (2, 2, 2, 3) and np.isfinite(rgb).all()
+    bad = torch.randn(1, 4, 2)  # fewer feature dims than colours, plus NaN
+    bad[0, 0, 0] = float("nan")
+    rgb = pca_rgb(bad, (2, 2))[0]
+    assert np.isfinite(rgb).all() and rgb.min() >= 0 and rgb.max() <= 1
+    with pytest.raises(InputError):
+        FeaturePCA.fit(constant).to_rgb(constant, (3, 3))
+
+
+def test_seg_palette_fixed_with_black_unlabelled():
+    palette = seg_palette()
+    assert palette.shape == (256, 3)
+    assert np.array_equal(palette, seg_palette())
+    assert np.all(palette[255] == 0)
+    assert len({tuple(c) for c in palette[:124].round(3)}) == 124  # every VSPW class distinguishable
+    labels = torch.tensor([[0, 255], [3, 3]])
+    rgb = colorize_seg(labels)
+    assert rgb.shape == (2, 2, 3) and np.all(rgb[0, 1] == 0) and np.array_equal(rgb[1, 0], rgb[1, 1])
+
+
+def test_depth_colours_share_one_scale():
+    truth = np.array([[0.0, 5.0], [10.0, 20.0]])
+    pred = np.array([[5.0, 5.0], [10.0, 40.0]])
+    vmax = shared_vmax(truth, pred)
+    assert vmax == 40.0
+    a, b = colorize_depth(truth, vmax), colorize_depth(pred, vmax)
+    assert np.array_equal(a[0, 1], b[0, 1])  # equal depth, equal colour
+    assert np.all(a[0, 0] == 0)  # no measurement is black
+    assert a.shape == (2, 2, 3) and a.max() <= 1
+
+
+def test_upscale_nearest_repeats_pixels():
+    image = np.arange(12, dtype=np.float32).reshape(2, 2, 3)
+    big = upscale_nearest(image, 4)
+    assert big.shape == (8, 8, 3)
+    assert np.array_equal(big[:4, :4], np.broadcast_to(image[0, 0], (4, 4, 3)))
+    assert upscale_nearest(np.zeros((5, 2, 2, 3)), 3).shape == (5, 6, 6, 3)
+
+
+def test_image_grid_size_labels_and_blank_cells():
+    red = np.zeros((32, 32, 3))
+    red[..., 0] = 1.0
+    plain = image_grid([[red, None, red], [red, red, None]])
+    assert plain.shape == (64, 96, 3) and plain.dtype == np.uint8
+    assert np.all(plain[:32, 32:64] == 255)  # None cell stays blank
+    assert np.array_equal(plain[40, 10], [255, 0, 0])
+
+    small = np.zeros((8, 8), dtype=np.uint8)  # grey and smaller: scaled up to the cell size
+    labelled = image_grid([[red, small], [None, red]], row_labels=["true", "imagined"], col_labels=["t+1", "t+2"])
+    assert labelled.shape[0] > 64 and labelled.shape[1] > 64
+    assert (labelled < 128).any(axis=-1).sum() > 0  # some dark label text was drawn
+    with pytest.raises(InputError):
+        image_grid([[red]], row_labels=["a", "b"])
+
+
+def test_png_and_gif_written_and_read_back(tmp_path):
+    image = np.random.default_rng(0).random((24, 40, 3))
+    save_png(tmp_path / "grid.png", image)
+    back = iio.imread(tmp_path / "grid.png")
+    assert back.shape == (24, 40, 3)
+    assert np.abs(back.astype(int) - (image * 255).round()).max() <= 1
+
+    frames = [np.full((16, 20, 3), 40 * i, dtype=np.uint8) for i in range(5)]
+    save_animation(tmp_path / "clip.gif", frames, fps=4)
+    gif = iio.imread(tmp_path / "clip.gif", index=None)
+    assert gif.shape[0] == 5 and gif.shape[1:3] == (16, 20)
+    assert not list(tmp_path.glob(".*"))  # no temp files left behind
+    with pytest.raises(InputError):
+        save_animation(tmp_path / "clip.avi", frames)
+
+
+def test_mp4_written_with_all_frames(tmp_path):
+    frames = np.stack([np.full((15, 21, 3), 50 * i, dtype=np.uint8) for i in range(4)])
+    save_animation(tmp_path / "clip.mp4", frames, fps=2)
+    video = iio.imread(tmp_path / "clip.mp4", plugin="FFMPEG")
+    assert video.shape[0] == 4 and video.shape[1:3] == (16, 22)  # odd sides padded to even
+
+
+def test_plot_metric_vs_horizon_writes_a_picture(tmp_path):
+    results = {
+        "copy_last": {1: 0.50, 2: 0.41, 4: 0.30},
+        "world_best": {1: 0.62, 2: 0.55, 4: 0.47},
+        "world_mean": {1: 0.60, 2: 0.51, 4: 0.42},
+    }
+    path = tmp_path / "plots" / "miou.png"
+    plot_metric_vs_horizon(results, "mIoU", path)
+    picture = iio.imread(path)
+    assert picture.ndim == 3 and picture.shape[0] > 100 and picture.shape[1] > 100
+    with pytest.raises(InputError):
+        plot_metric_vs_horizon(results, "mIoU", tmp_path / "miou.jpg")

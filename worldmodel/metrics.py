@@ -1,0 +1,133 @@
+"""Streaming evaluation metrics for the task heads: segmentation mIoU and depth RMSE.
+
+Both accumulate sufficient statistics over any number of `update` calls and
+reduce once in `compute`, so a score over a dataset does not depend on how it
+was batched (matching the torchmetrics objects the paper logs).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from tokenizer.errors import InputError
+
+# KITTI Garg crop as fractions of the (KB-cropped) label height and width.
+GARG_TOP, GARG_BOTTOM = 0.40810811, 0.99189189
+GARG_LEFT, GARG_RIGHT = 0.03594771, 0.96405229
+
+
+class MeanIoU:
+    """Mean intersection-over-union of class labels, from a confusion matrix accumulated over a stream.
+
+    Matches torchmetrics' MulticlassJaccardIndex(average="macro", ignore_index=255)
+    as of torchmetrics 1.8 (the version the paper pins): pixels whose target is
+    `ignore_index` are dropped before counting; a class that appears in neither the
+    targets nor the predictions of the whole stream has IoU 0/0 and is left out of
+    the mean (weight 0), rather than counting as 0 or 1; a class present in only one
+    of them counts with IoU 0. An `ignore_index` inside [0, num_classes) is also left
+    out of the mean. With no valid pixel at all, compute() returns NaN.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int | None = 255):
+        if num_classes < 1:
+            raise InputError(f"num_classes must be >= 1, got {num_classes}")
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.reset()
+
+    def reset(self) -> None:
+        # Rows are target classes, columns predicted classes.
+        self.confusion = torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """pred: class ids (B, H, W) or scores (B, C, H, W) (argmax over C); target: class ids (B, H, W)."""
+        if target.is_floating_point() or target.is_complex():
+            raise InputError(f"segmentation targets must be integer class ids, got {target.dtype}")
+        if pred.ndim == target.ndim + 1:
+            if pred.shape[1] != self.num_classes or pred.shape[:1] + pred.shape[2:] != target.shape:
+                raise InputError(
+                    f"scores {tuple(pred.shape)} must be (B, {self.num_classes}, H, W) for targets {tuple(target.shape)}"
+                )
+            pred = pred.argmax(1)
+        elif pred.is_floating_point():
+            raise InputError(f"predicted labels must be integer class ids (or scores with a class dim), got {pred.dtype}")
+        if pred.shape != target.shape:
+            raise InputError(f"predictions {tuple(pred.shape)} and targets {tuple(target.shape)} differ in shape")
+
+        target = target.reshape(-1).long()
+        pred = pred.reshape(-1).long().to(target.device)
+        if self.ignore_index is not None:
+            keep = target != self.ignore_index
+            target, pred = target[keep], pred[keep]
+        for name, ids in (("target", target), ("predicted", pred)):
+            if ids.numel() and (ids.min() < 0 or ids.max() >= self.num_classes):
+                raise InputError(
+                    f"{name} class ids must lie in [0, {self.num_classes}) (or be {self.ignore_index} to ignore), "
+                    f"got values in [{ids.min().item()}, {ids.max().item()}]"
+                )
+        counts = torch.bincount(target * self.num_classes + pred, minlength=self.num_classes**2)
+        self.confusion += counts.reshape(self.num_classes, self.num_classes).cpu()
+
+    def iou_per_class(self) -> torch.Tensor:
+        """IoU of each class (C,) float64; NaN where the class was never targeted nor predicted."""
+        confusion = self.confusion.double()
+        intersection = confusion.diagonal()
+        union = confusion.sum(0) + confusion.sum(1) - intersection
+        iou = intersection / union
+        return torch.where(union > 0, iou, torch.full_like(iou, math.nan))
+
+    def compute(self) -> float:
+        iou = self.iou_per_class()
+        if self.ignore_index is not None and 0 <= self.ignore_index < self.num_classes:
+            iou[self.ignore_index] = math.nan
+        present = ~iou.isnan()
+        return iou[present].mean().item() if present.any() else math.nan
+
+
+def garg_crop_mask(height: int, width: int) -> torch.Tensor:
+    """Boolean (height, width) mask of KITTI's Garg crop, the region Eigen-split depth is scored on."""
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    mask[int(GARG_TOP * height) : int(GARG_BOTTOM * height), int(GARG_LEFT * width) : int(GARG_RIGHT * width)] = True
+    return mask
+
+
+class DepthRMSE:
+    """Root mean squared depth error over every valid pixel of a stream (metres).
+
+    Pixels count when target > 0 (0 marks no measurement) and the optional mask is
+    true; errors are pooled over pixels, not averaged per image, as torchmetrics'
+    MeanSquaredError(squared=False) does on the masked values. NaN before any valid pixel.
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        # float64 so long streams of small squared errors do not lose precision.
+        self.sum_squared_error = 0.0
+        self.count = 0
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """pred (B, H, W) or (B, 1, H, W); target (B, H, W); mask bool, broadcastable to (B, H, W), e.g. (H, W)."""
+        if pred.ndim == target.ndim + 1 and pred.shape[1] == 1:
+            pred = pred.squeeze(1)
+        if pred.shape != target.shape:
+            raise InputError(f"depth predictions {tuple(pred.shape)} and targets {tuple(target.shape)} differ in shape")
+        valid = target > 0
+        if mask is not None:
+            if mask.dtype != torch.bool:
+                raise InputError(f"depth mask must be boolean, got {mask.dtype}")
+            try:
+                valid = valid & mask.to(valid.device)
+            except RuntimeError:
+                raise InputError(f"depth mask {tuple(mask.shape)} does not broadcast to targets {tuple(target.shape)}") from None
+            if valid.shape != target.shape:
+                raise InputError(f"depth mask {tuple(mask.shape)} does not broadcast to targets {tuple(target.shape)}")
+        error = pred.to(target.device).double()[valid] - target.double()[valid]
+        self.sum_squared_error += error.pow(2).sum().item()
+        self.count += int(valid.sum().item())
+
+    def compute(self) -> float:
+        return math.sqrt(self.sum_squared_error / self.count) if self.count else math.nan

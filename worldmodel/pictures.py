@@ -1,0 +1,279 @@
+"""Pictures of what the model sees and imagines: feature PCA, label colours, grids, animations, plots.
+
+Features are shown as RGB by projecting them on the top three principal
+components of the TRUE features; imagined features go through the same
+projection and scaling, so equal colours mean equal features across rows.
+Images here are numpy arrays (H, W, 3), float in [0, 1] or uint8.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import imageio.v3 as iio
+import matplotlib
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import hsv_to_rgb
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+from PIL import Image, ImageDraw, ImageFont
+
+from tokenizer.checkpoint import atomic_write_bytes
+from tokenizer.errors import InputError
+
+IGNORE_LABEL = 255
+LABEL_PAD = 4  # pixels around text labels in a grid
+BACKGROUND = 255  # white grid background and blank cells
+
+
+@dataclass
+class FeaturePCA:
+    """A 3-component PCA of patch features with a fixed per-component scaling to [0, 1]."""
+
+    mean: np.ndarray  # (D,)
+    components: np.ndarray  # (D, 3), zero columns where the data has fewer than 3 directions
+    low: np.ndarray  # (3,)
+    span: np.ndarray  # (3,)
+
+    @classmethod
+    def fit(cls, features: torch.Tensor | np.ndarray, quantile: float = 0.01) -> "FeaturePCA":
+        """Fit on true features (..., D). Each component maps its [q, 1-q] quantile range to [0, 1].
+
+        Quantiles rather than min/max keep a few outlier patches (DINO's high-norm
+        tokens) from washing out every other colour. NaN/inf are zeroed; constant
+        features give an all-black projection instead of dividing by zero.
+        """
+        x = _as_float64(features)
+        x = x.reshape(-1, x.shape[-1])
+        dim = x.shape[1]
+        mean = x.mean(0)
+        centred = x - mean
+        components = np.zeros((dim, 3))
+        if len(x) >= 2 and centred.std() > 1e-8:
+            covariance = centred.T @ centred / (len(x) - 1)
+            _, vectors = np.linalg.eigh(covariance)
+            top = vectors[:, ::-1][:, : min(3, dim)]
+            # Eigenvectors have arbitrary sign; fixing it keeps colours stable from run to run.
+            top = top * np.where(top.sum(0) < 0, -1.0, 1.0)
+            components[:, : top.shape[1]] = top
+        projected = centred @ components
+        low = np.quantile(projected, quantile, axis=0)
+        high = np.quantile(projected, 1 - quantile, axis=0)
+        return cls(mean, components, low, np.maximum(high - low, 1e-6))
+
+    def to_rgb(self, features: torch.Tensor | np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+        """Frames of patch features (F, N, D), N = h * w row-major -> images (F, h, w, 3) in [0, 1]."""
+        x = _as_float64(features)
+        h, w = grid
+        if x.ndim != 3 or x.shape[1] != h * w or x.shape[2] != len(self.mean):
+            raise InputError(
+                f"features must have shape (F, {h}*{w}, {len(self.mean)}) to colour with this PCA, got {tuple(x.shape)}"
+            )
+        rgb = ((x - self.mean) @ self.components - self.low) / self.span
+        return rgb.clip(0, 1).reshape(len(x), h, w, 3).astype(np.float32)
+
+
+def pca_rgb(
+    true: torch.Tensor | np.ndarray, grid: tuple[int, int], *imagined: torch.Tensor | np.ndarray
+) -> list[np.ndarray]:
+    """PCA fitted on `true` (F, N, D) only, applied to it and to each imagined (F', N, D): [(F, h, w, 3), ...]."""
+    pca = FeaturePCA.fit(true)
+    return [pca.to_rgb(features, grid) for features in (true, *imagined)]
+
+
+def _as_float64(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().float().cpu().numpy()
+    return np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def seg_palette() -> np.ndarray:
+    """Fixed (256, 3) colours in [0, 1] for class ids 0-255; 255 (unlabelled) is black.
+
+    Hues step by the golden ratio so neighbouring ids get far-apart colours;
+    saturation and value cycle so ids whose hues come close still differ.
+    """
+    ids = np.arange(256)
+    hue = (ids * 0.61803398875) % 1.0
+    saturation = 0.55 + 0.45 * ((ids * 7) % 3) / 2
+    value = 0.65 + 0.35 * ((ids * 5) % 4) / 3
+    palette = hsv_to_rgb(np.stack([hue, saturation, value], axis=1))
+    palette[IGNORE_LABEL] = 0.0
+    return palette
+
+
+def colorize_seg(labels: torch.Tensor | np.ndarray) -> np.ndarray:
+    """Class ids (..., H, W) in [0, 255] -> colours (..., H, W, 3) in [0, 1]."""
+    ids = labels.detach().cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
+    if not np.issubdtype(ids.dtype, np.integer):
+        raise InputError(f"segmentation labels must be integer class ids, got {ids.dtype}")
+    if ids.size and (ids.min() < 0 or ids.max() > 255):
+        raise InputError(f"segmentation labels must lie in [0, 255] to colour, got [{ids.min()}, {ids.max()}]")
+    return seg_palette()[ids]
+
+
+def shared_vmax(*depths: torch.Tensor | np.ndarray) -> float:
+    """The largest finite depth across several maps, so they can share one colour scale."""
+    values = [_as_float64(d).max() for d in depths if np.size(d)]
+    return max(max(values, default=0.0), 1e-6)
+
+
+def colorize_depth(depth: torch.Tensor | np.ndarray, vmax: float) -> np.ndarray:
+    """Depth (..., H, W) -> viridis colours (..., H, W, 3) over [0, vmax]; pixels without depth (<= 0) black.
+
+    Pass the same `vmax` (see `shared_vmax`) for truth and predictions so equal colours mean equal depth.
+    """
+    if vmax <= 0:
+        raise InputError(f"vmax must be positive, got {vmax}")
+    d = _as_float64(depth)
+    rgb = matplotlib.colormaps["viridis"]((d / vmax).clip(0, 1))[..., :3]
+    rgb[d <= 0] = 0.0
+    return rgb
+
+
+def upscale_nearest(image: np.ndarray, factor: int) -> np.ndarray:
+    """Enlarge (..., H, W, C) by an integer factor with nearest-neighbour, so patches stay crisp."""
+    if factor < 1:
+        raise InputError(f"upscale factor must be >= 1, got {factor}")
+    return np.repeat(np.repeat(image, factor, axis=-3), factor, axis=-2)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """Float in [0, 1] or uint8, RGB (..., H, W, 3) or one grey image (H, W) -> uint8 RGB (..., H, W, 3)."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        image = (np.nan_to_num(image.astype(np.float64)).clip(0, 1) * 255).round().astype(np.uint8)
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=-1)
+    if image.ndim < 3 or image.shape[-1] != 3:
+        raise InputError(f"images must be RGB (..., H, W, 3) or grey (H, W), got shape {image.shape}")
+    return image
+
+
+def image_grid(
+    rows: Sequence[Sequence[np.ndarray | None]],
+    row_labels: Sequence[str] | None = None,
+    col_labels: Sequence[str] | None = None,
+) -> np.ndarray:
+    """Lay images out in a labelled table -> uint8 (H, W, 3).
+
+    Every cell is as large as the largest image; smaller ones are resized with
+    nearest-neighbour to fill it. None cells stay blank (white).
+    """
+    if not rows or not any(cell is not None for row in rows for cell in row):
+        raise InputError("image_grid needs at least one image")
+    if row_labels is not None and len(row_labels) != len(rows):
+        raise InputError(f"{len(row_labels)} row labels for {len(rows)} rows")
+    num_cols = max(len(row) for row in rows)
+    if col_labels is not None and len(col_labels) > num_cols:
+        raise InputError(f"{len(col_labels)} column labels for {num_cols} columns")
+    cells = [[None if cell is None else to_uint8(cell) for cell in row] for row in rows]
+    cell_h = max(cell.shape[0] for row in cells for cell in row if cell is not None)
+    cell_w = max(cell.shape[1] for row in cells for cell in row if cell is not None)
+
+    font = ImageFont.load_default()
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+
+    def text_size(text: str) -> tuple[int, int]:
+        left, top, right, bottom = measure.textbbox((0, 0), text, font=font)
+        return right - left, bottom - top
+
+    left_w = max((text_size(t)[0] for t in row_labels), default=0) + 2 * LABEL_PAD if row_labels else 0
+    top_h = max((text_size(t)[1] for t in col_labels), default=0) + 2 * LABEL_PAD if col_labels else 0
+    canvas = Image.new("RGB", (left_w + num_cols * cell_w, top_h + len(rows) * cell_h), (BACKGROUND,) * 3)
+    for r, row in enumerate(cells):
+        for c, cell in enumerate(row):
+            if cell is None:
+                continue
+            tile = Image.fromarray(cell)
+            if tile.size != (cell_w, cell_h):
+                tile = tile.resize((cell_w, cell_h), Image.NEAREST)
+            canvas.paste(tile, (left_w + c * cell_w, top_h + r * cell_h))
+    draw = ImageDraw.Draw(canvas)
+    for r, text in enumerate(row_labels or []):
+        draw.text((LABEL_PAD, top_h + r * cell_h + (cell_h - text_size(text)[1]) // 2), text, fill=(0, 0, 0), font=font)
+    for c, text in enumerate(col_labels or []):
+        draw.text((left_w + c * cell_w + (cell_w - text_size(text)[0]) // 2, LABEL_PAD), text, fill=(0, 0, 0), font=font)
+    return np.asarray(canvas)
+
+
+def _replace_atomically(path: Path, write: Callable[[str], None]) -> None:
+    """Write through a temp file in the same folder that keeps the suffix (encoders pick the format from it)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_png(path: str | Path, image: np.ndarray) -> None:
+    """Write one image (H, W, 3), float in [0, 1] or uint8, as a PNG, atomically."""
+    image = to_uint8(image)
+    if image.ndim != 3:
+        raise InputError(f"save_png takes one image (H, W, 3), got shape {image.shape}")
+    atomic_write_bytes(path, iio.imwrite("<bytes>", image, extension=".png"))
+
+
+def save_animation(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: float = 4.0) -> None:
+    """Write frames (F, H, W, 3) as a looping GIF or an MP4 (H.264), chosen by the suffix, atomically."""
+    path = Path(path)
+    shapes = {np.shape(frame) for frame in frames}
+    if len(shapes) != 1 or len(next(iter(shapes))) != 3:
+        raise InputError(f"save_animation needs a non-empty sequence of (H, W, 3) frames of one size, got shapes {sorted(shapes)}")
+    video = to_uint8(np.stack([np.asarray(frame) for frame in frames]))
+    if fps <= 0:
+        raise InputError(f"fps must be positive, got {fps}")
+    suffix = path.suffix.lower()
+    if suffix == ".gif":
+        data = iio.imwrite("<bytes>", video, extension=".gif", duration=1000.0 / fps, loop=0)
+        atomic_write_bytes(path, data)
+    elif suffix == ".mp4":
+        # H.264 in yuv420p needs even sides; pad with black rather than let the encoder rescale.
+        pad_h, pad_w = video.shape[1] % 2, video.shape[2] % 2
+        video = np.pad(video, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+        _replace_atomically(
+            path, lambda tmp: iio.imwrite(tmp, video, plugin="FFMPEG", fps=fps, codec="libx264", macro_block_size=2)
+        )
+    else:
+        raise InputError(f"animation path {path} must end in .gif or .mp4")
+
+
+def plot_metric_vs_horizon(
+    results: dict[str, dict[int, float]], metric_name: str, path: str | Path, title: str | None = None
+) -> None:
+    """One line per method of metric against prediction horizon (frames ahead), saved atomically as PNG/PDF/SVG."""
+    path = Path(path)
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt not in ("png", "pdf", "svg"):
+        raise InputError(f"plot path {path} must end in .png, .pdf or .svg")
+    if not results:
+        raise InputError("no results to plot")
+    # A bare Figure on the Agg canvas: no pyplot global state, no display needed.
+    figure = Figure(figsize=(6, 4), dpi=120)
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    markers = "osD^vP*Xh"
+    for i, (method, by_horizon) in enumerate(results.items()):
+        horizons = sorted(by_horizon)
+        axes.plot(horizons, [by_horizon[h] for h in horizons], marker=markers[i % len(markers)], label=method)
+    axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes.set_xlabel("horizon (frames ahead)")
+    axes.set_ylabel(metric_name)
+    axes.set_title(title or f"{metric_name} vs horizon")
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format=fmt)
+    atomic_write_bytes(path, buffer.getvalue())
