@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 RUNS   ?= runs
 
-.PHONY: install test demo clean
+.PHONY: install test demo bench plan-bench clean
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,14 @@ test: install
 
 demo: install
 	$(PY) train_tokenizer.py --config configs/tokenizer/tiny.yaml output_dir=$(RUNS)/tokenizer_tiny overwrite=true
+
+# Speed, FLOPs and memory side by side; writes $(RUNS)/bench/report.json and report.md.
+bench: install
+	$(PY) -m benchmarks.bench --out $(RUNS)/bench
+
+# Goal reaching in Shapes-v0: CEM in DeltaWorld vs random vs CEM in DINOWorld; writes $(RUNS)/plan_bench/report.json.
+plan-bench: install
+	$(PY) -m envs.plan_bench --out $(RUNS)/plan_bench
 
 clean:
 	rm -rf $(VENV) $(RUNS)
