@@ -42,6 +42,7 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(run.seed)
     tokenizer = Tokenizer.build(TokenizerConfig(backbone=to_object(run.backbone), model=to_object(run.model)))
     data = to_object(run.data)
+    tokenizer.backbone.grid(data.frame_size, data.frame_size)  # a bad frame size fails here, before output_dir is touched
     train(run, TokenizerTask(tokenizer), build_dataset(data, "train", run.seed), build_dataset(data, "val", run.seed))
 
 

@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = load_tokenizer(to_object(run.tokenizer))
     world = build_world_model(tokenizer, to_object(run.model))
     data = to_object(run.data)
+    tokenizer.backbone.grid(data.frame_size, data.frame_size)  # a bad frame size fails here, before output_dir is touched
     task = WorldModelTask(world, run.eval.context, run.eval.horizon, run.model.num_samples, run.seed)
     val_frames = run.eval.context + run.eval.horizon
     train(run, task, build_dataset(data, "train", run.seed), build_dataset(data, "val", run.seed, num_frames=val_frames))

@@ -1,7 +1,7 @@
 """Every clip source a run can name, behind one config section (`data.*`).
 
 This lives in `envs` because it is the one layer that sees all sources: the
-Shapes world and recorded Gymnasium episodes (here), and video files and the
+Shapes world and recorded Gymnasium episodes (`envs.recording`), and video files and the
 paper's datasets (`tokenizer.data`). Every source yields the same clip dicts:
 frames uint8 (T, 3, H, W), timestamps (T,), and optionally actions (T, A),
 segmentation (T, H, W) and depth (T, H, W).
@@ -14,18 +14,19 @@ from dataclasses import dataclass, field
 
 from torch.utils.data import Dataset, Subset
 
+from envs.recording import EpisodeClips
 from envs.shapes import ShapesClips, ShapesConfig
 from tokenizer.data import VideoDataConfig, build_video_dataset
 from tokenizer.data import SOURCES as VIDEO_SOURCES
 from tokenizer.errors import ConfigError
 
-SOURCES = ("shapes",) + VIDEO_SOURCES
+SOURCES = ("shapes", "episodes") + VIDEO_SOURCES
 
 
 @dataclass
 class DataConfig:
-    # shapes (the embedded default) | videos (any folder tree of video files / frame folders) |
-    # kinetics | vspw | cityscapes | kitti
+    # shapes (the embedded default) | episodes (a folder from `python -m envs.recording`, with actions) |
+    # videos (any folder tree of video files / frame folders) | kinetics | vspw | cityscapes | kitti
     source: str = "shapes"
     root: str = ""  # dataset folder; "" = the source's variable (KINETICS_ROOT, VSPW_ROOT, ...)
     val_source: str = ""  # validation source; "" = the training source
@@ -57,6 +58,10 @@ def build_dataset(cfg: DataConfig, split: str, seed: int, num_frames: int | None
         return ShapesClips(
             shapes, frames, seed, split="train" if train else "val", num_clips=None if train else cfg.val_clips, strides=tuple(cfg.shapes_strides)
         )
+    if source == "episodes":
+        if not root:
+            raise ConfigError("data.source=episodes needs data.root, the folder written by `python -m envs.recording --out DIR`")
+        return EpisodeClips(root, frames, cfg.frame_size, seed, "train" if train else "val", None if train else cfg.val_clips)
     dataset = build_video_dataset(source, root or None, "train" if train else cfg.val_split, frames, cfg.frame_size, seed, cfg.video)
     if not train and len(dataset) > cfg.val_clips:
         dataset = Subset(dataset, range(cfg.val_clips))

@@ -45,19 +45,30 @@ class SelfAttention(nn.Module):
         self.attn_gate = nn.Linear(dim, num_heads) if gated else None
         self.attn_backend = "sdpa"
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+    def _fused_projection(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """q, k, v (and gate) weights stacked into one matrix: one GEMM instead of four, same parameters."""
+        weights = [self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]
+        biases = [self.q_proj.bias, torch.zeros_like(self.q_proj.bias), self.v_proj.bias]
+        if self.attn_gate is not None:
+            weights.append(self.attn_gate.weight)
+            biases.append(self.attn_gate.bias)
+        return torch.cat(weights), torch.cat(biases)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """x (B, L, D); rope cos/sin (P, head_dim) rotate the last P tokens -> (B, L, D)."""
-        q, k, v = self._heads(self.q_proj(x)), self._heads(self.k_proj(x)), self._heads(self.v_proj(x))
+        dim = self.num_heads * self.head_dim
+        projected = F.linear(x, *self._fused_projection())
+        # Heads stay as strided views of (B, L, heads, head_dim): SDPA reads them in place.
+        q, k, v = (
+            part.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2) for part in projected[..., : 3 * dim].chunk(3, -1)
+        )
         cos, sin = rope
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         out = attention(q, k, v, backend=self.attn_backend)  # (B, heads, L, head_dim)
         if self.attn_gate is not None:
-            out = out * self.attn_gate(x).sigmoid().transpose(1, 2).unsqueeze(-1)
+            out = out * projected[..., 3 * dim :].sigmoid().transpose(1, 2).unsqueeze(-1)
         return self.o_proj(out.transpose(1, 2).flatten(2))
 
 
@@ -69,7 +80,11 @@ class SwiGLU(nn.Module):
         self.down_proj = nn.Linear(hidden, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        # Gate and up projections in one GEMM; the checkpoint keeps them as two layers.
+        weight = torch.cat((self.gate_proj.weight, self.up_proj.weight))
+        bias = torch.cat((self.gate_proj.bias, self.up_proj.bias))
+        gate, up = F.linear(x, weight, bias).chunk(2, dim=-1)
+        return self.down_proj(F.silu(gate) * up)
 
 
 class GeluMLP(nn.Module):
@@ -106,5 +121,6 @@ class Block(nn.Module):
         self.layer_scale2 = LayerScale(dim, layer_scale_init)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        x = x + self.layer_scale1(self.attention(self.norm1(x), rope))
-        return x + self.layer_scale2(self.mlp(self.norm2(x)))
+        # addcmul: residual and LayerScale in one pass.
+        x = torch.addcmul(x, self.attention(self.norm1(x), rope), self.layer_scale1.lambda1)
+        return torch.addcmul(x, self.mlp(self.norm2(x)), self.layer_scale2.lambda1)

@@ -47,14 +47,26 @@ def random_rope_scale(
     return torch.empty((), device=device).uniform_(-log_range, log_range, generator=generator).exp()
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    first, second = x.chunk(2, dim=-1)
-    return torch.cat((-second, first), dim=-1)
+def swap_halves(x: torch.Tensor) -> torch.Tensor:
+    """[a, b] -> [b, a] along the last dim, in one copy."""
+    return x.unflatten(-1, (2, -1)).flip(-2).flatten(-2)
+
+
+def signed_sin(sin: torch.Tensor) -> torch.Tensor:
+    """The sin table that turns `swap_halves` into "rotate half": rotate_half(x) * sin == swap_halves(x) * signed_sin(sin)."""
+    first, second = sin.chunk(2, dim=-1)
+    return torch.cat((-first, second), dim=-1)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the last P tokens of x (B, heads, L, head_dim) by cos/sin (P, head_dim); the first L-P stay."""
-    num_rotated = cos.shape[0]
-    prefix, patches = x.split((x.shape[-2] - num_rotated, num_rotated), dim=-2)
-    patches = patches * cos + rotate_half(patches) * sin
-    return torch.cat((prefix, patches), dim=-2)
+    """Rotate the last P tokens of x (B, heads, L, head_dim) by cos/sin (P, head_dim); the first L-P stay.
+
+    The prefix gets identity rows in the (small) tables instead of splitting and re-joining x,
+    so the rotation is three passes over x.
+    """
+    prefix = x.shape[-2] - cos.shape[0]
+    sin = signed_sin(sin)
+    if prefix:
+        cos = torch.cat((cos.new_ones(prefix, cos.shape[1]), cos))
+        sin = torch.cat((sin.new_zeros(prefix, sin.shape[1]), sin))
+    return torch.addcmul(x * cos.to(x.dtype), swap_halves(x), sin.to(x.dtype))

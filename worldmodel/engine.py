@@ -16,8 +16,10 @@ uninterrupted one would have.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -36,10 +38,11 @@ from tokenizer.attention import set_attention_backend
 from tokenizer.checkpoint import atomic_write_text
 from tokenizer.config import save_config
 from tokenizer.errors import CheckpointError, ConfigError, TrainingError
-from worldmodel.checkpoints import latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from worldmodel.checkpoints import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 
 RUN_CONFIG = "config.yaml"
 RUN_MARKERS = (RUN_CONFIG, "checkpoints", "final", "logs", "metrics.json")
+LOSS_LOG = Path("logs") / "train_loss.jsonl"
 
 
 @dataclass
@@ -139,8 +142,10 @@ def _mixed_precision(choice: str) -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
-def prepare_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to write over another run unless told to resume it or replace it."""
+def prepare_output_dir(output_dir: Path, resume: bool, overwrite: bool, remove: bool = True) -> None:
+    """Refuse to write over another run unless told to resume it or replace it (`remove`: delete it for overwrite)."""
+    if resume and overwrite:
+        raise ConfigError("resume=true and overwrite=true contradict each other; pass one of them")
     held = [name for name in RUN_MARKERS if (output_dir / name).exists()]
     if not held or resume:
         return
@@ -149,24 +154,79 @@ def prepare_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
             f"output_dir {output_dir} holds another run ({', '.join(held)}); pass resume=true to continue it, "
             "overwrite=true to replace it, or another output_dir"
         )
-    for name in held:
+    for name in held if remove else ():
         target = output_dir / name
         shutil.rmtree(target) if target.is_dir() else target.unlink()
 
 
+def _leaves(node, prefix: str = "") -> dict:
+    if not isinstance(node, dict):
+        return {prefix.rstrip("."): node}
+    flat = {}
+    for key, value in node.items():
+        flat.update(_leaves(value, f"{prefix}{key}."))
+    return flat
+
+
 def _check_same_model(output_dir: Path, run: DictConfig) -> None:
-    """Resuming with a different model config would load mismatched weights: name what changed."""
+    """Resuming with a different model config would load mismatched weights: name every changed key."""
     saved_path = output_dir / RUN_CONFIG
     if not saved_path.is_file():
         return
     saved = OmegaConf.load(saved_path)
     changed = []
-    for section in ("backbone", "model", "predictor", "objective"):
+    for section in ("backbone", "model"):
         if section in run and section in saved:
-            old, new = OmegaConf.to_container(saved[section]), OmegaConf.to_container(run[section])
-            changed += [f"{section}.{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+            old = _leaves(OmegaConf.to_container(saved[section]), f"{section}.")
+            new = _leaves(OmegaConf.to_container(run[section]), f"{section}.")
+            changed += [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if changed:
-        raise CheckpointError(f"cannot resume {output_dir}: its checkpoints were made with another model config ({'; '.join(changed)})")
+        raise CheckpointError(
+            f"cannot resume {output_dir}: its checkpoints were made with another model config ({'; '.join(changed)}); "
+            "restore those values or use another output_dir"
+        )
+
+
+class LossLog:
+    """`logs/train_loss.jsonl`: one JSON line per logged step, written by the main process only.
+
+    Each record goes out in one write, so a killed job leaves at most one torn
+    last line; resuming from step s drops that line and every record after s, so
+    the file never holds a step twice.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def read(self) -> list[dict]:
+        if not self.path.is_file():
+            return []
+        records = []
+        for line in self.path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append(record)
+        return records
+
+    def truncate(self, step: int) -> None:
+        kept = [record for record in self.read() if record["step"] <= step]
+        atomic_write_text(self.path, "".join(json.dumps(record) + "\n" for record in kept))
+
+    def append(self, record: dict) -> None:
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps(record) + "\n")
+
+
+def weights_digest(module: nn.Module) -> str:
+    """sha256 over every parameter and buffer, to compare the replicas held by different processes."""
+    digest = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def _to_device(batch: dict, device: torch.device) -> dict:
@@ -216,7 +276,12 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
 
-    state = PartialState()
+    # Without a GPU, Accelerate only joins the launched processes into one (gloo) group when told to use the CPU.
+    cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
+    state = PartialState(cpu=cpu)
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if state.num_processes != launched:
+        raise TrainingError(f"{launched} processes were launched but {state.num_processes} joined the process group; check the accelerate launch flags")
     world, rank = state.num_processes, state.process_index
     per_step = cfg.batch_size * world
     effective = cfg.effective_batch_size or per_step
@@ -226,14 +291,15 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
         )
     accum = effective // per_step
     accelerator = Accelerator(
+        cpu=cpu,
         mixed_precision=_mixed_precision(cfg.mixed_precision),
         gradient_accumulation_steps=accum,
         log_with=list(cfg.trackers) or None,
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
     )
 
-    if accelerator.is_main_process:
-        prepare_output_dir(output_dir, run.resume, run.overwrite)
+    # Every process checks (so each stops on its own, none waits for a failed peer); only the main one deletes.
+    prepare_output_dir(output_dir, run.resume, run.overwrite, remove=accelerator.is_main_process)
     accelerator.wait_for_everyone()
     if run.resume:
         _check_same_model(output_dir, run)
@@ -243,9 +309,12 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
     optimizer = torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
     start_step = 0
     checkpoint_dir = output_dir / "checkpoints"
-    if run.resume and (resume_from := latest_checkpoint(checkpoint_dir)) is not None:
-        start_step = load_checkpoint(resume_from, module, optimizer)["step"]
-        accelerator.print(f"resuming from {resume_from} at step {start_step}")
+    last_checkpoint = latest_checkpoint(checkpoint_dir) if run.resume else None
+    if last_checkpoint is not None:
+        start_step = load_checkpoint(last_checkpoint, module, optimizer)["step"]
+        if start_step > cfg.max_steps:
+            raise ConfigError(f"{last_checkpoint} is at step {start_step}, past train.max_steps {cfg.max_steps}; raise train.max_steps to continue")
+        accelerator.print(f"resuming from {last_checkpoint} at step {start_step}")
     for group in optimizer.param_groups:  # the config wins over hyper-parameters stored in a checkpoint
         group["betas"] = tuple(cfg.betas)
     optimizer.param_groups[0]["weight_decay"] = cfg.weight_decay
@@ -254,8 +323,10 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
     model, optimizer = accelerator.prepare(module, optimizer)
     if cfg.compile:
         model = torch.compile(model)
+    loss_log = LossLog(output_dir / LOSS_LOG)
     if accelerator.is_main_process:
         save_config(run, output_dir / RUN_CONFIG)
+        loss_log.truncate(start_step)
     accelerator.init_trackers(task.name, config=_flat_hparams(run))
 
     accelerator.print(
@@ -276,60 +347,67 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
     model.train()
     skipped_files = 0
     window_start, window_clips = time.perf_counter(), 0
-    last_checkpoint = latest_checkpoint(checkpoint_dir)
 
-    for step in range(start_step, cfg.max_steps):
-        lr = lr_at(step, cfg)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        losses = []
-        for micro in range(accum):
-            batch = _to_device(next(batches), accelerator.device)
-            if "num_skipped" in batch:
-                skipped_files += int(batch.pop("num_skipped").sum())
-            generator = torch.Generator(accelerator.device).manual_seed(mix_seed(run.seed, step, micro, rank))
-            with accelerator.accumulate(model), accelerator.autocast():
-                loss, logs = task.loss(model, batch, generator)
-                losses.append(loss.detach().float())
-                accelerator.backward(loss)
-                if accelerator.sync_gradients:
-                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
-                    step_loss = torch.stack(losses).mean()
-                    bad = accelerator.reduce((~torch.isfinite(torch.stack([step_loss, grad_norm.float()]))).float().sum(), "sum")
-                    if bad.item() > 0:
-                        accelerator.end_training()
-                        where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written yet"
-                        raise TrainingError(
-                            f"loss or gradient became non-finite at step {step} (loss {step_loss.item():.4g}); stopped before "
-                            f"applying it, {where}: lower train.lr or check the data, then resume=true"
-                        )
-                    optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-        window_clips += effective
-        done = step + 1
-        bar.update(1)
-        if done % cfg.log_every == 0 or done == cfg.max_steps:
-            elapsed = time.perf_counter() - window_start
-            step_loss = accelerator.reduce(step_loss, "mean").item()
-            rate = window_clips / max(elapsed, 1e-9)
-            bar.set_postfix(loss=f"{step_loss:.4f}", clips_per_s=f"{rate:.1f}")
-            accelerator.log({"train/loss": step_loss, "train/lr": lr, "train/grad_norm": grad_norm.item(), "train/clips_per_s": rate, **{f"train/{k}": v for k, v in logs.items()}}, step=done)
-            window_start, window_clips = time.perf_counter(), 0
-        if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
-            if accelerator.is_main_process:
-                last_checkpoint = save_checkpoint(checkpoint_dir, done, module, optimizer, {"seed": run.seed})
-                prune_checkpoints(checkpoint_dir, cfg.keep_checkpoints)
-            accelerator.wait_for_everyone()
-        if val_set is not None and cfg.val_every and done % cfg.val_every == 0 and done != cfg.max_steps:
-            metrics = validate(accelerator, task, module, val_set, cfg.batch_size)
-            accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=done)
-    bar.close()
+    # Closing the bar on the way out keeps an error message off the bar's line.
+    try:
+        for step in range(start_step, cfg.max_steps):
+            lr = lr_at(step, cfg)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            losses = []
+            for micro in range(accum):
+                batch = _to_device(next(batches), accelerator.device)
+                if "num_skipped" in batch:
+                    skipped_files += int(batch.pop("num_skipped").sum())
+                generator = torch.Generator(accelerator.device).manual_seed(mix_seed(run.seed, step, micro, rank))
+                with accelerator.accumulate(model), accelerator.autocast():
+                    loss, logs = task.loss(model, batch, generator)
+                    losses.append(loss.detach().float())
+                    accelerator.backward(loss)
+                    if accelerator.sync_gradients:
+                        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
+                        step_loss = torch.stack(losses).mean()
+                        bad = accelerator.reduce((~torch.isfinite(torch.stack([step_loss, grad_norm.float()]))).float().sum(), "sum")
+                        if bad.item() > 0:
+                            accelerator.end_training()
+                            where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written yet"
+                            raise TrainingError(
+                                f"loss or gradient became non-finite at step {step} (loss {step_loss.item():.4g}); stopped before "
+                                f"applying it, {where}: lower train.lr or check the data, then resume=true"
+                            )
+                        optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+            window_clips += effective
+            done = step + 1
+            bar.update(1)
+            if done % cfg.log_every == 0 or done == cfg.max_steps:
+                elapsed = time.perf_counter() - window_start
+                step_loss = accelerator.reduce(step_loss, "mean").item()
+                rate = window_clips / max(elapsed, 1e-9)
+                bar.set_postfix(loss=f"{step_loss:.4f}", clips_per_s=f"{rate:.1f}")
+                accelerator.log({"train/loss": step_loss, "train/lr": lr, "train/grad_norm": grad_norm.item(), "train/clips_per_s": rate, **{f"train/{k}": v for k, v in logs.items()}}, step=done)
+                if accelerator.is_main_process:
+                    loss_log.append({"step": done, "loss": step_loss, "lr": lr, "grad_norm": grad_norm.item()})
+                window_start, window_clips = time.perf_counter(), 0
+            if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
+                if accelerator.is_main_process:
+                    save_checkpoint(checkpoint_dir, done, module, optimizer, {"seed": run.seed})
+                    prune_checkpoints(checkpoint_dir, cfg.keep_checkpoints)
+                accelerator.wait_for_everyone()
+                last_checkpoint = checkpoint_path(checkpoint_dir, done)
+            if val_set is not None and cfg.val_every and done % cfg.val_every == 0 and done != cfg.max_steps:
+                metrics = validate(accelerator, task, module, val_set, cfg.batch_size)
+                accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=done)
+    finally:
+        bar.close()
 
     metrics = {}
     if val_set is not None:
         metrics = validate(accelerator, task, module, val_set, cfg.batch_size)
         accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=cfg.max_steps)
     skipped_files = int(accelerator.reduce(torch.tensor(skipped_files, device=accelerator.device), "sum").item())
+    # Replicas that drifted apart would mean a broken gradient sync; every process hashes what it holds.
+    ranks_agree = len(set(gather_object([weights_digest(module)]))) == 1
     if accelerator.is_main_process:
         final = output_dir / "final"
         tmp = output_dir / ".final.tmp"
@@ -337,11 +415,13 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
         task.save_final(module, tmp)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
-        atomic_write_text(output_dir / "metrics.json", json.dumps({"step": cfg.max_steps, "skipped_files": skipped_files, **metrics}, indent=1))
+        atomic_write_text(output_dir / "metrics.json", json.dumps({"step": cfg.max_steps, "skipped_files": skipped_files, "num_processes": world, "ranks_agree": ranks_agree, **metrics}, indent=1))
     accelerator.wait_for_everyone()
     accelerator.end_training()
+    if world > 1:
+        accelerator.print(f"all {world} processes hold identical weights" if ranks_agree else f"warning: the {world} processes ended with different weights")
     if skipped_files:
-        accelerator.print(f"skipped {skipped_files} unreadable data files (named in the warnings above)")
+        accelerator.print(f"{skipped_files} clip loads skipped an unreadable data file (the warnings above name the files)")
     if metrics:
         accelerator.print(task.summary(metrics))
     accelerator.print(f"saved {output_dir / 'final'}")

@@ -18,6 +18,7 @@ Our own heads are saved as a folder: `weights.safetensors` + `head.json`.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
@@ -26,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokenizer.checkpoint import atomic_write_text, load_module_weights, load_weights, save_safetensors
+from tokenizer.data.squares import SquareSplit, upsample_to_labels
 from tokenizer.errors import CheckpointError, DataError, InputError, TrainingError
 
 SEGMENTATION = "segmentation"
@@ -42,6 +44,8 @@ CONFIG_FILE = "head.json"
 FRAMES_KEY = "frames"
 SEG_KEY = "segmentation"
 DEPTH_KEY = "depth"
+# Optional clip-dict entry: how rectangular frames were cut into squares (tokenizer.data.squares).
+SPLIT_KEY = "square_split"
 
 
 def features_to_map(features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -71,6 +75,17 @@ def upsample_to(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     flat = maps.reshape(-1, *maps.shape[-3:])
     out = F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=False)
     return out.reshape(*lead, *out.shape[1:])
+
+
+def to_label_size(maps: torch.Tensor, size: tuple[int, int], split: SquareSplit | None = None) -> torch.Tensor:
+    """Patch-resolution maps (M, C, h, w) -> (M, C, H_l, W_l) over their labels.
+
+    With a `split` of rectangular frames, M stacks [first squares; second squares]
+    and each square lands on its own label half (`upsample_to_labels`).
+    """
+    if split is not None and split.is_wide is not None:
+        return upsample_to_labels(maps, tuple(size), split)
+    return upsample_to(maps, size)
 
 
 class SegmentationHead(nn.Module):
@@ -262,6 +277,41 @@ def load_head(
     return head.eval()
 
 
+@dataclass
+class TaskHeads:
+    """The heads a run uses together, saved as `<folder>/segmentation/` and `<folder>/depth/` (either may be absent)."""
+
+    segmentation: SegmentationHead | None = None
+    depth: DepthHead | None = None
+
+    def __post_init__(self) -> None:
+        if self.segmentation is None and self.depth is None:
+            raise InputError("TaskHeads needs a segmentation head, a depth head, or both")
+
+    def items(self) -> list[tuple[str, Head]]:
+        return [(kind, head) for kind, head in ((SEGMENTATION, self.segmentation), (DEPTH, self.depth)) if head is not None]
+
+    def to(self, device: str | torch.device) -> "TaskHeads":
+        for _, head in self.items():
+            head.to(device)
+        return self
+
+    def save(self, folder: str | Path) -> None:
+        for kind, head in self.items():
+            save_head(head, Path(folder) / kind)
+
+    @classmethod
+    def load(cls, folder: str | Path, in_dim: int | None = None) -> "TaskHeads":
+        """Load whichever of `folder/segmentation` and `folder/depth` exist; at least one must."""
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise CheckpointError(f"heads folder {folder} does not exist; train heads with train_heads.py or pass --heads")
+        found = {kind: load_head(folder / kind, kind, in_dim) for kind in (SEGMENTATION, DEPTH) if (folder / kind).is_dir()}
+        if not found:
+            raise CheckpointError(f"heads folder {folder} holds neither {SEGMENTATION}/ nor {DEPTH}/")
+        return cls(found.get(SEGMENTATION), found.get(DEPTH))
+
+
 def _silog_loss(pred: torch.Tensor, target: torch.Tensor, variance_focus: float = 0.85) -> torch.Tensor:
     """Scale-invariant log loss (Eigen et al.) over matching valid pixels, both (M,).
 
@@ -291,7 +341,7 @@ def _flat_labels(batch: Mapping, key: str, frames: torch.Tensor) -> torch.Tensor
 def train_heads(
     feature_fn: Callable[[torch.Tensor], torch.Tensor],
     batches: Iterable[Mapping[str, torch.Tensor]],
-    grid: tuple[int, int],
+    grid: tuple[int, int] | Callable[[torch.Tensor], tuple[int, int]],
     num_classes: int | None = None,
     min_depth: float | None = None,
     max_depth: float | None = None,
@@ -304,9 +354,11 @@ def train_heads(
 
     A segmentation head is trained when `num_classes` is given, a depth head when
     `min_depth` and `max_depth` are. Each clip dict holds `frames` uint8 (B, T, 3, H, W)
-    and optionally `seg` int (B, T, H', W') with 255 = unlabelled and `depth` float
-    (B, T, H', W') in metres with 0 = no measurement; every frame of a clip is a sample.
-    `feature_fn` maps frames (B, T, 3, H, W) to features (B, T, N, D), N = h * w of `grid`.
+    and optionally `segmentation` int (B, T, H', W') with 255 = unlabelled, `depth` float
+    (B, T, H', W') in metres with 0 = no measurement, and `square_split` (a SquareSplit
+    when B stacks the two squares of rectangular frames against label halves); every
+    frame of a clip is a sample. `feature_fn` maps frames (B, T, 3, H, W) to features
+    (B, T, N, D), N = h * w of `grid` (or of `grid(frames)` when frame sizes vary).
 
     One optimiser step per batch holding at least one valid label; `batches` is
     iterated again when exhausted (a one-shot iterator then ends training early).
@@ -340,6 +392,8 @@ def train_heads(
                     f"feature_fn must map frames {tuple(frames.shape)} to features (B, T, N, D), got {tuple(features.shape)}"
                 )
             features = features.flatten(0, 1).float()
+            frame_grid = grid(frames) if callable(grid) else grid
+            split = batch.get(SPLIT_KEY)
             if optimizer is None:
                 # Heads are built lazily: the feature width is known only once the backbone has run.
                 in_dim = features.shape[-1]
@@ -358,14 +412,15 @@ def train_heads(
                 if ((seg[labelled] < 0) | (seg[labelled] >= num_classes)).any():
                     raise InputError(f"seg labels must lie in [0, {num_classes}) or be {IGNORE_LABEL}; got values {seg.unique().tolist()}")
                 if labelled.any():
-                    logits = upsample_to(seg_head(features, grid), seg.shape[-2:])
+                    # Flattening (2B, T) keeps [first squares; second squares] in order, as the split expects.
+                    logits = to_label_size(seg_head(features, frame_grid), seg.shape[-2:], split)
                     losses["seg_loss"] = F.cross_entropy(logits, seg, ignore_index=IGNORE_LABEL)
             depth = _flat_labels(batch, DEPTH_KEY, frames) if depth_head is not None else None
             if depth is not None:
                 depth = depth.to(device).float()
                 valid = depth > 0
                 if valid.any():
-                    pred = upsample_to(depth_head(features, grid), depth.shape[-2:]).squeeze(1)
+                    pred = to_label_size(depth_head(features, frame_grid), depth.shape[-2:], split).squeeze(1)
                     losses["depth_loss"] = _silog_loss(pred[valid], depth[valid])
             if not losses:
                 continue

@@ -277,3 +277,97 @@ def plot_metric_vs_horizon(
     buffer = io.BytesIO()
     figure.savefig(buffer, format=fmt)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+# Shown side by side, so every cell of a rollout picture gets this many pixels per side.
+ROLLOUT_CELL = 128
+
+
+def _cell(image: np.ndarray, side: int = ROLLOUT_CELL) -> np.ndarray:
+    """Enlarge an (H, W, 3) image with nearest-neighbour to about `side` pixels high."""
+    return upscale_nearest(to_uint8(image), max(1, side // image.shape[0]))
+
+
+def _rollout_cells(record) -> dict[str, list[np.ndarray]]:
+    """Per row name, one picture per frame of the record: frames, PCA, segmentation, depth of each feature set."""
+    truth = record.true_features
+    pca = FeaturePCA.fit(truth)
+    frames = record.frames.permute(0, 2, 3, 1).numpy()
+    depth_sources = [m["depth"] for m in record.maps.values() if "depth" in m]
+    if "depth" in record.labels:
+        depth_sources.append(record.labels["depth"])
+    vmax = shared_vmax(*depth_sources) if depth_sources else 1.0
+    cells: dict[str, list[np.ndarray]] = {"frame": list(frames)}
+    for key, name in (("segmentation", "label seg"), ("depth", "label depth")):
+        if key in record.labels:
+            values = record.labels[key]
+            cells[name] = list(colorize_seg(values) if key == "segmentation" else colorize_depth(values, vmax))
+    features = {"truth": truth, "best": record.best, "mean": record.mean}
+    features.update({f"sample {k + 1}": record.imagined[k] for k in range(len(record.imagined))})
+    for name, value in features.items():
+        cells[f"{name} PCA"] = list(pca.to_rgb(value, record.grid))
+        maps = record.maps[name]
+        if "segmentation" in maps:
+            cells[f"{name} seg"] = list(colorize_seg(maps["segmentation"]))
+        if "depth" in maps:
+            cells[f"{name} depth"] = list(colorize_depth(maps["depth"], vmax))
+    return {name: [_cell(image) for image in images] for name, images in cells.items()}
+
+
+def rollout_picture(record) -> np.ndarray:
+    """One clip's rollout as a labelled table (uint8 (H, W, 3)), from an evaluation.PictureRecord.
+
+    Left: a column per frame (context, then each imagined step): the frames, then
+    the true features' PCA, segmentation and depth, then those of the best and the
+    mean imagined futures, and the given labels. Right: the samples side by side
+    at the last step, to show how the imagined futures differ.
+    """
+    cells = _rollout_cells(record)
+    context = record.context
+    steps = len(cells["frame"]) - context
+    order = ["frame", *[n for n in ("label seg", "label depth") if n in cells]]
+    for name in ("truth", "best", "mean"):
+        order += [n for n in (f"{name} PCA", f"{name} seg", f"{name} depth") if n in cells]
+    rows = []
+    for name in order:
+        imagined = name.split(" ")[0] in ("best", "mean")
+        rows.append([None] * context + cells[name] if imagined else cells[name])
+    col_labels = [f"ctx {t - context + 1}" for t in range(context)] + [f"+{h + 1}" for h in range(steps)]
+    left = image_grid(rows, row_labels=order, col_labels=col_labels)
+
+    samples = [n.split(" PCA")[0] for n in cells if n.startswith("sample") and n.endswith("PCA")]
+    if not samples:
+        return left
+    kinds = [k for k in ("PCA", "seg", "depth") if f"{samples[0]} {k}" in cells]
+    right = image_grid(
+        [[cells[f"{s} {k}"][-1] for s in samples] for k in kinds],
+        row_labels=[f"+{steps} {k}" for k in kinds],
+        col_labels=samples,
+    )
+    height = max(left.shape[0], right.shape[0])
+    gap = np.full((height, ROLLOUT_CELL // 4, 3), BACKGROUND, np.uint8)
+    return np.concatenate([_pad_to(left, height, left.shape[1]), gap, _pad_to(right, height, right.shape[1])], axis=1)
+
+
+def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pad (H, W, 3) with background at the bottom and right to (height, width, 3)."""
+    return np.pad(image, ((0, height - image.shape[0]), (0, width - image.shape[1]), (0, 0)), constant_values=BACKGROUND)
+
+
+def rollout_animation(record) -> list[np.ndarray]:
+    """One clip's rollout as animation frames: each shows one time step, truth beside the best and mean imagined."""
+    cells = _rollout_cells(record)
+    context = record.context
+    names = ["frame"] + [n for n in cells if n.split(" ")[0] in ("truth", "best", "mean")]
+    frames = []
+    for t in range(len(cells["frame"])):
+        imagined = t >= context
+        # Best and mean exist only for imagined steps, so their lists start at the first imagined frame.
+        row = [
+            (cells[n][t - context] if imagined else None) if n.startswith(("best", "mean")) else cells[n][t] for n in names
+        ]
+        label = f"+{t - context + 1} imagined" if imagined else f"context {t + 1}/{context}"
+        frames.append(image_grid([row], row_labels=[label], col_labels=names))
+    # Row labels differ in width; an animation needs one frame size.
+    height, width = max(f.shape[0] for f in frames), max(f.shape[1] for f in frames)
+    return [_pad_to(frame, height, width) for frame in frames]

@@ -1,0 +1,178 @@
+"""DreamEnv (`deltaworld/Dream-v0`): a Gymnasium env whose dynamics are a trained world model's imagination.
+
+    env = gymnasium.make("deltaworld/Dream-v0", model="runs/world_model_tiny_actions/final",
+                         context=frames, goal_frame=goal, num_samples=8)
+
+reset() starts from real context frames (or the first `context_length` frames of a
+recorded episode); each step(action) imagines the next frame's token and
+features for all `num_samples` samples at once. Observation: the K imagined
+tokens (K, D) float32 (a patch-level model's "token" is its (N, D) features),
+or a Dict with "token" and "features" (K, N, D). Reward: minus the feature
+distance to `goal_frame`, or `reward_fn(tokens, features) -> (K,)`, averaged over
+the K samples (each sample's own in info["rewards"]); 0 without either.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import gymnasium
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from envs import DREAM_ENV_ID
+from envs.goals import feature_distance
+from envs.wrappers import frame_tensor
+from tokenizer.checkpoint import load_weights
+from tokenizer.errors import ConfigError, InputError
+from worldmodel.deltaworld import DeltaWorld
+from worldmodel.world import WorldModel, load_world_model
+
+RewardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (tokens (K, ...), features (K, N, D)) -> (K,)
+
+def context_frames(frames: Any) -> torch.Tensor:
+    """(c, H, W, 3) uint8 frames -> (1, c, 3, H, W)."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[0] < 1:
+        raise InputError(f"context frames must be (c, H, W, 3) uint8 with c >= 1, got {frames.dtype} {frames.shape}")
+    return torch.cat([frame_tensor(frame) for frame in frames], 1)
+
+
+def episode_context(path: str | Path, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first `length` frames (c, H, W, 3) and timestamps (c,) of a recorded episode file."""
+    episode = load_weights(path, f"episode file {path}")
+    if "frames" not in episode or "timestamps" not in episode:
+        raise InputError(f"{path} is not an episode file from `python -m envs.recording`")
+    return episode["frames"][:length].permute(0, 2, 3, 1).numpy(), episode["timestamps"][:length].numpy()
+
+
+class DreamEnv(gymnasium.Env):
+    """Imagined dynamics of an action-conditioned world model, batched over K samples.
+
+    Action: the model's space (a Box [-1, 1]^A unless `action_space` is given,
+    Discrete(n) for discrete models), shared by all samples; step() also takes
+    (K, A) to act differently per sample. Never terminates by itself.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        model: WorldModel | str | Path | None = None,
+        context: Any = None,
+        timestamps: Any = None,
+        episode: str | Path | None = None,
+        context_length: int = 4,
+        goal_frame: Any = None,
+        reward_fn: RewardFn | None = None,
+        num_samples: int = 1,
+        dt: float | None = None,
+        action_space: spaces.Space | None = None,
+        features: bool = False,
+        frame_size: int = 64,
+    ):
+        """model: a WorldModel or its saved folder; context (c, H, W, 3) uint8 at `timestamps` (c,) seconds,
+        or `episode`, a recorded episode file; dt: seconds per step (default: the context's last interval, else 0.1)."""
+        if model is None:
+            raise ConfigError(
+                f"{DREAM_ENV_ID} needs a trained action-conditioned world model: "
+                f"gymnasium.make('{DREAM_ENV_ID}', model='runs/world_model_tiny_actions/final', context=frames)"
+            )
+        self.world = (model if isinstance(model, WorldModel) else load_world_model(model)).eval()
+        if num_samples < 1:
+            raise ConfigError(f"num_samples must be at least 1, got {num_samples}")
+        self.num_samples, self.reward_fn, self.include_features, self.dt = num_samples, reward_fn, features, dt
+        self.context_length = context_length
+        self._default_context = self._read_context(context, timestamps, episode)
+        self.action_space = action_space or self._model_action_space()
+        size = frame_size if self._default_context is None else self._default_context[0].shape[-1]
+        rows, cols = self.world.tokenizer.backbone.grid(size, size)
+        dim, count = self.world.tokenizer.dim, num_samples
+        token_shape = (count, dim) if isinstance(self.world, DeltaWorld) else (count, rows * cols, dim)
+        tokens = spaces.Box(-np.inf, np.inf, token_shape, np.float32)
+        self.observation_space = (
+            spaces.Dict({"token": tokens, "features": spaces.Box(-np.inf, np.inf, (count, rows * cols, dim), np.float32)}) if features else tokens
+        )
+        self._goal = None if goal_frame is None else self._goal_features(goal_frame)
+        self._dream = None
+        self._generator = torch.Generator()
+
+    def _model_action_space(self) -> spaces.Space:
+        actions = self.world.config.actions
+        if actions.dim:
+            return spaces.Box(-1.0, 1.0, (actions.dim,), np.float32)
+        # An unconditioned model ignores actions; a single no-op keeps the Gymnasium API whole.
+        return spaces.Discrete(actions.num_actions or 1)
+
+    def _read_context(self, context: Any, timestamps: Any, episode: str | Path | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if episode is not None:
+            context, timestamps = episode_context(episode, self.context_length)
+        if context is None:
+            return None
+        frames = context_frames(context)
+        count = frames.shape[1]
+        times = torch.arange(count, dtype=torch.float32) * (self.dt or 0.1) if timestamps is None else torch.as_tensor(np.asarray(timestamps, dtype=np.float32))
+        if times.shape != (count,):
+            raise InputError(f"timestamps must be ({count},) seconds, one per context frame, got {tuple(times.shape)}")
+        return frames, (times - times[0])[None]
+
+    @torch.no_grad()
+    def _goal_features(self, goal_frame: Any) -> torch.Tensor:
+        return self.world.tokenizer.features(frame_tensor(np.asarray(goal_frame)))[0, 0]
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """options may give "context" (c, H, W, 3) with "timestamps" (c,), an "episode" file, and a "goal_frame"."""
+        super().reset(seed=seed)
+        options = options or {}
+        if "goal_frame" in options:
+            self._goal = self._goal_features(options["goal_frame"])
+        start = self._read_context(options.get("context"), options.get("timestamps"), options.get("episode")) or self._default_context
+        if start is None:
+            raise ConfigError(f"{DREAM_ENV_ID} has no context frames: pass context= or episode= to make(), or options={{'context': frames}} to reset()")
+        self._generator.manual_seed(int(self.np_random.integers(2**62)))
+        frames, times = start
+        with torch.no_grad():
+            tokens, features = self.world.tokenizer.tokenize(frames)
+            self._dream = self.world.start(frames, times, self.num_samples, features)
+        if self.dt is None:
+            self._step_dt = float(times[0, -1] - times[0, -2]) if times.shape[1] > 1 else 0.1
+        else:
+            self._step_dt = self.dt
+        last = features[:, -1].expand(self.num_samples, -1, -1)
+        token = tokens[:, -1].expand(self.num_samples, -1) if isinstance(self.world, DeltaWorld) else last
+        return self._observation(token, last), {"time": float(times[0, -1])}
+
+    def _actions(self, action: Any) -> torch.Tensor | None:
+        if not self.world.action_conditioned:
+            return None
+        array = np.asarray(action, dtype=np.float32)
+        if isinstance(self.action_space, spaces.Discrete):
+            array = array.reshape(-1, 1)
+        if array.ndim == 1:
+            array = np.tile(array, (self.num_samples, 1))
+        if array.shape[0] != self.num_samples:
+            raise InputError(f"an action is {self.action_space.shape} for all samples or one per sample ({self.num_samples}, ...), got {array.shape}")
+        return torch.from_numpy(array)
+
+    @torch.no_grad()
+    def step(self, action: Any):
+        if self._dream is None:
+            raise gymnasium.error.ResetNeeded("call reset() before step() on the dream env")
+        time = self._dream.time + self._step_dt
+        tokens, features, self._dream = self.world.step(self._dream, time, self._actions(action), self._generator)
+        if self.reward_fn is not None:
+            rewards = self.reward_fn(tokens, features).float()
+        elif self._goal is not None:
+            rewards = -feature_distance(features, self._goal)
+        else:
+            rewards = torch.zeros(self.num_samples)
+        info = {"rewards": rewards.numpy(), "time": float(time[0])}
+        return self._observation(tokens, features), float(rewards.mean()), False, False, info
+
+    def _observation(self, tokens: torch.Tensor, features: torch.Tensor) -> np.ndarray | dict[str, np.ndarray]:
+        token = tokens.float().numpy()
+        if not self.include_features:
+            return token
+        return {"token": token, "features": features.float().numpy()}

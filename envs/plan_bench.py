@@ -1,0 +1,206 @@
+"""Goal reaching in Shapes-v0: CEM in DeltaWorld vs a random policy vs CEM in the patch-level DINOWorld.
+
+    python -m envs.plan_bench --out runs/plan_bench [--config configs/plan_bench/shapes.yaml] [dotted.key=value ...]
+
+From a fresh clone it trains what it needs, each step skipped when its output
+already exists in `--out` (delete the folder to start over): the tiny tokenizer
+(unless `tokenizer` names an existing folder), random-policy Shapes episodes,
+then the two action-conditioned world models on those episodes. Each method
+then drives the agent toward the place shown in `goal_frame()` for the same
+`eval.episodes` seeded episodes; an episode succeeds when the agent comes
+within `success_radius` of the goal. Writes <out>/report.json, prints a table,
+and saves one DeltaWorld-planned episode as <out>/deltaworld_cem.gif (frame | goal).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from envs.planners import MPCAgent, Planner, PlannerConfig
+from envs.recording import EPISODE_GLOB, record
+from envs.shapes import ShapesEnv
+from tokenizer.checkpoint import atomic_write_text
+from tokenizer.cli import run_cli
+from tokenizer.config import load_config, to_object
+from tokenizer.errors import TrainingError
+from worldmodel.pictures import save_animation, upscale_nearest
+from worldmodel.world import load_world_model
+
+REPO = Path(__file__).resolve().parents[1]
+SHAPES_ID = "deltaworld/Shapes-v0"
+
+
+@dataclass
+class RecordSection:
+    episodes: int = 200
+    max_steps: int = 40
+
+
+@dataclass
+class TrainSection:
+    config: str = "configs/world_model/tiny_actions.yaml"
+    overrides: list[str] = field(default_factory=list)  # dotted overrides after the bench's own (output_dir, data.root, tokenizer)
+
+
+@dataclass
+class EvalSection:
+    episodes: int = 20
+    max_steps: int = 40  # env steps before an episode counts as failed
+    seed: int = 1000  # episode i is reset with seed + i, the same for every method
+
+
+@dataclass
+class PlanBenchConfig:
+    seed: int = 0
+    tokenizer: str = "runs/tokenizer_tiny/final"
+    record: RecordSection = field(default_factory=RecordSection)
+    deltaworld: TrainSection = field(default_factory=TrainSection)
+    dinoworld: TrainSection = field(default_factory=lambda: TrainSection(config="configs/world_model/tiny_dinoworld.yaml"))
+    planner: PlannerConfig = field(default_factory=PlannerConfig)
+    eval: EvalSection = field(default_factory=EvalSection)
+
+
+def run_script(script: str, args: list[str]) -> None:
+    """Run a training script as its own process, as a user would; its output streams through."""
+    result = subprocess.run([sys.executable, str(REPO / script), *args], cwd=REPO)
+    if result.returncode != 0:
+        raise TrainingError(f"{script} {' '.join(args)} failed with exit status {result.returncode}; its output is above")
+
+
+def prepare(cfg: PlanBenchConfig, out: Path) -> dict[str, Path]:
+    """Tokenizer, episodes and both world models, each made only when missing; -> their folders."""
+    tokenizer = Path(cfg.tokenizer)
+    if not tokenizer.is_absolute():
+        tokenizer = REPO / tokenizer
+    if not (tokenizer / "config.yaml").is_file():
+        tokenizer = out / "tokenizer" / "final"
+        if not tokenizer.is_dir():
+            print(f"training the tiny tokenizer into {tokenizer.parent}", flush=True)
+            run_script("train_tokenizer.py", ["--config", "configs/tokenizer/tiny.yaml", f"output_dir={tokenizer.parent}", "overwrite=true"])
+    episodes = out / "episodes"
+    if not any(episodes.glob(EPISODE_GLOB)):
+        print(f"recording {cfg.record.episodes} random-policy episodes into {episodes}", flush=True)
+        record(SHAPES_ID, cfg.record.episodes, episodes, seed=cfg.seed, max_steps=cfg.record.max_steps)
+    models = {}
+    for name in ("deltaworld", "dinoworld"):
+        section: TrainSection = getattr(cfg, name)
+        models[name] = out / name / "final"
+        if not models[name].is_dir():
+            print(f"training {name} ({section.config}) on the episodes", flush=True)
+            own = [f"output_dir={out / name}", "overwrite=true", f"data.root={episodes}", f"tokenizer.checkpoint={tokenizer}", f"seed={cfg.seed}"]
+            run_script("train_world_model.py", ["--config", section.config, *own, *section.overrides])
+    return models
+
+
+Policy = Callable[[np.ndarray], np.ndarray]
+
+
+def run_episode(env: ShapesEnv, seed: int, max_steps: int, reset_policy: Callable[[np.ndarray], None], act: Policy) -> dict:
+    """One goal-reaching episode -> success, steps, seconds spent choosing actions, and the frames seen."""
+    frame, info = env.reset(seed=seed)
+    reset_policy(env.goal_frame())
+    frames, thinking = [frame], 0.0
+    for _ in range(max_steps):
+        if info["success"]:
+            break
+        start = time.perf_counter()
+        action = act(frame)
+        thinking += time.perf_counter() - start
+        frame, _, _, _, info = env.step(action)
+        frames.append(frame)
+    return {"success": bool(info["success"]), "steps": len(frames) - 1, "seconds": thinking, "frames": frames, "distance": info["distance"]}
+
+
+def evaluate(name: str, env: ShapesEnv, cfg: EvalSection, reset_policy, act: Policy) -> tuple[dict, list[np.ndarray], np.ndarray]:
+    results = []
+    first_frames, first_goal = [], None
+    for index in range(cfg.episodes):
+        result = run_episode(env, cfg.seed + index, cfg.max_steps, reset_policy, act)
+        if index == 0:
+            first_frames, first_goal = result["frames"], env.goal_frame()
+        results.append(result)
+        print(f"  {name} episode {index}: {'success' if result['success'] else 'failure'} after {result['steps']} steps", flush=True)
+    steps = sum(r["steps"] for r in results)
+    summary = {
+        "success_rate": sum(r["success"] for r in results) / len(results),
+        "seconds_per_step": sum(r["seconds"] for r in results) / max(steps, 1),
+        "mean_final_distance": float(np.mean([r["distance"] for r in results])),
+        "episodes": len(results),
+    }
+    return summary, first_frames, first_goal
+
+
+def mpc_policy(folder: Path, cfg: PlanBenchConfig, env: ShapesEnv) -> tuple[Callable, Policy]:
+    world = load_world_model(folder)
+    agent = MPCAgent(world, Planner(cfg.planner, env.action_space.low, env.action_space.high), dt=1.0 / env.config.fps, seed=cfg.seed)
+    return agent.reset, agent.act
+
+
+def random_policy(env: ShapesEnv, seed: int) -> tuple[Callable, Policy]:
+    rng = np.random.default_rng(seed)
+    return (lambda goal: None), (lambda frame: rng.uniform(env.action_space.low, env.action_space.high).astype(np.float32))
+
+
+def table(methods: dict[str, dict]) -> str:
+    lines = ["| method | success rate | seconds / env step | mean final distance |", "| --- | --- | --- | --- |"]
+    for name, row in methods.items():
+        lines.append(f"| {name} | {row['success_rate']:.2f} | {row['seconds_per_step']:.4f} | {row['mean_final_distance']:.3f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="runs/plan_bench")
+    parser.add_argument("--config", default=str(REPO / "configs/plan_bench/shapes.yaml"))
+    parser.add_argument("overrides", nargs="*", help="dotted overrides such as eval.episodes=5")
+    args = parser.parse_args(argv)
+    cfg: PlanBenchConfig = to_object(load_config(PlanBenchConfig, args.config, args.overrides))
+    cfg.planner.validate()
+    out = Path(args.out).resolve()
+    started = time.perf_counter()
+    models = prepare(cfg, out)
+    prepared = time.perf_counter() - started
+    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    env = ShapesEnv()
+    methods: dict[str, dict] = {}
+    gif = None
+    for name in ("deltaworld_cem", "random", "dinoworld_cem"):
+        print(f"evaluating {name} on {cfg.eval.episodes} episodes", flush=True)
+        policy = random_policy(env, cfg.seed) if name == "random" else mpc_policy(models[name.split("_")[0]], cfg, env)
+        methods[name], frames, goal = evaluate(name, env, cfg.eval, *policy)
+        if name == "deltaworld_cem":
+            gif = out / "deltaworld_cem.gif"
+            save_animation(gif, [upscale_nearest(np.concatenate([f, goal], axis=1), 4) for f in frames], fps=env.config.fps)
+    delta, dino, rand = methods["deltaworld_cem"], methods["random"], methods["dinoworld_cem"]
+    report = {
+        **methods,
+        "deltaworld_success_over_random_points": 100 * (delta["success_rate"] - rand["success_rate"]),
+        "dinoworld_over_deltaworld_seconds_per_step": dino["seconds_per_step"] / max(delta["seconds_per_step"], 1e-12),
+        "planner": vars(cfg.planner),
+        "eval": vars(cfg.eval),
+        "torch_threads": torch.get_num_threads(),
+        "prepare_seconds": prepared,
+        "total_seconds": time.perf_counter() - started,
+        "gif": str(gif),
+    }
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
+    print(table(methods))
+    print(
+        f"DeltaWorld CEM: {report['deltaworld_success_over_random_points']:+.0f} success points over random, "
+        f"{report['dinoworld_over_deltaworld_seconds_per_step']:.1f}x faster per env step than DINOWorld CEM; "
+        f"report in {out / 'report.json'}, GIF in {gif}"
+    )
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,161 @@
+"""Model-predictive control in a world model's imagination: CEM and MPPI over action sequences.
+
+Every candidate action sequence is one row of a single world-model rollout, so
+an iteration costs `horizon` batched `WorldModel.step` calls whatever the
+number of candidates. With DeltaWorld a row's history grows by one token per
+imagined frame; the patch-level DINOWorld grows by N. The cost of a row is the
+mean over the imagined steps of `cost(tokens, features)`, by default the
+feature distance to a goal frame (`GoalCost`).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from envs.goals import feature_distance
+from envs.wrappers import frame_tensor
+from tokenizer.errors import ConfigError
+from worldmodel.world import Dream, WorldModel
+
+# (tokens (R, ...), features (R, N, D)) of one imagined step -> cost per row (R,); lower is better.
+StepCost = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class PlannerConfig:
+    kind: str = "cem"  # cem | mppi
+    horizon: int = 5  # imagined steps per candidate sequence
+    candidates: int = 64  # action sequences per iteration, all rows of one rollout
+    iterations: int = 3  # refinements of the sampling distribution per env step
+    elites: int = 8  # cem: best candidates the next distribution is fitted to
+    init_std: float = 0.5  # std of the first iteration's Gaussian, in action units
+    min_std: float = 0.05  # cem: floor that keeps later iterations exploring
+    temperature: float = 0.1  # mppi: softmax temperature on costs rescaled to [0, 1]
+    context: int = 4  # real frames the imagination starts from
+
+    def validate(self) -> None:
+        if self.kind not in ("cem", "mppi"):
+            raise ConfigError(f"planner.kind {self.kind!r} is not one of cem, mppi")
+        for name in ("horizon", "candidates", "iterations", "elites", "context"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"planner.{name} must be at least 1, got {getattr(self, name)}")
+        if self.elites > self.candidates:
+            raise ConfigError(f"planner.elites ({self.elites}) cannot exceed planner.candidates ({self.candidates})")
+        if not (self.init_std > 0 and self.min_std >= 0 and self.temperature > 0):
+            raise ConfigError("planner.init_std and planner.temperature must be positive and planner.min_std non-negative")
+
+
+class GoalCost:
+    """Feature distance of each imagined frame to a goal frame's features (N, D)."""
+
+    def __init__(self, goal_features: torch.Tensor):
+        self.goal = goal_features
+
+    def __call__(self, tokens: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return feature_distance(features, self.goal)
+
+
+def expand_dream(dream: Dream, times: int) -> Dream:
+    """A one-row dream -> `times` identical rows (the candidates)."""
+    return Dream(dream.cache.repeat(times), dream.features.repeat_interleave(times, 0), dream.time.repeat_interleave(times, 0), dream.grid)
+
+
+@torch.no_grad()
+def sequence_costs(
+    world: WorldModel, dream: Dream, actions: torch.Tensor, dt: float, cost: StepCost, generator: torch.Generator | None
+) -> torch.Tensor:
+    """Imagine every candidate in one batch: dream of C rows, actions (C, h, A) -> mean step cost (C,)."""
+    total = torch.zeros(actions.shape[0], device=actions.device)
+    time = dream.time
+    for step in range(actions.shape[1]):
+        time = time + dt
+        tokens, features, dream = world.step(dream, time, actions[:, step], generator)
+        total += cost(tokens, features).float()
+    return total / actions.shape[1]
+
+
+class Planner:
+    """CEM or MPPI over action sequences (h, A) in a Box [low, high]^A."""
+
+    def __init__(self, config: PlannerConfig, low: np.ndarray, high: np.ndarray):
+        config.validate()
+        self.config = config
+        self.low = torch.as_tensor(np.asarray(low, dtype=np.float32))
+        self.high = torch.as_tensor(np.asarray(high, dtype=np.float32))
+        if self.low.ndim != 1 or self.low.shape != self.high.shape or not bool((self.high > self.low).all()):
+            raise ConfigError("planners need a bounded 1-D Box action space with high > low")
+
+    def plan(
+        self, world: WorldModel, dream: Dream, dt: float, cost: StepCost, generator: torch.Generator, init: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Refine a Gaussian over sequences for `iterations` rounds from `dream` (one row) -> best mean sequence (h, A).
+
+        `init` (h, A) is the first mean (the previous plan shifted by one step); zeros otherwise.
+        """
+        cfg = self.config
+        shape = (cfg.horizon, self.low.shape[0])
+        mean = init.clone() if init is not None else torch.zeros(shape)
+        std = torch.full(shape, cfg.init_std)
+        rows = expand_dream(dream, cfg.candidates)
+        for _ in range(cfg.iterations):
+            noise = torch.randn((cfg.candidates, *shape), generator=generator)
+            noise[0] = 0  # the current mean always competes
+            candidates = torch.maximum(torch.minimum(mean + std * noise, self.high), self.low)
+            costs = sequence_costs(world, rows, candidates, dt, cost, generator)
+            if cfg.kind == "cem":
+                elite = candidates[costs.topk(cfg.elites, largest=False).indices]
+                mean, std = elite.mean(0), elite.std(0, unbiased=False).clamp_min(cfg.min_std)
+            else:
+                spread = (costs.max() - costs.min()).clamp_min(1e-12)
+                weights = torch.softmax(-(costs - costs.min()) / spread / cfg.temperature, dim=0)
+                mean = torch.einsum("c,cha->ha", weights, candidates)
+        return mean
+
+
+class MPCAgent:
+    """Receding-horizon control toward a goal image: `act(frame)` plans from the last `context` frames, applies the first action.
+
+    Frames are (H, W, 3) uint8 at a fixed interval `dt` seconds; the plan is kept
+    and shifted by one step to start the next round's search.
+    """
+
+    def __init__(self, world: WorldModel, planner: Planner, dt: float, cost: StepCost | None = None, seed: int = 0):
+        if world.objective.action_encoder is None or not world.config.actions.dim:
+            raise ConfigError("planning needs a world model conditioned on continuous actions (model.actions.dim > 0)")
+        if world.config.actions.dim != planner.low.shape[0]:
+            raise ConfigError(f"the world model takes {world.config.actions.dim}-D actions, the planner's action space has {planner.low.shape[0]}")
+        self.world, self.planner, self.dt = world.eval(), planner, dt
+        self.cost = cost
+        self.generator = torch.Generator().manual_seed(seed)
+        self.frames: deque[torch.Tensor] = deque(maxlen=planner.config.context)
+        self.features: deque[torch.Tensor] = deque(maxlen=planner.config.context)
+        self._plan: torch.Tensor | None = None
+
+    def reset(self, goal_frame: np.ndarray | None = None) -> None:
+        """Forget the past frames and plan; a goal image (H, W, 3) sets the cost to its feature distance."""
+        self.frames.clear()
+        self.features.clear()
+        self._plan = None
+        if goal_frame is not None:
+            with torch.no_grad():
+                self.cost = GoalCost(self.world.tokenizer.features(frame_tensor(goal_frame))[0, 0])
+
+    @torch.no_grad()
+    def act(self, frame: np.ndarray) -> np.ndarray:
+        """The newest frame (H, W, 3) uint8 -> the action (A,) float32 to apply now."""
+        if self.cost is None:
+            raise ConfigError("the agent has no cost: call reset(goal_frame) or pass cost=")
+        tensor = frame_tensor(frame)
+        self.frames.append(tensor)
+        self.features.append(self.world.tokenizer.features(tensor))
+        frames, features = torch.cat(list(self.frames), 1), torch.cat(list(self.features), 1)
+        timestamps = torch.arange(frames.shape[1], dtype=torch.float32)[None] * self.dt
+        dream = self.world.start(frames, timestamps, 1, features)
+        init = None if self._plan is None else torch.cat((self._plan[1:], self._plan[-1:]))
+        self._plan = self.planner.plan(self.world, dream, self.dt, self.cost, self.generator, init)
+        return self._plan[0].numpy().astype(np.float32)

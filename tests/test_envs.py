@@ -1,0 +1,207 @@
+"""Gymnasium wrappers, DreamEnv, recording and planners on micro models built in-process."""
+
+from __future__ import annotations
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+
+import envs
+from conftest import micro_tokenizer_config
+from envs.data import DataConfig, build_dataset
+from envs.dream import DreamEnv
+from envs.goals import feature_distance, token_distance
+from envs.planners import GoalCost, MPCAgent, Planner, PlannerConfig, sequence_costs
+from envs.recording import EpisodeClips, main as record_main, record
+from envs.shapes import ShapesConfig
+from envs.wrappers import DeltaTokenObservation
+from tokenizer.errors import ConfigError, DataError, InputError
+from tokenizer.model import Tokenizer
+from worldmodel.objectives import ActionSpace, ObjectiveConfig
+from worldmodel.predictor import PredictorConfig
+from worldmodel.world import WorldModelConfig, build_world_model
+
+SIZE = 32  # micro tokenizer: 4x4 patches of width 32
+SHAPES = {"config": ShapesConfig(frame_size=SIZE, num_distractors=1)}
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Tokenizer:
+    torch.manual_seed(0)
+    return Tokenizer.build(micro_tokenizer_config()).eval()
+
+
+def micro_world(tokenizer, model="deltaworld", actions=ActionSpace(dim=2), objective="bom"):
+    axes = [12] if model == "deltaworld" else [4, 4, 4]
+    cfg = WorldModelConfig(
+        kind=model,
+        predictor=PredictorConfig(hidden_size=32, num_layers=1, num_heads=2, rope_axis_sizes=axes, rope_unrotated_size=4, layer_scale_init=1.0),
+        objective=ObjectiveConfig(kind=objective if model == "deltaworld" else "deterministic", num_hypotheses=8, selection_chunk=8),
+        actions=actions,
+        num_samples=2,
+    )
+    torch.manual_seed(0)
+    world = build_world_model(tokenizer, cfg).eval()
+    if world.objective.action_encoder is not None:
+        # Zero-initialised action embeddings would make every plan equally good; give actions an effect.
+        torch.nn.init.normal_(world.objective.action_encoder.embed.weight, std=1.0)
+    return world
+
+
+def shapes_frames(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    env = envs.ShapesEnv(**SHAPES)
+    frame, _ = env.reset(seed=seed)
+    frames = [frame]
+    for _ in range(count - 1):
+        frames.append(env.step(np.array([0.5, -0.5]))[0])
+    return np.stack(frames), env.goal_frame()
+
+
+def test_import_registers_both_envs():
+    assert {envs.SHAPES_ENV_ID, envs.DREAM_ENV_ID} <= set(gymnasium.registry)
+
+
+def test_delta_token_observation_spaces_and_tokens(tokenizer):
+    env = DeltaTokenObservation(envs.ShapesEnv(**SHAPES), tokenizer)
+    assert env.observation_space.shape == (32,) and env.observation_space.dtype == np.float32
+    first, _ = env.reset(seed=0)
+    second = env.step(np.array([1.0, 0.0], dtype=np.float32))[0]
+    assert env.observation_space.contains(first) and env.observation_space.contains(second)
+    assert not np.allclose(first, second)
+    # The first token encodes black -> frame 0, exactly as the tokenizer does for a whole clip.
+    frame, _ = envs.ShapesEnv(**SHAPES).reset(seed=0)
+    tokens, features = tokenizer.tokenize(torch.from_numpy(frame).permute(2, 0, 1)[None, None])
+    np.testing.assert_allclose(first, tokens[0, 0].numpy(), atol=1e-5)
+    with_features = DeltaTokenObservation(envs.ShapesEnv(**SHAPES), tokenizer, features=True)
+    obs, _ = with_features.reset(seed=0)
+    assert with_features.observation_space["features"].shape == (16, 32) and with_features.observation_space.contains(obs)
+    np.testing.assert_allclose(obs["features"], features[0, 0].numpy(), atol=1e-5)
+    check_env(with_features, skip_render_check=True)
+
+
+def test_wrapper_needs_images_or_rgb_rendering(tokenizer):
+    with pytest.raises(InputError, match="render_mode"):
+        DeltaTokenObservation(gymnasium.make("CartPole-v1"), tokenizer)
+
+
+def test_dream_env_without_a_model_says_what_to_pass():
+    with pytest.raises(ConfigError, match="needs a trained action-conditioned world model"):
+        gymnasium.make(envs.DREAM_ENV_ID)
+
+
+def test_dream_env_passes_check_env_and_batches_samples(tokenizer):
+    world = micro_world(tokenizer)
+    frames, goal = shapes_frames(3)
+    env = gymnasium.make(envs.DREAM_ENV_ID, model=world, context=frames, goal_frame=goal, num_samples=3, features=True)
+    check_env(env.unwrapped, skip_render_check=True)
+    obs, _ = env.reset(seed=1)
+    assert obs["token"].shape == (3, 32) and obs["features"].shape == (3, 16, 32)
+    obs, reward, terminated, truncated, info = env.step(np.array([1.0, 0.0], dtype=np.float32))
+    assert env.observation_space.contains(obs) and not terminated and not truncated
+    assert info["rewards"].shape == (3,) and reward == pytest.approx(float(info["rewards"].mean()), rel=1e-5)
+    goal_features = world.tokenizer.features(torch.from_numpy(goal).permute(2, 0, 1)[None, None])[0, 0]
+    np.testing.assert_allclose(info["rewards"], -feature_distance(torch.from_numpy(obs["features"]), goal_features).numpy(), rtol=1e-5)
+    assert obs["token"].std(axis=0).mean() > 1e-5  # best-of-many samples imagine different futures
+    # Per-sample actions and a user reward.
+    custom = DreamEnv(world, context=frames, num_samples=2, reward_fn=lambda tokens, features: tokens.norm(dim=-1))
+    custom.reset(seed=0)
+    obs, _, _, _, info = custom.step(np.array([[1.0, 0.0], [-1.0, 0.0]], dtype=np.float32))
+    np.testing.assert_allclose(info["rewards"], np.linalg.norm(obs, axis=-1), rtol=1e-5)
+    with pytest.raises(InputError, match="one per sample"):
+        custom.step(np.zeros((3, 2), dtype=np.float32))
+
+
+def test_dream_env_resets_from_a_recorded_episode(tokenizer, tmp_path):
+    record("deltaworld/Shapes-v0", 1, tmp_path, max_steps=5, env_kwargs=SHAPES)
+    env = DreamEnv(micro_world(tokenizer), episode=tmp_path / "episode_000000.safetensors", context_length=3)
+    obs, info = env.reset(seed=0)
+    assert obs.shape == (1, 32) and info["time"] == pytest.approx(0.2)
+    assert env.step(env.action_space.sample())[4]["time"] == pytest.approx(0.3)
+
+
+def test_dream_env_over_dinoworld_observes_patches(tokenizer):
+    frames, _ = shapes_frames(2)
+    env = DreamEnv(micro_world(tokenizer, model="dinoworld"), context=frames)
+    obs, _ = env.reset(seed=0)
+    assert env.observation_space.shape == (1, 16, 32) and env.observation_space.contains(obs)
+    assert env.observation_space.contains(env.step(env.action_space.sample())[0])
+
+
+def test_recording_round_trip_to_training_clips(tmp_path):
+    record_main(["--env", "deltaworld/Shapes-v0", "--episodes", "3", "--max-steps", "6", "--out", str(tmp_path), "--seed", "4"])
+    files = sorted(tmp_path.glob("episode_*.safetensors"))
+    assert len(files) == 3
+    cfg = DataConfig(source="episodes", root=str(tmp_path), frame_size=32, num_frames=4)
+    clips = build_dataset(cfg, "train", seed=0)
+    clip = clips[7]
+    assert clip["frames"].shape == (4, 3, 32, 32) and clip["frames"].dtype == torch.uint8
+    assert clip["actions"].shape == (4, 2) and clip["timestamps"][0] == 0
+    torch.testing.assert_close(clip["timestamps"], torch.arange(4, dtype=torch.float32) * 0.1)
+    torch.testing.assert_close(clips[7]["frames"], clip["frames"])  # a clip is a function of its id
+    # The recorded actions drove the recorded frames: replaying them reproduces the episode.
+    from safetensors.torch import load_file
+
+    episode = load_file(files[0])
+    env = gymnasium.make("deltaworld/Shapes-v0")
+    env.reset(seed=4 * 1_000_003)
+    replayed = [env.step(a.numpy())[0] for a in episode["actions"][1:]]
+    np.testing.assert_array_equal(np.stack(replayed), episode["frames"][1:].permute(0, 2, 3, 1).numpy())
+    assert (episode["actions"][0] == 0).all() and episode["actions"][1:].abs().max() <= 1
+    val = build_dataset(cfg, "val", seed=0)
+    assert len(val) == 1 and val[0]["frames"].shape == (4, 3, 32, 32)  # the third episode is held out
+
+
+def test_episode_source_errors(tmp_path):
+    with pytest.raises(ConfigError, match="data.root"):
+        build_dataset(DataConfig(source="episodes"), "train", seed=0)
+    with pytest.raises(DataError, match="envs.recording"):
+        EpisodeClips(tmp_path, 4, 32, 0)
+    with pytest.raises(ConfigError, match="cannot make env"):
+        record("NoSuchEnv-v9", 1, tmp_path)
+
+
+def test_sequence_costs_are_one_batched_rollout(tokenizer):
+    world = micro_world(tokenizer, objective="deterministic")  # no sampling noise to tell rows apart
+    frames, goal = shapes_frames(2)
+    frames_t = torch.from_numpy(frames).permute(0, 3, 1, 2)[None]
+    dream = world.start(frames_t, torch.tensor([[0.0, 0.1]]), 5)
+    goal_cost = GoalCost(world.tokenizer.features(torch.from_numpy(goal).permute(2, 0, 1)[None, None])[0, 0])
+    # The untrained micro decoder barely reads its token, so the token itself must also carry cost.
+    cost = lambda tokens, features: goal_cost(tokens, features) + token_distance(tokens, torch.zeros(32))  # noqa: E731
+    actions = torch.linspace(-1, 1, 5)[:, None, None].expand(5, 3, 2).contiguous()
+    costs = sequence_costs(world, dream, actions, 0.1, cost, torch.Generator().manual_seed(0))
+    assert costs.shape == (5,) and torch.isfinite(costs).all() and costs.std() > 0
+    # Row r of the batch is the rollout of candidate r alone.
+    alone = sequence_costs(world, world.start(frames_t, torch.tensor([[0.0, 0.1]]), 1), actions[2:3], 0.1, cost, None)
+    torch.testing.assert_close(alone, costs[2:3], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["cem", "mppi"])
+def test_planner_prefers_the_cheaper_actions(tokenizer, kind):
+    world = micro_world(tokenizer)
+    frames, goal = shapes_frames(2)
+    planner = Planner(PlannerConfig(kind=kind, horizon=2, candidates=16, iterations=2, elites=4, context=2), -np.ones(2), np.ones(2))
+    # A token-space cost whose optimum is known: the token that action (1, 1) imagines.
+    frames_t = torch.from_numpy(frames).permute(0, 3, 1, 2)[None]
+    dream = world.start(frames_t, torch.tensor([[0.0, 0.1]]), 1)
+    target, _, _ = world.step(dream, dream.time + 0.1, torch.ones(1, 2), None)
+    cost = lambda tokens, features: token_distance(tokens, target[0])  # noqa: E731
+    plan = planner.plan(world, dream, 0.1, cost, torch.Generator().manual_seed(0))
+    assert plan.shape == (2, 2) and plan.abs().max() <= 1
+    zeros = torch.zeros(1, 2, 2)
+    planned_cost = sequence_costs(world, dream, plan[None], 0.1, cost, None)
+    assert planned_cost < sequence_costs(world, dream, zeros, 0.1, cost, None)
+    agent = MPCAgent(world, planner, dt=0.1, seed=0)
+    agent.reset(goal)
+    actions = [agent.act(frame) for frame in frames]
+    assert all(a.shape == (2,) and a.dtype == np.float32 and np.abs(a).max() <= 1 for a in actions)
+    assert len(agent.frames) == 2
+
+
+def test_planning_config_errors(tokenizer):
+    with pytest.raises(ConfigError, match="elites"):
+        Planner(PlannerConfig(candidates=4, elites=8), -np.ones(2), np.ones(2))
+    with pytest.raises(ConfigError, match="continuous actions"):
+        MPCAgent(micro_world(tokenizer, actions=ActionSpace()), Planner(PlannerConfig(), -np.ones(2), np.ones(2)), dt=0.1)

@@ -1,0 +1,147 @@
+"""rollout.py and worldmodel.evaluation on micro models built in-process (random weights, no training)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import imageio.v3 as iio
+import pytest
+import torch
+
+from conftest import REPO, micro_tokenizer_config
+from test_video_data import make_vspw
+from tokenizer.cli import run_cli
+from tokenizer.model import Tokenizer
+from worldmodel.evaluation import RolloutEvalConfig, RolloutEvaluator, gap_closed
+from worldmodel.heads import DepthHead, SegmentationHead, TaskHeads
+from worldmodel.objectives import ObjectiveConfig
+from worldmodel.predictor import PredictorConfig
+from worldmodel.world import WorldModelConfig, build_world_model
+
+sys.path.insert(0, str(REPO))
+import rollout  # noqa: E402
+
+DESIGN_METHODS = {
+    "present": {"miou", "rmse"},
+    "copy_last": {"miou", "rmse", "feature_loss"},
+    "tokenizer": {"miou", "rmse", "feature_loss"},
+    "world_best": {"miou", "rmse", "feature_loss", "gap_closed_miou"},
+    "world_mean": {"miou", "rmse", "feature_loss", "gap_closed_miou"},
+}
+
+
+def micro_world(tokenizer: Tokenizer, kind: str = "bom"):
+    config = WorldModelConfig(
+        predictor=PredictorConfig(hidden_size=32, num_layers=1, num_heads=2, rope_axis_sizes=[12], rope_unrotated_size=4),
+        objective=ObjectiveConfig(kind=kind, num_hypotheses=8, selection_chunk=8, sampling_steps=2),
+        num_samples=3,
+    )
+    torch.manual_seed(1)
+    return build_world_model(tokenizer, config).eval()
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> dict[str, Path]:
+    """A micro tokenizer, two micro world models (bom, flow) and Shapes-sized heads, saved like the tiny runs."""
+    root = tmp_path_factory.mktemp("models")
+    torch.manual_seed(0)
+    tokenizer = Tokenizer.build(micro_tokenizer_config()).eval()
+    tokenizer.save_pretrained(root / "tokenizer")
+    micro_world(tokenizer, "bom").save_pretrained(root / "bom")
+    micro_world(tokenizer, "flow").save_pretrained(root / "flow")
+    TaskHeads(SegmentationHead(tokenizer.dim, 5), DepthHead(tokenizer.dim, 1.0, 16.0)).save(root / "heads")
+    vspw_heads = root / "vspw_heads"
+    TaskHeads(SegmentationHead(tokenizer.dim, 124)).save(vspw_heads)
+    return {"tokenizer": root / "tokenizer", "bom": root / "bom", "flow": root / "flow", "heads": root / "heads", "vspw_heads": vspw_heads}
+
+
+def run_rollout(saved, out: Path, *extra: str) -> None:
+    rollout.main(
+        ["--tokenizer", str(saved["tokenizer"]), "--heads", str(saved["heads"]), "--frame-size", "32", "--context", "2",
+         "--samples", "3", "--num-clips", "3", "--batch-size", "2", "--threads", "2", "--out", str(out), *extra]
+    )
+
+
+def test_report_structure_pictures_and_two_models(saved, tmp_path, capsys):
+    run_rollout(saved, tmp_path, "--world-model", str(saved["bom"]), str(saved["flow"]), "--horizon", "2", "1", "--pictures", "1")
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (report["dataset"], report["context"], report["num_samples"], report["num_clips"]) == ("shapes", 2, 3, 3)
+    assert list(report["horizons"]) == ["1", "2"]
+    for per_method in report["horizons"].values():
+        for method, keys in DESIGN_METHODS.items():
+            assert keys <= set(per_method[method]), method
+        assert {"world_best_bom", "world_mean_flow"} <= set(per_method)
+        assert per_method["world_best"] == per_method["world_best_bom"]
+        values = per_method["world_best"]
+        assert 0.0 <= values["miou"] <= 1.0 and values["rmse"] > 0 and values["feature_loss"] > 0
+        assert per_method["copy_last"]["feature_loss"] > 0
+        expected_gap = gap_closed(values["miou"], per_method["copy_last"]["miou"], per_method["present"]["miou"])
+        assert values["gap_closed_miou"] == pytest.approx(expected_gap) if expected_gap is not None else values["gap_closed_miou"] is None
+    printed = capsys.readouterr().out
+    assert "| 2 | world_mean |" in printed and str(tmp_path / "clip0.png") in printed
+    assert "world_mean" in (tmp_path / "report.md").read_text()
+
+    picture = iio.imread(tmp_path / "clip0.png")
+    assert picture.ndim == 3 and picture.shape[2] == 3 and picture.shape[0] > 128 * 8
+    animation = iio.imread(tmp_path / "clip0.gif", index=None)
+    assert animation.shape[0] == 2 + 2  # context + the longest horizon
+    for metric in ("miou", "rmse", "feature_loss"):
+        assert iio.imread(tmp_path / f"{metric}_vs_horizon.png").shape[2] in (3, 4)
+
+
+def test_horizon_one_of_a_shared_rollout_equals_a_separate_rollout(saved):
+    """One rollout serves every horizon: step 1 of a 2-step rollout scores like a 1-step rollout (same seed, same noise)."""
+    tokenizer = Tokenizer.from_pretrained(saved["tokenizer"])
+    heads = TaskHeads.load(saved["heads"])
+    world = micro_world(tokenizer)
+    from envs.shapes import ShapesClips, ShapesConfig
+
+    clips = ShapesClips(ShapesConfig(frame_size=32), 4, seed=0, split="val", num_clips=2)
+    batch = torch.utils.data.default_collate([clips[0], clips[1]])
+    shared = RolloutEvaluator(tokenizer, {"bom": world}, heads, RolloutEvalConfig(context=2, horizons=[1, 2], num_samples=3), torch.device("cpu"))
+    shared.update(batch)
+    bounds_shared = shared.report("shapes")["horizons"]["1"]
+    short = {k: v[:, :3] for k, v in batch.items()}
+    alone = RolloutEvaluator(tokenizer, {"bom": world}, heads, RolloutEvalConfig(context=2, horizons=[1], num_samples=3), torch.device("cpu"))
+    alone.update(short)
+    bounds_alone = alone.report("shapes")["horizons"]["1"]
+    # The generator draws step 1's noise first either way, so even the imagined samples agree.
+    for method in ("present", "copy_last", "tokenizer", "world_best", "world_mean"):
+        assert bounds_shared[method] == pytest.approx(bounds_alone[method])
+
+
+def test_rollout_on_a_miniature_vspw_tree(saved, tmp_path):
+    make_vspw(tmp_path / "vspw", num_frames=45)
+    run_rollout(
+        {**saved, "heads": saved["vspw_heads"]}, tmp_path / "out", "--world-model", str(saved["bom"]), "--dataset", "vspw",
+        "--data-root", str(tmp_path / "vspw"), "--frame-size", "16", "--horizon", "1", "3",
+    )
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["dataset"] == "vspw" and report["num_clips"] == 2
+    for per_method in report["horizons"].values():
+        assert per_method["present"]["rmse"] is None  # no depth head and no depth labels
+        assert 0.0 <= per_method["world_mean"]["miou"] <= 1.0
+    assert (tmp_path / "out" / "clip0.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--horizon", "0"], "horizon must be at least 1"),
+        (["--world-model", "{missing}"], "does not exist"),
+        (["--heads", "{missing}"], "does not exist"),
+        (["--dataset", "vspw", "--data-root", "{vspw}", "--frame-size", "16", "--horizon", "20"], "longer than any vspw clip"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(saved, tmp_path, monkeypatch, capsys, args, message):
+    make_vspw(tmp_path / "vspw", num_frames=45)
+    args = [a.format(missing=tmp_path / "nowhere", vspw=tmp_path / "vspw") for a in args]
+    base = ["--tokenizer", str(saved["tokenizer"]), "--world-model", str(saved["bom"]), "--heads", str(saved["heads"]), "--out", str(tmp_path / "o")]
+    monkeypatch.setattr(sys, "argv", ["rollout.py", *base, *args])
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(rollout.main)
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines

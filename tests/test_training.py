@@ -1,0 +1,244 @@
+"""Both train scripts end to end, as a user runs them: bad input, resume, SIGKILL, two processes, NaN.
+
+Every run uses micro models (32x32 frames, width 32) so a step takes milliseconds;
+the cost is the interpreter start, so runs that need their own process share
+fixtures where they can.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import MICRO_TOKENIZER, REPO
+from tokenizer.model import WEIGHTS_FILE
+from worldmodel.engine import LOSS_LOG
+
+PYTHON = sys.executable
+ACCELERATE = str(Path(PYTHON).with_name("accelerate"))
+TOKENIZER_CONFIG = "configs/tokenizer/tiny.yaml"
+WORLD_CONFIG = "configs/world_model/tiny.yaml"
+# A world model to match the micro tokenizer: head size 16 = RoPE 12 + 4 unrotated.
+MICRO_WORLD = [
+    "model.predictor.hidden_size=32",
+    "model.predictor.num_layers=1",
+    "model.predictor.num_heads=2",
+    "model.predictor.rope_axis_sizes=[12]",
+    "model.objective.num_hypotheses=8",
+    "model.objective.selection_chunk=8",
+    "model.num_samples=2",
+    "data.frame_size=32",
+    "data.num_frames=4",
+    "data.val_clips=4",
+    "eval.context=2",
+    "train.batch_size=4",
+    "train.log_every=1",
+    "train.trackers=[]",
+]
+
+
+def run_script(script: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, script, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout)
+
+
+def train_tokenizer(output_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return run_script("train_tokenizer.py", "--config", TOKENIZER_CONFIG, *MICRO_TOKENIZER, f"output_dir={output_dir}", *overrides)
+
+
+def train_world(output_dir: Path, tokenizer: Path, *overrides: str) -> subprocess.CompletedProcess:
+    return run_script(
+        "train_world_model.py", "--config", WORLD_CONFIG, *MICRO_WORLD, f"tokenizer.checkpoint={tokenizer}", f"output_dir={output_dir}", *overrides
+    )
+
+
+def assert_ok(result: subprocess.CompletedProcess) -> None:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def assert_user_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exit 2 and one `error:` line on stderr naming every fragment; no traceback."""
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "Traceback" not in result.stderr, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], errors[0]
+    return errors[0]
+
+
+def losses(output_dir: Path) -> dict[int, float]:
+    return {r["step"]: r["loss"] for r in map(json.loads, (output_dir / LOSS_LOG).read_text().splitlines())}
+
+
+def metrics(output_dir: Path) -> dict:
+    return json.loads((output_dir / "metrics.json").read_text())
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `folder` with its size and modification time, to prove nothing was touched."""
+    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def tokenizer_run(tmp_path_factory) -> Path:
+    """A finished 6-step micro tokenizer run (checkpoints at 3 and 6)."""
+    out = tmp_path_factory.mktemp("runs") / "tokenizer"
+    result = train_tokenizer(out, "train.max_steps=6", "train.checkpoint_every=3")
+    assert_ok(result)
+    assert "training tokenizer on cpu (fp32), 1 process, effective batch 4" in result.stdout
+    return out
+
+
+def test_tokenizer_run_writes_its_folder_and_reports_both_losses(tokenizer_run):
+    for name in ("config.yaml", "metrics.json", "final/config.yaml", "checkpoints/step_000006/state.json", "checkpoints/step_000003/state.json"):
+        assert (tokenizer_run / name).exists(), name
+    record = metrics(tokenizer_run)
+    assert record["step"] == 6 and record["num_processes"] == 1
+    # The tiny run is too short to learn, but both losses are measured and printed.
+    assert record["tokenizer_loss"] > 0 and record["copy_previous_loss"] > 0
+    assert sorted(losses(tokenizer_run)) == [1, 2, 3, 4, 5, 6]
+
+
+def test_same_seed_same_weights(tokenizer_run, tmp_path):
+    again = tmp_path / "again"
+    assert_ok(train_tokenizer(again, "train.max_steps=6", "train.checkpoint_every=3"))
+    first = load_file(str(tokenizer_run / "checkpoints/step_000006/model.safetensors"))
+    second = load_file(str(again / "checkpoints/step_000006/model.safetensors"))
+    assert first.keys() == second.keys()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert losses(tokenizer_run) == losses(again)
+
+
+def test_sigkill_after_a_checkpoint_then_resume_matches_the_uninterrupted_run(tokenizer_run, tmp_path):
+    out = tmp_path / "killed"
+    command = [PYTHON, "train_tokenizer.py", "--config", TOKENIZER_CONFIG, *MICRO_TOKENIZER, f"output_dir={out}",
+               "train.max_steps=100000", "train.checkpoint_every=3"]  # fmt: skip
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "checkpoints" / "step_000003" / "state.json").exists():
+            assert process.poll() is None and time.monotonic() < deadline, "the run died or wrote no checkpoint"
+            time.sleep(0.01)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    # A crash mid-write leaves a damaged newest checkpoint: it must be skipped for the one before.
+    damaged = out / "checkpoints" / "step_000099"
+    damaged.mkdir()
+    (damaged / "model.safetensors").write_bytes(b"\0" * 10)
+
+    result = train_tokenizer(out, "train.max_steps=6", "train.checkpoint_every=3", "resume=true")
+    assert_ok(result)
+    resumed_from = int(result.stdout.split("resuming from ")[1].split(" at step ")[1].split()[0])
+    assert 3 <= resumed_from < 6, result.stdout
+    assert "skipping incomplete or damaged checkpoint" in result.stderr and "step_000099" in result.stderr
+    # Step count, optimizer, schedule and random stream all continue: the curve is the uninterrupted one.
+    assert losses(out) == pytest.approx(losses(tokenizer_run), rel=1e-5, abs=1e-7)
+    assert metrics(out)["step"] == 6
+    resumed = load_file(str(out / "checkpoints/step_000006/model.safetensors"))
+    straight = load_file(str(tokenizer_run / "checkpoints/step_000006/model.safetensors"))
+    assert all(torch.allclose(resumed[k], straight[k], rtol=1e-5, atol=1e-7) for k in straight)
+
+
+def test_an_output_dir_holding_a_run_is_refused_and_left_untouched(tokenizer_run):
+    before = snapshot(tokenizer_run)
+    assert_user_error(train_tokenizer(tokenizer_run, "train.max_steps=2"), "holds another run", "resume=true", "overwrite=true")
+    assert snapshot(tokenizer_run) == before
+
+
+@pytest.mark.parametrize(
+    "overrides, fragments",
+    [
+        (["train.max_step=3"], ["unknown", "train.max_step", "did you mean 'train.max_steps'"]),
+        (["data.frame_size=30"], ["30", "patch"]),
+        (["train.lr=fast"], ["train.lr"]),
+        (["resume=true", "overwrite=true"], ["contradict"]),
+        (["train.effective_batch_size=6"], ["not a multiple"]),
+    ],
+)
+def test_bad_config_is_one_line_and_nothing_is_written(tmp_path, overrides, fragments):
+    out = tmp_path / "run"
+    assert_user_error(train_tokenizer(out, "train.max_steps=2", *overrides), *fragments)
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_missing_or_broken_yaml(tmp_path):
+    assert_user_error(run_script("train_tokenizer.py", "--config", str(tmp_path / "nope.yaml")), "does not exist")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train:\n  max_steps: [3\n")
+    assert_user_error(run_script("train_world_model.py", "--config", str(broken)), "not valid YAML", str(broken))
+
+
+def test_non_finite_loss_stops_at_that_step_and_keeps_the_last_good_checkpoint(tmp_path):
+    out = tmp_path / "diverged"
+    # AdamW moves each weight by about lr per step, so lr 1e30 makes the second step's loss non-finite.
+    result = train_tokenizer(out, "train.max_steps=10", "train.checkpoint_every=1", "train.lr=1e30", "train.grad_clip=0")
+    error = assert_user_error(result, "non-finite at step", "last good checkpoint")
+    bad_step = int(error.split("non-finite at step ")[1].split()[0])
+    kept = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert kept and kept[-1] == f"step_{bad_step:06d}", (kept, error)
+    assert not (out / "final").exists()
+    weights = load_file(str(out / "checkpoints" / kept[-1] / "model.safetensors"))
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_world_model_trains_and_resumes_and_refuses_another_shape(tokenizer_run, tmp_path):
+    out = tmp_path / "world"
+    tokenizer = tokenizer_run / "final"
+    assert_ok(train_world(out, tokenizer, "train.max_steps=2", "train.checkpoint_every=2"))
+    result = train_world(out, tokenizer, "train.max_steps=4", "train.checkpoint_every=2", "resume=true")
+    assert_ok(result)
+    assert "resuming from" in result.stdout and "at step 2" in result.stdout
+    assert sorted(losses(out)) == [1, 2, 3, 4]
+    record = metrics(out)
+    assert record["step"] == 4 and record["world_best_loss"] > 0 and record["copy_last_loss"] > 0
+    assert (out / "final" / "world_model.safetensors").is_file()
+
+    # Resuming with another model shape would load mismatched weights: refused, naming the key.
+    before = snapshot(out)
+    changed = train_world(out, tokenizer, "train.max_steps=6", "resume=true", "model.predictor.num_layers=2")
+    assert_user_error(changed, "model.predictor.num_layers: 1 -> 2")
+    assert snapshot(out) == before
+
+
+def test_world_model_refuses_a_damaged_or_mismatched_tokenizer(tokenizer_run, tmp_path):
+    damaged = tmp_path / "tokenizer"
+    damaged.mkdir()
+    for file in (tokenizer_run / "final").iterdir():
+        data = file.read_bytes()
+        (damaged / file.name).write_bytes(data[: len(data) // 2] if file.suffix == ".safetensors" else data)
+    assert_user_error(train_world(tmp_path / "w1", damaged), str(damaged))
+    # A tokenizer file read with the wrong architecture config names the mismatched keys and shapes.
+    weights = tokenizer_run / "final" / WEIGHTS_FILE
+    result = train_world(tmp_path / "w2", weights, "tokenizer.model.num_layers=2", *[o.replace("backbone.", "tokenizer.backbone.") for o in MICRO_TOKENIZER[:5]])
+    assert_user_error(result, "does not fit the model", "missing keys", "decoder_blocks.1.")
+    assert not (tmp_path / "w1").exists() and not (tmp_path / "w2").exists()
+
+
+@pytest.mark.parametrize("script", ["train_tokenizer.py", "train_world_model.py"])
+def test_two_processes_agree_on_weights(tokenizer_run, tmp_path, script):
+    out = tmp_path / "ddp"
+    overrides = MICRO_TOKENIZER if script == "train_tokenizer.py" else MICRO_WORLD + [f"tokenizer.checkpoint={tokenizer_run / 'final'}"]
+    config = TOKENIZER_CONFIG if script == "train_tokenizer.py" else WORLD_CONFIG
+    # Without GPUs, --multi_gpu starts two gloo processes on the CPU (--cpu would start only one).
+    command = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+               "--dynamo_backend", "no", script, "--config", config, *overrides, "train.max_steps=3", f"output_dir={out}"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    assert_ok(result)
+    assert "2 processes, effective batch 8 = 4 per process x 2 x 1" in result.stdout
+    assert "all 2 processes hold identical weights" in result.stdout
+    record = metrics(out)
+    assert record["num_processes"] == 2 and record["ranks_agree"] is True and record["step"] == 3
+    # Only the main process writes: one loss record per step, one final folder.
+    assert sorted(losses(out)) == [1, 2, 3]

@@ -1,0 +1,75 @@
+"""Train segmentation and depth heads (linear probes) on a tokenizer's frozen backbone features.
+
+    python train_heads.py --config configs/heads/tiny.yaml [dotted.key=value ...]
+
+Writes `<output_dir>/segmentation/` and `<output_dir>/depth/` (loadable by
+worldmodel.heads.TaskHeads.load), `config.yaml`, and `metrics.json` with the
+heads' validation mIoU and depth RMSE on true features.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from envs.data import DataConfig, build_dataset
+from envs.shapes import CLASS_NAMES as SHAPES_CLASS_NAMES
+from tokenizer.checkpoint import atomic_write_text
+from tokenizer.cli import run_cli
+from tokenizer.config import load_config, save_config, to_object
+from tokenizer.errors import TrainingError
+from tokenizer.model import Tokenizer
+from worldmodel.head_training import HeadTrainConfig, fit_heads, score_heads
+from worldmodel.heads import CITYSCAPES_NUM_CLASSES, VSPW_NUM_CLASSES
+
+# Class count (and names, where we have them) of each labelled source; KITTI has depth only.
+SOURCE_CLASSES = {"shapes": list(SHAPES_CLASS_NAMES), "vspw": VSPW_NUM_CLASSES, "cityscapes": CITYSCAPES_NUM_CLASSES}
+
+
+@dataclass
+class HeadsRunConfig:
+    output_dir: str = "runs/heads_tiny"
+    seed: int = 0
+    overwrite: bool = False  # replace heads already in output_dir
+    tokenizer: str = "runs/tokenizer_tiny/final"  # saved tokenizer whose backbone features the heads read
+    device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
+    heads: HeadTrainConfig = field(default_factory=HeadTrainConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="YAML run config, e.g. configs/heads/tiny.yaml")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides such as heads.steps=100")
+    args = parser.parse_args(argv)
+    run = load_config(HeadsRunConfig, args.config, args.overrides)
+    output_dir = Path(run.output_dir)
+    held = [name for name in ("segmentation", "depth", "metrics.json") if (output_dir / name).exists()]
+    if held and not run.overwrite:
+        raise TrainingError(f"output_dir {output_dir} already holds heads ({', '.join(held)}); pass overwrite=true or another output_dir")
+    device = torch.device(run.device if run.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+    options: HeadTrainConfig = to_object(run.heads)
+    if options.threads > 0:
+        torch.set_num_threads(options.threads)
+    torch.manual_seed(run.seed)
+    tokenizer = Tokenizer.from_pretrained(run.tokenizer).to(device)
+    data = to_object(run.data)
+    known = SOURCE_CLASSES.get(data.source)
+    class_names = known if isinstance(known, list) and options.num_classes in (0, len(known)) else None
+    num_classes = options.num_classes or (len(known) if isinstance(known, list) else known)
+    heads, log = fit_heads(tokenizer, build_dataset(data, "train", run.seed), num_classes, options, run.seed, device, class_names)
+    metrics = score_heads(tokenizer, heads, build_dataset(data, "val", run.seed), options.batch_size, device)
+    heads.save(output_dir)
+    save_config(run, output_dir / "config.yaml")
+    final_losses = {k: v for k, v in log[-1].items() if k != "step"}
+    atomic_write_text(output_dir / "metrics.json", json.dumps({"steps": len(log), **final_losses, **metrics}, indent=1) + "\n")
+    scores = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if v is not None)
+    print(f"heads on true validation features: {scores}; saved {', '.join(str(output_dir / k) for k, _ in heads.items())}")
+
+
+if __name__ == "__main__":
+    run_cli(main)

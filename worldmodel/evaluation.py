@@ -1,0 +1,321 @@
+"""The rollout evaluation: how well imagined futures segment and give depth, against two bounds.
+
+For each clip, `context` true frames are followed by imagined ones; every target
+frame is scored by the task heads (mIoU, depth RMSE) and by the SmoothL1 feature
+loss to its true features. Methods, per horizon h (frames ahead):
+
+  present     heads on the true features of the target frame (upper bound)
+  copy_last   the last context frame's features kept (lower bound)
+  tokenizer   tokens encoded from the true frames, decoded autoregressively (Tokenizer.rollout)
+  world_best  the best of K imagined samples by feature loss at step h, the last step of that horizon
+  world_mean  the mean of the K imagined features
+
+Protocol. By default one rollout of max(h) steps per clip serves every horizon:
+horizon h is step h of it, scored against frame context + h of a clip of
+context + max(h) frames. Datasets that label only a clip's last frame
+(Cityscapes, KITTI) use `per_horizon_windows`: each horizon gets its own rollout
+from the `context` frames that end h frames before the clip's last frame.
+Rectangular frames are cut into two squares as the readers prescribe
+(`tokenizer.data.squares`); each square is scored on its own label half.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+
+from tokenizer.data.squares import SquareSplit, split_into_squares
+from tokenizer.errors import InputError
+from tokenizer.model import Tokenizer
+from worldmodel.heads import DEPTH_KEY, SEG_KEY, TaskHeads, to_label_size
+from worldmodel.metrics import DepthRMSE, MeanIoU
+from worldmodel.training import feature_loss
+from worldmodel.world import WorldModel
+
+BOUNDS = ("present", "copy_last", "tokenizer")
+WORLD_BEST, WORLD_MEAN = "world_best", "world_mean"
+
+
+@dataclass
+class RolloutEvalConfig:
+    context: int = 4
+    horizons: list[int] = field(default_factory=lambda: [1])
+    num_samples: int = 20  # K imagined futures per clip
+    seed: int = 0
+    per_horizon_windows: bool = False  # see the module docstring
+    num_pictures: int = 2  # clips whose rollouts are kept for pictures
+    picture_samples: int = 3  # imagined samples shown side by side per picture
+
+    def validate(self) -> None:
+        if self.context < 1:
+            raise InputError(f"context must be at least 1 frame, got {self.context}")
+        if not self.horizons or min(self.horizons) < 1:
+            raise InputError(f"every horizon must be at least 1 frame ahead, got {list(self.horizons)}")
+        if self.num_samples < 1:
+            raise InputError(f"the number of samples must be at least 1, got {self.num_samples}")
+
+    @property
+    def clip_frames(self) -> int:
+        """Frames each clip must hold: the context and the longest horizon."""
+        return self.context + max(self.horizons)
+
+
+def check_same_backbone(tokenizer: Tokenizer, world: WorldModel, name: str) -> None:
+    """Targets come from `tokenizer`'s backbone; a world model that imagines another backbone's features cannot be scored on them."""
+    ours, theirs = tokenizer.backbone.state_dict(), world.tokenizer.backbone.state_dict()
+    same = ours.keys() == theirs.keys() and all(
+        ours[k].shape == theirs[k].shape and torch.equal(ours[k].cpu(), theirs[k].cpu()) for k in ours
+    )
+    if not same:
+        raise InputError(f"world model {name} was trained on another backbone than the tokenizer given; pass the tokenizer it was trained with")
+
+
+class MethodScores:
+    """Streaming mIoU, depth RMSE and mean feature loss of one method at one horizon."""
+
+    def __init__(self, num_classes: int | None, depth: bool):
+        self.miou = MeanIoU(num_classes) if num_classes else None
+        self.rmse = DepthRMSE() if depth else None
+        self.loss_sum, self.loss_count = 0.0, 0
+
+    def update(self, maps: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], loss: torch.Tensor | None) -> None:
+        """maps and labels keyed like clip dicts, (M, H_l, W_l); loss (M,) or None."""
+        if self.miou is not None and SEG_KEY in maps and SEG_KEY in labels:
+            self.miou.update(maps[SEG_KEY], labels[SEG_KEY])
+        if self.rmse is not None and DEPTH_KEY in maps and DEPTH_KEY in labels:
+            self.rmse.update(maps[DEPTH_KEY], labels[DEPTH_KEY])
+        if loss is not None:
+            self.loss_sum += loss.double().sum().item()
+            self.loss_count += loss.numel()
+
+    def result(self, with_loss: bool) -> dict[str, float | None]:
+        out = {"miou": _finite(self.miou.compute()) if self.miou else None, "rmse": _finite(self.rmse.compute()) if self.rmse else None}
+        if with_loss:
+            out["feature_loss"] = self.loss_sum / self.loss_count if self.loss_count else None
+        return out
+
+
+def _finite(value: float) -> float | None:
+    """JSON has no NaN: a metric with nothing to score is null."""
+    return None if value is None or math.isnan(value) else value
+
+
+def gap_closed(method: float | None, copy_last: float | None, present: float | None) -> float | None:
+    """(method - copy_last) / (present - copy_last): 0 = no better than copying, 1 = as good as the truth."""
+    if method is None or copy_last is None or present is None or abs(present - copy_last) < 1e-12:
+        return None
+    return (method - copy_last) / (present - copy_last)
+
+
+def head_maps(heads: TaskHeads, features: torch.Tensor, grid: tuple[int, int], size: tuple[int, int], split: SquareSplit | None) -> dict[str, torch.Tensor]:
+    """Features (M, N, D) -> {"segmentation": class ids (M, H_l, W_l), "depth": metres (M, H_l, W_l)} at label size."""
+    features = features.float()
+    maps = {}
+    if heads.segmentation is not None:
+        maps[SEG_KEY] = to_label_size(heads.segmentation(features, grid), size, split).argmax(1)
+    if heads.depth is not None:
+        maps[DEPTH_KEY] = to_label_size(heads.depth(features, grid), size, split).squeeze(1)
+    return maps
+
+
+@dataclass
+class PictureRecord:
+    """One clip's rollout kept for pictures (first square of rectangular frames). S steps, P samples shown."""
+
+    frames: torch.Tensor  # (c + S, 3, H, W) uint8
+    true_features: torch.Tensor  # (c + S, N, D)
+    imagined: torch.Tensor  # (P, S, N, D) samples shown
+    best: torch.Tensor  # (S, N, D) the best sample by feature loss at the last step
+    mean: torch.Tensor  # (S, N, D)
+    grid: tuple[int, int]
+    maps: dict[str, dict[str, torch.Tensor]]  # row name -> {"segmentation"/"depth": (F, H_l, W_l)}
+    labels: dict[str, torch.Tensor]  # true labels of all c + S frames, (c + S, H_l, W_l)
+    context: int
+    model: str
+
+
+def _split_clip(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor], SquareSplit]:
+    """Frames, timestamps, actions and labels of a batch, rectangular frames cut into squares (batch doubled)."""
+    frames = batch["frames"]
+    labels = {}
+    split = None
+    squares = frames
+    for key in (SEG_KEY, DEPTH_KEY):
+        if key in batch:
+            squares, labels[key], split = split_into_squares(frames, batch[key])
+    if split is None:
+        squares, _, split = split_into_squares(frames)
+    repeat = 2 if split.is_wide is not None else 1
+    timestamps = batch["timestamps"].repeat(repeat, 1)
+    actions = batch["actions"].repeat(repeat, 1, 1) if "actions" in batch else None
+    return squares, timestamps, actions, labels, split
+
+
+class RolloutEvaluator:
+    """Runs every method on batches of clips and accumulates the scores of each (horizon, method)."""
+
+    def __init__(self, tokenizer: Tokenizer, worlds: dict[str, WorldModel], heads: TaskHeads, config: RolloutEvalConfig, device: torch.device):
+        config.validate()
+        if not worlds:
+            raise InputError("give at least one world model to evaluate")
+        self.tokenizer, self.worlds, self.heads, self.config, self.device = tokenizer, worlds, heads, config, device
+        for name, world in worlds.items():
+            check_same_backbone(tokenizer, world, name)
+        self.methods = list(BOUNDS) + [WORLD_BEST, WORLD_MEAN]
+        if len(worlds) > 1:
+            self.methods += [f"{kind}_{name}" for name in worlds for kind in (WORLD_BEST, WORLD_MEAN)]
+        self.scores: dict[int, dict[str, MethodScores]] | None = None
+        self.generator = torch.Generator(device).manual_seed(config.seed)
+        self.pictures: list[PictureRecord] = []
+        self.num_clips = 0
+
+    def _start_scores(self, labels: dict[str, torch.Tensor]) -> None:
+        seg = self.heads.segmentation.num_classes if self.heads.segmentation is not None and SEG_KEY in labels else None
+        depth = self.heads.depth is not None and DEPTH_KEY in labels
+        if seg is None and not depth:
+            raise InputError(
+                f"the data's labels ({', '.join(labels) or 'none'}) and the heads ({', '.join(k for k, _ in self.heads.items())}) "
+                "have no task in common to score"
+            )
+        self.scores = {h: {m: MethodScores(seg, depth) for m in self.methods} for h in self.config.horizons}
+
+    @torch.no_grad()
+    def update(self, batch: dict) -> None:
+        """One batch of clip dicts (frames (B, T, 3, H, W) uint8, timestamps, labels (B, T, H_l, W_l))."""
+        cfg = self.config
+        num_frames = batch["frames"].shape[1]
+        if num_frames < cfg.clip_frames:
+            raise InputError(
+                f"context {cfg.context} + horizon {max(cfg.horizons)} needs clips of {cfg.clip_frames} frames, the data gives {num_frames}"
+            )
+        batch = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+        frames, timestamps, actions, labels, split = _split_clip(batch)
+        if self.scores is None:
+            self._start_scores(labels)
+        windows = [(h, [h]) for h in cfg.horizons] if cfg.per_horizon_windows else [(max(cfg.horizons), sorted(cfg.horizons))]
+        picture_slots = max(0, cfg.num_pictures - len(self.pictures))
+        for steps, scored in windows:
+            first = num_frames - cfg.context - steps
+            window = slice(first, num_frames)
+            self._window(
+                frames[:, window],
+                timestamps[:, window] - timestamps[:, first : first + 1],
+                actions[:, window] if actions is not None else None,
+                {k: v[:, window] for k, v in labels.items()},
+                split,
+                steps,
+                scored,
+                picture_slots if steps == max(cfg.horizons) else 0,
+            )
+        self.num_clips += batch["frames"].shape[0]
+
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+    def _window(self, frames, timestamps, actions, labels, split, steps: int, scored: list[int], picture_slots: int) -> None:
+        cfg, c = self.config, self.config.context
+        grid = self.tokenizer.grid(frames)
+        size = next(iter(labels.values())).shape[-2:] if labels else frames.shape[-2:]
+        with self._autocast():
+            features = self.tokenizer.features(frames).float()  # (B, c + S, N, D)
+            reconstructed = self.tokenizer.rollout(frames, steps)["preds"].float()  # (B, S, N, D)
+            imagined = {}
+            for name, world in self.worlds.items():
+                world_actions = actions if world.action_conditioned else None
+                if world.action_conditioned and actions is None:
+                    raise InputError(f"world model {name} is action-conditioned but the clips carry no actions")
+                out = world.rollout(frames, timestamps, c, steps, cfg.num_samples, world_actions, self.generator)
+                imagined[name] = out["features"].float()  # (B, K, S, N, D)
+        first_name = next(iter(self.worlds))
+        for h in scored:
+            step = h - 1
+            target = features[:, c + step]
+            frame_labels = {k: v[:, c + step] for k, v in labels.items()}
+            candidates = {"present": target, "copy_last": features[:, c - 1], "tokenizer": reconstructed[:, step]}
+            for name, samples in imagined.items():
+                best, mean = self._best_and_mean(samples, step, target)
+                suffixes = [""] if len(self.worlds) == 1 else ([""] if name == first_name else []) + [f"_{name}"]
+                for suffix in suffixes:
+                    candidates[WORLD_BEST + suffix] = best
+                    candidates[WORLD_MEAN + suffix] = mean
+            for method, predicted in candidates.items():
+                loss = None if method == "present" else feature_loss(predicted, target)
+                self.scores[h][method].update(head_maps(self.heads, predicted, grid, size, split), frame_labels, loss)
+        if picture_slots:
+            self._keep_pictures(frames, features, imagined[first_name], labels, grid, split, picture_slots, first_name)
+
+    @staticmethod
+    def _best_and_mean(samples: torch.Tensor, step: int, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """samples (B, K, S, N, D) at `step` -> (best sample by feature loss, mean of the K), each (B, N, D)."""
+        at_step = samples[:, :, step]
+        choice = feature_loss(at_step, target[:, None]).argmin(dim=1)
+        return at_step[torch.arange(len(choice), device=choice.device), choice], at_step.mean(dim=1)
+
+    def _keep_pictures(self, frames, features, samples, labels, grid, split, slots: int, model: str) -> None:
+        c = self.config.context
+        clips = frames.shape[0] // 2 if split.is_wide is not None else frames.shape[0]
+        for b in range(min(slots, clips)):
+            truth = features[b]
+            last = samples.shape[2] - 1
+            choice = feature_loss(samples[b, :, last], truth[c + last][None]).argmin()
+            rows = {
+                "truth": truth,
+                "best": samples[b, choice],
+                "mean": samples[b].mean(dim=0),
+                **{f"sample {k + 1}": samples[b, k] for k in range(min(self.config.picture_samples, samples.shape[1]))},
+            }
+            # Pictures show one square at frame resolution, so no label-half mapping here.
+            maps = {name: head_maps(self.heads, value, grid, frames.shape[-2:], None) for name, value in rows.items()}
+            self.pictures.append(
+                PictureRecord(
+                    frames=frames[b].cpu(),
+                    true_features=truth.cpu(),
+                    imagined=samples[b, : self.config.picture_samples].cpu(),
+                    best=rows["best"].cpu(),
+                    mean=rows["mean"].cpu(),
+                    grid=grid,
+                    maps={name: {k: v.cpu() for k, v in m.items()} for name, m in maps.items()},
+                    labels={k: v[b].cpu() for k, v in labels.items()},
+                    context=c,
+                    model=model,
+                )
+            )
+
+    def report(self, dataset: str, extra: dict | None = None) -> dict:
+        """The report.json structure of DESIGN.md, plus gap_closed_rmse and the run's settings."""
+        if self.scores is None:
+            raise InputError("no clip was evaluated: the data gave none")
+        horizons = {}
+        for h in sorted(self.scores):
+            results = {m: self.scores[h][m].result(with_loss=m != "present") for m in self.methods}
+            present, copy = results["present"], results["copy_last"]
+            for method, values in results.items():
+                if method in ("present", "copy_last"):
+                    continue
+                values["gap_closed_miou"] = gap_closed(values["miou"], copy["miou"], present["miou"])
+                values["gap_closed_rmse"] = gap_closed(values["rmse"], copy["rmse"], present["rmse"])
+            horizons[str(h)] = results
+        cfg = self.config
+        return {
+            "dataset": dataset,
+            "context": cfg.context,
+            "num_samples": cfg.num_samples,
+            "horizons": horizons,
+            "num_clips": self.num_clips,
+            "seed": cfg.seed,
+            "protocol": "per_horizon_windows" if cfg.per_horizon_windows else "one_rollout",
+            **(extra or {}),
+        }
+
+
+def report_table(report: dict) -> str:
+    """A Markdown table of every (horizon, method) in a report."""
+    columns = ("miou", "rmse", "feature_loss", "gap_closed_miou", "gap_closed_rmse")
+    lines = ["| horizon | method | " + " | ".join(columns) + " |", "| --- | --- | " + " | ".join("---:" for _ in columns) + " |"]
+    for h, methods in report["horizons"].items():
+        for method, values in methods.items():
+            cells = ["-" if values.get(c) is None else f"{values[c]:.4f}" for c in columns]
+            lines.append(f"| {h} | {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
