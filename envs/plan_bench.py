@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> None:
         if name == "deltaworld_cem":
             gif = out / "deltaworld_cem.gif"
             save_animation(gif, [upscale_nearest(np.concatenate([f, goal], axis=1), 4) for f in frames], fps=env.config.fps)
-    delta, dino, rand = methods["deltaworld_cem"], methods["random"], methods["dinoworld_cem"]
+    delta, rand, dino = methods["deltaworld_cem"], methods["random"], methods["dinoworld_cem"]
     report = {
         **methods,
         "deltaworld_success_over_random_points": 100 * (delta["success_rate"] - rand["success_rate"]),

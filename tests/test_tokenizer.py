@@ -177,3 +177,15 @@ def test_bare_weights_need_a_config(tokenizer, tmp_path):
     torch.save(tokenizer.deltatok.state_dict(), path)
     with pytest.raises(ConfigError, match="bare weights file"):
         Tokenizer.from_pretrained(path)
+
+
+def test_atomic_writes_follow_the_umask(tmp_path):
+    from tokenizer.checkpoint import atomic_write_text
+
+    old = os.umask(0o027)
+    try:
+        atomic_write_text(tmp_path / "report.json", "{}")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "report.json").stat().st_mode & 0o777 == 0o640
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]

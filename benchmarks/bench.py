@@ -1,0 +1,617 @@
+"""Speed, FLOPs and memory of DeltaTok, DeltaWorld and the patch-level DINOWorld, side by side in one run.
+
+    python -m benchmarks.bench --out runs/bench [--quick]        (or: make bench)
+
+Everything is measured in one process on one machine, so the numbers can be set against each other:
+- the machine, and its matmul peak measured here (fp32 on CPU, bf16 on CUDA: the training dtype);
+- parameters and FLOPs per imagined frame of DeltaWorld (the predictor alone, and with the DeltaTok
+  decode to every patch feature) and of DINOWorld (every patch predicted), at the tiny default and at
+  the paper's ViT-B/16 on 512 px frames (1,024 patches), counted on the meta device: no weights, no download;
+- latency per imagined frame and per CEM planning step of both world models at tiny;
+- training throughput of the tokenizer and of the world model, the step time of best-of-many with
+  256 hypotheses over 1, and the model FLOPs utilisation (MFU) of the tokenizer's training step;
+- wall time, peak memory and the CPU share other processes took (which disturbs timings) of each phase.
+Writes <out>/report.json and <out>/report.md and prints the tables. Every model has seeded random
+weights: speed does not depend on what a model has learned. `--quick` only checks that every number
+can be made (few repeats, small batches); its timings mean little.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import accelerate
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
+
+from envs.plan_bench import PlanBenchConfig
+from envs.planners import GoalCost, Planner
+from envs.shapes import ShapesConfig, ShapesEnv
+from tokenizer.checkpoint import atomic_write_text
+from tokenizer.cli import run_cli
+from tokenizer.config import load_config, to_object
+from tokenizer.model import Tokenizer, TokenizerConfig
+from tokenizer.training import TokenizerTask
+from train_tokenizer import TokenizerRunConfig
+from train_world_model import WorldModelRunConfig
+from worldmodel.engine import TrainConfig, param_groups
+from worldmodel.training import WorldModelTask
+from worldmodel.world import WorldModel, build_world_model
+
+REPO = Path(__file__).resolve().parents[1]
+DT = 1.0 / ShapesConfig.fps  # seconds between frames, as in the Shapes world
+PLAN_BENCH_CONFIG = "configs/plan_bench/shapes.yaml"
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A run config file and dotted overrides, as a training script gets them."""
+
+    path: str
+    overrides: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Scale:
+    """One model size: the tokenizer, DeltaWorld and DINOWorld configs that go together."""
+
+    tokenizer: ModelSource
+    deltaworld: ModelSource
+    dinoworld: ModelSource
+
+
+# DINOv3 ViT-B/16's shape with seeded random weights: counting FLOPs and parameters needs no pretrained weights.
+VITB_BACKBONE = (
+    "backbone.name=random-init-dinov3",
+    "backbone.hidden_size=768",
+    "backbone.num_layers=12",
+    "backbone.num_heads=12",
+    "backbone.intermediate_size=3072",
+    "backbone.patch_size=16",
+)
+VITB_WORLD = "configs/world_model/vitb_dinov3_kinetics.yaml"
+TINY_TOKENIZER = ModelSource("configs/tokenizer/tiny.yaml")
+TINY_WORLD = ModelSource("configs/world_model/tiny.yaml")
+SCALES = {
+    "tiny": Scale(TINY_TOKENIZER, TINY_WORLD, ModelSource("configs/world_model/tiny_dinoworld.yaml")),
+    # DINOWorld at ViT-B as tiny_dinoworld.yaml makes it at tiny: the same predictor, RoPE over (time, x, y)
+    # on 20 channels each plus 4 unrotated (head size 64), trained deterministically.
+    "vitb_512": Scale(
+        ModelSource("configs/tokenizer/vitb_dinov3_kinetics.yaml", VITB_BACKBONE),
+        ModelSource(VITB_WORLD),
+        ModelSource(VITB_WORLD, ("model.kind=dinoworld", "model.predictor.rope_axis_sizes=[20,20,20]", "model.objective.kind=deterministic")),
+    ),
+}
+DISTURBED_SHARE = 0.05  # a phase whose timings other processes disturbed: they took more than this share of the cores
+BOM_HYPOTHESES = (256, 1)  # best-of-many training cost: the paper's 256 noise queries per target against one
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How hard to measure. Timings are medians of `repeats` calls after `warmup` untimed ones."""
+
+    warmup: int
+    repeats: int
+    matmul_sizes: tuple[int, ...]  # square fp32 matmuls on CPU
+    matmul_sizes_cuda: tuple[int, ...]  # square bf16 matmuls on CUDA (small ones do not fill a GPU)
+    horizon: int  # imagined frames per timed rollout
+    train_batch: int = 0  # clips per training step; 0 = the config's train.batch_size
+    planner_overrides: tuple[str, ...] = ()  # on top of configs/plan_bench/shapes.yaml
+
+
+FULL = Settings(warmup=3, repeats=15, matmul_sizes=(1024, 1536, 2048), matmul_sizes_cuda=(4096, 8192), horizon=4)
+QUICK = Settings(
+    warmup=1,
+    repeats=2,
+    matmul_sizes=(256,),
+    matmul_sizes_cuda=(1024,),
+    horizon=2,
+    train_batch=2,
+    planner_overrides=("planner.candidates=4", "planner.elites=2", "planner.iterations=1", "planner.horizon=2"),
+)
+
+
+# --- measuring ---------------------------------------------------------------------------------------
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA, as the training engine uses there; plain fp32 on CPU."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timings(fn: Callable[[], object], settings: Settings, device: torch.device) -> list[float]:
+    """Wall times of `settings.repeats` calls of `fn` after `settings.warmup` untimed ones
+    (first calls pay for allocation, thread pools and kernel selection). CUDA work is waited for."""
+    for _ in range(settings.warmup):
+        fn()
+    times = []
+    for _ in range(settings.repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        fn()
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def median_seconds(fn: Callable[[], object], settings: Settings, device: torch.device) -> float:
+    """The median of `timings`: robust to the odd call that another process slowed down."""
+    return statistics.median(timings(fn, settings, device))
+
+
+def _sdpa_forward_flops(query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(query, key, value)
+
+
+def _sdpa_backward_flops(grad_out, query, key, value, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_backward_flop_count(grad_out, query, key, value)
+
+
+# FlopCounterMode knows SDPA's CUDA kernels but counts the fused CPU kernel as 0 FLOPs; giving it the
+# same formulas makes attention count alike on CPU, CUDA and the meta device (where SDPA runs as matmuls).
+CPU_ATTENTION_FLOPS = {
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_forward_flops,
+    torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward: _sdpa_backward_flops,
+}
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs of everything `fn` runs, as FlopCounterMode counts them: 2 per multiply-add of matmuls,
+    convolutions and attention; elementwise work is free."""
+    with FlopCounterMode(display=False, custom_mapping=CPU_ATTENTION_FLOPS) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def num_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def peak_memory_bytes(device: torch.device) -> int:
+    """CUDA: the most memory tensors held since the last reset. CPU: the process's peak resident set
+    so far (getrusage cannot be reset, so it includes every phase before)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB on Linux
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every process on the machine has used since boot (/proc/stat; 0 where there is none)."""
+    stat = Path("/proc/stat")
+    if not stat.is_file():
+        return 0.0
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in stat.read_text().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class Phases:
+    """Wall time, peak memory and CPU contention of each named phase of the benchmark.
+
+    `other_processes_cpu_share` is the share of the machine's cores that other processes (or the
+    hypervisor) took during the phase; above a few percent, CPU timings of that phase are disturbed.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        self.records: dict[str, dict[str, float]] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        print(f"[bench] {name} ...", flush=True)
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        busy, own, start = machine_busy_seconds(), time.process_time(), time.perf_counter()
+        yield
+        seconds = time.perf_counter() - start
+        others = (machine_busy_seconds() - busy) - (time.process_time() - own)
+        self.records[name] = {
+            "seconds": seconds,
+            "peak_memory_mb": peak_memory_bytes(self.device) / 2**20,
+            "other_processes_cpu_share": max(0.0, others / (seconds * self.cores)),
+        }
+
+
+# --- building models from the project's configs ---------------------------------------------------------
+
+
+def load_tokenizer(source: ModelSource) -> Tokenizer:
+    run = load_config(TokenizerRunConfig, REPO / source.path, source.overrides)
+    return Tokenizer.build(TokenizerConfig(backbone=to_object(run.backbone), model=to_object(run.model)))
+
+
+def load_world_run(source: ModelSource) -> WorldModelRunConfig:
+    return to_object(load_config(WorldModelRunConfig, REPO / source.path, source.overrides))
+
+
+def inference_world(tokenizer: Tokenizer, run: WorldModelRunConfig) -> WorldModel:
+    """A world model for imagining only. Its parameters do not require grad: nothing is trained, and
+    FlopCounterMode's module tracker fails on trainable parameters used under no_grad."""
+    return build_world_model(tokenizer, run.model).eval().requires_grad_(False)
+
+
+def random_clip(batch: int, num_frames: int, size: int, device: torch.device | str, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Seeded uint8 frames (B, T, 3, S, S) at timestamps (B, T) DT apart: compute does not depend on content."""
+    generator = torch.Generator().manual_seed(seed)
+    frames = torch.randint(0, 256, (batch, num_frames, 3, size, size), dtype=torch.uint8, generator=generator)
+    timestamps = (torch.arange(num_frames, dtype=torch.float32) * DT).expand(batch, -1).contiguous()
+    return {"frames": frames.to(device), "timestamps": timestamps.to(device)}
+
+
+# --- the measurements -------------------------------------------------------------------------------------
+
+
+def machine_info(device: torch.device) -> dict:
+    """What the numbers were measured on."""
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    cpu_model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor() or "unknown")
+    return {
+        "cpu_model": cpu_model,
+        "cores": os.cpu_count(),
+        "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "accelerate": accelerate.__version__,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else [],
+    }
+
+
+def matmul_peak(settings: Settings, device: torch.device) -> dict:
+    """This machine's matmul peak in the dtype training computes in (fp32 on CPU, bf16 on CUDA): the best
+    GFLOP/s of square torch.mm over a few sizes, the ceiling MFU is measured against."""
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    sizes = settings.matmul_sizes_cuda if device.type == "cuda" else settings.matmul_sizes
+    by_size = {}
+    for n in sizes:
+        generator = torch.Generator().manual_seed(n)
+        a, b = (torch.randn(n, n, generator=generator).to(device, dtype) for _ in range(2))
+        seconds = min(timings(lambda: torch.mm(a, b), settings, device))
+        by_size[str(n)] = 2 * n**3 / seconds / 1e9
+    return {"gflops": max(by_size.values()), "dtype": str(dtype).removeprefix("torch."), "gflops_by_size": by_size}
+
+
+@torch.no_grad()
+def imagined_frame_cost(scale: Scale, device: torch.device | str) -> dict:
+    """Parameters, and FLOPs to imagine one frame of one sample after `eval.context` real frames.
+
+    DeltaWorld's `step` runs the predictor (sample one token, project it into the history) and the DeltaTok
+    decode of that token to all N patch features; the decode is counted alone and subtracted to get the
+    predictor's share. DINOWorld's `step` predicts all N patch features against a history of every patch.
+    """
+    with torch.device(device):
+        torch.manual_seed(0)
+        tokenizer = load_tokenizer(scale.tokenizer).eval()
+        delta_run, dino_run = load_world_run(scale.deltaworld), load_world_run(scale.dinoworld)
+        delta, dino = inference_world(tokenizer, delta_run), inference_world(tokenizer, dino_run)
+    context, size = delta_run.eval.context, delta_run.data.frame_size
+    clip = random_clip(1, context, size, device)
+    dream = delta.start(clip["frames"], clip["timestamps"], 1)
+    next_time = dream.time + DT
+    step = count_flops(lambda: delta.step(dream, next_time))
+    token = torch.zeros(1, tokenizer.dim, device=device)
+    decode = count_flops(lambda: tokenizer.decode(token, dream.features, dream.grid))
+    dino_dream = dino.start(clip["frames"], clip["timestamps"], 1)
+    patches = count_flops(lambda: dino.step(dino_dream, next_time))
+    return {
+        "frame_size": size,
+        "patches": dream.features.shape[1],
+        "context": context,
+        "params": {
+            "backbone": num_params(tokenizer.backbone),
+            "deltatok": num_params(tokenizer.deltatok),
+            "deltaworld": num_params(delta.objective),
+            "dinoworld": num_params(dino.objective),
+        },
+        "flops": {"deltaworld_predictor": step - decode, "deltaworld_decode": step, "dinoworld": patches},
+    }
+
+
+def flop_ratios(flops: dict[str, int]) -> dict[str, float]:
+    return {
+        "predictor_over_decode": flops["deltaworld_predictor"] / flops["deltaworld_decode"],
+        "dinoworld_over_deltaworld_predictor": flops["dinoworld"] / flops["deltaworld_predictor"],
+        "dinoworld_over_deltaworld_decode": flops["dinoworld"] / flops["deltaworld_decode"],
+    }
+
+
+@torch.no_grad()
+def imagination_ms(world: WorldModel, run: WorldModelRunConfig, settings: Settings, device: torch.device) -> float:
+    """Milliseconds per imagined frame as rollout.py imagines: one clip, K = model.num_samples futures, each
+    `step` advancing all K by a frame and growing their histories by it (cached keys/values reused)."""
+    clip = random_clip(1, run.eval.context, run.data.frame_size, device)
+    generator = torch.Generator(device).manual_seed(0)
+    with autocast(device):
+        dream = world.start(clip["frames"], clip["timestamps"], run.model.num_samples)
+
+    def rollout() -> None:
+        state, at = dream, dream.time
+        with autocast(device):
+            for _ in range(settings.horizon):
+                at = at + DT
+                _, _, state = world.step(state, at, generator=generator)
+
+    return 1000 * median_seconds(rollout, settings, device) / settings.horizon
+
+
+@torch.no_grad()
+def planning_ms(world: WorldModel, planner: Planner, context: int, size: int, settings: Settings) -> float:
+    """Milliseconds per planning step: one `Planner.plan` call (CEM: iterations x horizon batched steps over
+    every candidate) from `context` real frames of `size` px toward a goal frame's features. Planners run on the CPU."""
+    clip = random_clip(1, context, size, "cpu")
+    dream = world.start(clip["frames"], clip["timestamps"], 1)
+    cost = GoalCost(world.tokenizer.features(random_clip(1, 1, size, "cpu", seed=1)["frames"])[0, 0])
+    generator = torch.Generator().manual_seed(0)
+    return 1000 * median_seconds(lambda: planner.plan(world, dream, DT, cost, generator), settings, torch.device("cpu"))
+
+
+def planning(settings: Settings) -> dict:
+    """CEM planning latency in DeltaWorld and DINOWorld, set up as `make plan-bench` sets them up:
+    configs/plan_bench/shapes.yaml's planner and action-conditioned world models, Shapes-v0's action box."""
+    cfg: PlanBenchConfig = to_object(load_config(PlanBenchConfig, REPO / PLAN_BENCH_CONFIG, settings.planner_overrides))
+    action_space = ShapesEnv().action_space
+    planner = Planner(cfg.planner, action_space.low, action_space.high)
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer(TINY_TOKENIZER).eval()
+    results = {}
+    for name in ("deltaworld", "dinoworld"):
+        section = getattr(cfg, name)
+        run = load_world_run(ModelSource(section.config, tuple(section.overrides)))
+        results[f"{name}_tiny"] = planning_ms(inference_world(tokenizer, run), planner, cfg.planner.context, run.data.frame_size, settings)
+    return {"ms_per_planning_step": results, "planner": vars(cfg.planner), "device": "cpu"}
+
+
+def train_step_seconds(task, batch: dict, train: TrainConfig, settings: Settings, device: torch.device) -> float:
+    """Median seconds of one optimizer step as the training engine takes it: loss forward under autocast,
+    backward, gradient clipping, AdamW. The warm-up steps are not timed."""
+    module = task.module
+    module.train()
+    optimizer = torch.optim.AdamW(param_groups(module, train.weight_decay), lr=train.lr, betas=tuple(train.betas))
+    seeds = itertools.count()
+
+    def step() -> None:
+        generator = torch.Generator(device).manual_seed(next(seeds))
+        with autocast(device):
+            loss, _ = task.loss(module, batch, generator)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(module.parameters(), train.grad_clip or math.inf)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return median_seconds(step, settings, device)
+
+
+def train_step_flops(task, batch: dict, device: torch.device) -> int:
+    """Model FLOPs of one training step: the loss's forward, frozen backbone included (it runs every
+    step), and its backward. The optimizer's elementwise work counts as 0, as in the usual MFU."""
+    module = task.module
+    module.train()
+    generator = torch.Generator(device).manual_seed(0)
+
+    def forward_backward() -> None:
+        loss, _ = task.loss(module, batch, generator)
+        loss.backward()
+
+    flops = count_flops(forward_backward)
+    module.zero_grad(set_to_none=True)
+    return flops
+
+
+def tokenizer_training(settings: Settings, device: torch.device, peak_gflops: float) -> dict:
+    """Clips/s of the tiny tokenizer's training step, and its MFU: model FLOPs per second over the matmul peak."""
+    run = to_object(load_config(TokenizerRunConfig, REPO / TINY_TOKENIZER.path))
+    torch.manual_seed(run.seed)
+    task = TokenizerTask(Tokenizer.build(TokenizerConfig(backbone=run.backbone, model=run.model)))
+    task.to(device)
+    batch_size = settings.train_batch or run.train.batch_size
+    batch = random_clip(batch_size, run.data.num_frames, run.data.frame_size, device)
+    seconds = train_step_seconds(task, batch, run.train, settings, device)
+    flops = train_step_flops(task, batch, device)
+    achieved = flops / seconds / 1e9
+    return {
+        "batch_size": batch_size,
+        "num_frames": run.data.num_frames,
+        "frame_size": run.data.frame_size,
+        "step_ms": 1000 * seconds,
+        "clips_per_s": batch_size / seconds,
+        "step_gflop": flops / 1e9,
+        "achieved_gflops": achieved,
+        "mfu": achieved / peak_gflops,
+    }
+
+
+def world_model_training(settings: Settings, device: torch.device) -> dict:
+    """Clips/s of the tiny DeltaWorld's best-of-many training step as configured, and with each of
+    BOM_HYPOTHESES noise queries per target instead (the rest of the config unchanged), on the same batch."""
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer(TINY_TOKENIZER)
+    configured = load_world_run(TINY_WORLD).model.objective.num_hypotheses
+    results: dict = {"configured_num_hypotheses": configured}
+    for hypotheses in sorted({configured, *BOM_HYPOTHESES}, reverse=True):
+        run = load_world_run(ModelSource(TINY_WORLD.path, (f"model.objective.num_hypotheses={hypotheses}",)))
+        torch.manual_seed(run.seed)
+        world = build_world_model(tokenizer, run.model)
+        task = WorldModelTask(world, run.eval.context, run.eval.horizon, run.model.num_samples, run.seed)
+        task.to(device)
+        batch_size = settings.train_batch or run.train.batch_size
+        batch = random_clip(batch_size, run.data.num_frames, run.data.frame_size, device)
+        seconds = train_step_seconds(task, batch, run.train, settings, device)
+        results[f"bom{hypotheses}"] = {
+            "batch_size": batch_size,
+            "num_frames": run.data.num_frames,
+            "step_ms": 1000 * seconds,
+            "clips_per_s": batch_size / seconds,
+        }
+    return results
+
+
+# --- the report -----------------------------------------------------------------------------------------
+
+
+def target(name: str, value: float, bound: float, at_most: bool) -> dict:
+    return {"name": name, "value": value, "target": f"{'<=' if at_most else '>='} {bound:g}", "met": bool(value <= bound if at_most else value >= bound)}
+
+
+def targets(report: dict) -> list[dict]:
+    return [
+        # The predictor should cost at most 5% of decoding an imagined frame at the paper's size.
+        target("predictor_over_decode_flops_vitb_512", report["flop_ratios"]["vitb_512"]["predictor_over_decode"], 0.05, at_most=True),
+        target("bom256_over_bom1_step_time", report["bom256_over_bom1_step_time"], 2.0, at_most=True),
+        target("mfu_train_tokenizer_tiny", report["mfu_train_tokenizer_tiny"], 0.5, at_most=False),
+    ]
+
+
+def flatten(node: dict, prefix: str = "") -> Iterator[tuple[str, object]]:
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from flatten(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def show(value: object) -> str:
+    if isinstance(value, (list, tuple)):
+        return ", ".join(show(item) for item in value) or "none"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return f"{value:.4g}"
+
+
+def markdown(report: dict) -> str:
+    machine = report["machine"]
+    lines = [
+        "# DeltaWorld benchmark" + (" (--quick: timings are not meaningful)" if report["quick"] else ""),
+        "",
+        f"{machine['device']} | {machine['cpu_model']}, {machine['usable_cores']} of {machine['cores']} cores, "
+        f"{machine['threads']} torch threads | torch {machine['torch']}, python {machine['python']}, accelerate {machine['accelerate']} | "
+        f"load average at start {', '.join(f'{x:.2f}' for x in machine['load_average_at_start'])} | {report['seconds']:.0f} s",
+        "",
+        *(
+            [f"**Other processes took CPU during {', '.join(report['disturbed_phases'])}: those timings are disturbed (see phases.*.other_processes_cpu_share).**", ""]
+            if report["disturbed_phases"]
+            else []
+        ),
+        "| target | value | target | met |",
+        "| --- | --- | --- | --- |",
+        *(f"| {t['name']} | {show(t['value'])} | {t['target']} | {'yes' if t['met'] else 'NO'} |" for t in report["targets"]),
+        "",
+        "| measurement | value |",
+        "| --- | --- |",
+    ]
+    skip = ("machine", "targets", "quick", "seconds")
+    lines += [f"| {key} | {show(value)} |" for key, value in flatten({k: v for k, v in report.items() if k not in skip})]
+    return "\n".join(lines) + "\n"
+
+
+def run_benchmark(settings: Settings, quick: bool) -> dict:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    started = time.perf_counter()
+    phases = Phases(device)
+    report: dict = {"machine": machine_info(device), "quick": quick, "settings": asdict(settings)}
+
+    with phases("matmul_peak"):
+        peak = matmul_peak(settings, device)
+    report["matmul_peak_gflops"] = peak["gflops"]
+    report["matmul_peak"] = peak
+
+    with phases("flop_count"):
+        costs = {name: imagined_frame_cost(scale, "meta") for name, scale in SCALES.items()}
+        # Meta-device counts stand in for real ones; at tiny, check them against a real run.
+        real_tiny = imagined_frame_cost(SCALES["tiny"], device)
+    report["params"] = {name: cost["params"] for name, cost in costs.items()}
+    report["flops_per_imagined_frame"] = {name: cost["flops"] for name, cost in costs.items()}
+    report["flop_ratios"] = {name: flop_ratios(cost["flops"]) for name, cost in costs.items()}
+    report["flop_settings"] = {
+        name: {key: cost[key] for key in ("frame_size", "patches", "context")} | {"samples": 1, "counted_on": "meta"} for name, cost in costs.items()
+    }
+    report["flops_meta_matches_real_tiny"] = real_tiny["flops"] == costs["tiny"]["flops"]
+
+    with phases("imagination_latency"):
+        torch.manual_seed(0)
+        tokenizer = load_tokenizer(TINY_TOKENIZER).to(device).eval()
+        runs = {"deltaworld": load_world_run(SCALES["tiny"].deltaworld), "dinoworld": load_world_run(SCALES["tiny"].dinoworld)}
+        report["latency_ms_per_imagined_frame"] = {
+            f"{name}_tiny": imagination_ms(inference_world(tokenizer, run).to(device), run, settings, device) for name, run in runs.items()
+        }
+        report["latency_settings"] = {
+            "batch": 1,
+            "samples": runs["deltaworld"].model.num_samples,
+            "context": runs["deltaworld"].eval.context,
+            "horizon": settings.horizon,
+        }
+
+    with phases("planning_latency"):
+        plan = planning(settings)
+    report["latency_ms_per_planning_step"] = plan["ms_per_planning_step"]
+    report["planning_settings"] = {**plan["planner"], "device": plan["device"]}
+
+    with phases("train_tokenizer"):
+        tokenizer_train = tokenizer_training(settings, device, peak["gflops"])
+    with phases("train_world_model"):
+        world_train = world_model_training(settings, device)
+    configured = world_train[f"bom{world_train['configured_num_hypotheses']}"]
+    report["train_clips_per_s"] = {"tokenizer_tiny": tokenizer_train["clips_per_s"], "world_model_tiny": configured["clips_per_s"]}
+    report["train_tokenizer_tiny"] = tokenizer_train
+    report["train_world_model_tiny"] = world_train
+    report["bom256_over_bom1_step_time"] = world_train["bom256"]["step_ms"] / world_train["bom1"]["step_ms"]
+    report["mfu_train_tokenizer_tiny"] = tokenizer_train["mfu"]
+
+    report["phases"] = phases.records
+    report["disturbed_phases"] = [name for name, record in phases.records.items() if record["other_processes_cpu_share"] > DISTURBED_SHARE]
+    report["peak_memory_mb"] = max(record["peak_memory_mb"] for record in phases.records.values())
+    report["peak_memory_kind"] = "cuda_max_memory_allocated" if device.type == "cuda" else "cpu_peak_rss_cumulative"
+    report["targets"] = targets(report)
+    report["seconds"] = time.perf_counter() - started
+    return report
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="runs/bench", help="folder for report.json and report.md")
+    parser.add_argument("--quick", action="store_true", help="few repeats and small batches: checks the benchmark runs, timings mean little")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads; 0 = PyTorch's default (one per core). On a busy machine ask for no more than the idle "
+        "cores: OpenMP threads waiting on a preempted peer slow small ops tenfold and more",
+    )
+    args = parser.parse_args(argv)
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    report = run_benchmark(QUICK if args.quick else FULL, args.quick)
+    out = Path(args.out)
+    table = markdown(report)
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
+    atomic_write_text(out / "report.md", table)
+    print(table)
+    print(f"wrote {out / 'report.json'} and {out / 'report.md'}")
+    return report
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,77 @@
+"""`python -m benchmarks.bench --quick` makes every number of its report; timings are never asserted."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import torch
+
+from benchmarks import bench
+
+TOP_LEVEL_KEYS = (
+    "machine",
+    "matmul_peak_gflops",
+    "params",
+    "flops_per_imagined_frame",
+    "flop_ratios",
+    "latency_ms_per_imagined_frame",
+    "latency_ms_per_planning_step",
+    "train_clips_per_s",
+    "bom256_over_bom1_step_time",
+    "mfu_train_tokenizer_tiny",
+    "phases",
+    "peak_memory_mb",
+    "targets",
+)
+
+
+def numbers(node: dict, prefix: str = ""):
+    """(dotted key, value) of every int or float leaf under the dicts of `node`."""
+    for key, value in node.items():
+        if isinstance(value, dict):
+            yield from numbers(value, f"{prefix}{key}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield f"{prefix}{key}", value
+
+
+def test_quick_benchmark_reports_every_measurement(tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        # One thread: on a machine busy with other work, two OpenMP threads can make this run slow.
+        bench.main(["--out", str(tmp_path), "--quick", "--threads", "1"])
+    finally:
+        torch.set_num_threads(threads)
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert "| measurement | value |" in (tmp_path / "report.md").read_text()
+
+    for key in TOP_LEVEL_KEYS:
+        assert key in report, key
+    for key in ("cpu_model", "cores", "torch", "python", "accelerate", "device", "threads"):
+        assert key in report["machine"], key
+    for scale in ("tiny", "vitb_512"):
+        flops = report["flops_per_imagined_frame"][scale]
+        assert set(flops) == {"deltaworld_predictor", "deltaworld_decode", "dinoworld"}
+        assert flops["deltaworld_predictor"] < flops["deltaworld_decode"]  # the decode step includes the predictor
+        assert set(report["params"][scale]) == {"backbone", "deltatok", "deltaworld", "dinoworld"}
+        assert "predictor_over_decode" in report["flop_ratios"][scale]
+    assert report["flop_settings"]["vitb_512"]["patches"] == 1024
+    assert report["flops_meta_matches_real_tiny"] is True
+    assert set(report["latency_ms_per_imagined_frame"]) == {"deltaworld_tiny", "dinoworld_tiny"}
+    assert set(report["latency_ms_per_planning_step"]) == {"deltaworld_tiny", "dinoworld_tiny"}
+    assert set(report["train_clips_per_s"]) == {"tokenizer_tiny", "world_model_tiny"}
+
+    values = dict(numbers(report))
+    assert len(values) > 40
+    for key, value in values.items():
+        if key.endswith("other_processes_cpu_share"):  # 0 on an idle machine
+            assert value >= 0, f"{key} = {value}"
+        else:
+            assert math.isfinite(value) and value > 0, f"{key} = {value}"
+    assert isinstance(report["disturbed_phases"], list)
+
+    names = [t["name"] for t in report["targets"]]
+    assert names == ["predictor_over_decode_flops_vitb_512", "bom256_over_bom1_step_time", "mfu_train_tokenizer_tiny"]
+    for entry in report["targets"]:
+        assert set(entry) == {"name", "value", "target", "met"}
+        assert isinstance(entry["met"], bool) and math.isfinite(entry["value"]) and entry["value"] > 0
