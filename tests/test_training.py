@@ -234,7 +234,7 @@ def test_two_processes_agree_on_weights(tokenizer_run, tmp_path, script):
     command = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
                "--dynamo_backend", "no", script, "--config", config, *overrides, "train.max_steps=3", f"output_dir={out}"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
+    result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
     assert_ok(result)
     assert "2 processes, effective batch 8 = 4 per process x 2 x 1" in result.stdout
     assert "all 2 processes hold identical weights" in result.stdout

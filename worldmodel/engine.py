@@ -348,6 +348,7 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
     skipped_files = 0
     window_start, window_clips = time.perf_counter(), 0
 
+    diverged = False
     # Closing the bar on the way out keeps an error message off the bar's line.
     try:
         for step in range(start_step, cfg.max_steps):
@@ -368,15 +369,12 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
                         grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
                         step_loss = torch.stack(losses).mean()
                         bad = accelerator.reduce((~torch.isfinite(torch.stack([step_loss, grad_norm.float()]))).float().sum(), "sum")
-                        if bad.item() > 0:
-                            accelerator.end_training()
-                            where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written yet"
-                            raise TrainingError(
-                                f"loss or gradient became non-finite at step {step} (loss {step_loss.item():.4g}); stopped before "
-                                f"applying it, {where}: lower train.lr or check the data, then resume=true"
-                            )
-                        optimizer.step()
+                        diverged = bad.item() > 0
+                        if not diverged:
+                            optimizer.step()
                     optimizer.zero_grad(set_to_none=True)
+            if diverged:
+                break
             window_clips += effective
             done = step + 1
             bar.update(1)
@@ -400,6 +398,16 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
                 accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=done)
     finally:
         bar.close()
+    if diverged:
+        # DDP's reducer must be gone before its process group: torn down after it, a rank can hang at exit.
+        model = optimizer = None
+        accelerator.free_memory()
+        accelerator.end_training()
+        where = f"the last good checkpoint is {last_checkpoint}" if last_checkpoint else "no checkpoint was written yet"
+        raise TrainingError(
+            f"loss or gradient became non-finite at step {step} (loss {step_loss.item():.4g}); stopped before "
+            f"applying it, {where}: lower train.lr or check the data, then resume=true"
+        )
 
     metrics = {}
     if val_set is not None:
@@ -417,6 +425,8 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
         tmp.rename(final)
         atomic_write_text(output_dir / "metrics.json", json.dumps({"step": cfg.max_steps, "skipped_files": skipped_files, "num_processes": world, "ranks_agree": ranks_agree, **metrics}, indent=1))
     accelerator.wait_for_everyone()
+    model = optimizer = None  # before the process group, as above
+    accelerator.free_memory()
     accelerator.end_training()
     if world > 1:
         accelerator.print(f"all {world} processes hold identical weights" if ranks_agree else f"warning: the {world} processes ended with different weights")
