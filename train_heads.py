@@ -9,7 +9,6 @@ heads' validation mIoU and depth RMSE on true features.
 
 from __future__ import annotations
 
-import argparse
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,8 +18,8 @@ import torch
 from envs.data import DataConfig, build_dataset
 from envs.shapes import CLASS_NAMES as SHAPES_CLASS_NAMES
 from tokenizer.checkpoint import atomic_write_text
-from tokenizer.cli import run_cli
-from tokenizer.config import load_config, save_config, to_object
+from tokenizer.cli import parse_run_config, run_cli
+from tokenizer.config import save_config, to_object
 from tokenizer.errors import TrainingError
 from tokenizer.model import Tokenizer
 from worldmodel.head_training import HeadTrainConfig, fit_heads, score_heads
@@ -42,11 +41,7 @@ class HeadsRunConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML run config, e.g. configs/heads/tiny.yaml")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides such as heads.steps=100")
-    args = parser.parse_args(argv)
-    run = load_config(HeadsRunConfig, args.config, args.overrides)
+    run = parse_run_config(HeadsRunConfig, __doc__, "configs/heads/tiny.yaml", argv)
     output_dir = Path(run.output_dir)
     held = [name for name in ("segmentation", "depth", "metrics.json") if (output_dir / name).exists()]
     if held and not run.overwrite:

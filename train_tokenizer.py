@@ -6,15 +6,14 @@
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 
 import torch
 
 from envs.data import DataConfig, build_dataset
 from tokenizer.backbone import BackboneConfig
-from tokenizer.cli import run_cli
-from tokenizer.config import load_config, to_object
+from tokenizer.cli import parse_run_config, run_cli
+from tokenizer.config import to_object
 from tokenizer.deltatok import DeltaTokConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
 from tokenizer.training import TokenizerTask
@@ -34,11 +33,7 @@ class TokenizerRunConfig:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML run config, e.g. configs/tokenizer/tiny.yaml")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides such as train.max_steps=100")
-    args = parser.parse_args(argv)
-    run = load_config(TokenizerRunConfig, args.config, args.overrides)
+    run = parse_run_config(TokenizerRunConfig, __doc__, "configs/tokenizer/tiny.yaml", argv)
     torch.manual_seed(run.seed)
     tokenizer = Tokenizer.build(TokenizerConfig(backbone=to_object(run.backbone), model=to_object(run.model)))
     data = to_object(run.data)

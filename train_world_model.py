@@ -7,15 +7,14 @@
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass, field
 
 import torch
 
 from envs.data import DataConfig, build_dataset
 from tokenizer.backbone import BackboneConfig
-from tokenizer.cli import run_cli
-from tokenizer.config import load_config, to_object
+from tokenizer.cli import parse_run_config, run_cli
+from tokenizer.config import to_object
 from tokenizer.deltatok import DeltaTokConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
 from worldmodel.engine import TrainConfig, train
@@ -56,11 +55,7 @@ def load_tokenizer(source: TokenizerSource) -> Tokenizer:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="YAML run config, e.g. configs/world_model/tiny.yaml")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides such as train.max_steps=100")
-    args = parser.parse_args(argv)
-    run = load_config(WorldModelRunConfig, args.config, args.overrides)
+    run = parse_run_config(WorldModelRunConfig, __doc__, "configs/world_model/tiny.yaml", argv)
     torch.manual_seed(run.seed)
     tokenizer = load_tokenizer(to_object(run.tokenizer))
     world = build_world_model(tokenizer, to_object(run.model))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
-from typing import Callable
+from typing import Any, Callable
 
+from omegaconf import DictConfig
+
+from tokenizer.config import load_config
 from tokenizer.errors import DeltaWorldError
 
 USER_ERROR_EXIT = 2
@@ -19,3 +23,12 @@ def run_cli(main: Callable[[], None]) -> None:
         rank = f"[rank {os.environ['RANK']}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
         print(f"{rank}error: {err}", file=sys.stderr)
         sys.exit(USER_ERROR_EXIT)
+
+
+def parse_run_config(schema: Any, description: str, example: str, argv: list[str] | None) -> DictConfig:
+    """`--config FILE [dotted.key=value ...]`, as every training script takes it -> the validated run config."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help=f"YAML run config, e.g. {example}")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides such as train.max_steps=100")
+    args = parser.parse_args(argv)
+    return load_config(schema, args.config, args.overrides)

@@ -33,6 +33,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
 
 from tokenizer.attention import set_attention_backend
 from tokenizer.checkpoint import atomic_write_text
@@ -349,53 +350,55 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
     window_start, window_clips = time.perf_counter(), 0
 
     diverged = False
-    # Closing the bar on the way out keeps an error message off the bar's line.
+    # Closing the bar on the way out keeps an error message off the bar's line, and warnings
+    # (a skipped data file) go through the bar so they print above it instead of onto it.
     try:
-        for step in range(start_step, cfg.max_steps):
-            lr = lr_at(step, cfg)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            losses = []
-            for micro in range(accum):
-                batch = _to_device(next(batches), accelerator.device)
-                if "num_skipped" in batch:
-                    skipped_files += int(batch.pop("num_skipped").sum())
-                generator = torch.Generator(accelerator.device).manual_seed(mix_seed(run.seed, step, micro, rank))
-                with accelerator.accumulate(model), accelerator.autocast():
-                    loss, logs = task.loss(model, batch, generator)
-                    losses.append(loss.detach().float())
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients:
-                        grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
-                        step_loss = torch.stack(losses).mean()
-                        bad = accelerator.reduce((~torch.isfinite(torch.stack([step_loss, grad_norm.float()]))).float().sum(), "sum")
-                        diverged = bad.item() > 0
-                        if not diverged:
-                            optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-            if diverged:
-                break
-            window_clips += effective
-            done = step + 1
-            bar.update(1)
-            if done % cfg.log_every == 0 or done == cfg.max_steps:
-                elapsed = time.perf_counter() - window_start
-                step_loss = accelerator.reduce(step_loss, "mean").item()
-                rate = window_clips / max(elapsed, 1e-9)
-                bar.set_postfix(loss=f"{step_loss:.4f}", clips_per_s=f"{rate:.1f}")
-                accelerator.log({"train/loss": step_loss, "train/lr": lr, "train/grad_norm": grad_norm.item(), "train/clips_per_s": rate, **{f"train/{k}": v for k, v in logs.items()}}, step=done)
-                if accelerator.is_main_process:
-                    loss_log.append({"step": done, "loss": step_loss, "lr": lr, "grad_norm": grad_norm.item()})
-                window_start, window_clips = time.perf_counter(), 0
-            if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
-                if accelerator.is_main_process:
-                    save_checkpoint(checkpoint_dir, done, module, optimizer, {"seed": run.seed})
-                    prune_checkpoints(checkpoint_dir, cfg.keep_checkpoints)
-                accelerator.wait_for_everyone()
-                last_checkpoint = checkpoint_path(checkpoint_dir, done)
-            if val_set is not None and cfg.val_every and done % cfg.val_every == 0 and done != cfg.max_steps:
-                metrics = validate(accelerator, task, module, val_set, cfg.batch_size)
-                accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=done)
+        with logging_redirect_tqdm():
+            for step in range(start_step, cfg.max_steps):
+                lr = lr_at(step, cfg)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                losses = []
+                for micro in range(accum):
+                    batch = _to_device(next(batches), accelerator.device)
+                    if "num_skipped" in batch:
+                        skipped_files += int(batch.pop("num_skipped").sum())
+                    generator = torch.Generator(accelerator.device).manual_seed(mix_seed(run.seed, step, micro, rank))
+                    with accelerator.accumulate(model), accelerator.autocast():
+                        loss, logs = task.loss(model, batch, generator)
+                        losses.append(loss.detach().float())
+                        accelerator.backward(loss)
+                        if accelerator.sync_gradients:
+                            grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
+                            step_loss = torch.stack(losses).mean()
+                            bad = accelerator.reduce((~torch.isfinite(torch.stack([step_loss, grad_norm.float()]))).float().sum(), "sum")
+                            diverged = bad.item() > 0
+                            if not diverged:
+                                optimizer.step()
+                        optimizer.zero_grad(set_to_none=True)
+                if diverged:
+                    break
+                window_clips += effective
+                done = step + 1
+                bar.update(1)
+                if done % cfg.log_every == 0 or done == cfg.max_steps:
+                    elapsed = time.perf_counter() - window_start
+                    step_loss = accelerator.reduce(step_loss, "mean").item()
+                    rate = window_clips / max(elapsed, 1e-9)
+                    bar.set_postfix(loss=f"{step_loss:.4f}", clips_per_s=f"{rate:.1f}")
+                    accelerator.log({"train/loss": step_loss, "train/lr": lr, "train/grad_norm": grad_norm.item(), "train/clips_per_s": rate, **{f"train/{k}": v for k, v in logs.items()}}, step=done)
+                    if accelerator.is_main_process:
+                        loss_log.append({"step": done, "loss": step_loss, "lr": lr, "grad_norm": grad_norm.item()})
+                    window_start, window_clips = time.perf_counter(), 0
+                if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
+                    if accelerator.is_main_process:
+                        save_checkpoint(checkpoint_dir, done, module, optimizer, {"seed": run.seed})
+                        prune_checkpoints(checkpoint_dir, cfg.keep_checkpoints)
+                    accelerator.wait_for_everyone()
+                    last_checkpoint = checkpoint_path(checkpoint_dir, done)
+                if val_set is not None and cfg.val_every and done % cfg.val_every == 0 and done != cfg.max_steps:
+                    metrics = validate(accelerator, task, module, val_set, cfg.batch_size)
+                    accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=done)
     finally:
         bar.close()
     if diverged:
