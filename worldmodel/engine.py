@@ -278,9 +278,9 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
         torch.set_num_threads(cfg.threads)
 
     # Without a GPU, Accelerate only joins the launched processes into one (gloo) group when told to use the CPU.
-    cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
-    state = PartialState(cpu=cpu)
     launched = int(os.environ.get("WORLD_SIZE", "1"))
+    cpu = not torch.cuda.is_available() and launched > 1
+    state = PartialState(cpu=cpu)
     if state.num_processes != launched:
         raise TrainingError(f"{launched} processes were launched but {state.num_processes} joined the process group; check the accelerate launch flags")
     world, rank = state.num_processes, state.process_index
