@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader
 
 from envs.data import DataConfig, build_dataset
 from tokenizer.checkpoint import atomic_write_text
-from tokenizer.cli import run_cli
+from tokenizer.cli import resolve_device, run_cli
 from tokenizer.errors import CheckpointError, DataError, InputError
 from tokenizer.model import Tokenizer
 from worldmodel.evaluation import RolloutEvalConfig, RolloutEvaluator, report_table
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         num_pictures=args.pictures,
     )
     config.validate()
-    device = torch.device(args.device if args.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(args.device)
 
     tokenizer = Tokenizer.from_pretrained(_existing(args.tokenizer, "tokenizer", "train one with train_tokenizer.py or pass --tokenizer")).to(device)
     worlds = {}

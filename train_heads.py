@@ -18,7 +18,7 @@ import torch
 from envs.data import DataConfig, build_dataset
 from envs.shapes import CLASS_NAMES as SHAPES_CLASS_NAMES
 from tokenizer.checkpoint import atomic_write_text
-from tokenizer.cli import parse_run_config, run_cli
+from tokenizer.cli import parse_run_config, resolve_device, run_cli
 from tokenizer.config import save_config, to_object
 from tokenizer.errors import TrainingError
 from tokenizer.model import Tokenizer
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
     held = [name for name in ("segmentation", "depth", "metrics.json") if (output_dir / name).exists()]
     if held and not run.overwrite:
         raise TrainingError(f"output_dir {output_dir} already holds heads ({', '.join(held)}); pass overwrite=true or another output_dir")
-    device = torch.device(run.device if run.device != "auto" else "cuda" if torch.cuda.is_available() else "cpu")
+    device = resolve_device(run.device)
     options: HeadTrainConfig = to_object(run.heads)
     if options.threads > 0:
         torch.set_num_threads(options.threads)

@@ -7,6 +7,7 @@ import os
 import sys
 from typing import Any, Callable
 
+import torch
 from omegaconf import DictConfig
 
 from tokenizer.config import load_config
@@ -32,3 +33,8 @@ def parse_run_config(schema: Any, description: str, example: str, argv: list[str
     parser.add_argument("overrides", nargs="*", help="dotted overrides such as train.max_steps=100")
     args = parser.parse_args(argv)
     return load_config(schema, args.config, args.overrides)
+
+
+def resolve_device(name: str) -> torch.device:
+    """A `--device` / `device:` value: "auto" is the GPU when there is one, else the CPU."""
+    return torch.device(name if name != "auto" else "cuda" if torch.cuda.is_available() else "cpu")

@@ -25,6 +25,7 @@ from torch import nn
 from tokenizer.attention import attention
 from tokenizer.blocks import LayerScale
 from tokenizer.errors import ConfigError
+from tokenizer.rope import signed_sin
 
 
 @dataclass
@@ -75,9 +76,8 @@ class MultiAxisRope:
         cos_parts, sin_parts, perm, offset = [], [], [], 0
         for i, size in enumerate(axis_sizes):
             cos, sin = axis_rope(positions[..., i], size)
-            first, second = sin.chunk(2, dim=-1)
             cos_parts.append(cos)
-            sin_parts.append(torch.cat((-first, second), dim=-1))
+            sin_parts.append(signed_sin(sin))
             perm += list(range(offset + size // 2, offset + size)) + list(range(offset, offset + size // 2))
             offset += size
         tail = (*cos_parts[0].shape[:-1], head_dim - offset)
