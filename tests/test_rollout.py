@@ -76,10 +76,19 @@ def test_report_structure_pictures_and_two_models(saved, tmp_path, capsys):
         assert per_method["world_best"] == per_method["world_best_bom"]
         values = per_method["world_best"]
         assert 0.0 <= values["miou"] <= 1.0 and values["rmse"] > 0 and values["feature_loss"] > 0
-        assert per_method["copy_last"]["feature_loss"] > 0
+        assert per_method["copy_last"]["feature_loss"] > 0 and per_method["copy_last"]["energy_score"] > 0
+        assert per_method["world_samples"] == per_method["world_samples_bom"]
+        assert per_method["world_samples_flow"]["energy_score"] > 0
         expected_gap = gap_closed(values["miou"], per_method["copy_last"]["miou"], per_method["present"]["miou"])
         assert values["gap_closed_miou"] == pytest.approx(expected_gap) if expected_gap is not None else values["gap_closed_miou"] is None
+    # 3 clips in batches of 2 and 1: only the batch of 2 has another clip's token to decode with.
+    usage = report["token_usage"]
+    assert usage["pairs"] == 2 and usage["own_loss"] > 0 and usage["copy_loss"] > 0
+    assert usage["usage"] is None or usage["usage"] == pytest.approx(
+        (usage["shuffled_loss"] - usage["own_loss"]) / (usage["copy_loss"] - usage["own_loss"])
+    )
     printed = capsys.readouterr().out
+    assert "token usage" in printed
     assert "| 2 | world_mean |" in printed and str(tmp_path / "clip0.png") in printed
     assert "world_mean" in (tmp_path / "report.md").read_text()
 

@@ -95,6 +95,7 @@ def tokenizer_run(tmp_path_factory) -> Path:
     result = train_tokenizer(out, "train.max_steps=6", "train.checkpoint_every=3")
     assert_ok(result)
     assert "training tokenizer on cpu (fp32), 1 process, effective batch 4" in result.stdout
+    (out.parent / "tokenizer_stdout.txt").write_text(result.stdout)
     return out
 
 
@@ -103,8 +104,17 @@ def test_tokenizer_run_writes_its_folder_and_reports_both_losses(tokenizer_run):
         assert (tokenizer_run / name).exists(), name
     record = metrics(tokenizer_run)
     assert record["step"] == 6 and record["num_processes"] == 1
-    # The tiny run is too short to learn, but both losses are measured and printed.
-    assert record["tokenizer_loss"] > 0 and record["copy_previous_loss"] > 0
+    # The tiny run is too short to learn, but every loss is measured and printed.
+    assert record["tokenizer_loss"] > 0 and record["copy_previous_loss"] > 0 and record["shuffled_token_loss"] > 0
+    own, shuffled, copy = record["tokenizer_loss"], record["shuffled_token_loss"], record["copy_previous_loss"]
+    printed = (tokenizer_run.parent / "tokenizer_stdout.txt").read_text()
+    if own < copy:
+        assert record["token_usage"] == pytest.approx((shuffled - own) / (copy - own))
+        assert f"token usage {record['token_usage']:.2f}" in printed
+    else:  # no gain over copying to attribute: undefined, written as null
+        assert record["token_usage"] is None and "token usage nan" in printed
+    # Six steps cannot teach the decoder to read its token: the run ends with the loud warning.
+    assert "warning: token usage is" in printed
     assert sorted(losses(tokenizer_run)) == [1, 2, 3, 4, 5, 6]
 
 

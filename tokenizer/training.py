@@ -2,20 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from tokenizer.deltatok import log_cosh
 from tokenizer.model import Tokenizer
-
-
-def log_cosh(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Elementwise log(cosh(pred - target)), written to stay finite for large differences."""
-    diff = (pred.float() - target.float()).abs()
-    return diff + F.softplus(-2.0 * diff) - math.log(2.0)
+from tokenizer.usage import token_usage, usage_losses, usage_report, usage_warning
 
 
 def consecutive_pairs(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,20 +42,27 @@ class TokenizerTask:
         prev, nxt = consecutive_pairs(features)
         rope = model.rope(self.tokenizer.grid(frames), frames.device)
         rollout = self.tokenizer.rollout(frames, frames.shape[1] - 1)
-        per_pair = lambda pred, target: log_cosh(pred, target).mean(dim=(1, 2))  # noqa: E731
+        losses = usage_losses(model, prev, nxt, rope, pairs_per_clip=frames.shape[1] - 1)
         return {
-            "tokenizer_loss": (per_pair(model(prev, nxt, rope), nxt), len(prev)),
-            "copy_previous_loss": (per_pair(prev, nxt), len(prev)),
+            "tokenizer_loss": (losses["own"], len(prev)),
+            "shuffled_token_loss": (losses["shuffled"], len(prev)),
+            "copy_previous_loss": (losses["copy"], len(prev)),
             "tokenizer_rollout_loss": (log_cosh(rollout["preds"], rollout["targets"]).mean(dim=(1, 2, 3)), len(frames)),
         }
 
+    def derived(self, metrics: dict[str, float]) -> dict[str, float]:
+        return {"token_usage": token_usage(metrics["tokenizer_loss"], metrics["shuffled_token_loss"], metrics["copy_previous_loss"])}
+
     def summary(self, metrics: dict[str, float]) -> str:
         ratio = metrics["copy_previous_loss"] / max(metrics["tokenizer_loss"], 1e-12)
-        return (
+        lines = [
             f"validation log-cosh feature loss: tokenizer {metrics['tokenizer_loss']:.5f} | "
-            f"copy-previous {metrics['copy_previous_loss']:.5f} (tokenizer {ratio:.1f}x lower) | "
-            f"tokenizer autoregressive over the clip {metrics['tokenizer_rollout_loss']:.5f}"
-        )
+            f"copy-previous {metrics['copy_previous_loss']:.5f} (tokenizer {ratio:.2f}x lower) | "
+            f"tokenizer autoregressive over the clip {metrics['tokenizer_rollout_loss']:.5f}",
+            usage_report(metrics["tokenizer_loss"], metrics["shuffled_token_loss"], metrics["copy_previous_loss"]),
+        ]
+        warning = usage_warning(metrics["token_usage"])
+        return "\n".join(lines + ([warning] if warning else []))
 
     def save_final(self, model: nn.Module, folder: Path) -> None:
         self.tokenizer.save_pretrained(folder)

@@ -81,6 +81,10 @@ class Task(Protocol):
 
     def validate(self, model: nn.Module, batch: dict) -> dict[str, tuple[torch.Tensor, int]]: ...
 
+    def derived(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Figures computed from the validation means (ratios of them), logged and saved beside them."""
+        ...
+
     def summary(self, metrics: dict[str, float]) -> str: ...
 
     def save_final(self, model: nn.Module, folder: Path) -> None: ...
@@ -248,6 +252,11 @@ def _flat_hparams(run: DictConfig) -> dict:
     return flat
 
 
+def json_safe(metrics: dict[str, float]) -> dict[str, float | None]:
+    """JSON has no NaN or inf: an undefined figure (a ratio with nothing to divide) is written as null."""
+    return {k: v if math.isfinite(v) else None for k, v in metrics.items()}
+
+
 def validate(accelerator: Accelerator, task: Task, model: nn.Module, val_set: Dataset, batch_size: int) -> dict[str, float]:
     """Each process takes every world-th clip; sums and counts are reduced over processes."""
     indices = list(range(accelerator.process_index, len(val_set), accelerator.num_processes))
@@ -267,7 +276,7 @@ def validate(accelerator: Accelerator, task: Task, model: nn.Module, val_set: Da
     for name in names:
         total = accelerator.reduce(sums.get(name, torch.zeros(2, device=accelerator.device)), "sum")
         results[name] = (total[0] / total[1].clamp(min=1)).item()
-    return results
+    return {**results, **task.derived(results)} if results else results
 
 
 def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | None) -> dict[str, float]:
@@ -426,7 +435,7 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
         task.save_final(module, tmp)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
-        atomic_write_text(output_dir / "metrics.json", json.dumps({"step": cfg.max_steps, "skipped_files": skipped_files, "num_processes": world, "ranks_agree": ranks_agree, **metrics}, indent=1))
+        atomic_write_text(output_dir / "metrics.json", json.dumps({"step": cfg.max_steps, "skipped_files": skipped_files, "num_processes": world, "ranks_agree": ranks_agree, **json_safe(metrics)}, indent=1))
     accelerator.wait_for_everyone()
     model = optimizer = None  # before the process group, as above
     accelerator.free_memory()

@@ -9,6 +9,20 @@ loss to its true features. Methods, per horizon h (frames ahead):
   tokenizer   tokens encoded from the true frames, decoded autoregressively (Tokenizer.rollout)
   world_best  the best of K imagined samples by feature loss at step h, the last step of that horizon
   world_mean  the mean of the K imagined features
+  world_samples  the K samples judged as a forecast distribution by the energy score (below)
+
+Best-of-K needs an oracle and mean-of-K hides the spread, so the K samples are also
+scored as a distribution by the energy score, a proper scoring rule (lower is better):
+
+  ES = mean_k d(x_k, y) - 1/2 mean_{k != l} d(x_k, x_l),   d(a, b) = ||a - b||_2 / sqrt(N * D)
+
+(the fair estimator over distinct pairs; d is the RMS feature distance). Copy-last
+is K identical samples, so its score is its distance to the truth: a model beats it
+only if its samples are nearer the truth on average or spread where the truth does.
+
+Token usage (`tokenizer.usage`) is measured on each clip's horizon-1 pair (the last
+context frame and the next one), with the token of another clip in the batch as
+the shuffled token.
 
 Protocol. By default one rollout of max(h) steps per clip serves every horizon:
 horizon h is step h of it, scored against frame context + h of a clip of
@@ -29,13 +43,35 @@ import torch
 from tokenizer.data.squares import SquareSplit, split_into_squares
 from tokenizer.errors import InputError
 from tokenizer.model import Tokenizer
+from tokenizer.usage import token_usage, usage_losses
 from worldmodel.heads import DEPTH_KEY, SEG_KEY, TaskHeads, to_label_size
 from worldmodel.metrics import DepthRMSE, MeanIoU
 from worldmodel.training import feature_loss
 from worldmodel.world import WorldModel
 
 BOUNDS = ("present", "copy_last", "tokenizer")
-WORLD_BEST, WORLD_MEAN = "world_best", "world_mean"
+WORLD_BEST, WORLD_MEAN, WORLD_SAMPLES = "world_best", "world_mean", "world_samples"
+ENERGY = "energy_score"
+
+
+def rms_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """RMS distance between feature maps: a (..., N, D), b broadcastable -> (...)."""
+    return (a.float() - b.float()).pow(2).mean(dim=(-2, -1)).sqrt()
+
+
+def energy_score(samples: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Energy score of K samples (B, K, N, D) against the truth (B, N, D) -> (B,); lower is better.
+
+    Mean distance of the samples to the truth minus half the mean distance between distinct
+    samples, with the RMS feature distance; K = 1 (or identical samples) gives the plain distance.
+    """
+    to_truth = rms_distance(samples, target.unsqueeze(1)).mean(dim=1)
+    k = samples.shape[1]
+    if k < 2:
+        return to_truth
+    flat = samples.flatten(2).float()
+    between = torch.cdist(flat, flat).sum(dim=(1, 2)) / (k * (k - 1)) / math.sqrt(flat.shape[-1])
+    return to_truth - 0.5 * between
 
 
 @dataclass
@@ -167,6 +203,9 @@ class RolloutEvaluator:
         if len(worlds) > 1:
             self.methods += [f"{kind}_{name}" for name in worlds for kind in (WORLD_BEST, WORLD_MEAN)]
         self.scores: dict[int, dict[str, MethodScores]] | None = None
+        self.energy_methods = ["copy_last", WORLD_SAMPLES] + ([f"{WORLD_SAMPLES}_{name}" for name in worlds] if len(worlds) > 1 else [])
+        self.energy = {h: {m: [0.0, 0] for m in self.energy_methods} for h in config.horizons}
+        self.usage_sums = {"own": 0.0, "shuffled": 0.0, "copy": 0.0, "pairs": 0}
         self.generator = torch.Generator(device).manual_seed(config.seed)
         self.pictures: list[PictureRecord] = []
         self.num_clips = 0
@@ -196,6 +235,7 @@ class RolloutEvaluator:
             self._start_scores(labels)
         windows = [(h, [h]) for h in cfg.horizons] if cfg.per_horizon_windows else [(max(cfg.horizons), sorted(cfg.horizons))]
         picture_slots = max(0, cfg.num_pictures - len(self.pictures))
+        self._usage(frames[:, num_frames - cfg.clip_frames + cfg.context - 1 :][:, :2], split)
         for steps, scored in windows:
             first = num_frames - cfg.context - steps
             window = slice(first, num_frames)
@@ -210,6 +250,20 @@ class RolloutEvaluator:
                 picture_slots if steps == max(cfg.horizons) else 0,
             )
         self.num_clips += batch["frames"].shape[0]
+
+    def _usage(self, pairs: torch.Tensor, split: SquareSplit) -> None:
+        """Accumulate the usage losses of horizon-1 frame pairs (B, 2, 3, H, W); batches of one clip have nothing to shuffle."""
+        clips = pairs.shape[0] // 2 if split.is_wide is not None else pairs.shape[0]
+        if clips < 2:
+            return
+        with self._autocast():
+            features = self.tokenizer.features(pairs)
+            rope = self.tokenizer.rope(self.tokenizer.grid(pairs), pairs.device)
+            # Squares of one clip are `clips` rows apart, so rolling by one row always takes another clip's token.
+            losses = usage_losses(self.tokenizer.deltatok, features[:, 0], features[:, 1], rope)
+        for name, value in losses.items():
+            self.usage_sums[name] += value.double().sum().item()
+        self.usage_sums["pairs"] += len(pairs)
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else torch.autocast("cpu", enabled=False)
@@ -243,6 +297,16 @@ class RolloutEvaluator:
             for method, predicted in candidates.items():
                 loss = None if method == "present" else feature_loss(predicted, target)
                 self.scores[h][method].update(head_maps(self.heads, predicted, grid, size, split), frame_labels, loss)
+            scored_sets = {"copy_last": features[:, c - 1 : c]}
+            for name, samples in imagined.items():
+                if len(self.worlds) == 1 or name == first_name:
+                    scored_sets[WORLD_SAMPLES] = samples[:, :, step]
+                if len(self.worlds) > 1:
+                    scored_sets[f"{WORLD_SAMPLES}_{name}"] = samples[:, :, step]
+            for method, samples in scored_sets.items():
+                total = self.energy[h][method]
+                total[0] += energy_score(samples, target).double().sum().item()
+                total[1] += len(target)
         if picture_slots:
             self._keep_pictures(frames, features, imagined[first_name], labels, grid, split, picture_slots, first_name)
 
@@ -296,6 +360,8 @@ class RolloutEvaluator:
                     continue
                 values["gap_closed_miou"] = gap_closed(values["miou"], copy["miou"], present["miou"])
                 values["gap_closed_rmse"] = gap_closed(values["rmse"], copy["rmse"], present["rmse"])
+            for method, (total, count) in self.energy[h].items():
+                results.setdefault(method, {})[ENERGY] = total / count if count else None
             horizons[str(h)] = results
         cfg = self.config
         return {
@@ -306,13 +372,21 @@ class RolloutEvaluator:
             "num_clips": self.num_clips,
             "seed": cfg.seed,
             "protocol": "per_horizon_windows" if cfg.per_horizon_windows else "one_rollout",
+            "token_usage": self._usage_report(),
             **(extra or {}),
         }
+
+    def _usage_report(self) -> dict[str, float | int | None]:
+        sums = self.usage_sums
+        if not sums["pairs"]:
+            return {"usage": None, "own_loss": None, "shuffled_loss": None, "copy_loss": None, "pairs": 0}
+        own, shuffled, copy = (sums[k] / sums["pairs"] for k in ("own", "shuffled", "copy"))
+        return {"usage": _finite(token_usage(own, shuffled, copy)), "own_loss": own, "shuffled_loss": shuffled, "copy_loss": copy, "pairs": sums["pairs"]}
 
 
 def report_table(report: dict) -> str:
     """A Markdown table of every (horizon, method) in a report."""
-    columns = ("miou", "rmse", "feature_loss", "gap_closed_miou", "gap_closed_rmse")
+    columns = ("miou", "rmse", "feature_loss", ENERGY, "gap_closed_miou", "gap_closed_rmse")
     lines = ["| horizon | method | " + " | ".join(columns) + " |", "| --- | --- | " + " | ".join("---:" for _ in columns) + " |"]
     for h, methods in report["horizons"].items():
         for method, values in methods.items():

@@ -67,6 +67,9 @@ class WorldModelTask:
         )
         return {name: (value, len(frames)) for name, value in rollout_losses(out["features"], out["targets"], out["context"]).items()}
 
+    def derived(self, metrics: dict[str, float]) -> dict[str, float]:
+        return {}
+
     def summary(self, metrics: dict[str, float]) -> str:
         gap = metrics["copy_last_loss"] / max(metrics["world_best_loss"], 1e-12)
         return (
