@@ -47,7 +47,7 @@ from tokenizer.config import load_config, to_object
 from tokenizer.model import Tokenizer, TokenizerConfig
 from tokenizer.training import TokenizerTask
 from train_tokenizer import TokenizerRunConfig
-from train_world_model import WorldModelRunConfig
+from worldmodel.run_config import WorldModelRunConfig
 from worldmodel.engine import TrainConfig, param_groups
 from worldmodel.training import WorldModelTask
 from worldmodel.world import WorldModel, build_world_model

@@ -26,7 +26,8 @@ SOURCES = ("shapes", "episodes") + VIDEO_SOURCES
 @dataclass
 class DataConfig:
     # shapes (the embedded default) | episodes (a folder from `python -m envs.recording`, with actions) |
-    # videos (any folder tree of video files / frame folders) | kinetics | vspw | cityscapes | kitti
+    # videos (any folder tree of video files / frame folders) | kinetics | vspw | cityscapes | kitti |
+    # tokens (world-model training only: a cache from `python -m worldmodel.token_cache`, with data.val_source set)
     source: str = "shapes"
     root: str = ""  # dataset folder; "" = the source's variable (KINETICS_ROOT, VSPW_ROOT, ...)
     val_source: str = ""  # validation source; "" = the training source

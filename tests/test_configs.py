@@ -8,7 +8,7 @@ import pytest
 
 from tokenizer.config import load_config
 from train_tokenizer import TokenizerRunConfig
-from train_world_model import WorldModelRunConfig
+from worldmodel.run_config import WorldModelRunConfig
 
 SCHEMAS = {"tokenizer": TokenizerRunConfig, "world_model": WorldModelRunConfig}
 REPO = Path(__file__).resolve().parents[1]

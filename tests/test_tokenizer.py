@@ -180,12 +180,14 @@ def test_bare_weights_need_a_config(tokenizer, tmp_path):
 
 
 def test_atomic_writes_follow_the_umask(tmp_path):
-    from tokenizer.checkpoint import atomic_write_text
+    from tokenizer.checkpoint import atomic_write_text, save_safetensors
 
     old = os.umask(0o027)
     try:
         atomic_write_text(tmp_path / "report.json", "{}")
+        save_safetensors({"w": torch.zeros(2)}, tmp_path / "model.safetensors")
     finally:
         os.umask(old)
-    assert (tmp_path / "report.json").stat().st_mode & 0o777 == 0o640
-    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]
+    for name in ("report.json", "model.safetensors"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o640, name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "report.json"]

@@ -45,10 +45,11 @@ def _atomic_write(path: str | Path, write) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    # mkstemp makes the file private (0600); the result should be readable as any file the user writes.
-    os.chmod(tmp, 0o666 & ~_umask())
     try:
         write(tmp)
+        # mkstemp makes the file private (0600), and writers such as safetensors replace the file they are
+        # given; after writing, the result gets the mode of any file the user writes.
+        os.chmod(tmp, 0o666 & ~_umask())
         with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)

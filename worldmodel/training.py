@@ -56,7 +56,10 @@ class WorldModelTask:
         return batch.get("actions") if self.world.action_conditioned else None
 
     def loss(self, model: nn.Module, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        inputs = self.world.training_inputs(batch["frames"], batch["timestamps"], self._actions(batch))
+        if "tokens" in batch:  # clips from a token cache (worldmodel.token_cache): the tokenizer already ran
+            inputs = self.world.inputs_from_tokens(batch["tokens"], batch["timestamps"], self._actions(batch))
+        else:
+            inputs = self.world.training_inputs(batch["frames"], batch["timestamps"], self._actions(batch))
         return model(**inputs, generator=generator)
 
     def validate(self, model: nn.Module, batch: dict) -> dict[str, tuple[torch.Tensor, int]]:

@@ -1,0 +1,107 @@
+"""worldmodel.token_cache: tokenize once, train the world model on the cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from conftest import REPO, micro_tokenizer_config
+from envs.shapes import ShapesClips, ShapesConfig
+from test_training import ACCELERATE, MICRO_WORLD, PYTHON, WORLD_CONFIG, assert_ok, assert_user_error, losses, train_world
+from tokenizer.model import Tokenizer
+
+NUM_CLIPS = 12
+
+
+def make_cache(tokenizer: str, out, *overrides: str, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+    args = ["-m", "worldmodel.token_cache", "--config", WORLD_CONFIG, *MICRO_WORLD, f"tokenizer.checkpoint={tokenizer}", f"cache.out={out}",
+            f"cache.num_clips={NUM_CLIPS}", "cache.shard_clips=5", "cache.batch_size=3", *overrides]  # fmt: skip
+    command = (launcher or [PYTHON]) + args
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
+
+
+@pytest.fixture(scope="module")
+def tokenizers(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tokenizers")
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        Tokenizer.build(micro_tokenizer_config()).save_pretrained(root / f"seed{seed}")
+    return root
+
+
+@pytest.fixture(scope="module")
+def cache(tokenizers, tmp_path_factory):
+    out = tmp_path_factory.mktemp("caches") / "tokens"
+    assert_ok(make_cache(str(tokenizers / "seed0"), out))
+    return out
+
+
+def test_cache_round_trip_holds_the_tokens_of_each_clip(tokenizers, cache):
+    manifest = json.loads((cache / "manifest.json").read_text())
+    assert (manifest["num_clips"], manifest["num_frames"], manifest["dim"]) == (NUM_CLIPS, 4, 32)
+    assert [s["clips"] for s in manifest["shards"]] == [5, 5, 2]
+    tokenizer = Tokenizer.from_pretrained(tokenizers / "seed0")
+    clips = ShapesClips(ShapesConfig(frame_size=32), 4, seed=0, split="train")
+    shard = load_file(cache / "shard_00001.safetensors")
+    for row, clip_id in ((0, 5), (4, 9)):
+        clip = clips[clip_id]
+        tokens, _ = tokenizer.tokenize(clip["frames"][None])
+        assert torch.allclose(shard["tokens"][row], tokens[0], atol=1e-5)
+        assert torch.equal(shard["timestamps"][row], clip["timestamps"])
+
+
+def test_training_on_the_cache_gives_the_losses_of_training_on_the_clips(tokenizers, cache, tmp_path):
+    steps = ["train.max_steps=3"]  # 3 steps x 4 clips: clips 0..11, all in the cache
+    tokenizer = str(tokenizers / "seed0")
+    assert_ok(train_world(tmp_path / "frames", tokenizer, *steps))
+    assert_ok(train_world(tmp_path / "cached", tokenizer, *steps, "data.source=tokens", f"data.root={cache}", "data.val_source=shapes"))
+    on_the_fly, cached = losses(tmp_path / "frames"), losses(tmp_path / "cached")
+    assert sorted(cached) == [1, 2, 3]
+    for step in cached:
+        assert cached[step] == pytest.approx(on_the_fly[step], rel=1e-4)
+
+
+def test_a_cache_from_another_tokenizer_or_too_short_is_refused(tokenizers, cache, tmp_path):
+    cached = ["data.source=tokens", f"data.root={cache}", "data.val_source=shapes"]
+    result = train_world(tmp_path / "other", str(tokenizers / "seed1"), *cached)
+    assert_user_error(result, "was made with tokenizer", str(tokenizers / "seed0"), str(tokenizers / "seed1"))
+    assert not (tmp_path / "other").exists()
+    assert_user_error(train_world(tmp_path / "long", str(tokenizers / "seed0"), *cached, "data.num_frames=6"), "clips of 4 frames", "data.num_frames=6")
+    assert_user_error(train_world(tmp_path / "noval", str(tokenizers / "seed0"), *cached[:2]), "needs data.val_source")
+    # Making a different cache into the same folder is refused, and the cache is left as it was.
+    before = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
+    assert_user_error(make_cache(str(tokenizers / "seed1"), cache), "another configuration", "tokenizer")
+    assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == before
+
+
+def test_an_interrupted_cache_is_finished_by_running_again(tokenizers, cache, tmp_path):
+    out = tmp_path / "resumed"
+    assert_ok(make_cache(str(tokenizers / "seed0"), out))
+    # Simulate a crash after the first shard: later shards and the manifest are missing.
+    kept = (out / "shard_00000.safetensors").stat().st_mtime_ns
+    for name in ("shard_00001.safetensors", "shard_00002.safetensors", "manifest.json"):
+        (out / name).unlink()
+    result = train_world(tmp_path / "early", str(tokenizers / "seed0"), "data.source=tokens", f"data.root={out}", "data.val_source=shapes")
+    assert_user_error(result, "incomplete", "run the same cache command again")
+    assert_ok(make_cache(str(tokenizers / "seed0"), out))
+    assert (out / "shard_00000.safetensors").stat().st_mtime_ns == kept
+    for name in ("shard_00001.safetensors", "shard_00002.safetensors"):
+        assert load_file(out / name).keys() == load_file(cache / name).keys()
+        assert torch.allclose(load_file(out / name)["tokens"], load_file(cache / name)["tokens"])
+
+
+def test_two_processes_write_their_shares(tokenizers, cache, tmp_path):
+    out = tmp_path / "ddp"
+    launcher = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    assert_ok(make_cache(str(tokenizers / "seed0"), out, launcher=launcher))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [s["clips"] for s in manifest["shards"]] == [5, 5, 2]
+    for shard in manifest["shards"]:
+        assert torch.allclose(load_file(out / shard["file"])["tokens"], load_file(cache / shard["file"])["tokens"], atol=1e-6)
+

@@ -1,0 +1,57 @@
+"""The world-model run config: what `train_world_model.py` and `python -m worldmodel.token_cache` read."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from envs.data import DataConfig
+from tokenizer.backbone import BackboneConfig
+from tokenizer.deltatok import DeltaTokConfig
+from tokenizer.model import Tokenizer, TokenizerConfig
+from worldmodel.engine import TrainConfig
+from worldmodel.world import WorldModelConfig
+
+
+@dataclass
+class TokenizerSource:
+    # Our saved tokenizer folder (a train_tokenizer.py run's final/), or a released DeltaTok
+    # weights file (.bin/.pt/.safetensors) described by the `backbone` and `model` sections below.
+    checkpoint: str = "runs/tokenizer_tiny/final"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)
+    model: DeltaTokConfig = field(default_factory=DeltaTokConfig)
+
+
+@dataclass
+class EvalConfig:
+    context: int = 4  # context frames of a validation rollout
+    horizon: int = 1  # imagined frames after them
+
+
+@dataclass
+class TokenCacheConfig:
+    """`python -m worldmodel.token_cache`: tokenize `num_clips` clips of `data.*` once into `out`."""
+
+    out: str = "runs/tokens_tiny"
+    num_clips: int = 4096  # clips 0..num_clips-1 of the training source (a stream such as Shapes needs a count)
+    shard_clips: int = 1024  # clips per safetensors shard; shards are the unit of resuming and of work per process
+    batch_size: int = 64  # clips tokenized at once
+    dtype: str = "float32"  # float32 | bfloat16 (half the size on disk)
+    overwrite: bool = False  # replace a cache of another configuration in `out`
+
+
+@dataclass
+class WorldModelRunConfig:
+    output_dir: str = "runs/world_model_tiny"
+    seed: int = 0
+    resume: bool = False  # continue from the newest complete checkpoint in output_dir
+    overwrite: bool = False  # replace a run already in output_dir
+    tokenizer: TokenizerSource = field(default_factory=TokenizerSource)
+    model: WorldModelConfig = field(default_factory=WorldModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    cache: TokenCacheConfig = field(default_factory=TokenCacheConfig)
+
+
+def load_tokenizer(source: TokenizerSource) -> Tokenizer:
+    return Tokenizer.from_pretrained(source.checkpoint, TokenizerConfig(backbone=source.backbone, model=source.model))

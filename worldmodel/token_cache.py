@@ -1,0 +1,194 @@
+"""Tokenize once: a frozen tokenizer's delta tokens of a fixed set of clips, kept on disk.
+
+    python -m worldmodel.token_cache --config configs/world_model/tiny.yaml cache.out=runs/tokens_tiny [cache.num_clips=4096]
+    accelerate launch --num_processes 8 -m worldmodel.token_cache --config ...      # each process writes its share
+    python train_world_model.py --config configs/world_model/tiny.yaml data.source=tokens data.root=runs/tokens_tiny data.val_source=shapes
+
+The tokenizer is frozen while a world model trains, so a clip's tokens are a pure
+function of the clip: clips 0..num_clips-1 of the configured training source are
+tokenized once, and training reads clip `i` as cached clip `i % num_clips`. Worth it
+for fixed clips (Shapes, recorded episodes, a video folder read without
+augmentation); not for a recipe that draws a new random crop every step (the
+paper's Kinetics training), where a cached clip would be seen again unchanged.
+
+`out` holds `shard_NNNNN.safetensors` (tokens (C, T, D), timestamps (C, T), actions
+(C, T, A) when the source has them), `plan.json` (what is being made: tokenizer
+fingerprint, data config, clip count; written first, so a resumed run can check it
+is making the same cache) and `manifest.json` (the plan plus the shards and their
+sizes; written last, so a cache with a manifest is complete). Every file is written
+atomically: an interrupted run is resumed by running the same command again, and
+only the missing shards are made.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from omegaconf import OmegaConf
+from safetensors import safe_open
+from torch.utils.data import Dataset, default_collate
+from tqdm.auto import tqdm
+
+from envs.data import build_dataset
+from tokenizer.checkpoint import atomic_write_text, load_weights, save_safetensors
+from tokenizer.cli import parse_run_config, run_cli
+from tokenizer.config import to_object
+from tokenizer.errors import CheckpointError, ConfigError
+from tokenizer.model import Tokenizer
+from worldmodel.engine import weights_digest
+from worldmodel.run_config import TokenCacheConfig, WorldModelRunConfig, load_tokenizer
+
+TOKENS_SOURCE = "tokens"
+PLAN, MANIFEST = "plan.json", "manifest.json"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
+    """sha256 of the tokenizer's config and of every weight (backbone and DeltaTok): equal iff it tokenizes alike."""
+    config = OmegaConf.to_yaml(OmegaConf.structured(tokenizer.config))
+    return hashlib.sha256(config.encode() + weights_digest(tokenizer).encode()).hexdigest()
+
+
+def shard_name(index: int) -> str:
+    return f"shard_{index:05d}.safetensors"
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CheckpointError(f"{path} is not readable JSON ({err})") from None
+
+
+def write_token_cache(tokenizer: Tokenizer, dataset: Dataset, cfg: TokenCacheConfig, plan: dict, accelerator: Accelerator) -> dict:
+    """Tokenize clips 0..cfg.num_clips-1 of `dataset` into cfg.out; `plan` describes the cache. Returns the manifest."""
+    if cfg.num_clips < 1 or cfg.shard_clips < 1 or cfg.batch_size < 1:
+        raise ConfigError("cache.num_clips, cache.shard_clips and cache.batch_size must be at least 1")
+    if cfg.dtype not in DTYPES:
+        raise ConfigError(f"cache.dtype {cfg.dtype!r} is not one of {', '.join(DTYPES)}")
+    if len(dataset) < cfg.num_clips:
+        raise ConfigError(f"cache.num_clips={cfg.num_clips} is more than the {len(dataset)} clips the source gives")
+    out = Path(cfg.out)
+    if accelerator.is_main_process:
+        _start(out, plan, cfg.overwrite)
+    accelerator.wait_for_everyone()
+    if (out / MANIFEST).is_file():
+        accelerator.print(f"token cache {out} is already complete")
+        return _read_json(out / MANIFEST)
+
+    shards = [range(start, min(start + cfg.shard_clips, cfg.num_clips)) for start in range(0, cfg.num_clips, cfg.shard_clips)]
+    mine = [i for i in range(accelerator.process_index, len(shards), accelerator.num_processes) if not (out / shard_name(i)).is_file()]
+    bar = tqdm(total=sum(len(shards[i]) for i in mine), desc="tokenizing clips", unit="clip", disable=not accelerator.is_main_process)
+    device = accelerator.device
+    tokenizer.to(device).eval()
+    for index in mine:
+        parts: dict[str, list[torch.Tensor]] = {}
+        for start in range(shards[index].start, shards[index].stop, cfg.batch_size):
+            batch = default_collate([dataset[i] for i in range(start, min(start + cfg.batch_size, shards[index].stop))])
+            with accelerator.autocast():
+                tokens, _ = tokenizer.tokenize(batch["frames"].to(device))
+            parts.setdefault("tokens", []).append(tokens.float().cpu().to(DTYPES[cfg.dtype]))
+            for key in ("timestamps", "actions"):
+                if key in batch:
+                    parts.setdefault(key, []).append(batch[key].float())
+            bar.update(len(batch["frames"]))
+        save_safetensors({k: torch.cat(v) for k, v in parts.items()}, out / shard_name(index), metadata={"tokenizer": plan["tokenizer"]})
+    bar.close()
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        files = []
+        for index, clips in enumerate(shards):
+            with safe_open(out / shard_name(index), "pt") as shard:
+                shape = shard.get_slice("tokens").get_shape()
+            files.append({"file": shard_name(index), "clips": len(clips), "bytes": (out / shard_name(index)).stat().st_size})
+        manifest = {**plan, "num_frames": shape[1], "dim": shape[2], "shards": files, "bytes": sum(f["bytes"] for f in files)}
+        atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    accelerator.wait_for_everyone()
+    return _read_json(out / MANIFEST)
+
+
+def _start(out: Path, plan: dict, overwrite: bool) -> None:
+    """Check that `out` is empty, or holds this very cache (complete or partial); replace another only with overwrite."""
+    if (out / PLAN).is_file():
+        held = _read_json(out / PLAN)
+        if held == plan:
+            return
+        if not overwrite:
+            differs = sorted(key for key in set(held) | set(plan) if held.get(key) != plan.get(key))
+            raise ConfigError(f"{out} holds a token cache of another configuration (differs in {', '.join(differs)}); pass cache.overwrite=true or another cache.out")
+        shutil.rmtree(out)
+    elif out.is_dir() and any(out.iterdir()):
+        raise ConfigError(f"{out} is not empty and holds no token cache; pass another cache.out")
+    atomic_write_text(out / PLAN, json.dumps(plan, indent=1) + "\n")
+
+
+class TokenClips(Dataset):
+    """A token cache as training clips: item i = cached clip i % num_clips, {"tokens" (T, D), "timestamps" (T,), "actions"?}.
+
+    Refuses a cache made with another tokenizer than the one training decodes with, and
+    one whose clips are shorter than `num_frames`; longer clips are cut to their first frames.
+    """
+
+    def __init__(self, root: str | Path, num_frames: int, fingerprint: str, tokenizer_name: str):
+        root = Path(root)
+        if not (root / MANIFEST).is_file():
+            hint = "it is incomplete: run the same cache command again to finish it" if (root / PLAN).is_file() else "make one with python -m worldmodel.token_cache"
+            raise ConfigError(f"data.root={root} is not a token cache ({MANIFEST} missing); {hint}")
+        manifest = _read_json(root / MANIFEST)
+        if manifest["tokenizer"] != fingerprint:
+            raise ConfigError(
+                f"token cache {root} was made with tokenizer {manifest['tokenizer_checkpoint']} ({manifest['tokenizer'][:12]}), "
+                f"not with tokenizer.checkpoint={tokenizer_name} ({fingerprint[:12]}); make the cache again with this tokenizer"
+            )
+        if manifest["num_frames"] < num_frames:
+            raise ConfigError(f"token cache {root} holds clips of {manifest['num_frames']} frames; data.num_frames={num_frames} asks for more")
+        parts: dict[str, list[torch.Tensor]] = {}
+        for shard in manifest["shards"]:
+            state = load_weights(root / shard["file"], f"token cache shard {root / shard['file']}")
+            for key, value in state.items():
+                parts.setdefault(key, []).append(value[:, :num_frames])
+        self.tensors = {key: torch.cat(values) for key, values in parts.items()}
+        self.num_clips = len(self.tensors["tokens"])
+        if self.num_clips != manifest["num_clips"]:
+            raise CheckpointError(f"token cache {root} holds {self.num_clips} clips, its manifest says {manifest['num_clips']}")
+
+    def __len__(self) -> int:
+        return self.num_clips
+
+    def __getitem__(self, sample_id: int) -> dict[str, torch.Tensor]:
+        index = int(sample_id) % self.num_clips
+        return {key: value[index].float() for key, value in self.tensors.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    run = parse_run_config(WorldModelRunConfig, __doc__, "configs/world_model/tiny.yaml", argv)
+    cfg, data = to_object(run.cache), to_object(run.data)
+    if data.source == TOKENS_SOURCE:
+        raise ConfigError(f"data.source={TOKENS_SOURCE} reads a cache; give the source of frames to tokenize (e.g. data.source=shapes)")
+    tokenizer = load_tokenizer(to_object(run.tokenizer))
+    tokenizer.backbone.grid(data.frame_size, data.frame_size)
+    accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no")
+    plan = {
+        "format": 1,
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "tokenizer_checkpoint": run.tokenizer.checkpoint,
+        "data": OmegaConf.to_container(run.data),
+        "seed": run.seed,
+        "num_clips": cfg.num_clips,
+        "shard_clips": cfg.shard_clips,
+        "dtype": cfg.dtype,
+    }
+    manifest = write_token_cache(tokenizer, build_dataset(data, "train", run.seed), cfg, plan, accelerator)
+    accelerator.print(
+        f"token cache {cfg.out}: {manifest['num_clips']} clips of {manifest['num_frames']} frames, "
+        f"{manifest['bytes'] / 2**20:.1f} MiB ({manifest['bytes'] / manifest['num_clips'] * 1000 / 2**20:.2f} MiB per 1,000 clips)"
+    )
+
+
+if __name__ == "__main__":
+    run_cli(main)
