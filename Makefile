@@ -21,13 +21,17 @@ $(VENV)/.installed: pyproject.toml
 test: install
 	$(PY) -m pytest -q
 
-# The whole pipeline on the embedded default: tokenizer, heads, DeltaWorld (best-of-many and flow
-# matching), then imagined futures scored at horizons 1-3 into $(RUNS)/demo.
+# The whole pipeline on the embedded default: tokenizer, heads, a token cache of the Shapes training
+# clips, DeltaWorld (best-of-many and flow matching) trained on it, then imagined futures scored at
+# horizons 1-3 into $(RUNS)/demo.
+CACHED = tokenizer.checkpoint=$(RUNS)/tokenizer_tiny/final data.source=tokens data.root=$(RUNS)/tokens_tiny data.val_source=shapes
 demo: install
 	$(PY) train_tokenizer.py --config configs/tokenizer/tiny.yaml output_dir=$(RUNS)/tokenizer_tiny overwrite=true
 	$(PY) train_heads.py --config configs/heads/tiny.yaml tokenizer=$(RUNS)/tokenizer_tiny/final output_dir=$(RUNS)/heads_tiny overwrite=true
-	$(PY) train_world_model.py --config configs/world_model/tiny.yaml tokenizer.checkpoint=$(RUNS)/tokenizer_tiny/final output_dir=$(RUNS)/world_model_tiny overwrite=true
-	$(PY) train_world_model.py --config configs/world_model/tiny_flow.yaml tokenizer.checkpoint=$(RUNS)/tokenizer_tiny/final output_dir=$(RUNS)/world_model_tiny_flow overwrite=true
+	$(PY) -m worldmodel.token_cache --config configs/world_model/tiny.yaml tokenizer.checkpoint=$(RUNS)/tokenizer_tiny/final \
+		cache.out=$(RUNS)/tokens_tiny cache.overwrite=true
+	$(PY) train_world_model.py --config configs/world_model/tiny.yaml $(CACHED) output_dir=$(RUNS)/world_model_tiny overwrite=true
+	$(PY) train_world_model.py --config configs/world_model/tiny_flow.yaml $(CACHED) output_dir=$(RUNS)/world_model_tiny_flow overwrite=true
 	$(PY) rollout.py --horizon 1 2 3 --tokenizer $(RUNS)/tokenizer_tiny/final --heads $(RUNS)/heads_tiny \
 		--world-model $(RUNS)/world_model_tiny/final $(RUNS)/world_model_tiny_flow/final --out $(RUNS)/demo
 

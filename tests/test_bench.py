@@ -19,6 +19,7 @@ TOP_LEVEL_KEYS = (
     "latency_ms_per_planning_step",
     "train_clips_per_s",
     "bom256_over_bom1_step_time",
+    "world_model_training",
     "mfu_train_tokenizer_tiny",
     "phases",
     "peak_memory_mb",
@@ -71,7 +72,13 @@ def test_quick_benchmark_reports_every_measurement(tmp_path):
     assert isinstance(report["disturbed_phases"], list)
 
     names = [t["name"] for t in report["targets"]]
-    assert names == ["predictor_over_decode_flops_vitb_512", "bom256_over_bom1_step_time", "mfu_train_tokenizer_tiny"]
+    assert names == [
+        "predictor_over_decode_flops_vitb_512",
+        "bom256_over_bom1_step_time",
+        "mfu_train_tokenizer_tiny",
+        "world_model_cached_over_on_the_fly_speedup",
+    ]
+    assert set(report["world_model_training"]) == {"cached_over_on_the_fly_speedup", "cache_mib_per_1000_clips"}
     for entry in report["targets"]:
         assert set(entry) == {"name", "value", "target", "met"}
         assert isinstance(entry["met"], bool) and math.isfinite(entry["value"]) and entry["value"] > 0

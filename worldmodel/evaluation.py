@@ -164,6 +164,7 @@ class PictureRecord:
     true_features: torch.Tensor  # (c + S, N, D)
     imagined: torch.Tensor  # (P, S, N, D) samples shown
     best: torch.Tensor  # (S, N, D) the best sample by feature loss at the last step
+    spread: torch.Tensor  # (S, N) per patch, the RMS over D of the standard deviation over all K samples
     mean: torch.Tensor  # (S, N, D)
     grid: tuple[int, int]
     maps: dict[str, dict[str, torch.Tensor]]  # row name -> {"segmentation"/"depth": (F, H_l, W_l)}
@@ -338,6 +339,7 @@ class RolloutEvaluator:
                     true_features=truth.cpu(),
                     imagined=samples[b, : self.config.picture_samples].cpu(),
                     best=rows["best"].cpu(),
+                    spread=samples[b].float().std(dim=0, correction=0).pow(2).mean(dim=-1).sqrt().cpu(),
                     mean=rows["mean"].cpu(),
                     grid=grid,
                     maps={name: {k: v.cpu() for k, v in m.items()} for name, m in maps.items()},

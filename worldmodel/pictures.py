@@ -138,6 +138,11 @@ def colorize_depth(depth: torch.Tensor | np.ndarray, vmax: float) -> np.ndarray:
     return rgb
 
 
+def colorize_heat(values: torch.Tensor | np.ndarray, vmax: float) -> np.ndarray:
+    """Non-negative magnitudes (..., H, W) -> magma colours (..., H, W, 3) over [0, vmax]: black is none."""
+    return matplotlib.colormaps["magma"]((_as_float64(values) / max(vmax, 1e-12)).clip(0, 1))[..., :3]
+
+
 def upscale_nearest(image: np.ndarray, factor: int) -> np.ndarray:
     """Enlarge (..., H, W, C) by an integer factor with nearest-neighbour, so patches stay crisp."""
     if factor < 1:
@@ -311,7 +316,23 @@ def _rollout_cells(record) -> dict[str, list[np.ndarray]]:
             cells[f"{name} seg"] = list(colorize_seg(maps["segmentation"]))
         if "depth" in maps:
             cells[f"{name} depth"] = list(colorize_depth(maps["depth"], vmax))
+    # Where the features change from one frame to the next, truth and best imagined future on one scale,
+    # and where the K imagined futures disagree: a token that carries motion lights up where things move.
+    rows_cols = record.grid
+    truth_change = _rms(truth[1:] - truth[:-1])
+    steps = record.best.shape[0]
+    best_prev = torch.cat((truth[-steps - 1 : -steps], record.best[:-1]))
+    best_change = _rms(record.best - best_prev)
+    vmax = max(truth_change.max().item(), best_change.max().item(), record.spread.max().item(), 1e-12)
+    cells["truth change"] = [np.zeros_like(frames[0], dtype=np.float64)] + list(colorize_heat(truth_change.unflatten(-1, rows_cols), vmax))
+    cells["best change"] = list(colorize_heat(best_change.unflatten(-1, rows_cols), vmax))
+    cells["sample spread"] = list(colorize_heat(record.spread.unflatten(-1, rows_cols), vmax))
     return {name: [_cell(image) for image in images] for name, images in cells.items()}
+
+
+def _rms(delta: torch.Tensor) -> torch.Tensor:
+    """(..., N, D) -> (..., N): the RMS over the feature dimension."""
+    return delta.float().pow(2).mean(dim=-1).sqrt()
 
 
 def rollout_picture(record) -> np.ndarray:
@@ -319,18 +340,20 @@ def rollout_picture(record) -> np.ndarray:
 
     Left: a column per frame (context, then each imagined step): the frames, then
     the true features' PCA, segmentation and depth, then those of the best and the
-    mean imagined futures, and the given labels. Right: the samples side by side
-    at the last step, to show how the imagined futures differ.
+    mean imagined futures, and the given labels; heat maps of how much each patch's
+    features change from the frame before (truth and best) and of how much the K
+    samples differ (spread). Right: the samples side by side at the last step.
     """
     cells = _rollout_cells(record)
     context = record.context
     steps = len(cells["frame"]) - context
     order = ["frame", *[n for n in ("label seg", "label depth") if n in cells]]
     for name in ("truth", "best", "mean"):
-        order += [n for n in (f"{name} PCA", f"{name} seg", f"{name} depth") if n in cells]
+        order += [n for n in (f"{name} PCA", f"{name} seg", f"{name} depth", f"{name} change") if n in cells]
+    order.append("sample spread")
     rows = []
     for name in order:
-        imagined = name.split(" ")[0] in ("best", "mean")
+        imagined = name.split(" ")[0] in ("best", "mean", "sample")
         rows.append([None] * context + cells[name] if imagined else cells[name])
     col_labels = [f"ctx {t - context + 1}" for t in range(context)] + [f"+{h + 1}" for h in range(steps)]
     left = image_grid(rows, row_labels=order, col_labels=col_labels)
