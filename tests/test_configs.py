@@ -26,6 +26,9 @@ def test_paper_recipes_match_the_published_sizes():
     assert tok.backbone.name == "facebook/dinov3-vitb16-pretrain-lvd1689m"
     assert (tok.model.num_layers, tok.model.mlp_hidden_size, tok.train.effective_batch_size) == (12, 2048, 1024)
     assert (tok.train.lr, tok.train.warmup_steps, tok.train.grad_clip) == (1e-3, 5000, 0.01)
+    # The options that change DeltaTok's computation stay at the paper's values in its recipe.
+    model = tok.model
+    assert (model.encoder_input, model.layer_scale_init) == ("next", 1e-5)
     world = load_config(WorldModelRunConfig, REPO / "configs/world_model/vitb_dinov3_kinetics.yaml", [])
     predictor, objective = world.model.predictor, world.model.objective
     assert (predictor.hidden_size, predictor.num_layers, predictor.num_heads) == (768, 12, 12)

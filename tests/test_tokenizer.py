@@ -96,6 +96,35 @@ def test_non_delta_mode_ignores_the_previous_frame():
     torch.testing.assert_close(a, b)
 
 
+def test_difference_input_hands_the_encoder_next_minus_prev():
+    """encoder_input=difference encodes (prev, next) as the paper's encoder would encode (prev, next - prev)."""
+    torch.manual_seed(0)
+    paper = Tokenizer.build(micro_tokenizer_config()).eval()
+    cfg = micro_tokenizer_config()
+    cfg.model.encoder_input = "difference"
+    ours = Tokenizer.build(cfg).eval()
+    ours.deltatok.load_state_dict(paper.deltatok.state_dict())  # same keys: a paper checkpoint loads as is
+    for block in (*paper.deltatok.encoder_blocks, *ours.deltatok.encoder_blocks):
+        block.layer_scale1.lambda1.data.fill_(1.0)  # at the paper's 1e-5 the blocks barely change the token
+        block.layer_scale2.lambda1.data.fill_(1.0)
+    features = paper.features(random_frames(2, 2))
+    prev, nxt = features[:, 0], features[:, 1]
+    rope = paper.rope((4, 4), torch.device("cpu"))
+    with torch.no_grad():
+        torch.testing.assert_close(ours.deltatok.encode(prev, nxt, rope), paper.deltatok.encode(prev, nxt - prev, rope))
+        assert not torch.allclose(ours.deltatok.encode(prev, nxt, rope), paper.deltatok.encode(prev, nxt, rope), atol=1e-3)
+
+
+@pytest.mark.parametrize("overrides, message", [({"encoder_input": "delta"}, "not one of next, difference"),
+                                                ({"encoder_input": "difference", "use_delta": False}, "needs model.use_delta=true")])  # fmt: skip
+def test_bad_encoder_input_is_one_clear_error(overrides, message):
+    cfg = micro_tokenizer_config()
+    for key, value in overrides.items():
+        setattr(cfg.model, key, value)
+    with pytest.raises(ConfigError, match=message):
+        Tokenizer.build(cfg)
+
+
 def test_rope_jitter_only_while_training(tokenizer):
     deltatok = tokenizer.deltatok
     assert torch.equal(deltatok.rope((4, 4))[0], deltatok.rope((4, 4))[0])

@@ -38,14 +38,6 @@ class DeltaTokConfig:
     # What the encoder sees beside the previous frame: "next" (the paper) or "difference" (next - prev), which
     # hands it the change directly instead of two nearly equal frames whose pooled average hides the change.
     encoder_input: str = "next"
-    # Learned tokens the decoder sees beside the delta token (0 in the paper). Without them the decoder uses
-    # the delta token as its constant attention sink and bias, which pushes the encoder to keep it constant.
-    decoder_registers: int = 0
-    # How the decoder reads the token: "context" (the paper: one more token its patches may attend to) or
-    # "film" (also a per-block scale and shift of every patch computed from the token, zero-initialised, as
-    # DiT's adaLN conditions on a class): every patch then reads the token directly, not through 1/(N+1)
-    # of an attention average, and the encoder's gradient is summed over all patches.
-    token_conditioning: str = "context"
     use_qk_norm: bool = True
     use_gated_attn: bool = True
     use_swiglu: bool = True
@@ -62,14 +54,13 @@ class DeltaTok(nn.Module):
         super().__init__()
         if cfg.encoder_input not in ("next", "difference"):
             raise ConfigError(f"model.encoder_input {cfg.encoder_input!r} is not one of next, difference")
-        if cfg.token_conditioning not in ("context", "film"):
-            raise ConfigError(f"model.token_conditioning {cfg.token_conditioning!r} is not one of context, film")
+        if cfg.encoder_input == "difference" and not cfg.use_delta:
+            raise ConfigError("model.encoder_input=difference needs model.use_delta=true: without a previous frame there is no difference")
         self.cfg = cfg
         self.dim = dim
         self.num_heads = num_heads
         self.z_embed = nn.Embedding(1, dim)
         self.xy_embed = nn.Embedding(2, dim)
-        self.decoder_registers = nn.Parameter(torch.zeros(cfg.decoder_registers, dim)) if cfg.decoder_registers else None
 
         def block() -> Block:
             return Block(
@@ -86,17 +77,12 @@ class DeltaTok(nn.Module):
         self.encoder_blocks = nn.ModuleList(block() for _ in range(cfg.num_layers))
         self.decoder_blocks = nn.ModuleList(block() for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
-        self.film = nn.ModuleList(nn.Linear(dim, 2 * dim) for _ in range(cfg.num_layers)) if cfg.token_conditioning == "film" else None
         self._init_weights()
 
     def _init_weights(self) -> None:
         std = self.cfg.initializer_range
         nn.init.trunc_normal_(self.z_embed.weight, std=std)
         nn.init.trunc_normal_(self.xy_embed.weight, std=std)
-        if self.decoder_registers is not None:
-            nn.init.trunc_normal_(self.decoder_registers, std=std)
-        for layer in self.film or ():
-            nn.init.zeros_(layer.weight)  # starts as the paper's decoder
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=std)
@@ -138,16 +124,10 @@ class DeltaTok(nn.Module):
         """delta token (B, 1, D) and prev features (B, N, D) -> next features (B, N, D)."""
         if not self.cfg.use_delta:
             prev = self.xy_embed.weight[0].expand_as(prev)
-        leading = (token,) if self.decoder_registers is None else (token, self.decoder_registers.expand(len(token), -1, -1))
-        hidden = torch.cat((*leading, prev), dim=1)
-        num_patches = prev.shape[1]
-        for i, block in enumerate(self.decoder_blocks):
-            if self.film is not None:
-                scale, shift = self.film[i](token).chunk(2, dim=-1)  # (B, 1, D) each
-                patches = torch.addcmul(shift, hidden[:, -num_patches:], 1 + scale)
-                hidden = torch.cat((hidden[:, :-num_patches], patches), dim=1)
+        hidden = torch.cat((token, prev), dim=1)
+        for block in self.decoder_blocks:
             hidden = block(hidden, rope)
-        return hidden[:, -num_patches:]
+        return hidden[:, 1:]
 
     def tokenize(self, features: torch.Tensor, first_prev: torch.Tensor, rope) -> torch.Tensor:
         """One token per frame, all frames in one batch: features (B, T, N, D) -> tokens (B, T, 1, D).
