@@ -32,7 +32,7 @@ demo: install
 		cache.out=$(RUNS)/tokens_tiny cache.overwrite=true
 	$(PY) train_world_model.py --config configs/world_model/tiny.yaml $(CACHED) output_dir=$(RUNS)/world_model_tiny overwrite=true
 	$(PY) train_world_model.py --config configs/world_model/tiny_flow.yaml $(CACHED) output_dir=$(RUNS)/world_model_tiny_flow overwrite=true
-	$(PY) rollout.py --horizon 1 2 3 --tokenizer $(RUNS)/tokenizer_tiny/final --heads $(RUNS)/heads_tiny \
+	$(PY) rollout.py --horizon 1 2 3 --shapes-stride 2 --tokenizer $(RUNS)/tokenizer_tiny/final --heads $(RUNS)/heads_tiny \
 		--world-model $(RUNS)/world_model_tiny/final $(RUNS)/world_model_tiny_flow/final --out $(RUNS)/demo
 
 # Speed, FLOPs and memory side by side; writes $(RUNS)/bench/report.json and report.md.

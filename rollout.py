@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data-root", default="", help="dataset folder; default: the source's variable (VSPW_ROOT, ...)")
     parser.add_argument("--split", default="val", help="evaluation split of the dataset")
     parser.add_argument("--frame-size", type=int, default=64, help="short side of the frames, as the tokenizer was trained")
+    parser.add_argument("--shapes-stride", type=int, default=1,
+                        help="shapes only: simulator steps between clip frames (10 per second; 2 = 0.2 s, the spacing of VSPW and KITTI)")
     parser.add_argument("--context", type=int, default=4, help="true frames before the imagined ones")
     parser.add_argument("--horizon", type=int, nargs="+", default=[1], help="frames ahead to score, e.g. --horizon 1 2 3")
     parser.add_argument("--samples", type=int, default=20, help="K imagined futures per clip")
@@ -68,7 +70,10 @@ def _existing(path: str, what: str, hint: str) -> Path:
 
 
 def load_dataset(args: argparse.Namespace, num_frames: int):
-    data = DataConfig(source=args.dataset, root=args.data_root, val_split=args.split, frame_size=args.frame_size, val_clips=args.num_clips)
+    data = DataConfig(
+        source=args.dataset, root=args.data_root, val_split=args.split, frame_size=args.frame_size, val_clips=args.num_clips,
+        shapes_strides=[args.shapes_stride],
+    )
     try:
         return build_dataset(data, "val", args.seed, num_frames=num_frames)
     except DataError as err:
@@ -84,8 +89,8 @@ def load_dataset(args: argparse.Namespace, num_frames: int):
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    if args.num_clips < 1 or args.pictures < 0 or args.batch_size < 0:
-        raise InputError("--num-clips must be at least 1, --pictures and --batch-size at least 0")
+    if args.num_clips < 1 or args.pictures < 0 or args.batch_size < 0 or args.shapes_stride < 1:
+        raise InputError("--num-clips and --shapes-stride must be at least 1, --pictures and --batch-size at least 0")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     config = RolloutEvalConfig(
@@ -112,7 +117,10 @@ def main(argv: list[str] | None = None) -> None:
     batch_size = args.batch_size or (8 if args.dataset == "shapes" else 1)
     for batch in DataLoader(dataset, batch_size=batch_size):
         evaluator.update(batch)
-    report = evaluator.report(args.dataset, {"models": dict(zip(worlds, args.world_model)), "tokenizer": args.tokenizer, "heads": args.heads})
+    extra = {"models": dict(zip(worlds, args.world_model)), "tokenizer": args.tokenizer, "heads": args.heads}
+    if args.dataset == "shapes":
+        extra["shapes_stride"] = args.shapes_stride
+    report = evaluator.report(args.dataset, extra)
 
     out = Path(args.out)
     table = report_table(report)

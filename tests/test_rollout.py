@@ -139,6 +139,7 @@ def test_rollout_on_a_miniature_vspw_tree(saved, tmp_path):
     "args, message",
     [
         (["--horizon", "0"], "horizon must be at least 1"),
+        (["--shapes-stride", "0"], "--shapes-stride must be at least 1"),
         (["--world-model", "{missing}"], "does not exist"),
         (["--heads", "{missing}"], "does not exist"),
         (["--dataset", "vspw", "--data-root", "{vspw}", "--frame-size", "16", "--horizon", "20"], "longer than any vspw clip"),
