@@ -13,7 +13,9 @@ from safetensors.torch import load_file
 from conftest import REPO, micro_tokenizer_config
 from envs.shapes import ShapesClips, ShapesConfig
 from test_training import ACCELERATE, MICRO_WORLD, PYTHON, WORLD_CONFIG, assert_ok, assert_user_error, losses, train_world
+from tokenizer.config import load_config
 from tokenizer.model import Tokenizer
+from worldmodel.run_config import WorldModelRunConfig
 
 NUM_CLIPS = 12
 
@@ -47,7 +49,8 @@ def test_cache_round_trip_holds_the_tokens_of_each_clip(tokenizers, cache):
     assert (manifest["num_clips"], manifest["num_frames"], manifest["dim"]) == (NUM_CLIPS, 4, 32)
     assert [s["clips"] for s in manifest["shards"]] == [5, 5, 2]
     tokenizer = Tokenizer.from_pretrained(tokenizers / "seed0")
-    clips = ShapesClips(ShapesConfig(frame_size=32), 4, seed=0, split="train")
+    strides = tuple(load_config(WorldModelRunConfig, REPO / WORLD_CONFIG, []).data.shapes_strides)
+    clips = ShapesClips(ShapesConfig(frame_size=32), 4, seed=0, split="train", strides=strides)
     shard = load_file(cache / "shard_00001.safetensors")
     for row, clip_id in ((0, 5), (4, 9)):
         clip = clips[clip_id]
