@@ -26,8 +26,8 @@ def usage_losses(
 ) -> dict[str, torch.Tensor]:
     """Per-pair log-cosh losses (P,) of prev, next features (P, N, D): own token, shuffled token, copy prev.
 
-    Pairs are grouped by clip, `pairs_per_clip` each; the shuffled token comes from
-    the next clip's pair (rolled by `pairs_per_clip`), so it never comes from the same clip.
+    Pairs are grouped by clip, `pairs_per_clip` each; pair i is decoded with the token of
+    pair i - `pairs_per_clip` (the previous clip's, wrapping around), never its own clip's.
     With a single clip there is nothing to shuffle against and the shuffled loss is the own loss.
     """
     tokens = deltatok.encode(prev, nxt, rope)

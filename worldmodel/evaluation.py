@@ -236,7 +236,6 @@ class RolloutEvaluator:
             self._start_scores(labels)
         windows = [(h, [h]) for h in cfg.horizons] if cfg.per_horizon_windows else [(max(cfg.horizons), sorted(cfg.horizons))]
         picture_slots = max(0, cfg.num_pictures - len(self.pictures))
-        self._usage(frames[:, num_frames - cfg.clip_frames + cfg.context - 1 :][:, :2], split)
         for steps, scored in windows:
             first = num_frames - cfg.context - steps
             window = slice(first, num_frames)
@@ -252,19 +251,17 @@ class RolloutEvaluator:
             )
         self.num_clips += batch["frames"].shape[0]
 
-    def _usage(self, pairs: torch.Tensor, split: SquareSplit) -> None:
-        """Accumulate the usage losses of horizon-1 frame pairs (B, 2, 3, H, W); batches of one clip have nothing to shuffle."""
-        clips = pairs.shape[0] // 2 if split.is_wide is not None else pairs.shape[0]
+    def _usage(self, prev: torch.Tensor, nxt: torch.Tensor, grid: tuple[int, int], split: SquareSplit) -> None:
+        """Accumulate the usage losses of horizon-1 pairs, features (B, N, D) each; a batch of one clip has nothing to shuffle."""
+        clips = len(prev) // 2 if split.is_wide is not None else len(prev)
         if clips < 2:
             return
         with self._autocast():
-            features = self.tokenizer.features(pairs)
-            rope = self.tokenizer.rope(self.tokenizer.grid(pairs), pairs.device)
             # Squares of one clip are `clips` rows apart, so rolling by one row always takes another clip's token.
-            losses = usage_losses(self.tokenizer.deltatok, features[:, 0], features[:, 1], rope)
+            losses = usage_losses(self.tokenizer.deltatok, prev, nxt, self.tokenizer.rope(grid, prev.device))
         for name, value in losses.items():
             self.usage_sums[name] += value.double().sum().item()
-        self.usage_sums["pairs"] += len(pairs)
+        self.usage_sums["pairs"] += len(prev)
 
     def _autocast(self):
         return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else torch.autocast("cpu", enabled=False)
@@ -283,6 +280,8 @@ class RolloutEvaluator:
                     raise InputError(f"world model {name} is action-conditioned but the clips carry no actions")
                 out = world.rollout(frames, timestamps, c, steps, cfg.num_samples, world_actions, self.generator)
                 imagined[name] = out["features"].float()  # (B, K, S, N, D)
+        if steps == max(cfg.horizons):  # one horizon-1 pair per clip, also with per-horizon windows
+            self._usage(features[:, c - 1], features[:, c], grid, split)
         first_name = next(iter(self.worlds))
         for h in scored:
             step = h - 1
