@@ -71,8 +71,9 @@ class PlanBenchConfig:
 
 
 def run_script(script: str, args: list[str]) -> None:
-    """Run a training script as its own process, as a user would; its output streams through."""
-    result = subprocess.run([sys.executable, str(REPO / script), *args], cwd=REPO)
+    """Run a training script (or `-m module`) as its own process, as a user would; its output streams through."""
+    command = [sys.executable, "-m", script[3:]] if script.startswith("-m ") else [sys.executable, str(REPO / script)]
+    result = subprocess.run([*command, *args], cwd=REPO)
     if result.returncode != 0:
         raise TrainingError(f"{script} {' '.join(args)} failed with exit status {result.returncode}; its output is above")
 
@@ -96,8 +97,14 @@ def prepare(cfg: PlanBenchConfig, out: Path) -> dict[str, Path]:
         section: TrainSection = getattr(cfg, name)
         models[name] = out / name / "final"
         if not models[name].is_dir():
-            print(f"training {name} ({section.config}) on the episodes", flush=True)
             own = [f"output_dir={out / name}", "overwrite=true", f"data.root={episodes}", f"tokenizer.checkpoint={tokenizer}", f"seed={cfg.seed}"]
+            if name == "deltaworld":
+                # DeltaWorld trains on the episodes' tokens, tokenized once (worldmodel.token_cache).
+                tokens = out / "tokens"
+                print(f"tokenizing episode clips once into {tokens}", flush=True)
+                run_script("-m worldmodel.token_cache", ["--config", section.config, *own, f"cache.out={tokens}", "cache.overwrite=true", *section.overrides])
+                own += ["data.source=tokens", f"data.root={tokens}", "data.val_source=episodes", f"data.val_root={episodes}"]
+            print(f"training {name} ({section.config}) on the episodes", flush=True)
             run_script("train_world_model.py", ["--config", section.config, *own, *section.overrides])
     return models
 
