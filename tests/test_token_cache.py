@@ -102,7 +102,10 @@ def test_an_interrupted_cache_is_finished_by_running_again(tokenizers, cache, tm
 def test_two_processes_write_their_shares(tokenizers, cache, tmp_path):
     out = tmp_path / "ddp"
     launcher = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
-    assert_ok(make_cache(str(tokenizers / "seed0"), out, launcher=launcher))
+    result = make_cache(str(tokenizers / "seed0"), out, launcher=launcher)
+    assert_ok(result)
+    # One group of two: the main process alone reports, once.
+    assert result.stdout.count(f"token cache {out}:") == 1
     manifest = json.loads((out / "manifest.json").read_text())
     assert [s["clips"] for s in manifest["shards"]] == [5, 5, 2]
     for shard in manifest["shards"]:

@@ -252,6 +252,20 @@ def _flat_hparams(run: DictConfig) -> dict:
     return flat
 
 
+def launched_on_cpu() -> bool:
+    """Whether the launched processes must be joined into a CPU (gloo) group; checks that they all joined.
+
+    Without a GPU, Accelerate only joins processes started by `accelerate launch` when told to use the CPU;
+    pass the result as `Accelerator(cpu=...)` / `PartialState(cpu=...)`.
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    cpu = not torch.cuda.is_available() and launched > 1
+    joined = PartialState(cpu=cpu).num_processes
+    if joined != launched:
+        raise TrainingError(f"{launched} processes were launched but {joined} joined the process group; check the accelerate launch flags")
+    return cpu
+
+
 def json_safe(metrics: dict[str, float]) -> dict[str, float | None]:
     """JSON has no NaN or inf: an undefined figure (a ratio with nothing to divide) is written as null."""
     return {k: v if math.isfinite(v) else None for k, v in metrics.items()}
@@ -286,12 +300,8 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
 
-    # Without a GPU, Accelerate only joins the launched processes into one (gloo) group when told to use the CPU.
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    cpu = not torch.cuda.is_available() and launched > 1
+    cpu = launched_on_cpu()
     state = PartialState(cpu=cpu)
-    if state.num_processes != launched:
-        raise TrainingError(f"{launched} processes were launched but {state.num_processes} joined the process group; check the accelerate launch flags")
     world, rank = state.num_processes, state.process_index
     per_step = cfg.batch_size * world
     effective = cfg.effective_batch_size or per_step

@@ -40,7 +40,7 @@ from tokenizer.cli import parse_run_config, run_cli
 from tokenizer.config import to_object
 from tokenizer.errors import CheckpointError, ConfigError
 from tokenizer.model import Tokenizer
-from worldmodel.engine import weights_digest
+from worldmodel.engine import launched_on_cpu, weights_digest
 from worldmodel.run_config import TokenCacheConfig, WorldModelRunConfig, load_tokenizer
 
 TOKENS_SOURCE = "tokens"
@@ -172,7 +172,8 @@ def main(argv: list[str] | None = None) -> None:
         raise ConfigError(f"data.source={TOKENS_SOURCE} reads a cache; give the source of frames to tokenize (e.g. data.source=shapes)")
     tokenizer = load_tokenizer(to_object(run.tokenizer))
     tokenizer.backbone.grid(data.frame_size, data.frame_size)
-    accelerator = Accelerator(mixed_precision="bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no")
+    cpu = launched_on_cpu()
+    accelerator = Accelerator(cpu=cpu, mixed_precision="bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no")
     plan = {
         "format": 1,
         "tokenizer": tokenizer_fingerprint(tokenizer),
