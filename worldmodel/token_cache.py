@@ -74,8 +74,13 @@ def write_token_cache(tokenizer: Tokenizer, dataset: Dataset, cfg: TokenCacheCon
     if len(dataset) < cfg.num_clips:
         raise ConfigError(f"cache.num_clips={cfg.num_clips} is more than the {len(dataset)} clips the source gives")
     out = Path(cfg.out)
-    if accelerator.is_main_process:
-        _start(out, plan, cfg.overwrite)
+    # Every process checks (so each stops on its own, none waits for a failed peer); then only the main one writes.
+    replace = _check_out(out, plan, cfg.overwrite)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process and replace is not None:
+        if replace:
+            shutil.rmtree(out)
+        atomic_write_text(out / PLAN, json.dumps(plan, indent=1) + "\n")
     accelerator.wait_for_everyone()
     if (out / MANIFEST).is_file():
         accelerator.print(f"token cache {out} is already complete")
@@ -112,19 +117,22 @@ def write_token_cache(tokenizer: Tokenizer, dataset: Dataset, cfg: TokenCacheCon
     return _read_json(out / MANIFEST)
 
 
-def _start(out: Path, plan: dict, overwrite: bool) -> None:
-    """Check that `out` is empty, or holds this very cache (complete or partial); replace another only with overwrite."""
+def _check_out(out: Path, plan: dict, overwrite: bool) -> bool | None:
+    """None when `out` already holds this very cache (complete or partial); else whether another must be replaced first.
+
+    An empty or missing `out` is fine; another cache is replaced only with `overwrite`; anything else is refused.
+    """
     if (out / PLAN).is_file():
         held = _read_json(out / PLAN)
         if held == plan:
-            return
+            return None
         if not overwrite:
             differs = sorted(key for key in set(held) | set(plan) if held.get(key) != plan.get(key))
             raise ConfigError(f"{out} holds a token cache of another configuration (differs in {', '.join(differs)}); pass cache.overwrite=true or another cache.out")
-        shutil.rmtree(out)
-    elif out.is_dir() and any(out.iterdir()):
+        return True
+    if out.is_dir() and any(out.iterdir()):
         raise ConfigError(f"{out} is not empty and holds no token cache; pass another cache.out")
-    atomic_write_text(out / PLAN, json.dumps(plan, indent=1) + "\n")
+    return False
 
 
 class TokenClips(Dataset):
