@@ -25,7 +25,7 @@ from tokenizer.checkpoint import atomic_write_text
 from tokenizer.cli import resolve_device, run_cli
 from tokenizer.errors import CheckpointError, DataError, InputError
 from tokenizer.model import Tokenizer
-from tokenizer.usage import token_usage, usage_report, usage_warning
+from tokenizer.usage import usage_lines
 from worldmodel.evaluation import RolloutEvalConfig, RolloutEvaluator, report_table
 from worldmodel.heads import TaskHeads
 from worldmodel.pictures import plot_metric_vs_horizon, rollout_animation, rollout_picture, save_animation, save_png
@@ -124,14 +124,13 @@ def main(argv: list[str] | None = None) -> None:
 
     out = Path(args.out)
     table = report_table(report)
-    usage, usage_lines = report["token_usage"], []
-    if usage["pairs"]:
-        usage_lines.append(usage_report(usage["own_loss"], usage["shuffled_loss"], usage["copy_loss"]) + f" on {usage['pairs']} horizon-1 pairs")
-        warning = usage_warning(token_usage(usage["own_loss"], usage["shuffled_loss"], usage["copy_loss"]))
-        usage_lines += [warning] if warning else []
+    usage = report["token_usage"]
+    printed_usage = (
+        usage_lines(usage["own_loss"], usage["shuffled_loss"], usage["copy_loss"], f" on {usage['pairs']} horizon-1 pairs") if usage["pairs"] else []
+    )
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
     title = f"# Rollout on {args.dataset}: context {args.context}, K={args.samples}, {report['num_clips']} clips\n\n"
-    atomic_write_text(out / "report.md", title + table + "\n" + "".join(f"\n{line}\n" for line in usage_lines))
+    atomic_write_text(out / "report.md", title + table + "\n" + "".join(f"\n{line}\n" for line in printed_usage))
     written = [out / "report.json", out / "report.md"]
     for i, record in enumerate(evaluator.pictures):
         save_png(out / f"clip{i}.png", rollout_picture(record))
@@ -147,8 +146,8 @@ def main(argv: list[str] | None = None) -> None:
             plot_metric_vs_horizon(series, metric, out / f"{metric}_vs_horizon.png", title=f"{metric} vs horizon ({args.dataset})")
             written.append(out / f"{metric}_vs_horizon.png")
     print(table)
-    if usage_lines:
-        print("\n".join(usage_lines))
+    if printed_usage:
+        print("\n".join(printed_usage))
     print("wrote " + ", ".join(str(path) for path in written))
 
 

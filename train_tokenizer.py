@@ -17,15 +17,12 @@ from tokenizer.config import to_object
 from tokenizer.deltatok import DeltaTokConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
 from tokenizer.training import TokenizerTask
-from worldmodel.engine import TrainConfig, train
+from worldmodel.engine import RunConfig, TrainConfig, train
 
 
 @dataclass
-class TokenizerRunConfig:
+class TokenizerRunConfig(RunConfig):
     output_dir: str = "runs/tokenizer_tiny"
-    seed: int = 0
-    resume: bool = False  # continue from the newest complete checkpoint in output_dir
-    overwrite: bool = False  # replace a run already in output_dir
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     model: DeltaTokConfig = field(default_factory=DeltaTokConfig)
     data: DataConfig = field(default_factory=DataConfig)

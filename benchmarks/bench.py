@@ -467,7 +467,7 @@ def world_model_training(settings: Settings, device: torch.device) -> dict:
         if hypotheses == configured:
             # The same step on the batch's tokens as a token cache holds them (worldmodel.token_cache).
             with torch.no_grad():
-                tokens, _ = tokenizer.to(device).tokenize(batch["frames"])
+                tokens, _ = tokenizer.tokenize(batch["frames"])
             cached = train_step_seconds(task, {"tokens": tokens, "timestamps": batch["timestamps"]}, run.train, settings, device)
             token_bytes = run.data.num_frames * (tokens.shape[-1] * 4 + 4)  # fp32 tokens and timestamps per clip
             results["cached_tokens"] = {

@@ -70,12 +70,11 @@ class PlanBenchConfig:
     eval: EvalSection = field(default_factory=EvalSection)
 
 
-def run_script(script: str, args: list[str]) -> None:
-    """Run a training script (or `-m module`) as its own process, as a user would; its output streams through."""
-    command = [sys.executable, "-m", script[3:]] if script.startswith("-m ") else [sys.executable, str(REPO / script)]
-    result = subprocess.run([*command, *args], cwd=REPO)
+def run_python(args: list[str]) -> None:
+    """Run `python ARGS` (a repo script or `-m module`) in the repo as its own process, as a user would; its output streams through."""
+    result = subprocess.run([sys.executable, *args], cwd=REPO)
     if result.returncode != 0:
-        raise TrainingError(f"{script} {' '.join(args)} failed with exit status {result.returncode}; its output is above")
+        raise TrainingError(f"python {' '.join(args)} failed with exit status {result.returncode}; its output is above")
 
 
 def prepare(cfg: PlanBenchConfig, out: Path) -> dict[str, Path]:
@@ -87,7 +86,7 @@ def prepare(cfg: PlanBenchConfig, out: Path) -> dict[str, Path]:
         tokenizer = out / "tokenizer" / "final"
         if not tokenizer.is_dir():
             print(f"training the tiny tokenizer into {tokenizer.parent}", flush=True)
-            run_script("train_tokenizer.py", ["--config", "configs/tokenizer/tiny.yaml", f"output_dir={tokenizer.parent}", "overwrite=true"])
+            run_python([str(REPO / "train_tokenizer.py"), "--config", "configs/tokenizer/tiny.yaml", f"output_dir={tokenizer.parent}", "overwrite=true"])
     episodes = out / "episodes"
     if not any(episodes.glob(EPISODE_GLOB)):
         print(f"recording {cfg.record.episodes} random-policy episodes into {episodes}", flush=True)
@@ -102,10 +101,10 @@ def prepare(cfg: PlanBenchConfig, out: Path) -> dict[str, Path]:
                 # DeltaWorld trains on the episodes' tokens, tokenized once (worldmodel.token_cache).
                 tokens = out / "tokens"
                 print(f"tokenizing episode clips once into {tokens}", flush=True)
-                run_script("-m worldmodel.token_cache", ["--config", section.config, *own, f"cache.out={tokens}", "cache.overwrite=true", *section.overrides])
+                run_python(["-m", "worldmodel.token_cache", "--config", section.config, *own, f"cache.out={tokens}", "cache.overwrite=true", *section.overrides])
                 own += ["data.source=tokens", f"data.root={tokens}", "data.val_source=episodes", f"data.val_root={episodes}"]
             print(f"training {name} ({section.config}) on the episodes", flush=True)
-            run_script("train_world_model.py", ["--config", section.config, *own, *section.overrides])
+            run_python([str(REPO / "train_world_model.py"), "--config", section.config, *own, *section.overrides])
     return models
 
 

@@ -9,7 +9,7 @@ from torch import nn
 
 from tokenizer.deltatok import log_cosh
 from tokenizer.model import Tokenizer
-from tokenizer.usage import token_usage, usage_losses, usage_report, usage_warning
+from tokenizer.usage import token_usage, usage_lines, usage_losses
 
 
 def consecutive_pairs(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -59,10 +59,9 @@ class TokenizerTask:
             f"validation log-cosh feature loss: tokenizer {metrics['tokenizer_loss']:.5f} | "
             f"copy-previous {metrics['copy_previous_loss']:.5f} (tokenizer {ratio:.2f}x lower) | "
             f"tokenizer autoregressive over the clip {metrics['tokenizer_rollout_loss']:.5f}",
-            usage_report(metrics["tokenizer_loss"], metrics["shuffled_token_loss"], metrics["copy_previous_loss"]),
+            *usage_lines(metrics["tokenizer_loss"], metrics["shuffled_token_loss"], metrics["copy_previous_loss"]),
         ]
-        warning = usage_warning(metrics["token_usage"])
-        return "\n".join(lines + ([warning] if warning else []))
+        return "\n".join(lines)
 
     def save_final(self, model: nn.Module, folder: Path) -> None:
         self.tokenizer.save_pretrained(folder)

@@ -46,12 +46,15 @@ def token_usage(own: float, shuffled: float, copy: float) -> float:
     return (shuffled - own) / gain if gain > 1e-12 else float("nan")
 
 
-def usage_report(own: float, shuffled: float, copy: float) -> str:
+def usage_lines(own: float, shuffled: float, copy: float, where: str = "") -> list[str]:
+    """What to print for mean losses: the usage line (`where` appended), then the warning when there is one."""
     usage = token_usage(own, shuffled, copy)
-    return (
+    report = (
         f"token usage {usage:.2f} (log-cosh: own token {own:.5f}, another clip's token {shuffled:.5f}, "
-        f"copy-previous {copy:.5f})"
+        f"copy-previous {copy:.5f}){where}"
     )
+    warning = usage_warning(usage)
+    return [report] + ([warning] if warning else [])
 
 
 def usage_warning(usage: float) -> str | None:

@@ -47,6 +47,16 @@ LOSS_LOG = Path("logs") / "train_loss.jsonl"
 
 
 @dataclass
+class RunConfig:
+    """The fields every training run config starts with; `train` reads them."""
+
+    output_dir: str = "runs/run"
+    seed: int = 0
+    resume: bool = False  # continue from the newest complete checkpoint in output_dir
+    overwrite: bool = False  # replace a run already in output_dir
+
+
+@dataclass
 class TrainConfig:
     max_steps: int = 1000
     batch_size: int = 16  # clips per process per micro-step

@@ -204,8 +204,9 @@ class RolloutEvaluator:
         if len(worlds) > 1:
             self.methods += [f"{kind}_{name}" for name in worlds for kind in (WORLD_BEST, WORLD_MEAN)]
         self.scores: dict[int, dict[str, MethodScores]] | None = None
-        self.energy_methods = ["copy_last", WORLD_SAMPLES] + ([f"{WORLD_SAMPLES}_{name}" for name in worlds] if len(worlds) > 1 else [])
-        self.energy = {h: {m: [0.0, 0] for m in self.energy_methods} for h in config.horizons}
+        # Every world_best* row has its world_samples* row, scored by the energy score beside copy-last's.
+        energy_methods = ["copy_last"] + [m.replace(WORLD_BEST, WORLD_SAMPLES) for m in self.methods if m.startswith(WORLD_BEST)]
+        self.energy = {h: {m: [0.0, 0] for m in energy_methods} for h in config.horizons}
         self.usage_sums = {"own": 0.0, "shuffled": 0.0, "copy": 0.0, "pairs": 0}
         self.generator = torch.Generator(device).manual_seed(config.seed)
         self.pictures: list[PictureRecord] = []
@@ -288,22 +289,18 @@ class RolloutEvaluator:
             target = features[:, c + step]
             frame_labels = {k: v[:, c + step] for k, v in labels.items()}
             candidates = {"present": target, "copy_last": features[:, c - 1], "tokenizer": reconstructed[:, step]}
+            sample_sets = {"copy_last": features[:, c - 1 : c]}  # K identical samples
             for name, samples in imagined.items():
                 best, mean = self._best_and_mean(samples, step, target)
                 suffixes = [""] if len(self.worlds) == 1 else ([""] if name == first_name else []) + [f"_{name}"]
                 for suffix in suffixes:
                     candidates[WORLD_BEST + suffix] = best
                     candidates[WORLD_MEAN + suffix] = mean
+                    sample_sets[WORLD_SAMPLES + suffix] = samples[:, :, step]
             for method, predicted in candidates.items():
                 loss = None if method == "present" else feature_loss(predicted, target)
                 self.scores[h][method].update(head_maps(self.heads, predicted, grid, size, split), frame_labels, loss)
-            scored_sets = {"copy_last": features[:, c - 1 : c]}
-            for name, samples in imagined.items():
-                if len(self.worlds) == 1 or name == first_name:
-                    scored_sets[WORLD_SAMPLES] = samples[:, :, step]
-                if len(self.worlds) > 1:
-                    scored_sets[f"{WORLD_SAMPLES}_{name}"] = samples[:, :, step]
-            for method, samples in scored_sets.items():
+            for method, samples in sample_sets.items():
                 total = self.energy[h][method]
                 total[0] += energy_score(samples, target).double().sum().item()
                 total[1] += len(target)

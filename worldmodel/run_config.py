@@ -8,7 +8,7 @@ from envs.data import DataConfig
 from tokenizer.backbone import BackboneConfig
 from tokenizer.deltatok import DeltaTokConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
-from worldmodel.engine import TrainConfig
+from worldmodel.engine import RunConfig, TrainConfig
 from worldmodel.world import WorldModelConfig
 
 
@@ -40,11 +40,8 @@ class TokenCacheConfig:
 
 
 @dataclass
-class WorldModelRunConfig:
+class WorldModelRunConfig(RunConfig):
     output_dir: str = "runs/world_model_tiny"
-    seed: int = 0
-    resume: bool = False  # continue from the newest complete checkpoint in output_dir
-    overwrite: bool = False  # replace a run already in output_dir
     tokenizer: TokenizerSource = field(default_factory=TokenizerSource)
     model: WorldModelConfig = field(default_factory=WorldModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
