@@ -5,8 +5,12 @@ Pre-norm attention and MLP with LayerScale, as DINOv3, plus
 - gated attention: a per-head sigmoid gate on the attention output, computed
   by a linear layer from the block's normed input;
 - SwiGLU MLP (SiLU gate) instead of the GELU MLP.
-Parameter names follow the released DeltaTok checkpoints (`attention.q_proj`,
-`attention.attn_gate`, `mlp.gate_proj`, `layer_scale1.lambda1`, ...).
+
+Projections that read the same input are stored fused (one GEMM, no weight
+concatenation per call), but the state dict keeps the names and shapes of the
+released DeltaTok checkpoints (`attention.q_proj`, `attention.attn_gate`,
+`mlp.gate_proj`, `layer_scale1.lambda1`, ...): `save_fused_as_released` splits
+on save and joins on load.
 """
 
 from __future__ import annotations
@@ -16,7 +20,30 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokenizer.attention import attention
-from tokenizer.rope import apply_rope
+from tokenizer.rope import rope_tables, rotate
+
+
+def save_fused_as_released(module: nn.Module, layout: dict[str, list[tuple[str, int]]]) -> None:
+    """Make `module`'s state dict show each fused parameter as its released pieces.
+
+    `layout` maps a fused parameter's name to (released name, rows) pieces in row order;
+    pieces of zero rows are absent from the released layout. A state dict with only some
+    pieces of a fused parameter is left alone, so a strict load names what is missing.
+    """
+
+    def split(module, state_dict, prefix, local_metadata):
+        for fused, pieces in layout.items():
+            rows = state_dict.pop(prefix + fused).split([size for _, size in pieces])
+            state_dict.update({prefix + name: part for (name, size), part in zip(pieces, rows) if size})
+
+    def join(module, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+        for fused, pieces in layout.items():
+            names = [prefix + name for name, size in pieces if size]
+            if all(name in state_dict for name in names):
+                state_dict[prefix + fused] = torch.cat([state_dict.pop(name) for name in names])
+
+    module.register_state_dict_post_hook(split)
+    module.register_load_state_dict_pre_hook(join)
 
 
 class LayerScale(nn.Module):
@@ -35,56 +62,90 @@ class SelfAttention(nn.Module):
             raise ValueError(f"width {dim} does not split into {num_heads} heads")
         self.num_heads = num_heads
         self.head_dim = dim // num_heads
-        self.q_proj = nn.Linear(dim, dim)
-        # DINOv3 has no key bias: softmax is invariant to it.
-        self.k_proj = nn.Linear(dim, dim, bias=False)
-        self.v_proj = nn.Linear(dim, dim)
+        self.gate_heads = num_heads if gated else 0
+        # Rows [gate, q, v, k]: queries and gate first so that `queries=` projects them for a few tokens only;
+        # keys last because DINOv3 has no key bias (softmax ignores it), so the bias is zero-padded there.
+        self.qkv = nn.Linear(dim, self.gate_heads + 3 * dim, bias=False)
+        self.qkv_bias = nn.Parameter(torch.zeros(self.gate_heads + 2 * dim))
         self.o_proj = nn.Linear(dim, dim)
         self.q_norm = nn.LayerNorm(self.head_dim, eps=eps, bias=False) if qk_norm else None
         self.k_norm = nn.LayerNorm(self.head_dim, eps=eps, bias=False) if qk_norm else None
-        self.attn_gate = nn.Linear(dim, num_heads) if gated else None
         self.attn_backend = "sdpa"
-
-    def _fused_projection(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """q, k, v (and gate) weights stacked into one matrix: one GEMM instead of four, same parameters."""
-        weights = [self.q_proj.weight, self.k_proj.weight, self.v_proj.weight]
-        biases = [self.q_proj.bias, torch.zeros_like(self.q_proj.bias), self.v_proj.bias]
-        if self.attn_gate is not None:
-            weights.append(self.attn_gate.weight)
-            biases.append(self.attn_gate.bias)
-        return torch.cat(weights), torch.cat(biases)
-
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """x (B, L, D); rope cos/sin (P, head_dim) rotate the last P tokens -> (B, L, D)."""
-        dim = self.num_heads * self.head_dim
-        projected = F.linear(x, *self._fused_projection())
-        # Heads stay as strided views of (B, L, heads, head_dim): SDPA reads them in place.
-        q, k, v = (
-            part.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2) for part in projected[..., : 3 * dim].chunk(3, -1)
+        pieces = [("attn_gate", self.gate_heads), ("q_proj", dim), ("v_proj", dim)]
+        save_fused_as_released(
+            self,
+            {
+                "qkv.weight": [(f"{name}.weight", rows) for name, rows in pieces] + [("k_proj.weight", dim)],
+                "qkv_bias": [(f"{name}.bias", rows) for name, rows in pieces],
+            },
         )
-        cos, sin = rope
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, heads * head_dim) -> a strided (B, heads, L, head_dim) view: SDPA reads it in place."""
+        return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], queries: int | None = None) -> torch.Tensor:
+        """x (B, L, D); rope cos/sin (P, head_dim) rotate the last P tokens -> (B, L, D).
+
+        With `queries`, only the first `queries` tokens attend (to all L): -> (B, queries, D).
+        """
+        dim = self.num_heads * self.head_dim
+        split = self.gate_heads + dim
+        if queries is None:
+            projected = F.linear(x, self.qkv.weight, F.pad(self.qkv_bias, (0, dim)))
+            gate_q, v_k = projected[..., :split], projected[..., split:]
+        else:
+            gate_q = F.linear(x[:, :queries], self.qkv.weight[:split], self.qkv_bias[:split])
+            v_k = F.linear(x, self.qkv.weight[split:], F.pad(self.qkv_bias[split:], (0, dim)))
+        gate, q = gate_q[..., : self.gate_heads], self._heads(gate_q[..., self.gate_heads :])
+        v, k = (self._heads(part) for part in v_k.chunk(2, dim=-1))
+        cos, sin = rope_tables(*rope, x.shape[1])
+        q, k = rotate(q, cos[: q.shape[2]], sin[: q.shape[2]]), rotate(k, cos, sin)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        out = attention(q, k, v, backend=self.attn_backend)  # (B, heads, L, head_dim)
-        if self.attn_gate is not None:
-            out = out * projected[..., 3 * dim :].sigmoid().transpose(1, 2).unsqueeze(-1)
+        out = attention(q, k, v, backend=self.attn_backend)  # (B, heads, Lq, head_dim)
+        if self.gate_heads:
+            out = out * gate.sigmoid().transpose(1, 2).unsqueeze(-1)
         return self.o_proj(out.transpose(1, 2).flatten(2))
+
+
+class _SwiGLUActivation(torch.autograd.Function):
+    """silu(gate) * up over the fused projection (..., 2 * hidden) -> (..., hidden).
+
+    Autograd would return the input gradient as two halves and concatenate them (a full copy of the
+    widest activation in the block); this backward writes both halves into one tensor instead.
+    """
+
+    @staticmethod
+    def forward(ctx, gate_up: torch.Tensor) -> torch.Tensor:
+        gate, up = gate_up.chunk(2, dim=-1)
+        activated = F.silu(gate)
+        ctx.save_for_backward(gate_up, activated)
+        return activated * up
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        gate_up, activated = ctx.saved_tensors
+        gate, up = gate_up.chunk(2, dim=-1)
+        grad_gate_up = torch.empty_like(gate_up)
+        grad_gate, grad_up = grad_gate_up.chunk(2, dim=-1)
+        torch.ops.aten.silu_backward.grad_input(grad * up, gate, grad_input=grad_gate)
+        torch.mul(grad, activated, out=grad_up)
+        return grad_gate_up
 
 
 class SwiGLU(nn.Module):
     def __init__(self, dim: int, hidden: int):
         super().__init__()
-        self.gate_proj = nn.Linear(dim, hidden)
-        self.up_proj = nn.Linear(dim, hidden)
+        self.gate_up = nn.Linear(dim, 2 * hidden)
         self.down_proj = nn.Linear(hidden, dim)
+        pieces = [("gate_proj", hidden), ("up_proj", hidden)]
+        save_fused_as_released(
+            self, {f"gate_up.{kind}": [(f"{name}.{kind}", rows) for name, rows in pieces] for kind in ("weight", "bias")}
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # Gate and up projections in one GEMM; the checkpoint keeps them as two layers.
-        weight = torch.cat((self.gate_proj.weight, self.up_proj.weight))
-        bias = torch.cat((self.gate_proj.bias, self.up_proj.bias))
-        gate, up = F.linear(x, weight, bias).chunk(2, dim=-1)
-        return self.down_proj(F.silu(gate) * up)
+        return self.down_proj(_SwiGLUActivation.apply(self.gate_up(x)))
 
 
 class GeluMLP(nn.Module):
@@ -120,7 +181,12 @@ class Block(nn.Module):
         self.mlp = SwiGLU(dim, mlp_hidden) if swiglu else GeluMLP(dim, mlp_hidden)
         self.layer_scale2 = LayerScale(dim, layer_scale_init)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], queries: int | None = None) -> torch.Tensor:
+        """x (B, L, D) -> (B, L, D); with `queries`, only the first `queries` tokens are updated and returned.
+
+        A last block whose caller reads a few tokens skips the MLP and output projection of the rest.
+        """
+        residual = x if queries is None else x[:, :queries]
         # addcmul: residual and LayerScale in one pass.
-        x = torch.addcmul(x, self.attention(self.norm1(x), rope), self.layer_scale1.lambda1)
+        x = torch.addcmul(residual, self.attention(self.norm1(x), rope, queries), self.layer_scale1.lambda1)
         return torch.addcmul(x, self.mlp(self.norm2(x)), self.layer_scale2.lambda1)

@@ -52,6 +52,8 @@ class DeltaTokConfig:
 class DeltaTok(nn.Module):
     def __init__(self, cfg: DeltaTokConfig, dim: int, num_heads: int):
         super().__init__()
+        if cfg.num_layers < 1:
+            raise ConfigError(f"model.num_layers must be at least 1, got {cfg.num_layers}")
         if cfg.encoder_input not in ("next", "difference"):
             raise ConfigError(f"model.encoder_input {cfg.encoder_input!r} is not one of next, difference")
         if cfg.encoder_input == "difference" and not cfg.use_delta:
@@ -116,9 +118,11 @@ class DeltaTok(nn.Module):
             rope = (torch.cat((rope[0], rope[0])), torch.cat((rope[1], rope[1])))
         else:
             hidden = torch.cat((query, nxt + self.xy_embed.weight[1]), dim=1)
-        for block in self.encoder_blocks:
+        *blocks, last = self.encoder_blocks
+        for block in blocks:
             hidden = block(hidden, rope)
-        return self.norm(hidden[:, :1])
+        # Only the query's output is read: the last block updates that token alone.
+        return self.norm(last(hidden, rope, queries=1))
 
     def decode(self, token: torch.Tensor, prev: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """delta token (B, 1, D) and prev features (B, N, D) -> next features (B, N, D)."""

@@ -58,15 +58,20 @@ def signed_sin(sin: torch.Tensor) -> torch.Tensor:
     return torch.cat((-first, second), dim=-1)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate the last P tokens of x (B, heads, L, head_dim) by cos/sin (P, head_dim); the first L-P stay.
+def rope_tables(cos: torch.Tensor, sin: torch.Tensor, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos/sin (P, head_dim) for the last P of `length` tokens -> (length, head_dim) cos and signed sin.
 
-    The prefix gets identity rows in the (small) tables instead of splitting and re-joining x,
-    so the rotation is three passes over x.
+    The prefix gets identity rows in these (small) tables instead of splitting and re-joining x,
+    so `rotate` is three passes over x; a block builds them once for its queries and keys.
     """
-    prefix = x.shape[-2] - cos.shape[0]
+    prefix = length - cos.shape[0]
     sin = signed_sin(sin)
     if prefix:
         cos = torch.cat((cos.new_ones(prefix, cos.shape[1]), cos))
         sin = torch.cat((sin.new_zeros(prefix, sin.shape[1]), sin))
-    return torch.addcmul(x * cos.to(x.dtype), swap_halves(x), sin.to(x.dtype))
+    return cos, sin
+
+
+def rotate(x: torch.Tensor, cos: torch.Tensor, signed: torch.Tensor) -> torch.Tensor:
+    """x (B, heads, L, head_dim) rotated by `rope_tables` rows (L, head_dim)."""
+    return torch.addcmul(x * cos.to(x.dtype), swap_halves(x), signed.to(x.dtype))

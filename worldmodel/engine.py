@@ -336,7 +336,8 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
 
     module = task.module
     set_attention_backend(module, cfg.attention_backend)
-    optimizer = torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
+    # The fused kernel updates every parameter in one pass (CPU and CUDA); same update rule, less time per step.
+    optimizer = torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), fused=True)
     start_step = 0
     checkpoint_dir = output_dir / "checkpoints"
     last_checkpoint = latest_checkpoint(checkpoint_dir) if run.resume else None
