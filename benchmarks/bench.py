@@ -36,6 +36,7 @@ from typing import Callable, Iterator
 import accelerate
 import torch
 from torch import nn
+from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
 from envs.plan_bench import PlanBenchConfig
@@ -48,7 +49,7 @@ from tokenizer.model import Tokenizer, TokenizerConfig
 from tokenizer.training import TokenizerTask
 from train_tokenizer import TokenizerRunConfig
 from worldmodel.run_config import WorldModelRunConfig
-from worldmodel.engine import TrainConfig, param_groups
+from worldmodel.engine import TrainConfig, build_optimizer
 from worldmodel.training import WorldModelTask
 from worldmodel.world import WorldModel, build_world_model
 
@@ -97,6 +98,7 @@ SCALES = {
     ),
 }
 DISTURBED_SHARE = 0.05  # a phase whose timings other processes disturbed: they took more than this share of the cores
+TOP_OPS = 12  # operators listed in the tokenizer step's profile
 BOM_HYPOTHESES = (256, 1)  # best-of-many training cost: the paper's 256 noise queries per target against one
 
 
@@ -110,6 +112,7 @@ class Settings:
     matmul_sizes_cuda: tuple[int, ...]  # square bf16 matmuls on CUDA (small ones do not fill a GPU)
     horizon: int  # imagined frames per timed rollout
     train_batch: int = 0  # clips per training step; 0 = the config's train.batch_size
+    profile_steps: int = 3  # tokenizer training steps under the profiler for the per-operator breakdown
     planner_overrides: tuple[str, ...] = ()  # on top of configs/plan_bench/shapes.yaml
 
 
@@ -121,6 +124,7 @@ QUICK = Settings(
     matmul_sizes_cuda=(1024,),
     horizon=2,
     train_batch=2,
+    profile_steps=1,
     planner_overrides=("planner.candidates=4", "planner.elites=2", "planner.iterations=1", "planner.horizon=2"),
 )
 
@@ -383,12 +387,12 @@ def planning(settings: Settings) -> dict:
     return {"ms_per_planning_step": results, "planner": vars(cfg.planner), "device": "cpu"}
 
 
-def train_step_seconds(task, batch: dict, train: TrainConfig, settings: Settings, device: torch.device) -> float:
-    """Median seconds of one optimizer step as the training engine takes it: loss forward under autocast,
-    backward, gradient clipping, AdamW. The warm-up steps are not timed."""
+def train_step(task, batch: dict, train: TrainConfig, device: torch.device) -> Callable[[], None]:
+    """One optimizer step as the training engine takes it: loss forward under autocast, backward,
+    gradient clipping, the engine's AdamW."""
     module = task.module
     module.train()
-    optimizer = torch.optim.AdamW(param_groups(module, train.weight_decay), lr=train.lr, betas=tuple(train.betas))
+    optimizer = build_optimizer(module, train)
     seeds = itertools.count()
 
     def step() -> None:
@@ -400,7 +404,32 @@ def train_step_seconds(task, batch: dict, train: TrainConfig, settings: Settings
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
-    return median_seconds(step, settings, device)
+    return step
+
+
+def top_ops(fn: Callable[[], object], device: torch.device, steps: int, top: int = TOP_OPS) -> list[dict]:
+    """The profiler's `top` operators by self time over `steps` calls of `fn` (device time on CUDA).
+
+    A regression in one kernel, or a new copy in the hot path, shows up here before it hides in the total.
+    """
+    fn()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(steps):
+            fn()
+        synchronize(device)
+    attribute = "self_device_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    events = sorted(prof.key_averages(), key=lambda event: -getattr(event, attribute))
+    total = sum(getattr(event, attribute) for event in events)
+    return [
+        {
+            "op": event.key,
+            "ms_per_step": getattr(event, attribute) / 1000 / steps,
+            "share": getattr(event, attribute) / total,
+            "calls_per_step": event.count / steps,
+        }
+        for event in events[:top]
+    ]
 
 
 def train_step_flops(task, batch: dict, device: torch.device) -> int:
@@ -427,7 +456,9 @@ def tokenizer_training(settings: Settings, device: torch.device, peak_gflops: fl
     task.to(device)
     batch_size = settings.train_batch or run.train.batch_size
     batch = random_clip(batch_size, run.data.num_frames, run.data.frame_size, device)
-    seconds = train_step_seconds(task, batch, run.train, settings, device)
+    step = train_step(task, batch, run.train, device)
+    seconds = median_seconds(step, settings, device)
+    ops = top_ops(step, device, settings.profile_steps)
     flops = train_step_flops(task, batch, device)
     achieved = flops / seconds / 1e9
     return {
@@ -439,6 +470,7 @@ def tokenizer_training(settings: Settings, device: torch.device, peak_gflops: fl
         "step_gflop": flops / 1e9,
         "achieved_gflops": achieved,
         "mfu": achieved / peak_gflops,
+        "top_ops": ops,
     }
 
 
@@ -457,7 +489,7 @@ def world_model_training(settings: Settings, device: torch.device) -> dict:
         task.to(device)
         batch_size = settings.train_batch or run.train.batch_size
         batch = random_clip(batch_size, run.data.num_frames, run.data.frame_size, device)
-        seconds = train_step_seconds(task, batch, run.train, settings, device)
+        seconds = median_seconds(train_step(task, batch, run.train, device), settings, device)
         results[f"bom{hypotheses}"] = {
             "batch_size": batch_size,
             "num_frames": run.data.num_frames,
@@ -468,7 +500,7 @@ def world_model_training(settings: Settings, device: torch.device) -> dict:
             # The same step on the batch's tokens as a token cache holds them (worldmodel.token_cache).
             with torch.no_grad():
                 tokens, _ = tokenizer.tokenize(batch["frames"])
-            cached = train_step_seconds(task, {"tokens": tokens, "timestamps": batch["timestamps"]}, run.train, settings, device)
+            cached = median_seconds(train_step(task, {"tokens": tokens, "timestamps": batch["timestamps"]}, run.train, device), settings, device)
             token_bytes = run.data.num_frames * (tokens.shape[-1] * 4 + 4)  # fp32 tokens and timestamps per clip
             results["cached_tokens"] = {
                 "num_hypotheses": hypotheses,
@@ -540,7 +572,20 @@ def markdown(report: dict) -> str:
         "| --- | --- |",
     ]
     skip = ("machine", "targets", "quick", "seconds")
-    lines += [f"| {key} | {show(value)} |" for key, value in flatten({k: v for k, v in report.items() if k not in skip})]
+    lines += [
+        f"| {key} | {show(value)} |"
+        for key, value in flatten({k: v for k, v in report.items() if k not in skip})
+        if not key.endswith("top_ops")
+    ]
+    ops = report["train_tokenizer_tiny"]["top_ops"]
+    lines += [
+        "",
+        f"Tokenizer training step, top {len(ops)} operators by self time:",
+        "",
+        "| operator | ms per step | share | calls per step |",
+        "| --- | ---: | ---: | ---: |",
+        *(f"| {op['op']} | {op['ms_per_step']:.2f} | {op['share']:.1%} | {op['calls_per_step']:g} |" for op in ops),
+    ]
     return "\n".join(lines) + "\n"
 
 

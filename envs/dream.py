@@ -4,12 +4,17 @@
                          context=frames, goal_frame=goal, num_samples=8)
 
 reset() starts from real context frames (or the first `context_length` frames of a
-recorded episode); each step(action) imagines the next frame's token and
-features for all `num_samples` samples at once. Observation: the K imagined
+recorded episode); each step(action) imagines the next frame's token for all
+`num_samples` samples at once, and decodes it to patch features only when the
+observation, the reward or render() reads them. Observation: the K imagined
 tokens (K, D) float32 (a patch-level model's "token" is its (N, D) features),
-or a Dict with "token" and "features" (K, N, D). Reward: minus the feature
-distance to `goal_frame`, or `reward_fn(tokens, features) -> (K,)`, averaged over
-the K samples (each sample's own in info["rewards"]); 0 without either.
+or a Dict with "token" and "features" (K, N, D). Reward: minus the goal cost of
+`goal_frame` (`envs.goals.goal_cost`: the readout's token cost when the model has
+one, else the feature distance; `cost=` picks), or `reward_fn(tokens, features) -> (K,)`,
+averaged over the K samples (each sample's own in info["rewards"]); 0 without either.
+render_mode="rgb_array" draws the K imagined frames side by side: segmentation
+colours when `heads` (a heads folder with a segmentation head) is given, else a
+PCA of the features fitted on the context frames.
 """
 
 from __future__ import annotations
@@ -23,11 +28,13 @@ import torch
 from gymnasium import spaces
 
 from envs import DREAM_ENV_ID
-from envs.goals import feature_distance
+from envs.goals import COST_KINDS, StepCost, as_step_cost, goal_cost
 from envs.wrappers import frame_tensor
 from tokenizer.checkpoint import load_weights
 from tokenizer.errors import ConfigError, InputError
 from worldmodel.deltaworld import DeltaWorld
+from worldmodel.heads import SegmentationHead, TaskHeads
+from worldmodel.pictures import FeaturePCA, colorize_seg, image_grid, upscale_nearest
 from worldmodel.world import WorldModel, load_world_model
 
 RewardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (tokens (K, ...), features (K, N, D)) -> (K,)
@@ -56,7 +63,7 @@ class DreamEnv(gymnasium.Env):
     (K, A) to act differently per sample. Never terminates by itself.
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(
         self,
@@ -72,9 +79,13 @@ class DreamEnv(gymnasium.Env):
         action_space: spaces.Space | None = None,
         features: bool = False,
         frame_size: int = 64,
+        cost: str = "auto",
+        render_mode: str | None = None,
+        heads: str | Path | TaskHeads | None = None,
     ):
         """model: a WorldModel or its saved folder; context (c, H, W, 3) uint8 at `timestamps` (c,) seconds,
-        or `episode`, a recorded episode file; dt: seconds per step (default: the context's last interval, else 0.1)."""
+        or `episode`, a recorded episode file; dt: seconds per step (default: the context's last interval, else 0.1);
+        cost: the goal reward's kind, "auto" | "token" | "features"; heads: colours render() by segmentation."""
         if model is None:
             raise ConfigError(
                 f"{DREAM_ENV_ID} needs a trained action-conditioned world model: "
@@ -83,7 +94,15 @@ class DreamEnv(gymnasium.Env):
         self.world = (model if isinstance(model, WorldModel) else load_world_model(model)).eval()
         if num_samples < 1:
             raise ConfigError(f"num_samples must be at least 1, got {num_samples}")
-        self.num_samples, self.reward_fn, self.include_features, self.dt = num_samples, reward_fn, features, dt
+        if cost not in COST_KINDS:
+            raise ConfigError(f"cost {cost!r} is not one of {', '.join(COST_KINDS)}")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ConfigError(f"render_mode {render_mode!r} is not one of {self.metadata['render_modes']}")
+        self.render_mode, self.cost_kind = render_mode, cost
+        self.num_samples, self.include_features, self.dt = num_samples, features, dt
+        # A reward function reads features, as a feature cost does (but higher is better).
+        self.reward_fn: StepCost | None = None if reward_fn is None else as_step_cost(reward_fn)
+        self._segmentation = self._segmentation_head(heads)
         self.context_length = context_length
         self._default_context = self._read_context(context, timestamps, episode)
         self.action_space = action_space or self._model_action_space()
@@ -95,9 +114,19 @@ class DreamEnv(gymnasium.Env):
         self.observation_space = (
             spaces.Dict({"token": tokens, "features": spaces.Box(-np.inf, np.inf, (count, rows * cols, dim), np.float32)}) if features else tokens
         )
-        self._goal = None if goal_frame is None else self._goal_features(goal_frame)
+        self._goal = None if goal_frame is None else goal_cost(self.world, goal_frame, cost)
         self._dream = None
+        self._pca: FeaturePCA | None = None
+        self._frame_size: tuple[int, int] = (size, size)
         self._generator = torch.Generator()
+
+    def _segmentation_head(self, heads: str | Path | TaskHeads | None) -> SegmentationHead | None:
+        if heads is None:
+            return None
+        loaded = heads if isinstance(heads, TaskHeads) else TaskHeads.load(heads, self.world.tokenizer.dim)
+        if loaded.segmentation is None:
+            raise ConfigError(f"heads {heads} hold no segmentation head to colour the imagined frames with")
+        return loaded.segmentation.eval()
 
     def _model_action_space(self) -> spaces.Space:
         actions = self.world.config.actions
@@ -118,16 +147,12 @@ class DreamEnv(gymnasium.Env):
             raise InputError(f"timestamps must be ({count},) seconds, one per context frame, got {tuple(times.shape)}")
         return frames, (times - times[0])[None]
 
-    @torch.no_grad()
-    def _goal_features(self, goal_frame: Any) -> torch.Tensor:
-        return self.world.tokenizer.features(frame_tensor(np.asarray(goal_frame)))[0, 0]
-
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """options may give "context" (c, H, W, 3) with "timestamps" (c,), an "episode" file, and a "goal_frame"."""
         super().reset(seed=seed)
         options = options or {}
         if "goal_frame" in options:
-            self._goal = self._goal_features(options["goal_frame"])
+            self._goal = goal_cost(self.world, options["goal_frame"], self.cost_kind)
         start = self._read_context(options.get("context"), options.get("timestamps"), options.get("episode")) or self._default_context
         if start is None:
             raise ConfigError(f"{DREAM_ENV_ID} has no context frames: pass context= or episode= to make(), or options={{'context': frames}} to reset()")
@@ -136,6 +161,8 @@ class DreamEnv(gymnasium.Env):
         with torch.no_grad():
             tokens, features = self.world.tokenizer.tokenize(frames)
             self._dream = self.world.start(frames, times, self.num_samples, features)
+        self._frame_size = tuple(frames.shape[-2:])
+        self._pca = FeaturePCA.fit(features[0])
         if self.dt is None:
             self._step_dt = float(times[0, -1] - times[0, -2]) if times.shape[1] > 1 else 0.1
         else:
@@ -161,18 +188,40 @@ class DreamEnv(gymnasium.Env):
         if self._dream is None:
             raise gymnasium.error.ResetNeeded("call reset() before step() on the dream env")
         time = self._dream.time + self._step_dt
-        tokens, features, self._dream = self.world.step(self._dream, time, self._actions(action), self._generator)
+        tokens, self._dream = self.world.imagine(self._dream, time, self._actions(action), self._generator)
+        scorer = self.reward_fn or self._goal
+        if self.include_features or (scorer is not None and scorer.needs_features):
+            self._dream = self.world.decoded(self._dream)
         if self.reward_fn is not None:
-            rewards = self.reward_fn(tokens, features).float()
+            rewards = self.reward_fn(self.world, self._dream, tokens).float()
         elif self._goal is not None:
-            rewards = -feature_distance(features, self._goal)
+            rewards = -self._goal(self.world, self._dream, tokens).float()
         else:
             rewards = torch.zeros(self.num_samples)
         info = {"rewards": rewards.numpy(), "time": float(time[0])}
+        features = self._dream.features if self.include_features else None
         return self._observation(tokens, features), float(rewards.mean()), False, False, info
 
-    def _observation(self, tokens: torch.Tensor, features: torch.Tensor) -> np.ndarray | dict[str, np.ndarray]:
+    def _observation(self, tokens: torch.Tensor, features: torch.Tensor | None) -> np.ndarray | dict[str, np.ndarray]:
         token = tokens.float().numpy()
         if not self.include_features:
             return token
         return {"token": token, "features": features.float().numpy()}
+
+    @torch.no_grad()
+    def render(self) -> np.ndarray | None:
+        """The K imagined frames of the newest step side by side, uint8 (rows * H, cols * W, 3); None without render_mode."""
+        if self.render_mode is None:
+            return None
+        if self._dream is None:
+            raise gymnasium.error.ResetNeeded("call reset() before render() on the dream env")
+        self._dream = self.world.decoded(self._dream)
+        features, grid = self._dream.features, self._dream.grid
+        height, width = self._frame_size
+        if self._segmentation is not None:
+            images = colorize_seg(self._segmentation.predict(features.float(), grid, (height, width)))
+        else:
+            images = upscale_nearest(self._pca.to_rgb(features, grid), max(1, height // grid[0]))
+        columns = int(np.ceil(np.sqrt(len(images))))
+        rows = [list(images[start : start + columns]) for start in range(0, len(images), columns)]
+        return image_grid(rows)

@@ -1,8 +1,28 @@
-"""How far imagined frames are from a goal: the reward of DreamEnv and the cost of the planners."""
+"""How far imagined frames are from a goal: the reward of DreamEnv and the cost of the planners.
+
+A step cost scores one imagined step of R rows: `cost(world, dream, tokens) -> (R,)`,
+lower is better, and says whether it reads decoded features (`needs_features`), so
+the caller decodes only for costs that do. Two goal costs:
+- `FeatureGoalCost`: the per-patch feature distance to the goal frame; every
+  imagined step of every candidate is decoded to all N patches.
+- `TokenGoalCost`: the same distance between the readout's summary of the imagined
+  frame (`worldmodel.readout`) and the goal's summary; never decodes, so a step
+  costs about one predictor call.
+Any callable `(tokens (R, ...), features (R, N, D)) -> (R,)` is a feature cost too.
+"""
 
 from __future__ import annotations
 
+from typing import Callable, Protocol
+
+import numpy as np
 import torch
+
+from envs.wrappers import frame_tensor
+from tokenizer.errors import ConfigError
+from worldmodel.world import Dream, WorldModel
+
+COST_KINDS = ("auto", "token", "features")
 
 
 def feature_distance(features: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
@@ -14,6 +34,64 @@ def feature_distance(features: torch.Tensor, goal: torch.Tensor) -> torch.Tensor
     return (features.float() - goal.float()).norm(dim=-1).mean(dim=-1)
 
 
-def token_distance(tokens: torch.Tensor, goal: torch.Tensor) -> torch.Tensor:
-    """Euclidean distance between tokens (..., D) and a goal token (D,) -> (...): a cost that needs no decoding."""
-    return (tokens.float() - goal.float()).norm(dim=-1)
+class StepCost(Protocol):
+    needs_features: bool
+
+    def __call__(self, world: WorldModel, dream: Dream, tokens: torch.Tensor) -> torch.Tensor: ...
+
+
+class FeatureGoalCost:
+    """Feature distance of each imagined frame to a goal frame's features (N, D)."""
+
+    needs_features = True
+
+    def __init__(self, goal_features: torch.Tensor):
+        self.goal = goal_features
+
+    def __call__(self, world: WorldModel, dream: Dream, tokens: torch.Tensor) -> torch.Tensor:
+        return feature_distance(dream.features, self.goal)
+
+
+class TokenGoalCost:
+    """Distance of the readout's summary (R, g*g, D) of each imagined frame to the goal's summary (g*g, D)."""
+
+    needs_features = False
+
+    def __init__(self, goal_summary: torch.Tensor):
+        self.goal = goal_summary
+
+    def __call__(self, world: WorldModel, dream: Dream, tokens: torch.Tensor) -> torch.Tensor:
+        return feature_distance(world.summary(dream), self.goal)
+
+
+class FeatureFunctionCost:
+    """A plain `(tokens, features) -> (R,)` callable as a step cost."""
+
+    needs_features = True
+
+    def __init__(self, fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]):
+        self.fn = fn
+
+    def __call__(self, world: WorldModel, dream: Dream, tokens: torch.Tensor) -> torch.Tensor:
+        return self.fn(tokens, dream.features)
+
+
+def as_step_cost(cost: StepCost | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> StepCost:
+    return cost if hasattr(cost, "needs_features") else FeatureFunctionCost(cost)
+
+
+@torch.no_grad()
+def goal_cost(world: WorldModel, goal_frame: np.ndarray, kind: str = "auto") -> StepCost:
+    """The cost of reaching `goal_frame` (H, W, 3) uint8: "token" (the readout's summaries, no decoding),
+    "features" (decodes every step), or "auto": token when the model has a readout."""
+    if kind not in COST_KINDS:
+        raise ConfigError(f"cost {kind!r} is not one of {', '.join(COST_KINDS)}")
+    if kind == "auto":
+        kind = "token" if world.readout is not None else "features"
+    frames = frame_tensor(np.asarray(goal_frame))
+    features = world.tokenizer.features(frames)[0, 0]
+    if kind == "features":
+        return FeatureGoalCost(features)
+    if world.readout is None:
+        raise ConfigError("the token cost reads the world model's readout, and this model has none (train one with model.readout.enabled=true)")
+    return TokenGoalCost(world.readout.summarize(features, world.tokenizer.grid(frames)))

@@ -1,11 +1,12 @@
 """Model-predictive control in a world model's imagination: CEM and MPPI over action sequences.
 
 Every candidate action sequence is one row of a single world-model rollout, so
-an iteration costs `horizon` batched `WorldModel.step` calls whatever the
+an iteration costs `horizon` batched `WorldModel.imagine` calls whatever the
 number of candidates. With DeltaWorld a row's history grows by one token per
 imagined frame; the patch-level DINOWorld grows by N. The cost of a row is the
-mean over the imagined steps of `cost(tokens, features)`, by default the
-feature distance to a goal frame (`GoalCost`).
+mean over the imagined steps of a step cost (`envs.goals`): by default the token
+cost when the model has a readout (no imagined frame is ever decoded), else the
+feature distance to the goal frame (each step decoded).
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ from typing import Callable
 import numpy as np
 import torch
 
-from envs.goals import feature_distance
+from envs.goals import COST_KINDS, StepCost, as_step_cost, goal_cost
 from envs.wrappers import frame_tensor
 from tokenizer.errors import ConfigError
 from worldmodel.world import Dream, WorldModel
 
-# (tokens (R, ...), features (R, N, D)) of one imagined step -> cost per row (R,); lower is better.
-StepCost = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+CostArg = StepCost | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -50,32 +50,31 @@ class PlannerConfig:
             raise ConfigError("planner.init_std and planner.temperature must be positive and planner.min_std non-negative")
 
 
-class GoalCost:
-    """Feature distance of each imagined frame to a goal frame's features (N, D)."""
-
-    def __init__(self, goal_features: torch.Tensor):
-        self.goal = goal_features
-
-    def __call__(self, tokens: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        return feature_distance(features, self.goal)
-
-
 def expand_dream(dream: Dream, times: int) -> Dream:
-    """A one-row dream -> `times` identical rows (the candidates)."""
-    return Dream(dream.cache.repeat(times), dream.features.repeat_interleave(times, 0), dream.time.repeat_interleave(times, 0), dream.grid)
+    """A one-row dream with nothing pending -> `times` identical rows (the candidates)."""
+    return Dream(
+        dream.cache.repeat(times),
+        dream.features.repeat_interleave(times, 0),
+        dream.time.repeat_interleave(times, 0),
+        dream.grid,
+        readout=dream.readout.repeat(times) if dream.readout is not None else None,
+    )
 
 
 @torch.no_grad()
 def sequence_costs(
-    world: WorldModel, dream: Dream, actions: torch.Tensor, dt: float, cost: StepCost, generator: torch.Generator | None
+    world: WorldModel, dream: Dream, actions: torch.Tensor, dt: float, cost: CostArg, generator: torch.Generator | None
 ) -> torch.Tensor:
     """Imagine every candidate in one batch: dream of C rows, actions (C, h, A) -> mean step cost (C,)."""
+    cost = as_step_cost(cost)
     total = torch.zeros(actions.shape[0], device=actions.device)
     time = dream.time
     for step in range(actions.shape[1]):
         time = time + dt
-        tokens, features, dream = world.step(dream, time, actions[:, step], generator)
-        total += cost(tokens, features).float()
+        tokens, dream = world.imagine(dream, time, actions[:, step], generator)
+        if cost.needs_features:
+            dream = world.decoded(dream)
+        total += cost(world, dream, tokens).float()
     return total / actions.shape[1]
 
 
@@ -91,7 +90,7 @@ class Planner:
             raise ConfigError("planners need a bounded 1-D Box action space with high > low")
 
     def plan(
-        self, world: WorldModel, dream: Dream, dt: float, cost: StepCost, generator: torch.Generator, init: torch.Tensor | None = None
+        self, world: WorldModel, dream: Dream, dt: float, cost: CostArg, generator: torch.Generator, init: torch.Tensor | None = None
     ) -> torch.Tensor:
         """Refine a Gaussian over sequences for `iterations` rounds from `dream` (one row) -> best mean sequence (h, A).
 
@@ -121,29 +120,35 @@ class MPCAgent:
     """Receding-horizon control toward a goal image: `act(frame)` plans from the last `context` frames, applies the first action.
 
     Frames are (H, W, 3) uint8 at a fixed interval `dt` seconds; the plan is kept
-    and shifted by one step to start the next round's search.
+    and shifted by one step to start the next round's search. A goal image's cost
+    is chosen by `cost_kind` ("auto": the token cost when the model has a readout,
+    else "features"; see `envs.goals.goal_cost`); `cost=` sets any step cost instead.
     """
 
-    def __init__(self, world: WorldModel, planner: Planner, dt: float, cost: StepCost | None = None, seed: int = 0):
+    def __init__(
+        self, world: WorldModel, planner: Planner, dt: float, cost: CostArg | None = None, seed: int = 0, cost_kind: str = "auto"
+    ):
         if world.objective.action_encoder is None or not world.config.actions.dim:
             raise ConfigError("planning needs a world model conditioned on continuous actions (model.actions.dim > 0)")
         if world.config.actions.dim != planner.low.shape[0]:
             raise ConfigError(f"the world model takes {world.config.actions.dim}-D actions, the planner's action space has {planner.low.shape[0]}")
         self.world, self.planner, self.dt = world.eval(), planner, dt
         self.cost = cost
+        if cost_kind not in COST_KINDS:
+            raise ConfigError(f"cost_kind {cost_kind!r} is not one of {', '.join(COST_KINDS)}")
+        self.cost_kind = cost_kind
         self.generator = torch.Generator().manual_seed(seed)
         self.frames: deque[torch.Tensor] = deque(maxlen=planner.config.context)
         self.features: deque[torch.Tensor] = deque(maxlen=planner.config.context)
         self._plan: torch.Tensor | None = None
 
     def reset(self, goal_frame: np.ndarray | None = None) -> None:
-        """Forget the past frames and plan; a goal image (H, W, 3) sets the cost to its feature distance."""
+        """Forget the past frames and plan; a goal image (H, W, 3) sets the cost to reaching it (`cost_kind`)."""
         self.frames.clear()
         self.features.clear()
         self._plan = None
         if goal_frame is not None:
-            with torch.no_grad():
-                self.cost = GoalCost(self.world.tokenizer.features(frame_tensor(goal_frame))[0, 0])
+            self.cost = goal_cost(self.world, goal_frame, self.cost_kind)
 
     @torch.no_grad()
     def act(self, frame: np.ndarray) -> np.ndarray:

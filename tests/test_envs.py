@@ -12,8 +12,8 @@ import envs
 from conftest import micro_tokenizer_config
 from envs.data import DataConfig, build_dataset
 from envs.dream import DreamEnv
-from envs.goals import feature_distance, token_distance
-from envs.planners import GoalCost, MPCAgent, Planner, PlannerConfig, sequence_costs
+from envs.goals import FeatureGoalCost, TokenGoalCost, feature_distance, goal_cost
+from envs.planners import MPCAgent, Planner, PlannerConfig, sequence_costs
 from envs.recording import EpisodeClips, main as record_main, record
 from envs.shapes import ShapesConfig
 from envs.wrappers import DeltaTokenObservation
@@ -21,6 +21,7 @@ from tokenizer.errors import ConfigError, DataError, InputError
 from tokenizer.model import Tokenizer
 from worldmodel.objectives import ActionSpace, ObjectiveConfig
 from worldmodel.predictor import PredictorConfig
+from worldmodel.readout import ReadoutConfig
 from worldmodel.world import WorldModelConfig, build_world_model
 
 SIZE = 32  # micro tokenizer: 4x4 patches of width 32
@@ -33,14 +34,18 @@ def tokenizer() -> Tokenizer:
     return Tokenizer.build(micro_tokenizer_config()).eval()
 
 
-def micro_world(tokenizer, model="deltaworld", actions=ActionSpace(dim=2), objective="bom"):
-    axes = [12] if model == "deltaworld" else [4, 4, 4]
+def micro_predictor(axes=(12,)) -> PredictorConfig:
+    return PredictorConfig(hidden_size=32, num_layers=1, num_heads=2, rope_axis_sizes=list(axes), rope_unrotated_size=4, layer_scale_init=1.0)
+
+
+def micro_world(tokenizer, model="deltaworld", actions=ActionSpace(dim=2), objective="bom", readout=False):
     cfg = WorldModelConfig(
         kind=model,
-        predictor=PredictorConfig(hidden_size=32, num_layers=1, num_heads=2, rope_axis_sizes=axes, rope_unrotated_size=4, layer_scale_init=1.0),
+        predictor=micro_predictor([12] if model == "deltaworld" else [4, 4, 4]),
         objective=ObjectiveConfig(kind=objective if model == "deltaworld" else "deterministic", num_hypotheses=8, selection_chunk=8),
         actions=actions,
         num_samples=2,
+        readout=ReadoutConfig(enabled=readout, grid=2, predictor=micro_predictor()),
     )
     torch.manual_seed(0)
     world = build_world_model(tokenizer, cfg).eval()
@@ -167,9 +172,9 @@ def test_sequence_costs_are_one_batched_rollout(tokenizer):
     frames, goal = shapes_frames(2)
     frames_t = torch.from_numpy(frames).permute(0, 3, 1, 2)[None]
     dream = world.start(frames_t, torch.tensor([[0.0, 0.1]]), 5)
-    goal_cost = GoalCost(world.tokenizer.features(torch.from_numpy(goal).permute(2, 0, 1)[None, None])[0, 0])
+    goal_features = world.tokenizer.features(torch.from_numpy(goal).permute(2, 0, 1)[None, None])[0, 0]
     # The untrained micro decoder barely reads its token, so the token itself must also carry cost.
-    cost = lambda tokens, features: goal_cost(tokens, features) + token_distance(tokens, torch.zeros(32))  # noqa: E731
+    cost = lambda tokens, features: feature_distance(features, goal_features) + tokens.norm(dim=-1)  # noqa: E731
     actions = torch.linspace(-1, 1, 5)[:, None, None].expand(5, 3, 2).contiguous()
     costs = sequence_costs(world, dream, actions, 0.1, cost, torch.Generator().manual_seed(0))
     assert costs.shape == (5,) and torch.isfinite(costs).all() and costs.std() > 0
@@ -187,7 +192,7 @@ def test_planner_prefers_the_cheaper_actions(tokenizer, kind):
     frames_t = torch.from_numpy(frames).permute(0, 3, 1, 2)[None]
     dream = world.start(frames_t, torch.tensor([[0.0, 0.1]]), 1)
     target, _, _ = world.step(dream, dream.time + 0.1, torch.ones(1, 2), None)
-    cost = lambda tokens, features: token_distance(tokens, target[0])  # noqa: E731
+    cost = lambda tokens, features: (tokens - target[0]).norm(dim=-1)  # noqa: E731
     plan = planner.plan(world, dream, 0.1, cost, torch.Generator().manual_seed(0))
     assert plan.shape == (2, 2) and plan.abs().max() <= 1
     zeros = torch.zeros(1, 2, 2)
@@ -205,3 +210,127 @@ def test_planning_config_errors(tokenizer):
         Planner(PlannerConfig(candidates=4, elites=8), -np.ones(2), np.ones(2))
     with pytest.raises(ConfigError, match="continuous actions"):
         MPCAgent(micro_world(tokenizer, actions=ActionSpace()), Planner(PlannerConfig(), -np.ones(2), np.ones(2)), dt=0.1)
+
+
+def context_tensor(frames: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(frames).permute(0, 3, 1, 2)[None]
+
+
+def test_imagining_decodes_only_when_asked(tokenizer):
+    world = micro_world(tokenizer, objective="deterministic", readout=True)
+    frames, _ = shapes_frames(2)
+    dream = world.start(context_tensor(frames), torch.tensor([[0.0, 0.1]]), 3)
+    tokens, features, stepped = world.step(dream, dream.time + 0.1, torch.ones(3, 2))
+    first, lazy = world.imagine(dream, dream.time + 0.1, torch.ones(3, 2))
+    second, lazy = world.imagine(lazy, lazy.time + 0.1, torch.ones(3, 2))
+    assert len(lazy.pending) == 2 and torch.equal(lazy.features, dream.features)  # nothing decoded yet
+    torch.testing.assert_close(first, tokens)
+    _, _, stepped = world.step(stepped, stepped.time + 0.1, torch.ones(3, 2))
+    caught_up = world.decoded(lazy)
+    assert caught_up.pending == ()
+    torch.testing.assert_close(caught_up.features, stepped.features)
+    assert world.summary(lazy).shape == (3, 4, 32)  # 2x2 cells of the 4x4 patch grid
+
+
+def test_readout_learns_summaries_from_tokens(tokenizer):
+    world = micro_world(tokenizer, objective="deterministic", readout=True)
+    frames, _ = shapes_frames(4)
+    clip = context_tensor(frames)
+    times = torch.tensor([[0.0, 0.1, 0.2, 0.3]])
+    tokens, features = world.tokenizer.tokenize(clip)
+    summaries = world.readout.summarize(features, world.tokenizer.grid(clip))
+    assert summaries.shape == (1, 4, 4, 32)
+    torch.testing.assert_close(summaries[0, 0, 0], features[0, 0].view(4, 4, 32)[:2, :2].mean(dim=(0, 1)))
+    optimizer = torch.optim.Adam(world.readout.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = world.readout.loss(tokens, summaries, times)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+    # Reading frame 2 step by step from frame 0's anchor gives the training path's answer.
+    state = world.readout.start(summaries[:, 0], times[:, 0])
+    for t in (1, 2):
+        state = world.readout.append(state, tokens[:, t], times[:, t])
+    with torch.no_grad():
+        read = world.readout.read(state, times[:, 2])
+        teacher_forced = world.readout.predict(tokens, summaries, times)
+    assert read.shape == (1, 4, 32) and teacher_forced.shape == (1, 3, 4, 32)
+    torch.testing.assert_close(read, teacher_forced[:, 1], rtol=1e-4, atol=1e-5)
+    with pytest.raises(InputError, match="summaries must be"):
+        world.readout.loss(tokens, summaries[:, :, :2], times)
+
+
+def test_token_cost_never_decodes(tokenizer, monkeypatch):
+    world = micro_world(tokenizer, readout=True)
+    frames, goal = shapes_frames(2)
+    cost = goal_cost(world, goal)
+    assert isinstance(cost, TokenGoalCost) and cost.goal.shape == (4, 32)
+    assert isinstance(goal_cost(world, goal, "features"), FeatureGoalCost)
+    assert isinstance(goal_cost(micro_world(tokenizer), goal), FeatureGoalCost)
+    with pytest.raises(ConfigError, match="has none"):
+        goal_cost(micro_world(tokenizer), goal, "token")
+    with pytest.raises(ConfigError, match="not one of"):
+        goal_cost(world, goal, "pixels")
+    dream = world.start(context_tensor(frames), torch.tensor([[0.0, 0.1]]), 4)
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the token cost decoded a frame")
+
+    monkeypatch.setattr(world.tokenizer, "decode", no_decoding)
+    costs = sequence_costs(world, dream, torch.rand(4, 3, 2) * 2 - 1, 0.1, cost, torch.Generator().manual_seed(0))
+    assert costs.shape == (4,) and torch.isfinite(costs).all()
+    agent = MPCAgent(world, Planner(PlannerConfig(horizon=2, candidates=8, iterations=1, elites=2, context=2), -np.ones(2), np.ones(2)), dt=0.1)
+    agent.reset(goal)
+    assert isinstance(agent.cost, TokenGoalCost) and agent.act(frames[0]).shape == (2,)
+    with pytest.raises(AssertionError, match="decoded"):
+        sequence_costs(world, dream, torch.zeros(4, 1, 2), 0.1, goal_cost(world, goal, "features"), None)
+
+
+def test_readout_is_saved_and_optional_when_loading(tokenizer, tmp_path):
+    from worldmodel.world import READOUT_FILE, WEIGHTS_FILE, load_world_model
+    from tokenizer.errors import CheckpointError
+
+    world = micro_world(tokenizer, readout=True)
+    world.save_pretrained(tmp_path / "wm")
+    loaded = load_world_model(tmp_path / "wm")
+    for ours, theirs in zip(world.readout.state_dict().values(), loaded.readout.state_dict().values()):
+        assert torch.equal(ours, theirs)
+    # A released-style bare weights file has no readout: it loads without one and plans with the feature cost.
+    bare = load_world_model(tmp_path / "wm" / WEIGHTS_FILE, loaded.tokenizer, world.config)
+    assert bare.readout is None and world.config.readout.enabled
+    assert isinstance(goal_cost(bare, shapes_frames(1)[1]), FeatureGoalCost)
+    (tmp_path / "wm" / READOUT_FILE).unlink()
+    with pytest.raises(CheckpointError, match="readout"):
+        load_world_model(tmp_path / "wm")
+
+
+def test_dream_env_renders_the_samples_and_records_video(tokenizer, tmp_path):
+    world = micro_world(tokenizer, readout=True)
+    frames, goal = shapes_frames(3)
+    env = gymnasium.make(envs.DREAM_ENV_ID, model=world, context=frames, goal_frame=goal, num_samples=3, render_mode="rgb_array")
+    check_env(env.unwrapped)
+    env.reset(seed=0)
+    picture = env.render()
+    assert picture.dtype == np.uint8 and picture.shape == (2 * SIZE, 2 * SIZE, 3)  # 3 samples on a 2x2 grid
+    env.step(np.array([1.0, 0.0], dtype=np.float32))
+    assert len(env.unwrapped._dream.pending) == 1  # the token reward did not decode
+    assert env.render().shape == picture.shape and env.unwrapped._dream.pending == ()
+    recorded = gymnasium.wrappers.RecordVideo(
+        gymnasium.make(envs.DREAM_ENV_ID, model=world, context=frames, num_samples=3, render_mode="rgb_array"), str(tmp_path / "video"), disable_logger=True
+    )
+    recorded.reset(seed=0)
+    for _ in range(3):
+        recorded.step(recorded.action_space.sample())
+    recorded.close()
+    assert list((tmp_path / "video").glob("*.mp4"))
+    with pytest.raises(ConfigError, match="render_mode"):
+        DreamEnv(world, context=frames, render_mode="human")
+
+
+def test_delta_token_observation_passes_render_through(tokenizer):
+    env = DeltaTokenObservation(envs.ShapesEnv(render_mode="rgb_array", **SHAPES), tokenizer)
+    env.reset(seed=0)
+    assert env.render().shape == (SIZE, SIZE, 3)

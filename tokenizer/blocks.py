@@ -129,7 +129,9 @@ class _SwiGLUActivation(torch.autograd.Function):
         gate, up = gate_up.chunk(2, dim=-1)
         grad_gate_up = torch.empty_like(gate_up)
         grad_gate, grad_up = grad_gate_up.chunk(2, dim=-1)
-        torch.ops.aten.silu_backward.grad_input(grad * up, gate, grad_input=grad_gate)
+        # In place in the output's halves: no temporary the size of the activation.
+        torch.mul(grad, up, out=grad_gate)
+        torch.ops.aten.silu_backward.grad_input(grad_gate, gate, grad_input=grad_gate)
         torch.mul(grad, activated, out=grad_up)
         return grad_gate_up
 

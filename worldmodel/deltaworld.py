@@ -5,7 +5,8 @@ i is predicted from the tokens of frames before i at their timestamps (and the
 action taken just before frame i). Imagining: the history holds the context
 tokens; each step predicts one token per sample, decodes it against that
 sample's previous features, and appends it, reusing every earlier step's
-projected keys and values.
+projected keys and values. Decoding waits until features are asked for
+(`decoded`), so a cost that reads the readout never decodes at all.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from tokenizer.model import Tokenizer
 from worldmodel.objectives import build_objective
 from worldmodel.predictor import Predictor, causal_mask
+from worldmodel.readout import Readout
 from worldmodel.world import Dream, WorldModel, WorldModelConfig
 
 
@@ -22,7 +24,8 @@ class DeltaWorld(WorldModel):
     @classmethod
     def build(cls, tokenizer: Tokenizer, config: WorldModelConfig) -> "DeltaWorld":
         predictor = Predictor(config.predictor, tokenizer.dim)
-        return cls(tokenizer, build_objective(config.objective, predictor, config.actions), config)
+        readout = Readout(config.readout, tokenizer.dim) if config.readout.enabled else None
+        return cls(tokenizer, build_objective(config.objective, predictor, config.actions), config, readout)
 
     @torch.no_grad()
     def training_inputs(self, frames: torch.Tensor, timestamps: torch.Tensor, actions: torch.Tensor | None) -> dict:
@@ -51,18 +54,29 @@ class DeltaWorld(WorldModel):
         black = self.tokenizer.black_features(batch, height, width, frames.device)
         tokens = self.tokenizer.deltatok.tokenize(features, black, self.tokenizer.rope(grid, frames.device))[:, :, 0]
         cache = self.objective.predictor.encode_history(tokens, timestamps).repeat(num_samples)
+        readout = None
+        if self.readout is not None:
+            readout = self.readout.start(self.readout.summarize(features[:, -1], grid), timestamps[:, -1]).repeat(num_samples)
         return Dream(
             cache=cache,
             features=features[:, -1].repeat_interleave(num_samples, 0),
             time=timestamps[:, -1].repeat_interleave(num_samples, 0),
             grid=grid,
+            readout=readout,
         )
 
     @torch.no_grad()
-    def step(self, dream, time, actions=None, generator=None, noise=None):
-        """-> (tokens (R, D), features (R, N, D), next dream)."""
+    def imagine(self, dream, time, actions=None, generator=None, noise=None):
+        """-> (tokens (R, D), next dream with the token pending decode)."""
         positions = time[:, None, None].float()
         tokens = self.objective.sample(dream.cache, positions, actions, generator, noise)[:, 0]
-        features = self.tokenizer.decode(tokens.to(dream.features.dtype), dream.features, dream.grid)
         cache = dream.cache.append(self.objective.predictor.encode_history(tokens[:, None], time[:, None]))
-        return tokens, features, Dream(cache, features, time, dream.grid)
+        readout = self.readout.append(dream.readout, tokens, time) if dream.readout is not None else None
+        return tokens, Dream(cache, dream.features, time, dream.grid, (*dream.pending, tokens), readout)
+
+    @torch.no_grad()
+    def decoded(self, dream):
+        features = dream.features
+        for tokens in dream.pending:
+            features = self.tokenizer.decode(tokens.to(features.dtype), features, dream.grid)
+        return Dream(dream.cache, features, dream.time, dream.grid, (), dream.readout)

@@ -37,6 +37,8 @@ class DINOWorld(WorldModel):
     def build(cls, tokenizer: Tokenizer, config: WorldModelConfig) -> "DINOWorld":
         if len(config.predictor.rope_axis_sizes) != 3:
             raise ConfigError(f"dinoworld needs three RoPE axes (time, x, y), got predictor.rope_axis_sizes={list(config.predictor.rope_axis_sizes)}")
+        if config.readout.enabled:
+            raise ConfigError("model.readout is for DeltaWorld: a patch-level model's imagined frames are already features")
         predictor = Predictor(config.predictor, tokenizer.dim)
         return cls(tokenizer, build_objective(config.objective, predictor, config.actions), config)
 
@@ -72,9 +74,9 @@ class DINOWorld(WorldModel):
         )
 
     @torch.no_grad()
-    def step(self, dream, time, actions=None, generator=None, noise=None):
-        """-> (features (R, N, D) twice: a patch-level model's "tokens" are its features, next dream)."""
+    def imagine(self, dream, time, actions=None, generator=None, noise=None):
+        """-> (features (R, N, D): a patch-level model's "tokens" are its features, next dream, already decoded)."""
         positions = patch_positions(time[:, None], dream.grid)[:, 0]
         features = self.objective.sample(dream.cache, positions, actions, generator, noise).to(dream.features.dtype)
         cache = dream.cache.append(self.objective.predictor.encode_history(features, positions))
-        return features, features, Dream(cache, features, time, dream.grid)
+        return features, Dream(cache, features, time, dream.grid)

@@ -161,13 +161,14 @@ class HistoryCache:
 
 
 class Predictor(nn.Module):
-    def __init__(self, cfg: PredictorConfig, token_dim: int):
+    def __init__(self, cfg: PredictorConfig, token_dim: int, out_dim: int | None = None):
+        """History entries are `token_dim` wide; outputs `out_dim` (default: the token width)."""
         super().__init__()
         cfg.validate()
         self.cfg = cfg
         self.blocks = nn.ModuleList(PredictorBlock(cfg, token_dim) for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(cfg.hidden_size)
-        self.head = nn.Linear(cfg.hidden_size, token_dim)
+        self.head = nn.Linear(cfg.hidden_size, out_dim or token_dim)
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.trunc_normal_(module.weight, std=cfg.initializer_range)

@@ -12,7 +12,8 @@ augmentation); not for a recipe that draws a new random crop every step (the
 paper's Kinetics training), where a cached clip would be seen again unchanged.
 
 `out` holds `shard_NNNNN.safetensors` (tokens (C, T, D), timestamps (C, T), actions
-(C, T, A) when the source has them), `plan.json` (what is being made: tokenizer
+(C, T, A) when the source has them, and summaries (C, T, g*g, D) when the world model
+has a readout to train: `worldmodel.readout`), `plan.json` (what is being made: tokenizer
 fingerprint, data config, clip count; written first, so a resumed run can check it
 is making the same cache) and `manifest.json` (the plan plus the shards and their
 sizes; written last, so a cache with a manifest is complete). Every file is written
@@ -41,6 +42,7 @@ from tokenizer.config import to_object
 from tokenizer.errors import CheckpointError, ConfigError
 from tokenizer.model import Tokenizer
 from worldmodel.engine import launched_on_cpu, weights_digest
+from worldmodel.readout import summarize
 from worldmodel.run_config import TokenCacheConfig, WorldModelRunConfig, load_tokenizer
 
 TOKENS_SOURCE = "tokens"
@@ -95,9 +97,13 @@ def write_token_cache(tokenizer: Tokenizer, dataset: Dataset, cfg: TokenCacheCon
         parts: dict[str, list[torch.Tensor]] = {}
         for start in range(shards[index].start, shards[index].stop, cfg.batch_size):
             batch = default_collate([dataset[i] for i in range(start, min(start + cfg.batch_size, shards[index].stop))])
+            frames = batch["frames"].to(device)
             with accelerator.autocast():
-                tokens, _ = tokenizer.tokenize(batch["frames"].to(device))
+                tokens, features = tokenizer.tokenize(frames)
             parts.setdefault("tokens", []).append(tokens.float().cpu().to(DTYPES[cfg.dtype]))
+            if plan["summary_grid"]:
+                summaries = summarize(features, tokenizer.grid(frames), plan["summary_grid"])
+                parts.setdefault("summaries", []).append(summaries.float().cpu().to(DTYPES[cfg.dtype]))
             for key in ("timestamps", "actions"):
                 if key in batch:
                     parts.setdefault(key, []).append(batch[key].float())
@@ -191,6 +197,8 @@ def main(argv: list[str] | None = None) -> None:
         "num_clips": cfg.num_clips,
         "shard_clips": cfg.shard_clips,
         "dtype": cfg.dtype,
+        # The readout's training targets: pooled features of every frame (0 = none).
+        "summary_grid": run.model.readout.grid if run.model.readout.enabled else 0,
     }
     manifest = write_token_cache(tokenizer, build_dataset(data, "train", run.seed), cfg, plan, accelerator)
     accelerator.print(

@@ -13,7 +13,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tokenizer.errors import ConfigError
 from worldmodel.objectives import regression_loss
+from worldmodel.readout import ObjectiveWithReadout
 from worldmodel.world import WorldModel
 
 FEATURE_LOSS = ("smooth_l1", 0.1)  # the paper's criterion, also used to pick the best of K
@@ -40,13 +42,13 @@ def rollout_losses(features: torch.Tensor, targets: torch.Tensor, context: torch
 
 
 class WorldModelTask:
-    """Train the predictor (and its objective's own layers) on delta tokens of clips; tokenizer frozen."""
+    """Train the predictor (and its objective's own layers, and the readout if any) on delta tokens of clips; tokenizer frozen."""
 
     name = "world_model"
 
     def __init__(self, world: WorldModel, context: int, horizon: int, num_samples: int, seed: int):
         self.world = world
-        self.module: nn.Module = world.objective
+        self.module: nn.Module = world.objective if world.readout is None else ObjectiveWithReadout(world.objective, world.readout)
         self.context, self.horizon, self.num_samples, self.seed = context, horizon, num_samples, seed
 
     def to(self, device: torch.device) -> None:
@@ -56,10 +58,21 @@ class WorldModelTask:
         return batch.get("actions") if self.world.action_conditioned else None
 
     def loss(self, model: nn.Module, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
+        readout = self.world.readout
         if "tokens" in batch:  # clips from a token cache (worldmodel.token_cache): the tokenizer already ran
-            inputs = self.world.inputs_from_tokens(batch["tokens"], batch["timestamps"], self._actions(batch))
+            tokens, summaries = batch["tokens"], batch.get("summaries")
+            if readout is not None and summaries is None:
+                raise ConfigError("the readout trains on frame summaries, and this token cache has none: rebuild it with this config")
+            inputs = self.world.inputs_from_tokens(tokens, batch["timestamps"], self._actions(batch))
+        elif readout is not None:
+            with torch.no_grad():
+                tokens, features = self.world.tokenizer.tokenize(batch["frames"])
+                summaries = readout.summarize(features, self.world.tokenizer.grid(batch["frames"]))
+            inputs = self.world.inputs_from_tokens(tokens, batch["timestamps"], self._actions(batch))
         else:
             inputs = self.world.training_inputs(batch["frames"], batch["timestamps"], self._actions(batch))
+        if readout is not None:
+            inputs["readout_inputs"] = {"tokens": tokens, "summaries": summaries, "timestamps": batch["timestamps"]}
         return model(**inputs, generator=generator)
 
     def validate(self, model: nn.Module, batch: dict) -> dict[str, tuple[torch.Tensor, int]]:

@@ -1,14 +1,17 @@
 """What DeltaWorld and the patch-level DINOWorld share: config, imagination loop, files.
 
 A world model is a frozen tokenizer (DINOWorld uses only its backbone) plus a
-trainable objective around a predictor. Subclasses say how a clip becomes
-training inputs and how one imagined step is made; the rollout, saving and
-loading are common. Imagination rows are batch-major: row b * K + k is sample k of clip b.
+trainable objective around a predictor, and optionally a readout (a small model
+that summarises imagined frames from their tokens, for costs that must not decode).
+Subclasses say how a clip becomes training inputs and how one imagined step is made;
+the rollout, saving and loading are common. Imagination rows are batch-major: row
+b * K + k is sample k of clip b.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -21,9 +24,13 @@ from tokenizer.errors import CheckpointError, ConfigError, InputError
 from tokenizer.model import Tokenizer
 from worldmodel.objectives import ActionSpace, Objective, ObjectiveConfig
 from worldmodel.predictor import HistoryCache, PredictorConfig
+from worldmodel.readout import Readout, ReadoutConfig, ReadoutState
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "world_model.safetensors"
+READOUT_FILE = "readout.safetensors"
 TOKENIZER_DIR = "tokenizer"
 
 
@@ -34,16 +41,23 @@ class WorldModelConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     actions: ActionSpace = field(default_factory=ActionSpace)
     num_samples: int = 20  # K imagined futures per clip when evaluating (the paper's 20)
+    readout: ReadoutConfig = field(default_factory=ReadoutConfig)
 
 
 @dataclass
 class Dream:
-    """R imagined futures in progress: the projected history, the newest frame's features and time per row."""
+    """R imagined futures in progress: the projected history, the newest decoded frame's features, time per row.
+
+    `pending` holds tokens (R, D) imagined after `features` and not decoded yet (`WorldModel.decoded`
+    catches up); `readout` is the readout's state when the model has one.
+    """
 
     cache: HistoryCache
     features: torch.Tensor  # (R, N, D)
     time: torch.Tensor  # (R,)
     grid: tuple[int, int]
+    pending: tuple[torch.Tensor, ...] = ()
+    readout: ReadoutState | None = None
 
 
 def check_clip(frames: torch.Tensor, timestamps: torch.Tensor, context: int, horizon: int) -> None:
@@ -58,10 +72,11 @@ def check_clip(frames: torch.Tensor, timestamps: torch.Tensor, context: int, hor
 
 
 class WorldModel(nn.Module):
-    def __init__(self, tokenizer: Tokenizer, objective: Objective, config: WorldModelConfig):
+    def __init__(self, tokenizer: Tokenizer, objective: Objective, config: WorldModelConfig, readout: Readout | None = None):
         super().__init__()
         self.tokenizer = tokenizer.requires_grad_(False).eval()
         self.objective = objective
+        self.readout = readout
         self.config = config
 
     def train(self, mode: bool = True) -> "WorldModel":
@@ -84,9 +99,26 @@ class WorldModel(nn.Module):
         """
         raise NotImplementedError
 
+    def imagine(self, dream: Dream, time: torch.Tensor, actions=None, generator=None, noise=None) -> tuple[torch.Tensor, Dream]:
+        """Imagine the frame at `time` (R,) after `actions` (R, A) -> (its tokens, next dream), decoding only what
+        the model needs to go on (nothing, for DeltaWorld: `decoded` catches up when features are wanted)."""
+        raise NotImplementedError
+
+    def decoded(self, dream: Dream) -> Dream:
+        """The same dream with `features` of its newest frame (pending tokens decoded in order)."""
+        return dream
+
     def step(self, dream: Dream, time: torch.Tensor, actions=None, generator=None, noise=None) -> tuple[torch.Tensor, torch.Tensor, Dream]:
         """Imagine the frame at `time` (R,) after `actions` (R, A) -> (its tokens, its features (R, N, D), next dream)."""
-        raise NotImplementedError
+        tokens, dream = self.imagine(dream, time, actions, generator, noise)
+        dream = self.decoded(dream)
+        return tokens, dream.features, dream
+
+    def summary(self, dream: Dream) -> torch.Tensor:
+        """The readout's summary (R, g*g, D) of the dream's newest frame, without decoding."""
+        if self.readout is None or dream.readout is None:
+            raise ConfigError("this world model has no readout (model.readout.enabled); use a feature cost, which decodes")
+        return self.readout.read(dream.readout, dream.time)
 
     @torch.no_grad()
     def rollout(
@@ -134,6 +166,8 @@ class WorldModel(nn.Module):
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         save_safetensors(self.objective.state_dict(), folder / WEIGHTS_FILE)
+        if self.readout is not None:
+            save_safetensors(self.readout.state_dict(), folder / READOUT_FILE)
         save_config(self.config, folder / CONFIG_FILE)
         self.tokenizer.save_pretrained(folder / TOKENIZER_DIR)
 
@@ -159,11 +193,17 @@ def load_world_model(path: str | Path, tokenizer: Tokenizer | None = None, confi
         if config is None or tokenizer is None:
             raise CheckpointError(f"{path} is a bare weights file: pass the world-model config and the tokenizer it was trained with")
         weights = path
+        if config.readout.enabled:
+            log.warning("%s is a bare weights file without a readout: loading it without one (planning uses the feature cost)", path)
+            config = replace(config, readout=replace(config.readout, enabled=False))
     world = build_world_model(tokenizer, config)
     state = load_weights(weights, f"world-model checkpoint {weights}")
     # Released files hold only trained weights; a frozen tokenizer copy, if present, is not ours to load.
     state = {key: value for key, value in state.items() if not key.startswith(("tokenizer.", "backbone."))}
     load_module_weights(world.objective, state, f"world-model checkpoint {weights}")
+    if world.readout is not None:
+        readout = path / READOUT_FILE
+        load_module_weights(world.readout, load_weights(readout, "readout"), f"readout {readout}")
     return world.eval()
 
 
@@ -175,5 +215,5 @@ def read_world_config(folder: str | Path) -> WorldModelConfig:
         raw = OmegaConf.load(path)
     except Exception as err:
         raise CheckpointError(f"{path} is not readable YAML ({' '.join(str(err).split())[:200]})") from None
-    fields = ("kind", "predictor", "objective", "actions", "num_samples")
+    fields = ("kind", "predictor", "objective", "actions", "num_samples", "readout")
     return to_object(merge_config(WorldModelConfig, {k: raw[k] for k in fields if k in raw}, origin=f"world-model config {path}"))
