@@ -41,7 +41,7 @@ bench: install
 
 # Goal reaching in Shapes-v0: CEM in DeltaWorld vs random vs CEM in DINOWorld; writes $(RUNS)/plan_bench/report.json.
 plan-bench: install
-	$(PY) -m envs.plan_bench --out $(RUNS)/plan_bench
+	$(PY) -m benchmarks.plan_bench --out $(RUNS)/plan_bench
 
 clean:
 	rm -rf $(VENV) $(RUNS)

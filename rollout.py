@@ -29,7 +29,7 @@ from tokenizer.usage import usage_lines
 from worldmodel.evaluation import RolloutEvalConfig, RolloutEvaluator, report_table
 from worldmodel.heads import TaskHeads
 from worldmodel.pictures import plot_metric_vs_horizon, rollout_animation, rollout_picture, save_animation, save_png
-from worldmodel.world import load_world_model
+from worldmodel.loading import load_world_model
 
 DATASETS = ("shapes", "vspw", "cityscapes", "kitti", "videos")
 # These label only a clip's last frame, so each horizon needs its own rollout ending there.

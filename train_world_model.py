@@ -17,7 +17,7 @@ from worldmodel.engine import train
 from worldmodel.run_config import WorldModelRunConfig, load_tokenizer
 from worldmodel.token_cache import TOKENS_SOURCE, TokenClips, tokenizer_fingerprint
 from worldmodel.training import WorldModelTask
-from worldmodel.world import build_world_model
+from worldmodel.loading import build_world_model
 
 
 def main(argv: list[str] | None = None) -> None:

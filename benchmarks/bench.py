@@ -34,13 +34,15 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import accelerate
+import numpy as np
 import torch
 from torch import nn
 from torch.profiler import ProfilerActivity, profile
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from envs.plan_bench import PlanBenchConfig
-from envs.planners import GoalCost, Planner
+from benchmarks.plan_config import PlanBenchConfig
+from envs.goals import FeatureGoalCost, StepCost, TokenGoalCost, goal_cost
+from envs.planners import Planner, PlannerConfig, expand_dream, sequence_costs
 from envs.shapes import ShapesConfig, ShapesEnv
 from tokenizer.checkpoint import atomic_write_text
 from tokenizer.cli import run_cli
@@ -51,7 +53,8 @@ from train_tokenizer import TokenizerRunConfig
 from worldmodel.run_config import WorldModelRunConfig
 from worldmodel.engine import TrainConfig, build_optimizer
 from worldmodel.training import WorldModelTask
-from worldmodel.world import WorldModel, build_world_model
+from worldmodel.loading import build_world_model
+from worldmodel.world import WorldModel
 
 REPO = Path(__file__).resolve().parents[1]
 DT = 1.0 / ShapesConfig.fps  # seconds between frames, as in the Shapes world
@@ -333,6 +336,49 @@ def imagined_frame_cost(scale: Scale, device: torch.device | str) -> dict:
     }
 
 
+@torch.no_grad()
+def planning_step_flops(planner: PlannerConfig, scale: Scale) -> dict:
+    """FLOPs of one planning step at `scale`, counted on the meta device: the search (iterations x horizon
+    imagined steps of every candidate, each scored by its cost) for DeltaWorld with the token cost, with the
+    feature cost, and for DINOWorld; and, apart, what each spends to take in the newest real frame (the
+    backbone on it, and restarting imagination from the context), which planning does not change."""
+    device = "meta"
+    conditioned = ("model.actions.dim=2",)
+    with torch.device(device):
+        torch.manual_seed(0)
+        tokenizer = load_tokenizer(scale.tokenizer).eval()
+        delta_run = load_world_run(ModelSource(scale.deltaworld.path, (*scale.deltaworld.overrides, *conditioned, "model.readout.enabled=true")))
+        dino_run = load_world_run(ModelSource(scale.dinoworld.path, (*scale.dinoworld.overrides, *conditioned)))
+        delta, dino = inference_world(tokenizer, delta_run), inference_world(tokenizer, dino_run)
+    size = delta_run.data.frame_size
+    clip = random_clip(1, planner.context, size, device)
+    newest = clip["frames"][:, -1:]
+    goal = tokenizer.features(random_clip(1, 1, size, device, seed=1)["frames"])[0, 0]
+    actions = torch.zeros(planner.candidates, planner.horizon, 2, device=device)
+
+    def search(world: WorldModel, cost: StepCost) -> int:
+        rows = expand_dream(world.start(clip["frames"], clip["timestamps"], 1), planner.candidates)
+        return planner.iterations * count_flops(lambda: sequence_costs(world, rows, actions, DT, cost, None))
+
+    def observe(world: WorldModel) -> int:
+        return count_flops(lambda: world.start(clip["frames"], clip["timestamps"], 1, world.tokenizer.features(clip["frames"]))) - count_flops(
+            lambda: world.tokenizer.features(clip["frames"])
+        ) + count_flops(lambda: world.tokenizer.features(newest))
+
+    search_flops = {
+        "deltaworld_token": search(delta, TokenGoalCost(delta.readout.summarize(goal, tokenizer.grid(newest)))),
+        "deltaworld_feature": search(delta, FeatureGoalCost(goal)),
+        "dinoworld": search(dino, FeatureGoalCost(goal)),
+    }
+    return {
+        "search": search_flops,
+        "observe": {"deltaworld": observe(delta), "dinoworld": observe(dino)},
+        "dinoworld_over_deltaworld_token_search": search_flops["dinoworld"] / search_flops["deltaworld_token"],
+        "deltaworld_feature_over_token_search": search_flops["deltaworld_feature"] / search_flops["deltaworld_token"],
+        "settings": {"frame_size": size, "candidates": planner.candidates, "horizon": planner.horizon, "iterations": planner.iterations, "context": planner.context, "counted_on": device},
+    }
+
+
 def flop_ratios(flops: dict[str, int]) -> dict[str, float]:
     return {
         "predictor_over_decode": flops["deltaworld_predictor"] / flops["deltaworld_decode"],
@@ -360,13 +406,16 @@ def imagination_ms(world: WorldModel, run: WorldModelRunConfig, settings: Settin
     return 1000 * median_seconds(rollout, settings, device) / settings.horizon
 
 
+def goal_image(size: int) -> np.ndarray:
+    return random_clip(1, 1, size, "cpu", seed=1)["frames"][0, 0].permute(1, 2, 0).numpy()
+
+
 @torch.no_grad()
-def planning_ms(world: WorldModel, planner: Planner, context: int, size: int, settings: Settings) -> float:
+def planning_ms(world: WorldModel, planner: Planner, context: int, size: int, cost: StepCost, settings: Settings) -> float:
     """Milliseconds per planning step: one `Planner.plan` call (CEM: iterations x horizon batched steps over
-    every candidate) from `context` real frames of `size` px toward a goal frame's features. Planners run on the CPU."""
+    every candidate) from `context` real frames of `size` px toward a goal. Planners run on the CPU."""
     clip = random_clip(1, context, size, "cpu")
     dream = world.start(clip["frames"], clip["timestamps"], 1)
-    cost = GoalCost(world.tokenizer.features(random_clip(1, 1, size, "cpu", seed=1)["frames"])[0, 0])
     generator = torch.Generator().manual_seed(0)
     return 1000 * median_seconds(lambda: planner.plan(world, dream, DT, cost, generator), settings, torch.device("cpu"))
 
@@ -383,7 +432,12 @@ def planning(settings: Settings) -> dict:
     for name in ("deltaworld", "dinoworld"):
         section = getattr(cfg, name)
         run = load_world_run(ModelSource(section.config, tuple(section.overrides)))
-        results[f"{name}_tiny"] = planning_ms(inference_world(tokenizer, run), planner, cfg.planner.context, run.data.frame_size, settings)
+        world, size = inference_world(tokenizer, run), run.data.frame_size
+        # DeltaWorld with its readout plans on tokens; the feature cost decodes every imagined step.
+        kinds = ("token", "features") if world.readout is not None else ("features",)
+        for kind in kinds:
+            key = f"{name}_tiny" if kind == kinds[0] else f"{name}_{kind}_tiny"
+            results[key] = planning_ms(world, planner, cfg.planner.context, size, goal_cost(world, goal_image(size), kind), settings)
     return {"ms_per_planning_step": results, "planner": vars(cfg.planner), "device": "cpu"}
 
 

@@ -32,10 +32,10 @@ from envs.goals import COST_KINDS, StepCost, as_step_cost, goal_cost
 from envs.wrappers import frame_tensor
 from tokenizer.checkpoint import load_weights
 from tokenizer.errors import ConfigError, InputError
-from worldmodel.deltaworld import DeltaWorld
 from worldmodel.heads import SegmentationHead, TaskHeads
 from worldmodel.pictures import FeaturePCA, colorize_seg, image_grid, upscale_nearest
-from worldmodel.world import WorldModel, load_world_model
+from worldmodel.loading import load_world_model
+from worldmodel.world import WorldModel
 
 RewardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (tokens (K, ...), features (K, N, D)) -> (K,)
 
@@ -109,8 +109,7 @@ class DreamEnv(gymnasium.Env):
         size = frame_size if self._default_context is None else self._default_context[0].shape[-1]
         rows, cols = self.world.tokenizer.backbone.grid(size, size)
         dim, count = self.world.tokenizer.dim, num_samples
-        token_shape = (count, dim) if isinstance(self.world, DeltaWorld) else (count, rows * cols, dim)
-        tokens = spaces.Box(-np.inf, np.inf, token_shape, np.float32)
+        tokens = spaces.Box(-np.inf, np.inf, (count, *self.world.token_shape(rows * cols)), np.float32)
         self.observation_space = (
             spaces.Dict({"token": tokens, "features": spaces.Box(-np.inf, np.inf, (count, rows * cols, dim), np.float32)}) if features else tokens
         )
@@ -168,8 +167,8 @@ class DreamEnv(gymnasium.Env):
         else:
             self._step_dt = self.dt
         last = features[:, -1].expand(self.num_samples, -1, -1)
-        token = tokens[:, -1].expand(self.num_samples, -1) if isinstance(self.world, DeltaWorld) else last
-        return self._observation(token, last), {"time": float(times[0, -1])}
+        token = self.world.frame_tokens(tokens[:, -1], features[:, -1])
+        return self._observation(token.expand(self.num_samples, *token.shape[1:]), last), {"time": float(times[0, -1])}
 
     def _actions(self, action: Any) -> torch.Tensor | None:
         if not self.world.action_conditioned:

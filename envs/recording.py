@@ -136,7 +136,11 @@ def record(
     paths = []
     with env:
         for index in range(episodes):
-            episode = record_episode(env, act, rng, seed * 1_000_003 + index, max_steps, frame_size)
+            try:
+                episode = record_episode(env, act, rng, seed * 1_000_003 + index, max_steps, frame_size)
+            except gymnasium.error.DependencyNotInstalled as err:
+                # Gymnasium's classic-control and Box2D envs draw with pygame, which is not a dependency of ours.
+                raise ConfigError(f"{env_id} cannot render here ({err}); install the extra: pip install -e '.[gym-render]'") from None
             path = out / f"episode_{index:06d}.safetensors"
             save_safetensors(episode, path, metadata={"env_id": env_id, "policy": policy})
             paths.append(path)

@@ -59,7 +59,7 @@ def test_quick_benchmark_reports_every_measurement(tmp_path):
     assert report["flop_settings"]["vitb_512"]["patches"] == 1024
     assert report["flops_meta_matches_real_tiny"] is True
     assert set(report["latency_ms_per_imagined_frame"]) == {"deltaworld_tiny", "dinoworld_tiny"}
-    assert set(report["latency_ms_per_planning_step"]) == {"deltaworld_tiny", "dinoworld_tiny"}
+    assert set(report["latency_ms_per_planning_step"]) == {"deltaworld_tiny", "deltaworld_features_tiny", "dinoworld_tiny"}
     assert set(report["train_clips_per_s"]) == {"tokenizer_tiny", "world_model_tiny"}
 
     ops = report["train_tokenizer_tiny"]["top_ops"]

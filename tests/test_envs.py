@@ -17,12 +17,13 @@ from envs.planners import MPCAgent, Planner, PlannerConfig, sequence_costs
 from envs.recording import EpisodeClips, main as record_main, record
 from envs.shapes import ShapesConfig
 from envs.wrappers import DeltaTokenObservation
-from tokenizer.errors import ConfigError, DataError, InputError
+from tokenizer.errors import CheckpointError, ConfigError, DataError, InputError
 from tokenizer.model import Tokenizer
 from worldmodel.objectives import ActionSpace, ObjectiveConfig
 from worldmodel.predictor import PredictorConfig
 from worldmodel.readout import ReadoutConfig
-from worldmodel.world import WorldModelConfig, build_world_model
+from worldmodel.loading import build_world_model, load_world_model
+from worldmodel.world import READOUT_FILE, WEIGHTS_FILE, WorldModelConfig
 
 SIZE = 32  # micro tokenizer: 4x4 patches of width 32
 SHAPES = {"config": ShapesConfig(frame_size=SIZE, num_distractors=1)}
@@ -290,9 +291,6 @@ def test_token_cost_never_decodes(tokenizer, monkeypatch):
 
 
 def test_readout_is_saved_and_optional_when_loading(tokenizer, tmp_path):
-    from worldmodel.world import READOUT_FILE, WEIGHTS_FILE, load_world_model
-    from tokenizer.errors import CheckpointError
-
     world = micro_world(tokenizer, readout=True)
     world.save_pretrained(tmp_path / "wm")
     loaded = load_world_model(tmp_path / "wm")
@@ -334,3 +332,14 @@ def test_delta_token_observation_passes_render_through(tokenizer):
     env = DeltaTokenObservation(envs.ShapesEnv(render_mode="rgb_array", **SHAPES), tokenizer)
     env.reset(seed=0)
     assert env.render().shape == (SIZE, SIZE, 3)
+
+
+def test_an_env_that_cannot_render_names_the_extra(tmp_path):
+    try:
+        import pygame  # noqa: F401
+
+        pytest.skip("pygame is installed: Pendulum-v1 renders")
+    except ImportError:
+        pass
+    with pytest.raises(ConfigError, match=r"\.\[gym-render\]"):
+        record("Pendulum-v1", 1, tmp_path, max_steps=2)

@@ -18,7 +18,8 @@ from worldmodel.evaluation import RolloutEvalConfig, RolloutEvaluator, gap_close
 from worldmodel.heads import DepthHead, SegmentationHead, TaskHeads
 from worldmodel.objectives import ObjectiveConfig
 from worldmodel.predictor import PredictorConfig
-from worldmodel.world import WorldModelConfig, build_world_model
+from worldmodel.loading import build_world_model
+from worldmodel.world import WorldModelConfig
 
 sys.path.insert(0, str(REPO))
 import rollout  # noqa: E402

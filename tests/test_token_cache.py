@@ -111,3 +111,20 @@ def test_two_processes_write_their_shares(tokenizers, cache, tmp_path):
     for shard in manifest["shards"]:
         assert torch.allclose(load_file(out / shard["file"])["tokens"], load_file(cache / shard["file"])["tokens"], atol=1e-6)
 
+
+
+READOUT = ["model.readout.enabled=true", "model.readout.grid=2", "model.readout.predictor.hidden_size=32", "model.readout.predictor.num_layers=1",
+           "model.readout.predictor.num_heads=2", "model.readout.predictor.rope_axis_sizes=[12]"]  # fmt: skip
+
+
+def test_a_readout_trains_from_the_cache_summaries_and_is_saved(tokenizers, cache, tmp_path):
+    tokenizer = str(tokenizers / "seed0")
+    with_summaries = tmp_path / "tokens"
+    assert_ok(make_cache(tokenizer, with_summaries, *READOUT))
+    shard = load_file(with_summaries / "shard_00000.safetensors")
+    assert shard["summaries"].shape == (5, 4, 4, 32) and json.loads((with_summaries / "plan.json").read_text())["summary_grid"] == 2
+    cached = ["data.source=tokens", "data.val_source=shapes", "train.max_steps=2"]
+    assert_ok(train_world(tmp_path / "wm", tokenizer, *READOUT, *cached, f"data.root={with_summaries}"))
+    assert (tmp_path / "wm" / "final" / "readout.safetensors").is_file()
+    # The plain cache has no summaries for the readout to learn from.
+    assert_user_error(train_world(tmp_path / "refused", tokenizer, *READOUT, *cached, f"data.root={cache}"), "summaries")

@@ -10,7 +10,8 @@ from tokenizer.errors import CheckpointError, InputError
 from tokenizer.model import Tokenizer
 from worldmodel.objectives import ActionSpace, ObjectiveConfig
 from worldmodel.predictor import Predictor, PredictorConfig, causal_mask
-from worldmodel.world import WorldModelConfig, build_world_model, load_world_model
+from worldmodel.loading import build_world_model, load_world_model
+from worldmodel.world import WorldModelConfig
 
 PREDICTOR = PredictorConfig(hidden_size=32, num_layers=1, num_heads=2, rope_axis_sizes=[12], rope_unrotated_size=4)
 # LayerScale at 1 so attention visibly moves the output (at the default 1e-5 it hides below tolerances).

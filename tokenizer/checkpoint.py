@@ -36,14 +36,15 @@ def _umask() -> int:
     return mask
 
 
-def _atomic_write(path: str | Path, write) -> None:
+def atomic_write(path: str | Path, write) -> None:
     """Write through a temporary file in the same folder, then rename over `path`.
 
-    A crash mid-write leaves the old file (or nothing) at `path`, never half a file.
+    A crash mid-write leaves the old file (or nothing) at `path`, never half a file. `write(tmp)` gets
+    a name that ends in `path`'s suffix, for writers that pick the format from it (video encoders).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     try:
         write(tmp)
@@ -62,20 +63,20 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     def write(tmp: str) -> None:
         Path(tmp).write_text(text)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     def write(tmp: str) -> None:
         Path(tmp).write_bytes(data)
 
-    _atomic_write(path, write)
+    atomic_write(path, write)
 
 
 def save_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
     """Save tensors atomically; shared or non-contiguous storage is copied out first."""
     tensors = {key: value.detach().to("cpu").contiguous().clone() for key, value in state.items()}
-    _atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def load_weights(path: str | Path, what: str = "checkpoint") -> dict[str, torch.Tensor]:

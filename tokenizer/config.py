@@ -17,7 +17,7 @@ from typing import Any, Iterable, TypeVar
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from tokenizer.errors import ConfigError
+from tokenizer.errors import CheckpointError, ConfigError
 
 T = TypeVar("T")
 
@@ -113,3 +113,17 @@ def save_config(cfg: DictConfig | Any, path: str | Path) -> None:
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.structured(cfg)
     atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))
+
+
+def read_saved_config(schema: type[T], folder: str | Path, what: str) -> T:
+    """The fields of `schema` from a saved folder's config.yaml (a model folder or a training run's);
+    other sections of the file (data, train, ...) are ignored, a field of the wrong type is an error."""
+    path = Path(folder) / "config.yaml"
+    if not path.is_file():
+        raise CheckpointError(f"{folder} is not a saved {what}: config.yaml is missing")
+    try:
+        raw = OmegaConf.load(path)
+    except Exception as err:
+        raise CheckpointError(f"{path} is not readable YAML ({' '.join(str(err).split())[:200]})") from None
+    fields = [field.name for field in dataclasses.fields(schema)]
+    return to_object(merge_config(schema, {key: raw[key] for key in fields if key in raw}, origin=f"{what} config {path}"))

@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
 from tokenizer.backbone import Backbone, BackboneConfig
 from tokenizer.checkpoint import load_module_weights, load_weights, save_safetensors
-from tokenizer.config import merge_config, save_config, to_object
+from tokenizer.config import read_saved_config, save_config
 from tokenizer.deltatok import DeltaTok, DeltaTokConfig
 from tokenizer.errors import CheckpointError, ConfigError, InputError
 
@@ -136,12 +135,4 @@ class Tokenizer(nn.Module):
 
 def read_tokenizer_config(folder: str | Path) -> TokenizerConfig:
     """The `backbone` and `model` sections of a saved tokenizer's (or training run's) config.yaml."""
-    path = Path(folder) / CONFIG_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{folder} is not a saved tokenizer: {CONFIG_FILE} is missing")
-    try:
-        raw = OmegaConf.load(path)
-    except Exception as err:
-        raise CheckpointError(f"{path} is not readable YAML ({' '.join(str(err).split())[:200]})") from None
-    sections = {key: raw[key] for key in ("backbone", "model") if key in raw}
-    return to_object(merge_config(TokenizerConfig, sections, origin=f"tokenizer config {path}"))
+    return read_saved_config(TokenizerConfig, folder, "tokenizer")

@@ -27,6 +27,12 @@ class DeltaWorld(WorldModel):
         readout = Readout(config.readout, tokenizer.dim) if config.readout.enabled else None
         return cls(tokenizer, build_objective(config.objective, predictor, config.actions), config, readout)
 
+    def token_shape(self, patches: int) -> tuple[int, ...]:
+        return (self.tokenizer.dim,)
+
+    def frame_tokens(self, tokens: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return tokens
+
     @torch.no_grad()
     def training_inputs(self, frames: torch.Tensor, timestamps: torch.Tensor, actions: torch.Tensor | None) -> dict:
         """Objective inputs for clips (B, T, 3, H, W): tokens 1..T-1, each from the tokens before it."""

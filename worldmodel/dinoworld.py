@@ -42,6 +42,12 @@ class DINOWorld(WorldModel):
         predictor = Predictor(config.predictor, tokenizer.dim)
         return cls(tokenizer, build_objective(config.objective, predictor, config.actions), config)
 
+    def token_shape(self, patches: int) -> tuple[int, ...]:
+        return (patches, self.tokenizer.dim)
+
+    def frame_tokens(self, tokens: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        return features  # a patch-level model's "token" is the frame's features
+
     @torch.no_grad()
     def training_inputs(self, frames: torch.Tensor, timestamps: torch.Tensor, actions: torch.Tensor | None) -> dict:
         """Objective inputs for clips (B, T, 3, H, W): every patch of frames 1..T-1 from all patches before."""

@@ -13,10 +13,6 @@ import torch
 
 from tokenizer.errors import InputError
 
-# KITTI Garg crop as fractions of the (KB-cropped) label height and width.
-GARG_TOP, GARG_BOTTOM = 0.40810811, 0.99189189
-GARG_LEFT, GARG_RIGHT = 0.03594771, 0.96405229
-
 
 class MeanIoU:
     """Mean intersection-over-union of class labels, from a confusion matrix accumulated over a stream.
@@ -86,19 +82,12 @@ class MeanIoU:
         return iou[present].mean().item() if present.any() else math.nan
 
 
-def garg_crop_mask(height: int, width: int) -> torch.Tensor:
-    """Boolean (height, width) mask of KITTI's Garg crop, the region Eigen-split depth is scored on."""
-    mask = torch.zeros(height, width, dtype=torch.bool)
-    mask[int(GARG_TOP * height) : int(GARG_BOTTOM * height), int(GARG_LEFT * width) : int(GARG_RIGHT * width)] = True
-    return mask
-
-
 class DepthRMSE:
     """Root mean squared depth error over every valid pixel of a stream (metres).
 
-    Pixels count when target > 0 (0 marks no measurement) and the optional mask is
-    true; errors are pooled over pixels, not averaged per image, as torchmetrics'
-    MeanSquaredError(squared=False) does on the masked values. NaN before any valid pixel.
+    Pixels count when target > 0 (0 marks no measurement: the KITTI reader zeroes depth outside the
+    Garg crop and the evaluated range); errors are pooled over pixels, not averaged per image, as
+    torchmetrics' MeanSquaredError(squared=False) does on the valid values. NaN before any valid pixel.
     """
 
     def __init__(self) -> None:
@@ -109,22 +98,13 @@ class DepthRMSE:
         self.sum_squared_error = 0.0
         self.count = 0
 
-    def update(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None = None) -> None:
-        """pred (B, H, W) or (B, 1, H, W); target (B, H, W); mask bool, broadcastable to (B, H, W), e.g. (H, W)."""
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """pred (B, H, W) or (B, 1, H, W); target (B, H, W)."""
         if pred.ndim == target.ndim + 1 and pred.shape[1] == 1:
             pred = pred.squeeze(1)
         if pred.shape != target.shape:
             raise InputError(f"depth predictions {tuple(pred.shape)} and targets {tuple(target.shape)} differ in shape")
         valid = target > 0
-        if mask is not None:
-            if mask.dtype != torch.bool:
-                raise InputError(f"depth mask must be boolean, got {mask.dtype}")
-            try:
-                valid = valid & mask.to(valid.device)
-            except RuntimeError:
-                raise InputError(f"depth mask {tuple(mask.shape)} does not broadcast to targets {tuple(target.shape)}") from None
-            if valid.shape != target.shape:
-                raise InputError(f"depth mask {tuple(mask.shape)} does not broadcast to targets {tuple(target.shape)}")
         error = pred.to(target.device).double()[valid] - target.double()[valid]
         self.sum_squared_error += error.pow(2).sum().item()
         self.count += int(valid.sum().item())

@@ -9,11 +9,9 @@ Images here are numpy arrays (H, W, 3), float in [0, 1] or uint8.
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import imageio.v3 as iio
 import matplotlib
@@ -25,7 +23,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
-from tokenizer.checkpoint import atomic_write_bytes
+from tokenizer.checkpoint import atomic_write, atomic_write_bytes
 from tokenizer.errors import InputError
 
 IGNORE_LABEL = 255
@@ -209,19 +207,6 @@ def image_grid(
     return np.asarray(canvas)
 
 
-def _replace_atomically(path: Path, write: Callable[[str], None]) -> None:
-    """Write through a temp file in the same folder that keeps the suffix (encoders pick the format from it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_png(path: str | Path, image: np.ndarray) -> None:
     """Write one image (H, W, 3), float in [0, 1] or uint8, as a PNG, atomically."""
     image = to_uint8(image)
@@ -247,7 +232,7 @@ def save_animation(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, 
         # H.264 in yuv420p needs even sides; pad with black rather than let the encoder rescale.
         pad_h, pad_w = video.shape[1] % 2, video.shape[2] % 2
         video = np.pad(video, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
-        _replace_atomically(
+        atomic_write(
             path, lambda tmp: iio.imwrite(tmp, video, plugin="FFMPEG", fps=fps, codec="libx264", macro_block_size=2)
         )
     else:

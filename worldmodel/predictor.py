@@ -19,11 +19,10 @@ import math
 from dataclasses import dataclass, field
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from tokenizer.attention import attention
-from tokenizer.blocks import LayerScale
+from tokenizer.blocks import GeluMLP, LayerScale
 from tokenizer.errors import ConfigError
 from tokenizer.rope import signed_sin
 
@@ -114,16 +113,6 @@ class CrossAttention(nn.Module):
         return self.out_proj(out.transpose(1, 2).flatten(2))
 
 
-class MLP(nn.Module):
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.up_proj = nn.Linear(dim, hidden)
-        self.down_proj = nn.Linear(hidden, dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down_proj(F.gelu(self.up_proj(x)))
-
-
 class PredictorBlock(nn.Module):
     def __init__(self, cfg: PredictorConfig, history_dim: int):
         super().__init__()
@@ -132,7 +121,7 @@ class PredictorBlock(nn.Module):
         self.attention = CrossAttention(dim, history_dim, cfg.num_heads)
         self.layer_scale1 = LayerScale(dim, cfg.layer_scale_init)
         self.norm2 = nn.LayerNorm(dim)
-        self.mlp = MLP(dim, dim * cfg.mlp_ratio)
+        self.mlp = GeluMLP(dim, dim * cfg.mlp_ratio)
         self.layer_scale2 = LayerScale(dim, cfg.layer_scale_init)
 
     def forward(self, q, kv, rope, mask):

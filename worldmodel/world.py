@@ -10,23 +10,19 @@ b * K + k is sample k of clip b.
 
 from __future__ import annotations
 
-import logging
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 from torch import nn
 
-from tokenizer.checkpoint import load_module_weights, load_weights, save_safetensors
-from tokenizer.config import merge_config, save_config, to_object
-from tokenizer.errors import CheckpointError, ConfigError, InputError
+from tokenizer.checkpoint import save_safetensors
+from tokenizer.config import read_saved_config, save_config
+from tokenizer.errors import ConfigError, InputError
 from tokenizer.model import Tokenizer
 from worldmodel.objectives import ActionSpace, Objective, ObjectiveConfig
 from worldmodel.predictor import HistoryCache, PredictorConfig
 from worldmodel.readout import Readout, ReadoutConfig, ReadoutState
-
-log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "world_model.safetensors"
@@ -88,7 +84,15 @@ class WorldModel(nn.Module):
     def action_conditioned(self) -> bool:
         return self.objective.action_encoder is not None
 
-    # Subclasses: how a clip trains the objective, and how imagination starts and steps.
+    # Subclasses: what a frame's token is, how a clip trains the objective, and how imagination starts and steps.
+    def token_shape(self, patches: int) -> tuple[int, ...]:
+        """The shape of one frame's token for a frame of `patches` patches."""
+        raise NotImplementedError
+
+    def frame_tokens(self, tokens: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+        """One frame's tokens as `imagine` returns them, from the tokenizer's tokens (B, D) and features (B, N, D)."""
+        raise NotImplementedError
+
     def training_inputs(self, frames: torch.Tensor, timestamps: torch.Tensor, actions: torch.Tensor | None) -> dict:
         raise NotImplementedError
 
@@ -172,48 +176,5 @@ class WorldModel(nn.Module):
         self.tokenizer.save_pretrained(folder / TOKENIZER_DIR)
 
 
-def build_world_model(tokenizer: Tokenizer, config: WorldModelConfig) -> WorldModel:
-    from worldmodel.deltaworld import DeltaWorld
-    from worldmodel.dinoworld import DINOWorld
-
-    kinds = {"deltaworld": DeltaWorld, "dinoworld": DINOWorld}
-    if config.kind not in kinds:
-        raise ConfigError(f"model.kind {config.kind!r} is not one of {', '.join(kinds)}")
-    return kinds[config.kind].build(tokenizer, config)
-
-
-def load_world_model(path: str | Path, tokenizer: Tokenizer | None = None, config: WorldModelConfig | None = None) -> WorldModel:
-    """Our saved folder, or a released weights file (`predictor.*` keys) given its config and tokenizer."""
-    path = Path(path)
-    if path.is_dir():
-        config = read_world_config(path)
-        tokenizer = tokenizer or Tokenizer.from_pretrained(path / TOKENIZER_DIR)
-        weights = path / WEIGHTS_FILE
-    else:
-        if config is None or tokenizer is None:
-            raise CheckpointError(f"{path} is a bare weights file: pass the world-model config and the tokenizer it was trained with")
-        weights = path
-        if config.readout.enabled:
-            log.warning("%s is a bare weights file without a readout: loading it without one (planning uses the feature cost)", path)
-            config = replace(config, readout=replace(config.readout, enabled=False))
-    world = build_world_model(tokenizer, config)
-    state = load_weights(weights, f"world-model checkpoint {weights}")
-    # Released files hold only trained weights; a frozen tokenizer copy, if present, is not ours to load.
-    state = {key: value for key, value in state.items() if not key.startswith(("tokenizer.", "backbone."))}
-    load_module_weights(world.objective, state, f"world-model checkpoint {weights}")
-    if world.readout is not None:
-        readout = path / READOUT_FILE
-        load_module_weights(world.readout, load_weights(readout, "readout"), f"readout {readout}")
-    return world.eval()
-
-
 def read_world_config(folder: str | Path) -> WorldModelConfig:
-    path = Path(folder) / CONFIG_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{folder} is not a saved world model: {CONFIG_FILE} is missing")
-    try:
-        raw = OmegaConf.load(path)
-    except Exception as err:
-        raise CheckpointError(f"{path} is not readable YAML ({' '.join(str(err).split())[:200]})") from None
-    fields = ("kind", "predictor", "objective", "actions", "num_samples", "readout")
-    return to_object(merge_config(WorldModelConfig, {k: raw[k] for k in fields if k in raw}, origin=f"world-model config {path}"))
+    return read_saved_config(WorldModelConfig, folder, "world model")

@@ -27,7 +27,7 @@ class ObjectiveConfig:
     selection_chunk: int = 64  # bom: hypotheses per no-grad selection pass (bounds memory)
     query_std: float = 0.02  # bom: scale of the N(0, 1) noise queries
     sampling_steps: int = 20  # flow / diffusion: denoising steps when imagining
-    train_timesteps: int = 1000  # diffusion: DDPM noise levels
+    train_timesteps: int = 1000  # diffusion: DDPM noise levels; flow: the timestep scale sigma is embedded at
     prediction_type: str = "v_prediction"  # diffusion: epsilon | v_prediction | sample
 
 

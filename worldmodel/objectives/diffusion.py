@@ -12,16 +12,14 @@ import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 
 from tokenizer.errors import ConfigError
-from worldmodel.objectives.base import Objective
-from worldmodel.objectives.flow import NoisyTokenQuery
+from worldmodel.objectives.flow import NoisedTokenObjective
 
 
-class Diffusion(Objective):
+class Diffusion(NoisedTokenObjective):
     def __init__(self, cfg, predictor, actions):
-        super().__init__(cfg, predictor, actions)
         if cfg.prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise ConfigError(f"objective.prediction_type {cfg.prediction_type!r} is not one of epsilon, v_prediction, sample")
-        self.query = NoisyTokenQuery(predictor.head.out_features, self.width)
+        super().__init__(cfg, predictor, actions)
         self.train_scheduler = DDPMScheduler(
             num_train_timesteps=cfg.train_timesteps,
             beta_schedule="squaredcos_cap_v2",
@@ -48,14 +46,5 @@ class Diffusion(Objective):
         target = self._target(clean, noise, timesteps).unflatten(0, (batch, groups)).flatten(1, 2)
         return F.mse_loss(pred.float(), target), {}
 
-    def sample(self, cache, positions, actions, generator, noise=None):
-        rows, n = positions.shape[:2]
-        dim = self.predictor.head.out_features
-        x = noise if noise is not None else torch.randn(rows, n, dim, device=positions.device, generator=generator)
-        scheduler = DDIMScheduler.from_config(self.train_scheduler.config)
-        scheduler.set_timesteps(self.cfg.sampling_steps, device=positions.device)
-        for t in scheduler.timesteps:
-            queries = self.condition(self.query(x, t.expand(rows)), actions)
-            pred = self.predictor.attend(queries, positions, cache)
-            x = scheduler.step(pred.float(), t, x.float()).prev_sample
-        return x
+    def sampling_scheduler(self):
+        return DDIMScheduler.from_config(self.train_scheduler.config)

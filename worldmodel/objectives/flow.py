@@ -33,12 +33,29 @@ class NoisyTokenQuery(nn.Module):
         return self.sample_in(noisy) + time.view(time.shape[0], *([1] * (noisy.ndim - 2)), time.shape[-1])
 
 
-class FlowMatching(Objective):
+class NoisedTokenObjective(Objective):
+    """An objective whose query is a noised token: imagining runs a diffusers scheduler from pure noise."""
+
     def __init__(self, cfg, predictor, actions):
         super().__init__(cfg, predictor, actions)
         self.query = NoisyTokenQuery(predictor.head.out_features, self.width)
-        self.num_train_timesteps = 1000
 
+    def sampling_scheduler(self):
+        raise NotImplementedError
+
+    def sample(self, cache, positions, actions, generator, noise=None):
+        rows, n = positions.shape[:2]
+        dim = self.predictor.head.out_features
+        x = noise if noise is not None else torch.randn(rows, n, dim, device=positions.device, generator=generator)
+        scheduler = self.sampling_scheduler()
+        scheduler.set_timesteps(self.cfg.sampling_steps, device=positions.device)
+        for t in scheduler.timesteps:
+            queries = self.condition(self.query(x, t.expand(rows)), actions)
+            x = scheduler.step(self.predictor.attend(queries, positions, cache).float(), t, x.float()).prev_sample
+        return x
+
+
+class FlowMatching(NoisedTokenObjective):
     def forward(self, history, history_positions, targets, target_positions, mask, actions, generator):
         batch, groups, n, dim = targets.shape
         cache = self.predictor.encode_history(history, history_positions)
@@ -46,20 +63,11 @@ class FlowMatching(Objective):
         noise = torch.randn(targets.shape, device=targets.device, generator=generator)
         sigma = torch.rand(batch, groups, device=targets.device, generator=generator)
         noisy = sigma[..., None, None] * noise + (1 - sigma[..., None, None]) * targets
-        queries = self.query(noisy.flatten(0, 1), sigma.flatten() * self.num_train_timesteps).unflatten(0, (batch, groups))
+        queries = self.query(noisy.flatten(0, 1), sigma.flatten() * self.cfg.train_timesteps).unflatten(0, (batch, groups))
         queries = self.condition_groups(queries, actions).flatten(1, 2)
         velocity = self.predictor.attend(queries, target_positions.flatten(1, 2), cache, mask)
         loss = F.mse_loss(velocity.float(), (noise - targets).flatten(1, 2))
         return loss, {}
 
-    def sample(self, cache, positions, actions, generator, noise=None):
-        rows, n = positions.shape[:2]
-        dim = self.predictor.head.out_features
-        x = noise if noise is not None else torch.randn(rows, n, dim, device=positions.device, generator=generator)
-        scheduler = FlowMatchEulerDiscreteScheduler(num_train_timesteps=self.num_train_timesteps)
-        scheduler.set_timesteps(self.cfg.sampling_steps, device=positions.device)
-        for t in scheduler.timesteps:
-            queries = self.condition(self.query(x, t.expand(rows)), actions)
-            velocity = self.predictor.attend(queries, positions, cache)
-            x = scheduler.step(velocity.float(), t, x.float()).prev_sample
-        return x
+    def sampling_scheduler(self):
+        return FlowMatchEulerDiscreteScheduler(num_train_timesteps=self.cfg.train_timesteps)

@@ -1,15 +1,19 @@
-"""Goal reaching in Shapes-v0: CEM in DeltaWorld vs a random policy vs CEM in the patch-level DINOWorld.
+"""Goal reaching in Shapes-v0: CEM in DeltaWorld (token cost and feature cost) vs a random policy vs CEM in DINOWorld.
 
-    python -m envs.plan_bench --out runs/plan_bench [--config configs/plan_bench/shapes.yaml] [dotted.key=value ...]
+    python -m benchmarks.plan_bench --out runs/plan_bench [--config configs/plan_bench/shapes.yaml] [dotted.key=value ...]
 
 From a fresh clone it trains what it needs, each step skipped when its output
 already exists in `--out` (delete the folder to start over): the tiny tokenizer
 (unless `tokenizer` names an existing folder), random-policy Shapes episodes,
 then the two action-conditioned world models on those episodes. Each method
 then drives the agent toward the place shown in `goal_frame()` for the same
-`eval.episodes` seeded episodes; an episode succeeds when the agent comes
-within `success_radius` of the goal. Writes <out>/report.json, prints a table,
-and saves one DeltaWorld-planned episode as <out>/deltaworld_cem.gif (frame | goal).
+`eval.episodes` seeded episodes with the same planner settings; an episode
+succeeds when the agent comes within `success_radius` of the goal. DeltaWorld
+plans twice: with the token cost (its readout's summaries: no imagined frame is
+decoded) and with the feature cost (every imagined step decoded); an MPPI row
+uses the token cost too. Writes <out>/report.json (with FLOPs per planning step
+at ViT-B/512, counted on the meta device), prints a table, and saves one
+token-cost episode as <out>/deltaworld_token_cem.gif (frame | goal).
 """
 
 from __future__ import annotations
@@ -19,14 +23,16 @@ import json
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 
-from envs.planners import MPCAgent, Planner, PlannerConfig
+from benchmarks.bench import SCALES, planning_step_flops
+from benchmarks.plan_config import EvalSection, PlanBenchConfig, TrainSection
+from envs.planners import MPCAgent, Planner
 from envs.recording import EPISODE_GLOB, record
 from envs.shapes import ShapesEnv
 from tokenizer.checkpoint import atomic_write_text
@@ -34,40 +40,10 @@ from tokenizer.cli import run_cli
 from tokenizer.config import load_config, to_object
 from tokenizer.errors import TrainingError
 from worldmodel.pictures import save_animation, upscale_nearest
-from worldmodel.world import load_world_model
+from worldmodel.loading import load_world_model
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES_ID = "deltaworld/Shapes-v0"
-
-
-@dataclass
-class RecordSection:
-    episodes: int = 200
-    max_steps: int = 40
-
-
-@dataclass
-class TrainSection:
-    config: str = "configs/world_model/tiny_actions.yaml"
-    overrides: list[str] = field(default_factory=list)  # dotted overrides after the bench's own (output_dir, data.root, tokenizer)
-
-
-@dataclass
-class EvalSection:
-    episodes: int = 20
-    max_steps: int = 40  # env steps before an episode counts as failed
-    seed: int = 1000  # episode i is reset with seed + i, the same for every method
-
-
-@dataclass
-class PlanBenchConfig:
-    seed: int = 0
-    tokenizer: str = "runs/tokenizer_tiny/final"
-    record: RecordSection = field(default_factory=RecordSection)
-    deltaworld: TrainSection = field(default_factory=TrainSection)
-    dinoworld: TrainSection = field(default_factory=lambda: TrainSection(config="configs/world_model/tiny_dinoworld.yaml"))
-    planner: PlannerConfig = field(default_factory=PlannerConfig)
-    eval: EvalSection = field(default_factory=EvalSection)
 
 
 def run_python(args: list[str]) -> None:
@@ -146,9 +122,21 @@ def evaluate(name: str, env: ShapesEnv, cfg: EvalSection, reset_policy, act: Pol
     return summary, first_frames, first_goal
 
 
-def mpc_policy(folder: Path, cfg: PlanBenchConfig, env: ShapesEnv) -> tuple[Callable, Policy]:
+# name -> (world model, goal cost, planner kind); "random" has none.
+METHODS = {
+    "deltaworld_token_cem": ("deltaworld", "token", "cem"),
+    "deltaworld_feature_cem": ("deltaworld", "features", "cem"),
+    "deltaworld_token_mppi": ("deltaworld", "token", "mppi"),
+    "random": None,
+    "dinoworld_cem": ("dinoworld", "features", "cem"),
+}
+GIF_METHOD = "deltaworld_token_cem"
+
+
+def mpc_policy(folder: Path, cfg: PlanBenchConfig, env: ShapesEnv, cost_kind: str, planner_kind: str) -> tuple[Callable, Policy]:
     world = load_world_model(folder)
-    agent = MPCAgent(world, Planner(cfg.planner, env.action_space.low, env.action_space.high), dt=1.0 / env.config.fps, seed=cfg.seed)
+    planner = Planner(replace(cfg.planner, kind=planner_kind), env.action_space.low, env.action_space.high)
+    agent = MPCAgent(world, planner, dt=1.0 / env.config.fps, seed=cfg.seed, cost_kind=cost_kind)
     return agent.reset, agent.act
 
 
@@ -180,18 +168,20 @@ def main(argv: list[str] | None = None) -> None:
     env = ShapesEnv()
     methods: dict[str, dict] = {}
     gif = None
-    for name in ("deltaworld_cem", "random", "dinoworld_cem"):
+    for name, method in METHODS.items():
         print(f"evaluating {name} on {cfg.eval.episodes} episodes", flush=True)
-        policy = random_policy(env, cfg.seed) if name == "random" else mpc_policy(models[name.split("_")[0]], cfg, env)
+        policy = random_policy(env, cfg.seed) if method is None else mpc_policy(models[method[0]], cfg, env, *method[1:])
         methods[name], frames, goal = evaluate(name, env, cfg.eval, *policy)
-        if name == "deltaworld_cem":
-            gif = out / "deltaworld_cem.gif"
+        if name == GIF_METHOD:
+            gif = out / f"{name}.gif"
             save_animation(gif, [upscale_nearest(np.concatenate([f, goal], axis=1), 4) for f in frames], fps=env.config.fps)
-    delta, rand, dino = methods["deltaworld_cem"], methods["random"], methods["dinoworld_cem"]
+    delta, rand, dino = methods["deltaworld_token_cem"], methods["random"], methods["dinoworld_cem"]
     report = {
         **methods,
-        "deltaworld_success_over_random_points": 100 * (delta["success_rate"] - rand["success_rate"]),
-        "dinoworld_over_deltaworld_seconds_per_step": dino["seconds_per_step"] / max(delta["seconds_per_step"], 1e-12),
+        "deltaworld_token_success_over_random_points": 100 * (delta["success_rate"] - rand["success_rate"]),
+        "deltaworld_token_success_over_dinoworld_points": 100 * (delta["success_rate"] - dino["success_rate"]),
+        "dinoworld_over_deltaworld_token_seconds_per_step": dino["seconds_per_step"] / max(delta["seconds_per_step"], 1e-12),
+        "flops_per_planning_step_vitb_512": planning_step_flops(cfg.planner, SCALES["vitb_512"]),
         "planner": vars(cfg.planner),
         "eval": vars(cfg.eval),
         "torch_threads": torch.get_num_threads(),
@@ -201,9 +191,12 @@ def main(argv: list[str] | None = None) -> None:
     }
     atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
     print(table(methods))
+    flops = report["flops_per_planning_step_vitb_512"]
     print(
-        f"DeltaWorld CEM: {report['deltaworld_success_over_random_points']:+.0f} success points over random, "
-        f"{report['dinoworld_over_deltaworld_seconds_per_step']:.1f}x faster per env step than DINOWorld CEM; "
+        f"DeltaWorld CEM with the token cost: {report['deltaworld_token_success_over_random_points']:+.0f} success points over random, "
+        f"{report['deltaworld_token_success_over_dinoworld_points']:+.0f} over DINOWorld CEM, "
+        f"{report['dinoworld_over_deltaworld_token_seconds_per_step']:.1f}x faster per env step than DINOWorld CEM; "
+        f"{flops['dinoworld_over_deltaworld_token_search']:,.0f}x fewer search FLOPs per planning step at ViT-B/512; "
         f"report in {out / 'report.json'}, GIF in {gif}"
     )
 

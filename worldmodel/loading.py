@@ -1,0 +1,48 @@
+"""Which world model a config makes (DeltaWorld or the patch-level DINOWorld), and loading a saved one."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+from tokenizer.checkpoint import load_module_weights, load_weights
+from tokenizer.errors import CheckpointError, ConfigError
+from tokenizer.model import Tokenizer
+from worldmodel.deltaworld import DeltaWorld
+from worldmodel.dinoworld import DINOWorld
+from worldmodel.world import READOUT_FILE, TOKENIZER_DIR, WEIGHTS_FILE, WorldModel, WorldModelConfig, read_world_config
+
+log = logging.getLogger(__name__)
+
+
+def build_world_model(tokenizer: Tokenizer, config: WorldModelConfig) -> WorldModel:
+    kinds = {"deltaworld": DeltaWorld, "dinoworld": DINOWorld}
+    if config.kind not in kinds:
+        raise ConfigError(f"model.kind {config.kind!r} is not one of {', '.join(kinds)}")
+    return kinds[config.kind].build(tokenizer, config)
+
+
+def load_world_model(path: str | Path, tokenizer: Tokenizer | None = None, config: WorldModelConfig | None = None) -> WorldModel:
+    """Our saved folder, or a released weights file (`predictor.*` keys) given its config and tokenizer."""
+    path = Path(path)
+    if path.is_dir():
+        config = read_world_config(path)
+        tokenizer = tokenizer or Tokenizer.from_pretrained(path / TOKENIZER_DIR)
+        weights = path / WEIGHTS_FILE
+    else:
+        if config is None or tokenizer is None:
+            raise CheckpointError(f"{path} is a bare weights file: pass the world-model config and the tokenizer it was trained with")
+        weights = path
+        if config.readout.enabled:
+            log.warning("%s is a bare weights file without a readout: loading it without one (planning uses the feature cost)", path)
+            config = replace(config, readout=replace(config.readout, enabled=False))
+    world = build_world_model(tokenizer, config)
+    state = load_weights(weights, f"world-model checkpoint {weights}")
+    # Released files hold only trained weights; a frozen tokenizer copy, if present, is not ours to load.
+    state = {key: value for key, value in state.items() if not key.startswith(("tokenizer.", "backbone."))}
+    load_module_weights(world.objective, state, f"world-model checkpoint {weights}")
+    if world.readout is not None:
+        readout = path / READOUT_FILE
+        load_module_weights(world.readout, load_weights(readout, "readout"), f"readout {readout}")
+    return world.eval()
