@@ -72,9 +72,7 @@ class DeltaTokenObservation(gymnasium.ObservationWrapper):
     def observation(self, observation: Any) -> np.ndarray | dict[str, np.ndarray]:
         frame = frame_tensor(observation if self._from_observation else self.env.render(), self.frame_size)
         features = self.tokenizer.features(frame)  # (1, 1, N, D)
-        grid = self.tokenizer.grid(frame)
-        prev = self._prev if self._prev is not None else self.tokenizer.black_features(1, frame.shape[-2], frame.shape[-1], frame.device)
-        token = self.tokenizer.deltatok.tokenize(features, prev, self.tokenizer.rope(grid, frame.device))[0, 0, 0]
+        token = self.tokenizer.tokenize_features(features, frame.shape[-2:], self._prev)[0, 0]
         self._prev = features[:, 0]
         token = token.float().numpy()
         if not self.include_features:

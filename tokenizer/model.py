@@ -74,11 +74,18 @@ class Tokenizer(nn.Module):
         Token t encodes the change from frame t-1 to t; token 0 the change from a black frame.
         """
         features = self.features(frames)
-        batch, _, _, height, width = frames.shape
-        rope = self.rope(self.grid(frames), frames.device)
-        black = self.black_features(batch, height, width, frames.device)
-        tokens = self.deltatok.tokenize(features, black, rope)
-        return tokens[:, :, 0], features
+        return self.tokenize_features(features, frames.shape[-2:]), features
+
+    def tokenize_features(self, features: torch.Tensor, frame_size: tuple[int, int], prev: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens (B, T, D) of frames of `frame_size` (H, W) whose features (B, T, N, D) are already known.
+
+        Token 0 encodes the change from `prev` (B, N, D), by default the black frame's features.
+        """
+        height, width = frame_size
+        if prev is None:
+            prev = self.black_features(features.shape[0], height, width, features.device)
+        rope = self.rope(self.backbone.grid(height, width), features.device)
+        return self.deltatok.tokenize(features, prev, rope)[:, :, 0]
 
     def decode(self, tokens: torch.Tensor, prev: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """tokens (B, D) decoded against prev features (B, N, D) -> next features (B, N, D)."""

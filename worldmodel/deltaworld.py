@@ -55,10 +55,8 @@ class DeltaWorld(WorldModel):
     def start(self, frames, timestamps, num_samples, features=None) -> Dream:
         if features is None:
             features = self.tokenizer.features(frames)
-        batch, _, _, height, width = frames.shape
         grid = self.tokenizer.grid(frames)
-        black = self.tokenizer.black_features(batch, height, width, frames.device)
-        tokens = self.tokenizer.deltatok.tokenize(features, black, self.tokenizer.rope(grid, frames.device))[:, :, 0]
+        tokens = self.tokenizer.tokenize_features(features, frames.shape[-2:])
         cache = self.objective.predictor.encode_history(tokens, timestamps).repeat(num_samples)
         readout = None
         if self.readout is not None:
