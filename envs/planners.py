@@ -128,7 +128,7 @@ class MPCAgent:
     def __init__(
         self, world: WorldModel, planner: Planner, dt: float, cost: CostArg | None = None, seed: int = 0, cost_kind: str = "auto"
     ):
-        if world.objective.action_encoder is None or not world.config.actions.dim:
+        if not world.action_conditioned or not world.config.actions.dim:
             raise ConfigError("planning needs a world model conditioned on continuous actions (model.actions.dim > 0)")
         if world.config.actions.dim != planner.low.shape[0]:
             raise ConfigError(f"the world model takes {world.config.actions.dim}-D actions, the planner's action space has {planner.low.shape[0]}")

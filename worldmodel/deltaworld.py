@@ -51,23 +51,8 @@ class DeltaWorld(WorldModel):
             "actions": actions[:, 1:] if actions is not None and self.action_conditioned else None,
         }
 
-    @torch.no_grad()
-    def start(self, frames, timestamps, num_samples, features=None) -> Dream:
-        if features is None:
-            features = self.tokenizer.features(frames)
-        grid = self.tokenizer.grid(frames)
-        tokens = self.tokenizer.tokenize_features(features, frames.shape[-2:])
-        cache = self.objective.predictor.encode_history(tokens, timestamps).repeat(num_samples)
-        readout = None
-        if self.readout is not None:
-            readout = self.readout.start(self.readout.summarize(features[:, -1], grid), timestamps[:, -1]).repeat(num_samples)
-        return Dream(
-            cache=cache,
-            features=features[:, -1].repeat_interleave(num_samples, 0),
-            time=timestamps[:, -1].repeat_interleave(num_samples, 0),
-            grid=grid,
-            readout=readout,
-        )
+    def encode_context(self, features, timestamps, frame_size):
+        return self.objective.predictor.encode_history(self.tokenizer.tokenize_features(features, frame_size), timestamps)
 
     @torch.no_grad()
     def imagine(self, dream, time, actions=None, generator=None, noise=None):

@@ -65,19 +65,9 @@ class DINOWorld(WorldModel):
             "actions": actions[:, 1:] if actions is not None and self.action_conditioned else None,
         }
 
-    @torch.no_grad()
-    def start(self, frames, timestamps, num_samples, features=None) -> Dream:
-        if features is None:
-            features = self.tokenizer.features(frames)
-        grid = self.tokenizer.grid(frames)
-        positions = patch_positions(timestamps, grid)
-        cache = self.objective.predictor.encode_history(features.flatten(1, 2), positions.flatten(1, 2)).repeat(num_samples)
-        return Dream(
-            cache=cache,
-            features=features[:, -1].repeat_interleave(num_samples, 0),
-            time=timestamps[:, -1].repeat_interleave(num_samples, 0),
-            grid=grid,
-        )
+    def encode_context(self, features, timestamps, frame_size):
+        positions = patch_positions(timestamps, self.tokenizer.backbone.grid(*frame_size))
+        return self.objective.predictor.encode_history(features.flatten(1, 2), positions.flatten(1, 2))
 
     @torch.no_grad()
     def imagine(self, dream, time, actions=None, generator=None, noise=None):

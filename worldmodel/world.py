@@ -96,12 +96,30 @@ class WorldModel(nn.Module):
     def training_inputs(self, frames: torch.Tensor, timestamps: torch.Tensor, actions: torch.Tensor | None) -> dict:
         raise NotImplementedError
 
+    def encode_context(self, features: torch.Tensor, timestamps: torch.Tensor, frame_size: tuple[int, int]) -> HistoryCache:
+        """The predictor's history of context frames with features (B, c, N, D) at timestamps (B, c)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
     def start(self, frames: torch.Tensor, timestamps: torch.Tensor, num_samples: int, features: torch.Tensor | None = None) -> Dream:
         """Context frames (B, c, 3, H, W) at timestamps (B, c) -> a Dream of B * num_samples rows.
 
         `features` (B, c, N, D) of those frames may be passed when already computed.
         """
-        raise NotImplementedError
+        if features is None:
+            features = self.tokenizer.features(frames)
+        grid = self.tokenizer.grid(frames)
+        cache = self.encode_context(features, timestamps, frames.shape[-2:])
+        readout = None
+        if self.readout is not None:
+            readout = self.readout.start(self.readout.summarize(features[:, -1], grid), timestamps[:, -1]).repeat(num_samples)
+        return Dream(
+            cache=cache.repeat(num_samples),
+            features=features[:, -1].repeat_interleave(num_samples, 0),
+            time=timestamps[:, -1].repeat_interleave(num_samples, 0),
+            grid=grid,
+            readout=readout,
+        )
 
     def imagine(self, dream: Dream, time: torch.Tensor, actions=None, generator=None, noise=None) -> tuple[torch.Tensor, Dream]:
         """Imagine the frame at `time` (R,) after `actions` (R, A) -> (its tokens, next dream), decoding only what
