@@ -12,7 +12,7 @@ import torch
 from conftest import micro_tokenizer_config, random_frames
 from tokenizer.backbone import RANDOM_INIT_NAME, Backbone, BackboneConfig
 from tokenizer.errors import CheckpointError, ConfigError, InputError
-from tokenizer.model import Tokenizer, TokenizerConfig
+from tokenizer.model import Tokenizer
 
 
 @pytest.fixture(scope="module")
