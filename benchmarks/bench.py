@@ -360,10 +360,11 @@ def planning_step_flops(planner: PlannerConfig, scale: Scale) -> dict:
         rows = expand_dream(world.start(clip["frames"], clip["timestamps"], 1), planner.candidates)
         return planner.iterations * count_flops(lambda: sequence_costs(world, rows, actions, DT, cost, None))
 
+    context_features = tokenizer.features(clip["frames"])  # already known from earlier steps
+
     def observe(world: WorldModel) -> int:
-        return count_flops(lambda: world.start(clip["frames"], clip["timestamps"], 1, world.tokenizer.features(clip["frames"]))) - count_flops(
-            lambda: world.tokenizer.features(clip["frames"])
-        ) + count_flops(lambda: world.tokenizer.features(newest))
+        restart = count_flops(lambda: world.start(clip["frames"], clip["timestamps"], 1, context_features))
+        return restart + count_flops(lambda: tokenizer.features(newest))
 
     search_flops = {
         "deltaworld_token": search(delta, TokenGoalCost(delta.readout.summarize(goal, tokenizer.grid(newest)))),

@@ -28,7 +28,7 @@ import torch
 from gymnasium import spaces
 
 from envs import DREAM_ENV_ID
-from envs.goals import COST_KINDS, StepCost, as_step_cost, goal_cost
+from envs.goals import StepCost, as_step_cost, check_cost_kind, goal_cost
 from envs.wrappers import frame_tensor
 from tokenizer.checkpoint import load_weights
 from tokenizer.errors import ConfigError, InputError
@@ -94,8 +94,7 @@ class DreamEnv(gymnasium.Env):
         self.world = (model if isinstance(model, WorldModel) else load_world_model(model)).eval()
         if num_samples < 1:
             raise ConfigError(f"num_samples must be at least 1, got {num_samples}")
-        if cost not in COST_KINDS:
-            raise ConfigError(f"cost {cost!r} is not one of {', '.join(COST_KINDS)}")
+        check_cost_kind(cost)
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ConfigError(f"render_mode {render_mode!r} is not one of {self.metadata['render_modes']}")
         self.render_mode, self.cost_kind = render_mode, cost
@@ -158,8 +157,9 @@ class DreamEnv(gymnasium.Env):
         self._generator.manual_seed(int(self.np_random.integers(2**62)))
         frames, times = start
         with torch.no_grad():
-            tokens, features = self.world.tokenizer.tokenize(frames)
+            features = self.world.tokenizer.features(frames)
             self._dream = self.world.start(frames, times, self.num_samples, features)
+            token = self.world.newest_tokens(features, frames.shape[-2:])
         self._frame_size = tuple(frames.shape[-2:])
         self._pca = FeaturePCA.fit(features[0])
         if self.dt is None:
@@ -167,7 +167,6 @@ class DreamEnv(gymnasium.Env):
         else:
             self._step_dt = self.dt
         last = features[:, -1].expand(self.num_samples, -1, -1)
-        token = self.world.frame_tokens(tokens[:, -1], features[:, -1])
         return self._observation(token.expand(self.num_samples, *token.shape[1:]), last), {"time": float(times[0, -1])}
 
     def _actions(self, action: Any) -> torch.Tensor | None:

@@ -76,6 +76,12 @@ class FeatureFunctionCost:
         return self.fn(tokens, dream.features)
 
 
+def check_cost_kind(kind: str) -> str:
+    if kind not in COST_KINDS:
+        raise ConfigError(f"cost {kind!r} is not one of {', '.join(COST_KINDS)}")
+    return kind
+
+
 def as_step_cost(cost: StepCost | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> StepCost:
     return cost if hasattr(cost, "needs_features") else FeatureFunctionCost(cost)
 
@@ -84,9 +90,7 @@ def as_step_cost(cost: StepCost | Callable[[torch.Tensor, torch.Tensor], torch.T
 def goal_cost(world: WorldModel, goal_frame: np.ndarray, kind: str = "auto") -> StepCost:
     """The cost of reaching `goal_frame` (H, W, 3) uint8: "token" (the readout's summaries, no decoding),
     "features" (decodes every step), or "auto": token when the model has a readout."""
-    if kind not in COST_KINDS:
-        raise ConfigError(f"cost {kind!r} is not one of {', '.join(COST_KINDS)}")
-    if kind == "auto":
+    if check_cost_kind(kind) == "auto":
         kind = "token" if world.readout is not None else "features"
     frames = frame_tensor(np.asarray(goal_frame))
     features = world.tokenizer.features(frames)[0, 0]

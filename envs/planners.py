@@ -18,7 +18,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from envs.goals import COST_KINDS, StepCost, as_step_cost, goal_cost
+from envs.goals import StepCost, as_step_cost, check_cost_kind, goal_cost
 from envs.wrappers import frame_tensor
 from tokenizer.errors import ConfigError
 from worldmodel.world import Dream, WorldModel
@@ -134,9 +134,7 @@ class MPCAgent:
             raise ConfigError(f"the world model takes {world.config.actions.dim}-D actions, the planner's action space has {planner.low.shape[0]}")
         self.world, self.planner, self.dt = world.eval(), planner, dt
         self.cost = cost
-        if cost_kind not in COST_KINDS:
-            raise ConfigError(f"cost_kind {cost_kind!r} is not one of {', '.join(COST_KINDS)}")
-        self.cost_kind = cost_kind
+        self.cost_kind = check_cost_kind(cost_kind)
         self.generator = torch.Generator().manual_seed(seed)
         self.frames: deque[torch.Tensor] = deque(maxlen=planner.config.context)
         self.features: deque[torch.Tensor] = deque(maxlen=planner.config.context)

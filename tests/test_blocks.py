@@ -10,7 +10,7 @@ from tokenizer.blocks import Block, _SwiGLUActivation
 from tokenizer.checkpoint import load_module_weights
 from tokenizer.deltatok import DeltaTok, DeltaTokConfig
 from tokenizer.errors import CheckpointError, ConfigError
-from tokenizer.rope import patch_rope
+from tokenizer.rope import patch_rope, rope_tables
 
 DIM, HEADS, GRID = 24, 2, (2, 3)
 
@@ -46,7 +46,7 @@ def test_state_dict_has_the_released_names_and_round_trips(gated):
     torch.testing.assert_close(projected[..., gate_rows : gate_rows + DIM], q)
 
     load_module_weights(target, state, "test")
-    rope = patch_rope(GRID, DIM // HEADS, 100.0)
+    rope = rope_tables(*patch_rope(GRID, DIM // HEADS, 100.0), x.shape[1])
     torch.testing.assert_close(target(x, rope), source(x, rope), rtol=0, atol=0)
 
 
@@ -60,7 +60,7 @@ def test_a_missing_piece_is_named():
 def test_query_only_last_block_matches_the_full_block():
     model = block()
     x = torch.randn(2, 1 + 6, DIM, requires_grad=True)
-    rope = patch_rope(GRID, DIM // HEADS, 100.0)
+    rope = rope_tables(*patch_rope(GRID, DIM // HEADS, 100.0), x.shape[1])
     full = model(x, rope)[:, :1]
     (full_grad,) = torch.autograd.grad(full.square().sum(), x)
     short = model(x, rope, queries=1)

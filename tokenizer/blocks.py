@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokenizer.attention import attention
-from tokenizer.rope import rope_tables, rotate
+from tokenizer.rope import rotate
 
 
 def save_fused_as_released(module: nn.Module, layout: dict[str, list[tuple[str, int]]]) -> None:
@@ -85,7 +85,7 @@ class SelfAttention(nn.Module):
         return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], queries: int | None = None) -> torch.Tensor:
-        """x (B, L, D); rope cos/sin (P, head_dim) rotate the last P tokens -> (B, L, D).
+        """x (B, L, D); rope: cos and signed sin (L, head_dim) from `rope_tables` -> (B, L, D).
 
         With `queries`, only the first `queries` tokens attend (to all L): -> (B, queries, D).
         """
@@ -99,7 +99,7 @@ class SelfAttention(nn.Module):
             v_k = F.linear(x, self.qkv.weight[split:], F.pad(self.qkv_bias[split:], (0, dim)))
         gate, q = gate_q[..., : self.gate_heads], self._heads(gate_q[..., self.gate_heads :])
         v, k = (self._heads(part) for part in v_k.chunk(2, dim=-1))
-        cos, sin = rope_tables(*rope, x.shape[1])
+        cos, sin = rope
         q, k = rotate(q, cos[: q.shape[2]], sin[: q.shape[2]]), rotate(k, cos, sin)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
@@ -184,7 +184,7 @@ class Block(nn.Module):
         self.layer_scale2 = LayerScale(dim, layer_scale_init)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], queries: int | None = None) -> torch.Tensor:
-        """x (B, L, D) -> (B, L, D); with `queries`, only the first `queries` tokens are updated and returned.
+        """x (B, L, D), RoPE tables (L, head_dim) -> (B, L, D); with `queries`, only the first `queries` tokens are updated and returned.
 
         A last block whose caller reads a few tokens skips the MLP and output projection of the rest.
         """

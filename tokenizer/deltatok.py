@@ -21,7 +21,7 @@ from torch import nn
 
 from tokenizer.blocks import Block
 from tokenizer.errors import ConfigError
-from tokenizer.rope import patch_rope, random_rope_scale
+from tokenizer.rope import patch_rope, random_rope_scale, rope_tables
 
 
 def log_cosh(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -118,19 +118,21 @@ class DeltaTok(nn.Module):
             rope = (torch.cat((rope[0], rope[0])), torch.cat((rope[1], rope[1])))
         else:
             hidden = torch.cat((query, nxt + self.xy_embed.weight[1]), dim=1)
+        tables = rope_tables(*rope, hidden.shape[1])  # once for every block
         *blocks, last = self.encoder_blocks
         for block in blocks:
-            hidden = block(hidden, rope)
+            hidden = block(hidden, tables)
         # Only the query's output is read: the last block updates that token alone.
-        return self.norm(last(hidden, rope, queries=1))
+        return self.norm(last(hidden, tables, queries=1))
 
     def decode(self, token: torch.Tensor, prev: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """delta token (B, 1, D) and prev features (B, N, D) -> next features (B, N, D)."""
         if not self.cfg.use_delta:
             prev = self.xy_embed.weight[0].expand_as(prev)
         hidden = torch.cat((token, prev), dim=1)
+        tables = rope_tables(*rope, hidden.shape[1])
         for block in self.decoder_blocks:
-            hidden = block(hidden, rope)
+            hidden = block(hidden, tables)
         return hidden[:, 1:]
 
     def tokenize(self, features: torch.Tensor, first_prev: torch.Tensor, rope) -> torch.Tensor:

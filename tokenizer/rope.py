@@ -62,7 +62,7 @@ def rope_tables(cos: torch.Tensor, sin: torch.Tensor, length: int) -> tuple[torc
     """cos/sin (P, head_dim) for the last P of `length` tokens -> (length, head_dim) cos and signed sin.
 
     The prefix gets identity rows in these (small) tables instead of splitting and re-joining x,
-    so `rotate` is three passes over x; a block builds them once for its queries and keys.
+    so `rotate` is three passes over x; DeltaTok builds them once per pass for all its blocks.
     """
     prefix = length - cos.shape[0]
     sin = signed_sin(sin)

@@ -30,8 +30,9 @@ class DeltaWorld(WorldModel):
     def token_shape(self, patches: int) -> tuple[int, ...]:
         return (self.tokenizer.dim,)
 
-    def frame_tokens(self, tokens: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        return tokens
+    def newest_tokens(self, features, frame_size):
+        prev = features[:, -2] if features.shape[1] > 1 else None  # one frame: from the black frame
+        return self.tokenizer.tokenize_features(features[:, -1:], frame_size, prev)[:, 0]
 
     @torch.no_grad()
     def training_inputs(self, frames: torch.Tensor, timestamps: torch.Tensor, actions: torch.Tensor | None) -> dict:

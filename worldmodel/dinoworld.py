@@ -45,8 +45,8 @@ class DINOWorld(WorldModel):
     def token_shape(self, patches: int) -> tuple[int, ...]:
         return (patches, self.tokenizer.dim)
 
-    def frame_tokens(self, tokens: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        return features  # a patch-level model's "token" is the frame's features
+    def newest_tokens(self, features, frame_size):
+        return features[:, -1]  # a patch-level model's "token" is the frame's features
 
     @torch.no_grad()
     def training_inputs(self, frames: torch.Tensor, timestamps: torch.Tensor, actions: torch.Tensor | None) -> dict:

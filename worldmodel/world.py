@@ -89,8 +89,8 @@ class WorldModel(nn.Module):
         """The shape of one frame's token for a frame of `patches` patches."""
         raise NotImplementedError
 
-    def frame_tokens(self, tokens: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
-        """One frame's tokens as `imagine` returns them, from the tokenizer's tokens (B, D) and features (B, N, D)."""
+    def newest_tokens(self, features: torch.Tensor, frame_size: tuple[int, int]) -> torch.Tensor:
+        """The newest context frame's tokens as `imagine` returns them, from context features (B, c, N, D)."""
         raise NotImplementedError
 
     def training_inputs(self, frames: torch.Tensor, timestamps: torch.Tensor, actions: torch.Tensor | None) -> dict:
