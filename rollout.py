@@ -20,10 +20,10 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader
 
-from envs.data import DataConfig, build_dataset
-from tokenizer.checkpoint import atomic_write_text
-from tokenizer.cli import resolve_device, run_cli
-from tokenizer.errors import CheckpointError, DataError, InputError
+from tokenizer.data.registry import DataConfig, build_dataset
+from tokenizer.runtime.files import atomic_write_text
+from tokenizer.runtime.cli import resolve_device, run_cli
+from tokenizer.runtime.errors import CheckpointError, DataError, InputError
 from tokenizer.model import Tokenizer
 from tokenizer.usage import usage_lines
 from worldmodel.evaluation import RolloutEvalConfig, RolloutEvaluator, report_table

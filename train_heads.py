@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from envs.data import DataConfig, build_dataset
-from envs.shapes import CLASS_NAMES as SHAPES_CLASS_NAMES
-from tokenizer.checkpoint import atomic_write_text
-from tokenizer.cli import parse_run_config, resolve_device, run_cli
-from tokenizer.config import save_config, to_object
-from tokenizer.errors import TrainingError
+from tokenizer.data.registry import DataConfig, build_dataset
+from tokenizer.data.shapes import CLASS_NAMES as SHAPES_CLASS_NAMES
+from tokenizer.runtime.files import atomic_write_text
+from tokenizer.runtime.cli import parse_run_config, resolve_device, run_cli
+from tokenizer.runtime.config import save_config, to_object
+from tokenizer.runtime.errors import TrainingError
 from tokenizer.model import Tokenizer
 from worldmodel.head_training import HeadTrainConfig, fit_heads, score_heads
 from worldmodel.heads import CITYSCAPES_NUM_CLASSES, VSPW_NUM_CLASSES

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import torch
 
-from envs.data import build_dataset
-from tokenizer.cli import parse_run_config, run_cli
-from tokenizer.config import to_object
-from tokenizer.errors import ConfigError
-from worldmodel.engine import train
+from tokenizer.data.registry import build_dataset
+from tokenizer.runtime.cli import parse_run_config, run_cli
+from tokenizer.runtime.config import to_object
+from tokenizer.runtime.errors import ConfigError
+from tokenizer.runtime.engine import train
 from worldmodel.run_config import WorldModelRunConfig, load_tokenizer
 from worldmodel.token_cache import TOKENS_SOURCE, TokenClips, tokenizer_fingerprint
 from worldmodel.training import WorldModelTask

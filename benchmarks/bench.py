@@ -43,15 +43,16 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 from benchmarks.plan_config import PlanBenchConfig
 from envs.goals import FeatureGoalCost, StepCost, TokenGoalCost, goal_cost
 from envs.planners import Planner, PlannerConfig, expand_dream, sequence_costs
-from envs.shapes import ShapesConfig, ShapesEnv
-from tokenizer.checkpoint import atomic_write_text
-from tokenizer.cli import run_cli
-from tokenizer.config import load_config, to_object
+from envs.shapes import ShapesEnv
+from tokenizer.data.shapes import ShapesConfig
+from tokenizer.runtime.files import atomic_write_text
+from tokenizer.runtime.cli import run_cli
+from tokenizer.runtime.config import load_config, to_object
 from tokenizer.model import Tokenizer, TokenizerConfig
 from tokenizer.training import TokenizerTask
 from train_tokenizer import TokenizerRunConfig
 from worldmodel.run_config import WorldModelRunConfig
-from worldmodel.engine import TrainConfig, build_optimizer
+from tokenizer.runtime.engine import TrainConfig, build_optimizer
 from worldmodel.training import WorldModelTask
 from worldmodel.loading import build_world_model
 from worldmodel.world import WorldModel

@@ -2,7 +2,8 @@
 
 from gymnasium.envs.registration import register, registry
 
-from envs.shapes import CLASS_NAMES, NUM_CLASSES, ShapesClips, ShapesConfig, ShapesEnv, ShapesFrame, ShapesWorld
+from envs.shapes import ShapesEnv
+from tokenizer.data.shapes import CLASS_NAMES, NUM_CLASSES, ShapesClips, ShapesConfig, ShapesFrame, ShapesWorld
 
 SHAPES_ENV_ID = "deltaworld/Shapes-v0"
 DREAM_ENV_ID = "deltaworld/Dream-v0"

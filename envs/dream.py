@@ -30,8 +30,8 @@ from gymnasium import spaces
 from envs import DREAM_ENV_ID
 from envs.goals import StepCost, as_step_cost, check_cost_kind, goal_cost
 from envs.wrappers import frame_tensor
-from tokenizer.checkpoint import load_weights
-from tokenizer.errors import ConfigError, InputError
+from tokenizer.runtime.files import load_weights
+from tokenizer.runtime.errors import ConfigError, InputError
 from worldmodel.heads import SegmentationHead, TaskHeads
 from worldmodel.pictures import FeaturePCA, colorize_seg, image_grid, upscale_nearest
 from worldmodel.loading import load_world_model

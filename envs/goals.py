@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from envs.wrappers import frame_tensor
-from tokenizer.errors import ConfigError
+from tokenizer.runtime.errors import ConfigError
 from worldmodel.world import Dream, WorldModel
 
 COST_KINDS = ("auto", "token", "features")

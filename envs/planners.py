@@ -20,7 +20,7 @@ import torch
 
 from envs.goals import StepCost, as_step_cost, check_cost_kind, goal_cost
 from envs.wrappers import frame_tensor
-from tokenizer.errors import ConfigError
+from tokenizer.runtime.errors import ConfigError
 from worldmodel.world import Dream, WorldModel
 
 CostArg = StepCost | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -10,7 +10,7 @@ import torch
 from gymnasium import spaces
 
 from tokenizer.data.transforms import resize_frames
-from tokenizer.errors import InputError
+from tokenizer.runtime.errors import InputError
 from tokenizer.model import Tokenizer
 
 

@@ -7,9 +7,9 @@ import torch
 import torch.nn.functional as F
 
 from tokenizer.blocks import Block, _SwiGLUActivation
-from tokenizer.checkpoint import load_module_weights
+from tokenizer.runtime.files import load_module_weights
 from tokenizer.deltatok import DeltaTok, DeltaTokConfig
-from tokenizer.errors import CheckpointError, ConfigError
+from tokenizer.runtime.errors import CheckpointError, ConfigError
 from tokenizer.rope import patch_rope, rope_tables
 
 DIM, HEADS, GRID = 24, 2, (2, 3)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tokenizer.config import load_config
+from tokenizer.runtime.config import load_config
 from train_tokenizer import TokenizerRunConfig
 from worldmodel.run_config import WorldModelRunConfig
 

@@ -10,14 +10,15 @@ from gymnasium.utils.env_checker import check_env
 
 import envs
 from conftest import micro_tokenizer_config
-from envs.data import DataConfig, build_dataset
+from tokenizer.data.registry import DataConfig, build_dataset
 from envs.dream import DreamEnv
 from envs.goals import FeatureGoalCost, TokenGoalCost, feature_distance, goal_cost
 from envs.planners import MPCAgent, Planner, PlannerConfig, sequence_costs
-from envs.recording import EpisodeClips, main as record_main, record
-from envs.shapes import ShapesConfig
+from envs.recording import main as record_main, record
+from tokenizer.data.episodes import EpisodeClips
+from tokenizer.data.shapes import ShapesConfig
 from envs.wrappers import DeltaTokenObservation
-from tokenizer.errors import CheckpointError, ConfigError, DataError, InputError
+from tokenizer.runtime.errors import CheckpointError, ConfigError, DataError, InputError
 from tokenizer.model import Tokenizer
 from worldmodel.objectives import ActionSpace, ObjectiveConfig
 from worldmodel.predictor import PredictorConfig

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from tokenizer.errors import CheckpointError, InputError
+from tokenizer.runtime.errors import CheckpointError, InputError
 from worldmodel.heads import (
     DEPTH,
     KITTI_MAX_DEPTH,

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from tokenizer.errors import InputError
+from tokenizer.runtime.errors import InputError
 from worldmodel.pictures import (
     FeaturePCA,
     colorize_depth,

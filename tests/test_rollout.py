@@ -12,7 +12,7 @@ import torch
 
 from conftest import REPO, micro_tokenizer_config
 from test_video_data import make_vspw
-from tokenizer.cli import run_cli
+from tokenizer.runtime.cli import run_cli
 from tokenizer.model import Tokenizer
 from worldmodel.evaluation import RolloutEvalConfig, RolloutEvaluator, gap_closed
 from worldmodel.heads import DepthHead, SegmentationHead, TaskHeads
@@ -106,7 +106,7 @@ def test_horizon_one_of_a_shared_rollout_equals_a_separate_rollout(saved):
     tokenizer = Tokenizer.from_pretrained(saved["tokenizer"])
     heads = TaskHeads.load(saved["heads"])
     world = micro_world(tokenizer)
-    from envs.shapes import ShapesClips, ShapesConfig
+    from tokenizer.data.shapes import ShapesClips, ShapesConfig
 
     clips = ShapesClips(ShapesConfig(frame_size=32), 4, seed=0, split="val", num_clips=2)
     batch = torch.utils.data.default_collate([clips[0], clips[1]])

@@ -14,8 +14,9 @@ from gymnasium.utils.env_checker import check_env
 from omegaconf import OmegaConf
 
 import envs
-from envs.shapes import ShapesClips, ShapesConfig, ShapesEnv, ShapesWorld
-from envs.shapes_render import (
+from envs.shapes import ShapesEnv
+from tokenizer.data.shapes import ShapesClips, ShapesConfig, ShapesWorld
+from tokenizer.data.shapes_render import (
     AGENT,
     BASE_BRIGHTNESS,
     CIRCLE,
@@ -27,7 +28,7 @@ from envs.shapes_render import (
     apparent_color,
     background,
 )
-from tokenizer.errors import ConfigError, InputError
+from tokenizer.runtime.errors import ConfigError, InputError
 
 CONFIG = ShapesConfig()
 # An empty scene (agent only) so the agent is never occluded in tests that track it.

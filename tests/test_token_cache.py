@@ -11,9 +11,9 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO, micro_tokenizer_config
-from envs.shapes import ShapesClips, ShapesConfig
+from tokenizer.data.shapes import ShapesClips, ShapesConfig
 from test_training import ACCELERATE, MICRO_WORLD, PYTHON, WORLD_CONFIG, assert_ok, assert_user_error, losses, train_world
-from tokenizer.config import load_config
+from tokenizer.runtime.config import load_config
 from tokenizer.model import Tokenizer
 from worldmodel.run_config import WorldModelRunConfig
 

@@ -11,7 +11,7 @@ import torch
 
 from conftest import micro_tokenizer_config, random_frames
 from tokenizer.backbone import RANDOM_INIT_NAME, Backbone, BackboneConfig
-from tokenizer.errors import CheckpointError, ConfigError, InputError
+from tokenizer.runtime.errors import CheckpointError, ConfigError, InputError
 from tokenizer.model import Tokenizer
 
 
@@ -46,7 +46,7 @@ def test_backbone_rejects_bad_frames(tokenizer):
 def test_hub_backbone_offline_fails_with_the_way_out():
     code = (
         "from tokenizer.backbone import Backbone\n"
-        "from tokenizer.errors import ConfigError\n"
+        "from tokenizer.runtime.errors import ConfigError\n"
         "try:\n    Backbone.from_pretrained('facebook/dinov3-vitb16-pretrain-lvd1689m')\n"
         "except ConfigError as err:\n    print(err)\n"
     )
@@ -212,7 +212,7 @@ def test_bare_weights_need_a_config(tokenizer, tmp_path):
 
 
 def test_atomic_writes_follow_the_umask(tmp_path):
-    from tokenizer.checkpoint import atomic_write_text, save_safetensors
+    from tokenizer.runtime.files import atomic_write_text, save_safetensors
 
     old = os.umask(0o027)
     try:

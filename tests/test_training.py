@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 
 from conftest import MICRO_TOKENIZER, REPO
 from tokenizer.model import WEIGHTS_FILE
-from worldmodel.engine import LOSS_LOG
+from tokenizer.runtime.engine import LOSS_LOG
 
 PYTHON = sys.executable
 ACCELERATE = str(Path(PYTHON).with_name("accelerate"))

@@ -30,7 +30,7 @@ from tokenizer.data.kitti import KB_CROP_HEIGHT, KB_CROP_WIDTH
 from tokenizer.data.sampling import centered_clip_indices, random_clip_indices, snap_to_frames
 from tokenizer.data.transforms import eval_resize_shape, random_resized_crop_box
 from tokenizer.data.video_file import pyav_available
-from tokenizer.errors import ConfigError, DataError
+from tokenizer.runtime.errors import ConfigError, DataError
 
 FPS = 25
 NUM_VIDEO_FRAMES = 40

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import micro_tokenizer_config, random_frames
-from tokenizer.errors import CheckpointError, InputError
+from tokenizer.runtime.errors import CheckpointError, InputError
 from tokenizer.model import Tokenizer
 from worldmodel.objectives import ActionSpace, ObjectiveConfig
 from worldmodel.predictor import Predictor, PredictorConfig, causal_mask

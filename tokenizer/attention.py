@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokenizer.errors import ConfigError
+from tokenizer.runtime.errors import ConfigError
 
 BACKENDS = ("sdpa", "xformers")
 

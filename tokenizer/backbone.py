@@ -18,7 +18,8 @@ import torch
 from torch import nn
 from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
-from tokenizer.errors import ConfigError, InputError
+from tokenizer.runtime.errors import ConfigError, InputError
+from tokenizer.runtime.files import load_module_weights
 
 RANDOM_INIT_NAME = "random-init-dinov3"
 PAPER_BACKBONE = "facebook/dinov3-vitb16-pretrain-lvd1689m"
@@ -97,8 +98,6 @@ class Backbone(nn.Module):
     @classmethod
     def from_dinov3(cls, config: dict, state_dict: dict[str, torch.Tensor], name: str) -> "Backbone":
         """Build from a DINOv3ViTConfig dict and a DINOv3ViTModel state dict (e.g. the golden file)."""
-        from tokenizer.checkpoint import load_module_weights
-
         model = DINOv3ViTModel(DINOv3ViTConfig(**config))
         load_module_weights(model, state_dict, f"backbone weights for {name}")
         return cls(model, name)

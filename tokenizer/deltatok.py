@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokenizer.blocks import Block
-from tokenizer.errors import ConfigError
+from tokenizer.runtime.errors import ConfigError
 from tokenizer.rope import patch_rope, random_rope_scale, rope_tables
 
 

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from tokenizer.backbone import Backbone, BackboneConfig
-from tokenizer.checkpoint import load_module_weights, load_weights, save_safetensors
-from tokenizer.config import read_saved_config, save_config
+from tokenizer.runtime.files import load_module_weights, load_weights, save_safetensors
+from tokenizer.runtime.config import read_saved_config, save_config
 from tokenizer.deltatok import DeltaTok, DeltaTokConfig
-from tokenizer.errors import CheckpointError, ConfigError, InputError
+from tokenizer.runtime.errors import CheckpointError, ConfigError, InputError
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "deltatok.safetensors"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from tokenizer.errors import ConfigError
+from tokenizer.runtime.errors import ConfigError
 from tokenizer.model import Tokenizer
 from worldmodel.objectives import build_objective
 from worldmodel.predictor import Predictor, causal_mask

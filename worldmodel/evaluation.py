@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 import torch
 
 from tokenizer.data.squares import SquareSplit, split_into_squares
-from tokenizer.errors import InputError
+from tokenizer.runtime.errors import InputError
 from tokenizer.model import Tokenizer
 from tokenizer.usage import token_usage, usage_losses
 from worldmodel.heads import DEPTH_KEY, SEG_KEY, TaskHeads, to_label_size

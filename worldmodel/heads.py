@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokenizer.checkpoint import atomic_write_text, load_module_weights, load_weights, save_safetensors
+from tokenizer.runtime.files import atomic_write_text, load_module_weights, load_weights, save_safetensors
 from tokenizer.data.squares import SquareSplit, upsample_to_labels
-from tokenizer.errors import CheckpointError, DataError, InputError, TrainingError
+from tokenizer.runtime.errors import CheckpointError, DataError, InputError, TrainingError
 
 SEGMENTATION = "segmentation"
 DEPTH = "depth"

@@ -6,8 +6,8 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from tokenizer.checkpoint import load_module_weights, load_weights
-from tokenizer.errors import CheckpointError, ConfigError
+from tokenizer.runtime.files import load_module_weights, load_weights
+from tokenizer.runtime.errors import CheckpointError, ConfigError
 from tokenizer.model import Tokenizer
 from worldmodel.deltaworld import DeltaWorld
 from worldmodel.dinoworld import DINOWorld

@@ -11,7 +11,7 @@ import math
 
 import torch
 
-from tokenizer.errors import InputError
+from tokenizer.runtime.errors import InputError
 
 
 class MeanIoU:

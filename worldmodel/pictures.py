@@ -23,8 +23,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
-from tokenizer.checkpoint import atomic_write, atomic_write_bytes
-from tokenizer.errors import InputError
+from tokenizer.runtime.files import atomic_write, atomic_write_bytes
+from tokenizer.runtime.errors import InputError
 
 IGNORE_LABEL = 255
 LABEL_PAD = 4  # pixels around text labels in a grid

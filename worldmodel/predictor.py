@@ -23,7 +23,7 @@ from torch import nn
 
 from tokenizer.attention import attention
 from tokenizer.blocks import GeluMLP, LayerScale
-from tokenizer.errors import ConfigError
+from tokenizer.runtime.errors import ConfigError
 from tokenizer.rope import signed_sin
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokenizer.errors import ConfigError, InputError
+from tokenizer.runtime.errors import ConfigError, InputError
 from worldmodel.heads import features_to_map
 from worldmodel.objectives import Objective, regression_loss
 from worldmodel.predictor import HistoryCache, Predictor, PredictorConfig

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from envs.data import DataConfig
+from tokenizer.data.registry import DataConfig
 from tokenizer.backbone import BackboneConfig
 from tokenizer.deltatok import DeltaTokConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
-from worldmodel.engine import RunConfig, TrainConfig
+from tokenizer.runtime.engine import RunConfig, TrainConfig
 from worldmodel.world import WorldModelConfig
 
 

@@ -35,13 +35,13 @@ from safetensors import safe_open
 from torch.utils.data import Dataset, default_collate
 from tqdm.auto import tqdm
 
-from envs.data import build_dataset
-from tokenizer.checkpoint import atomic_write_text, load_weights, save_safetensors
-from tokenizer.cli import parse_run_config, run_cli
-from tokenizer.config import to_object
-from tokenizer.errors import CheckpointError, ConfigError
+from tokenizer.data.registry import build_dataset
+from tokenizer.runtime.files import atomic_write_text, load_weights, save_safetensors
+from tokenizer.runtime.cli import parse_run_config, run_cli
+from tokenizer.runtime.config import to_object
+from tokenizer.runtime.errors import CheckpointError, ConfigError
 from tokenizer.model import Tokenizer
-from worldmodel.engine import launched_on_cpu, weights_digest
+from tokenizer.runtime.engine import launched_on_cpu, weights_digest
 from worldmodel.readout import summarize
 from worldmodel.run_config import TokenCacheConfig, WorldModelRunConfig, load_tokenizer
 

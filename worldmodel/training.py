@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tokenizer.errors import ConfigError
+from tokenizer.runtime.errors import ConfigError
 from worldmodel.objectives import regression_loss
 from worldmodel.readout import ObjectiveWithReadout
 from worldmodel.world import WorldModel

@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tokenizer.checkpoint import save_safetensors
-from tokenizer.config import read_saved_config, save_config
-from tokenizer.errors import ConfigError, InputError
+from tokenizer.runtime.files import save_safetensors
+from tokenizer.runtime.config import read_saved_config, save_config
+from tokenizer.runtime.errors import ConfigError, InputError
 from tokenizer.model import Tokenizer
 from worldmodel.objectives import ActionSpace, Objective, ObjectiveConfig
 from worldmodel.predictor import HistoryCache, PredictorConfig

@@ -11,7 +11,8 @@ from tokenizer.data.clip import IGNORE_INDEX, make_clip
 from tokenizer.data.clip_dataset import VideoClipDataset
 from tokenizer.data.config import VideoDataConfig
 from tokenizer.data.kitti import KittiDepthDataset
-from tokenizer.data.readers import ClipReader, open_source
+from tokenizer.data.readers import ClipReader
+from tokenizer.data.sources import open_source
 from tokenizer.data.squares import SquareSplit, split_into_squares, upsample_to_labels
 from tokenizer.data.vspw import VSPWDataset
 

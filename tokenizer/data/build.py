@@ -16,7 +16,7 @@ from tokenizer.data.config import VideoDataConfig, validate_config
 from tokenizer.data.discovery import find_clip_sources, find_kinetics_sources
 from tokenizer.data.kitti import KittiDepthDataset
 from tokenizer.data.vspw import VSPWDataset
-from tokenizer.errors import ConfigError, DataError
+from tokenizer.runtime.errors import ConfigError, DataError
 
 SOURCES = ("videos", "kinetics", "vspw", "cityscapes", "kitti")
 ROOT_ENV_VARS = {

@@ -17,7 +17,7 @@ from tokenizer.data.clip import IGNORE_INDEX
 from tokenizer.data.config import VideoDataConfig
 from tokenizer.data.eval_dataset import EvalSample, FrameSequenceEvalDataset, read_label_png
 from tokenizer.data.unusable import UnusableSource
-from tokenizer.errors import DataError
+from tokenizer.runtime.errors import DataError
 
 CITYSCAPES_FPS = 16.0
 CITYSCAPES_STRIDE_S = 0.1875

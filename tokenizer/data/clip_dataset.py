@@ -15,11 +15,12 @@ from torch.utils.data import Dataset
 
 from tokenizer.data.clip import make_clip
 from tokenizer.data.config import VideoDataConfig
-from tokenizer.data.readers import open_source, read_planned
+from tokenizer.data.readers import read_planned
 from tokenizer.data.sampling import centered_clip_indices, random_clip_indices
+from tokenizer.data.sources import open_source
 from tokenizer.data.transforms import center_square_box, random_resized_crop_box, resize_frames, to_channels_first
 from tokenizer.data.unusable import UnusableSource, warn_unusable
-from tokenizer.errors import DataError, InputError
+from tokenizer.runtime.errors import DataError, InputError
 
 
 class VideoClipDataset(Dataset):

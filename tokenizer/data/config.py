@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
-from tokenizer.errors import ConfigError
+from tokenizer.runtime.errors import ConfigError
 
 VIDEO_BACKENDS = ("auto", "pyav", "ffmpeg")
 

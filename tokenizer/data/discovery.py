@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tokenizer.data.frame_folder import is_image_name
 from tokenizer.data.video_file import VIDEO_SUFFIXES
-from tokenizer.errors import DataError
+from tokenizer.runtime.errors import DataError
 
 KINETICS_EXCLUDED_FILE = Path(__file__).with_name("kinetics_excluded.txt")
 

@@ -16,7 +16,7 @@ from tokenizer.data.frame_folder import read_rgb
 from tokenizer.data.readers import stack_frames
 from tokenizer.data.transforms import eval_resize_shape, resize_frames, to_channels_first
 from tokenizer.data.unusable import UnusableSource, warn_unusable
-from tokenizer.errors import DataError
+from tokenizer.runtime.errors import DataError
 
 
 @dataclass(frozen=True)

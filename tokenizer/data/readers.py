@@ -7,7 +7,6 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from tokenizer.data.config import VideoDataConfig
 from tokenizer.data.unusable import UnusableSource
 
 
@@ -28,18 +27,6 @@ class ClipReader(Protocol):
     def read(self, indices: Sequence[int]) -> np.ndarray:
         """Frames at strictly increasing `indices`, as uint8 (T, H, W, 3) RGB."""
         ...
-
-
-def open_source(path: str | Path, config: VideoDataConfig) -> ClipReader:
-    """A reader for a video file or a frame folder; failures raise UnusableSource naming `path`."""
-    # Imported here because both modules import this one.
-    from tokenizer.data.frame_folder import FrameFolderReader
-    from tokenizer.data.video_file import open_video
-
-    path = Path(path)
-    if path.is_dir():
-        return FrameFolderReader(path, config.frame_folder_fps)
-    return open_video(path, config.video_backend)
 
 
 def read_planned(

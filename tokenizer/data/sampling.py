@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from tokenizer.errors import InputError
+from tokenizer.runtime.errors import InputError
+
+# `len()` of an unbounded training set (clips drawn by id): large enough never to run out, small
+# enough for samplers that keep the length in an int32.
+UNBOUNDED_CLIPS = 2**31 - 1
 
 
 def random_clip_offsets(num_frames: int, min_stride_s: float, max_stride_s: float, rng: np.random.Generator) -> np.ndarray:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from tokenizer.errors import DataError
+from tokenizer.runtime.errors import DataError
 
 logger = logging.getLogger(__name__)
 

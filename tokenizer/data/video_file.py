@@ -24,7 +24,7 @@ import numpy as np
 from tokenizer.data.config import VIDEO_BACKENDS
 from tokenizer.data.readers import ClipReader, FramesPastEnd, stack_frames
 from tokenizer.data.unusable import UnusableSource
-from tokenizer.errors import ConfigError
+from tokenizer.runtime.errors import ConfigError
 
 VIDEO_SUFFIXES = frozenset({".mp4", ".m4v", ".webm", ".avi", ".mkv", ".mov"})
 

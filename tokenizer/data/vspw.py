@@ -19,7 +19,7 @@ from tokenizer.data.config import VideoDataConfig
 from tokenizer.data.eval_dataset import EvalSample, FrameSequenceEvalDataset, read_label_png
 from tokenizer.data.frame_folder import natural_key
 from tokenizer.data.unusable import UnusableSource
-from tokenizer.errors import DataError
+from tokenizer.runtime.errors import DataError
 
 logger = logging.getLogger(__name__)
 

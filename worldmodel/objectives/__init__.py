@@ -1,6 +1,6 @@
 """Objectives for the next-token predictor, chosen by `objective.kind`."""
 
-from tokenizer.errors import ConfigError
+from tokenizer.runtime.errors import ConfigError
 from worldmodel.objectives.base import ActionSpace, Objective, ObjectiveConfig, regression_loss
 from worldmodel.objectives.bom import BestOfMany
 from worldmodel.objectives.deterministic import Deterministic

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokenizer.errors import ConfigError, InputError
+from tokenizer.runtime.errors import ConfigError, InputError
 from worldmodel.predictor import HistoryCache, Predictor
 
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDIMScheduler, DDPMScheduler
 
-from tokenizer.errors import ConfigError
+from tokenizer.runtime.errors import ConfigError
 from worldmodel.objectives.flow import NoisedTokenObjective
 
 

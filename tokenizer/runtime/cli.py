@@ -10,8 +10,8 @@ from typing import Any, Callable
 import torch
 from omegaconf import DictConfig
 
-from tokenizer.config import load_config
-from tokenizer.errors import DeltaWorldError
+from tokenizer.runtime.config import load_config
+from tokenizer.runtime.errors import DeltaWorldError
 
 USER_ERROR_EXIT = 2
 

@@ -17,7 +17,8 @@ from typing import Any, Iterable, TypeVar
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
-from tokenizer.errors import CheckpointError, ConfigError
+from tokenizer.runtime.errors import CheckpointError, ConfigError
+from tokenizer.runtime.files import atomic_write_text
 
 T = TypeVar("T")
 
@@ -108,8 +109,6 @@ def to_object(cfg: DictConfig) -> Any:
 
 def save_config(cfg: DictConfig | Any, path: str | Path) -> None:
     """Write a resolved config as YAML, atomically."""
-    from tokenizer.checkpoint import atomic_write_text
-
     if not isinstance(cfg, DictConfig):
         cfg = OmegaConf.structured(cfg)
     atomic_write_text(path, OmegaConf.to_yaml(cfg, resolve=True))

@@ -1,8 +1,7 @@
 """Every clip source a run can name, behind one config section (`data.*`).
 
-This lives in `envs` because it is the one layer that sees all sources: the
-Shapes world and recorded Gymnasium episodes (`envs.recording`), and video files and the
-paper's datasets (`tokenizer.data`). Every source yields the same clip dicts:
+The synthetic Shapes world, episodes recorded from Gymnasium envs (`python -m envs.recording`),
+video files and frame folders, and the paper's datasets. Every source yields the same clip dicts:
 frames uint8 (T, 3, H, W), timestamps (T,), and optionally actions (T, A),
 segmentation (T, H, W) and depth (T, H, W).
 """
@@ -14,11 +13,12 @@ from dataclasses import dataclass, field
 
 from torch.utils.data import Dataset, Subset
 
-from envs.recording import EpisodeClips
-from envs.shapes import ShapesClips, ShapesConfig
-from tokenizer.data import VideoDataConfig, build_video_dataset
-from tokenizer.data import SOURCES as VIDEO_SOURCES
-from tokenizer.errors import ConfigError
+from tokenizer.data.build import SOURCES as VIDEO_SOURCES
+from tokenizer.data.build import build_video_dataset
+from tokenizer.data.config import VideoDataConfig
+from tokenizer.data.episodes import EpisodeClips
+from tokenizer.data.shapes import ShapesClips, ShapesConfig
+from tokenizer.runtime.errors import ConfigError
 
 SOURCES = ("shapes", "episodes") + VIDEO_SOURCES
 

@@ -1,0 +1,90 @@
+"""The package layout's promises: dependencies point one way, and no module imports another in a cycle."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+# Each package may import only those listed before it.
+LAYERS = ["tokenizer", "worldmodel", "envs"]
+
+
+def _modules() -> dict[str, Path]:
+    found = {}
+    for package in LAYERS:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+            found[name] = path
+    return found
+
+
+def _imports(path: Path, known: set[str], module_level_only: bool) -> set[str]:
+    tree = ast.parse(path.read_text())
+    nodes = tree.body if module_level_only else list(ast.walk(tree))
+    names = set()
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in names if name in known}
+
+
+MODULES = _modules()
+
+
+def test_packages_import_only_layers_below_them():
+    wrong = []
+    for name, path in MODULES.items():
+        layer = LAYERS.index(name.split(".")[0])
+        for target in _imports(path, set(MODULES), module_level_only=False):
+            if LAYERS.index(target.split(".")[0]) > layer:
+                wrong.append(f"{name} imports {target}")
+    assert not wrong, wrong
+
+
+def test_only_envs_knows_gymnasium():
+    # Training a tokenizer or a world model must not need the Gymnasium side.
+    wrong = []
+    for name, path in MODULES.items():
+        if name.split(".")[0] != "envs":
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                wrong += [f"{name} imports {m}" for m in modules if m.split(".")[0] == "gymnasium"]
+    assert not wrong, wrong
+
+
+def test_no_import_inside_functions_papers_over_a_cycle():
+    # A project import inside a function is how a cycle hides; optional third-party imports are fine there.
+    late = []
+    for name, path in MODULES.items():
+        everywhere = _imports(path, set(MODULES), module_level_only=False)
+        late += [f"{name} imports {target} inside a function" for target in everywhere - _imports(path, set(MODULES), module_level_only=True)]
+    assert not late, late
+
+
+def test_module_imports_form_no_cycle():
+    graph = {name: _imports(path, set(MODULES), module_level_only=True) - {name} for name, path in MODULES.items()}
+    # A package's __init__ re-exports its modules; an edge into a package means into its __init__.
+    state: dict[str, str] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = "open"
+        for target in sorted(graph[node]):
+            if target.startswith(node + "."):
+                continue  # a package importing its own submodules is not a cycle
+            if state.get(target) == "open":
+                pytest.fail("import cycle: " + " -> ".join(trail[trail.index(target):] + [target]) if target in trail else f"{node} -> {target}")
+            if target not in state:
+                visit(target, trail + [target])
+        state[node] = "done"
+
+    for name in sorted(graph):
+        if name not in state:
+            visit(name, [name])

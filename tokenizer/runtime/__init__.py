@@ -1,0 +1,3 @@
+"""What every command shares: one-line errors, YAML config with dotted overrides, the CLI wrapper,
+atomic file writes, training checkpoints and the Accelerate training engine. It sits in the lowest
+package because the tokenizer is trained by the same engine as the world models."""
