@@ -21,15 +21,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from tokenizer.data.registry import DataConfig, build_dataset
-from tokenizer.runtime.files import atomic_write_text
+from tokenizer.model import Tokenizer
 from tokenizer.runtime.cli import resolve_device, run_cli
 from tokenizer.runtime.errors import CheckpointError, DataError, InputError
-from tokenizer.model import Tokenizer
+from tokenizer.runtime.files import atomic_write_text
 from tokenizer.usage import usage_lines
 from worldmodel.evaluation import RolloutEvalConfig, RolloutEvaluator, report_table
 from worldmodel.heads import TaskHeads
-from worldmodel.pictures import plot_metric_vs_horizon, rollout_animation, rollout_picture, save_animation, save_png
 from worldmodel.loading import load_world_model
+from worldmodel.pictures import plot_metric_vs_horizon, rollout_animation, rollout_picture, save_animation, save_png
 
 DATASETS = ("shapes", "vspw", "cityscapes", "kitti", "videos")
 # These label only a clip's last frame, so each horizon needs its own rollout ending there.

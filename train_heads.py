@@ -15,15 +15,16 @@ from pathlib import Path
 
 import torch
 
+from tokenizer.data.cityscapes import CITYSCAPES_NUM_CLASSES
 from tokenizer.data.registry import DataConfig, build_dataset
 from tokenizer.data.shapes import CLASS_NAMES as SHAPES_CLASS_NAMES
-from tokenizer.runtime.files import atomic_write_text
+from tokenizer.data.vspw import VSPW_NUM_CLASSES
+from tokenizer.model import Tokenizer
 from tokenizer.runtime.cli import parse_run_config, resolve_device, run_cli
 from tokenizer.runtime.config import save_config, to_object
 from tokenizer.runtime.errors import TrainingError
-from tokenizer.model import Tokenizer
+from tokenizer.runtime.files import atomic_write_text
 from worldmodel.head_training import HeadTrainConfig, fit_heads, score_heads
-from worldmodel.heads import CITYSCAPES_NUM_CLASSES, VSPW_NUM_CLASSES
 
 # Class count (and names, where we have them) of each labelled source; KITTI has depth only.
 SOURCE_CLASSES = {"shapes": list(SHAPES_CLASS_NAMES), "vspw": VSPW_NUM_CLASSES, "cityscapes": CITYSCAPES_NUM_CLASSES}

@@ -10,14 +10,14 @@ from dataclasses import dataclass, field
 
 import torch
 
-from tokenizer.data.registry import DataConfig, build_dataset
 from tokenizer.backbone import BackboneConfig
-from tokenizer.runtime.cli import parse_run_config, run_cli
-from tokenizer.runtime.config import to_object
+from tokenizer.data.registry import DataConfig, build_dataset
 from tokenizer.deltatok import DeltaTokConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
-from tokenizer.training import TokenizerTask
+from tokenizer.runtime.cli import parse_run_config, run_cli
+from tokenizer.runtime.config import to_object
 from tokenizer.runtime.engine import RunConfig, TrainConfig, train
+from tokenizer.training import TokenizerTask
 
 
 @dataclass

@@ -12,12 +12,12 @@ import torch
 from tokenizer.data.registry import build_dataset
 from tokenizer.runtime.cli import parse_run_config, run_cli
 from tokenizer.runtime.config import to_object
-from tokenizer.runtime.errors import ConfigError
 from tokenizer.runtime.engine import train
+from tokenizer.runtime.errors import ConfigError
+from worldmodel.loading import build_world_model
 from worldmodel.run_config import WorldModelRunConfig, load_tokenizer
 from worldmodel.token_cache import TOKENS_SOURCE, TokenClips, tokenizer_fingerprint
 from worldmodel.training import WorldModelTask
-from worldmodel.loading import build_world_model
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -45,16 +45,16 @@ from envs.goals import FeatureGoalCost, StepCost, TokenGoalCost, goal_cost
 from envs.planners import Planner, PlannerConfig, expand_dream, sequence_costs
 from envs.shapes import ShapesEnv
 from tokenizer.data.shapes import ShapesConfig
-from tokenizer.runtime.files import atomic_write_text
+from tokenizer.model import Tokenizer, TokenizerConfig
 from tokenizer.runtime.cli import run_cli
 from tokenizer.runtime.config import load_config, to_object
-from tokenizer.model import Tokenizer, TokenizerConfig
+from tokenizer.runtime.engine import TrainConfig, build_optimizer
+from tokenizer.runtime.files import atomic_write_text
 from tokenizer.training import TokenizerTask
 from train_tokenizer import TokenizerRunConfig
-from worldmodel.run_config import WorldModelRunConfig
-from tokenizer.runtime.engine import TrainConfig, build_optimizer
-from worldmodel.training import WorldModelTask
 from worldmodel.loading import build_world_model
+from worldmodel.run_config import WorldModelRunConfig
+from worldmodel.training import WorldModelTask
 from worldmodel.world import WorldModel
 
 REPO = Path(__file__).resolve().parents[1]

@@ -34,14 +34,14 @@ from benchmarks.bench import SCALES, planning_step_flops
 from benchmarks.plan_config import EvalSection, PlanBenchConfig, TrainSection
 from envs.planners import MPCAgent, Planner
 from envs.recording import record
-from tokenizer.data.episodes import EPISODE_GLOB
 from envs.shapes import ShapesEnv
-from tokenizer.runtime.files import atomic_write_text
+from tokenizer.data.episodes import EPISODE_GLOB
 from tokenizer.runtime.cli import run_cli
 from tokenizer.runtime.config import load_config, to_object
 from tokenizer.runtime.errors import TrainingError
-from worldmodel.pictures import save_animation, upscale_nearest
+from tokenizer.runtime.files import atomic_write_text
 from worldmodel.loading import load_world_model
+from worldmodel.pictures import save_animation, upscale_nearest
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES_ID = "deltaworld/Shapes-v0"

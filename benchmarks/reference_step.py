@@ -23,8 +23,8 @@ from pathlib import Path
 
 import torch
 
-from tokenizer.runtime.cli import run_cli
 from tokenizer.deltatok import DeltaTok, DeltaTokConfig, log_cosh
+from tokenizer.runtime.cli import run_cli
 from tokenizer.runtime.errors import ConfigError
 
 CONFIGS = [  # width, heads, blocks per side, patches, batch, SwiGLU hidden

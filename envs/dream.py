@@ -30,11 +30,11 @@ from gymnasium import spaces
 from envs import DREAM_ENV_ID
 from envs.goals import StepCost, as_step_cost, check_cost_kind, goal_cost
 from envs.wrappers import frame_tensor
-from tokenizer.runtime.files import load_weights
 from tokenizer.runtime.errors import ConfigError, InputError
+from tokenizer.runtime.files import load_weights
 from worldmodel.heads import SegmentationHead, TaskHeads
-from worldmodel.pictures import FeaturePCA, colorize_seg, image_grid, upscale_nearest
 from worldmodel.loading import load_world_model
+from worldmodel.pictures import FeaturePCA, colorize_seg, image_grid, upscale_nearest
 from worldmodel.world import WorldModel
 
 RewardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (tokens (K, ...), features (K, N, D)) -> (K,)

@@ -25,11 +25,10 @@ import torch
 from gymnasium import spaces
 
 import envs  # noqa: F401  (registers deltaworld/* so --env can name them)
-from tokenizer.runtime.files import save_safetensors
-from tokenizer.runtime.cli import run_cli
 from tokenizer.data.transforms import center_square_box, resize_frames, to_channels_first
+from tokenizer.runtime.cli import run_cli
 from tokenizer.runtime.errors import ConfigError, InputError
-
+from tokenizer.runtime.files import save_safetensors
 
 Policy = Callable[[Any, np.random.Generator], Any]  # (observation, rng) -> action
 

@@ -10,8 +10,8 @@ import torch
 from gymnasium import spaces
 
 from tokenizer.data.transforms import resize_frames
-from tokenizer.runtime.errors import InputError
 from tokenizer.model import Tokenizer
+from tokenizer.runtime.errors import InputError
 
 
 def frame_tensor(frame: np.ndarray, size: int | None = None) -> torch.Tensor:

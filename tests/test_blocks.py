@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from tokenizer.blocks import Block, _SwiGLUActivation
-from tokenizer.runtime.files import load_module_weights
 from tokenizer.deltatok import DeltaTok, DeltaTokConfig
-from tokenizer.runtime.errors import CheckpointError, ConfigError
 from tokenizer.rope import patch_rope, rope_tables
+from tokenizer.runtime.errors import CheckpointError, ConfigError
+from tokenizer.runtime.files import load_module_weights
 
 DIM, HEADS, GRID = 24, 2, (2, 3)
 

@@ -6,24 +6,25 @@ import gymnasium
 import numpy as np
 import pytest
 import torch
+from conftest import micro_tokenizer_config
 from gymnasium.utils.env_checker import check_env
 
 import envs
-from conftest import micro_tokenizer_config
-from tokenizer.data.registry import DataConfig, build_dataset
 from envs.dream import DreamEnv
 from envs.goals import FeatureGoalCost, TokenGoalCost, feature_distance, goal_cost
 from envs.planners import MPCAgent, Planner, PlannerConfig, sequence_costs
-from envs.recording import main as record_main, record
-from tokenizer.data.episodes import EpisodeClips
-from tokenizer.data.shapes import ShapesConfig
+from envs.recording import main as record_main
+from envs.recording import record
 from envs.wrappers import DeltaTokenObservation
-from tokenizer.runtime.errors import CheckpointError, ConfigError, DataError, InputError
+from tokenizer.data.episodes import EpisodeClips
+from tokenizer.data.registry import DataConfig, build_dataset
+from tokenizer.data.shapes import ShapesConfig
 from tokenizer.model import Tokenizer
+from tokenizer.runtime.errors import CheckpointError, ConfigError, DataError, InputError
+from worldmodel.loading import build_world_model, load_world_model
 from worldmodel.objectives import ActionSpace, ObjectiveConfig
 from worldmodel.predictor import PredictorConfig
 from worldmodel.readout import ReadoutConfig
-from worldmodel.loading import build_world_model, load_world_model
 from worldmodel.world import READOUT_FILE, WEIGHTS_FILE, WorldModelConfig
 
 SIZE = 32  # micro tokenizer: 4x4 patches of width 32

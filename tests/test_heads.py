@@ -8,11 +8,10 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from tokenizer.data.kitti import MAX_DEPTH_M, MIN_DEPTH_M
 from tokenizer.runtime.errors import CheckpointError, InputError
 from worldmodel.heads import (
     DEPTH,
-    KITTI_MAX_DEPTH,
-    KITTI_MIN_DEPTH,
     SEGMENTATION,
     DepthHead,
     SegmentationHead,
@@ -50,7 +49,7 @@ def released_state(in_dim: int, outputs: int, seed: int = 0) -> dict[str, torch.
 
 def test_state_dict_keys_and_shapes_match_released_heads():
     seg = SegmentationHead(16, 124).state_dict()
-    depth = DepthHead(16, KITTI_MIN_DEPTH, KITTI_MAX_DEPTH).state_dict()
+    depth = DepthHead(16, MIN_DEPTH_M, MAX_DEPTH_M).state_dict()
     assert set(seg) == RELEASED_KEYS and set(depth) == RELEASED_KEYS
     assert seg["head.weight"].shape == (124, 16, 1, 1) and seg["head.bias"].shape == (124,)
     assert depth["head.weight"].shape == (256, 16, 1, 1)
@@ -106,7 +105,7 @@ def test_load_released_style_depth_head_uses_kitti_range(tmp_path):
     torch.save({"state_dict": state}, path)  # Lightning-style wrapper
     head = load_head(path, kind=DEPTH)
     assert isinstance(head, DepthHead)
-    assert (head.min_depth, head.max_depth, head.num_bins) == (KITTI_MIN_DEPTH, KITTI_MAX_DEPTH, 256)
+    assert (head.min_depth, head.max_depth, head.num_bins) == (MIN_DEPTH_M, MAX_DEPTH_M, 256)
 
 
 def test_mismatched_file_names_bad_keys_and_shapes(tmp_path):

@@ -8,9 +8,9 @@ from tokenizer.backbone import Backbone
 from tokenizer.deltatok import DeltaTok, DeltaTokConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
 from worldmodel.deltaworld import DeltaWorld
-from worldmodel.world import WorldModelConfig
 from worldmodel.objectives import ObjectiveConfig
 from worldmodel.predictor import PredictorConfig
+from worldmodel.world import WorldModelConfig
 
 TOL = 1e-4
 

@@ -9,16 +9,16 @@ from pathlib import Path
 import imageio.v3 as iio
 import pytest
 import torch
-
 from conftest import REPO, micro_tokenizer_config
 from test_video_data import make_vspw
-from tokenizer.runtime.cli import run_cli
+
 from tokenizer.model import Tokenizer
+from tokenizer.runtime.cli import run_cli
 from worldmodel.evaluation import RolloutEvalConfig, RolloutEvaluator, gap_closed
 from worldmodel.heads import DepthHead, SegmentationHead, TaskHeads
+from worldmodel.loading import build_world_model
 from worldmodel.objectives import ObjectiveConfig
 from worldmodel.predictor import PredictorConfig
-from worldmodel.loading import build_world_model
 from worldmodel.world import WorldModelConfig
 
 sys.path.insert(0, str(REPO))
@@ -156,3 +156,26 @@ def test_bad_input_is_one_line_and_exit_2(saved, tmp_path, monkeypatch, capsys, 
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_evaluation_runs_the_backbone_once_per_window_for_every_method_and_model(saved):
+    tokenizer = Tokenizer.from_pretrained(saved["tokenizer"])
+    worlds = {"bom": micro_world(Tokenizer.from_pretrained(saved["tokenizer"]), "bom"), "flow": micro_world(tokenizer, "flow")}
+    from tokenizer.data.shapes import ShapesClips, ShapesConfig
+
+    clips = ShapesClips(ShapesConfig(frame_size=32), 4, seed=0, split="val", num_clips=2)
+    batch = torch.utils.data.default_collate([clips[0], clips[1]])
+    clip_passes = []
+    backbones = {id(m.backbone): m.backbone for m in [tokenizer, *(w.tokenizer for w in worlds.values())]}
+    for backbone in backbones.values():
+        # Black-frame features (one frame, cached) are not a pass over the clips.
+        backbone.register_forward_pre_hook(lambda module, args: clip_passes.append(args[0].shape) if args[0].shape[1] > 1 else None)
+    evaluator = RolloutEvaluator(tokenizer, worlds, TaskHeads.load(saved["heads"]), RolloutEvalConfig(context=2, horizons=[1, 2], num_samples=3), torch.device("cpu"))
+    evaluator.update(batch)
+    assert len(clip_passes) == 1
+
+    # Handing a world model the features changes nothing it imagines.
+    frames, times = batch["frames"], batch["timestamps"]
+    given = worlds["bom"].rollout(frames, times, 2, 2, 3, generator=torch.Generator().manual_seed(0), features=tokenizer.features(frames))
+    computed = worlds["bom"].rollout(frames, times, 2, 2, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(given["features"], computed["features"]) and torch.equal(given["targets"], computed["targets"])

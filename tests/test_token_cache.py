@@ -8,13 +8,13 @@ import subprocess
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from conftest import REPO, micro_tokenizer_config
-from tokenizer.data.shapes import ShapesClips, ShapesConfig
+from safetensors.torch import load_file
 from test_training import ACCELERATE, MICRO_WORLD, PYTHON, WORLD_CONFIG, assert_ok, assert_user_error, losses, train_world
-from tokenizer.runtime.config import load_config
+
+from tokenizer.data.shapes import ShapesClips, ShapesConfig
 from tokenizer.model import Tokenizer
+from tokenizer.runtime.config import load_config
 from worldmodel.run_config import WorldModelRunConfig
 
 NUM_CLIPS = 12

@@ -8,11 +8,11 @@ import sys
 
 import pytest
 import torch
-
 from conftest import micro_tokenizer_config, random_frames
+
 from tokenizer.backbone import RANDOM_INIT_NAME, Backbone, BackboneConfig
-from tokenizer.runtime.errors import CheckpointError, ConfigError, InputError
 from tokenizer.model import Tokenizer
+from tokenizer.runtime.errors import CheckpointError, ConfigError, InputError
 
 
 @pytest.fixture(scope="module")

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import MICRO_TOKENIZER, REPO
 from safetensors.torch import load_file
 
-from conftest import MICRO_TOKENIZER, REPO
 from tokenizer.model import WEIGHTS_FILE
 from tokenizer.runtime.engine import LOSS_LOG
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import micro_tokenizer_config, random_frames
-from tokenizer.runtime.errors import CheckpointError, InputError
+
 from tokenizer.model import Tokenizer
+from tokenizer.runtime.errors import CheckpointError, InputError
+from worldmodel.loading import build_world_model, load_world_model
 from worldmodel.objectives import ActionSpace, ObjectiveConfig
 from worldmodel.predictor import Predictor, PredictorConfig, causal_mask
-from worldmodel.loading import build_world_model, load_world_model
 from worldmodel.world import WorldModelConfig
 
 PREDICTOR = PredictorConfig(hidden_size=32, num_layers=1, num_heads=2, rope_axis_sizes=[12], rope_unrotated_size=4)

@@ -20,8 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokenizer.blocks import Block
-from tokenizer.runtime.errors import ConfigError
 from tokenizer.rope import patch_rope, random_rope_scale, rope_tables
+from tokenizer.runtime.errors import ConfigError
 
 
 def log_cosh(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

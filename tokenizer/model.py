@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from tokenizer.backbone import Backbone, BackboneConfig
-from tokenizer.runtime.files import load_module_weights, load_weights, save_safetensors
-from tokenizer.runtime.config import read_saved_config, save_config
 from tokenizer.deltatok import DeltaTok, DeltaTokConfig
+from tokenizer.runtime.config import read_saved_config, save_config
 from tokenizer.runtime.errors import CheckpointError, ConfigError, InputError
+from tokenizer.runtime.files import load_module_weights, load_weights, save_safetensors
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "deltatok.safetensors"
@@ -93,15 +93,17 @@ class Tokenizer(nn.Module):
         return self.deltatok.decode(tokens.unsqueeze(1), prev, rope)
 
     @torch.no_grad()
-    def rollout(self, frames: torch.Tensor, horizon: int) -> dict[str, torch.Tensor]:
+    def rollout(self, frames: torch.Tensor, horizon: int, features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """The paper's tokenizer evaluation at horizon h, from uint8 frames (B, T, 3, H, W).
 
+        `features` (B, T, N, D) of those frames may be passed when already computed.
         Returns preds and targets (B, h, N, D) and context (B, T-h, N, D).
         """
         num_frames = frames.shape[1]
         if not 1 <= horizon <= num_frames:
             raise InputError(f"horizon {horizon} must be between 1 and the clip length {num_frames}")
-        features = self.features(frames)
+        if features is None:
+            features = self.features(frames)
         batch, _, _, height, width = frames.shape
         rope = self.rope(self.grid(frames), frames.device)
         black = self.black_features(batch, height, width, frames.device)

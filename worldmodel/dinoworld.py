@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from tokenizer.runtime.errors import ConfigError
 from tokenizer.model import Tokenizer
+from tokenizer.runtime.errors import ConfigError
 from worldmodel.objectives import build_objective
 from worldmodel.predictor import Predictor, causal_mask
 from worldmodel.world import Dream, WorldModel, WorldModelConfig

@@ -41,8 +41,8 @@ from dataclasses import dataclass, field
 import torch
 
 from tokenizer.data.squares import SquareSplit, split_into_squares
-from tokenizer.runtime.errors import InputError
 from tokenizer.model import Tokenizer
+from tokenizer.runtime.errors import InputError
 from tokenizer.usage import token_usage, usage_losses
 from worldmodel.heads import DEPTH_KEY, SEG_KEY, TaskHeads, to_label_size
 from worldmodel.metrics import DepthRMSE, MeanIoU
@@ -272,15 +272,17 @@ class RolloutEvaluator:
         grid = self.tokenizer.grid(frames)
         size = next(iter(labels.values())).shape[-2:] if labels else frames.shape[-2:]
         with self._autocast():
-            features = self.tokenizer.features(frames).float()  # (B, c + S, N, D)
-            reconstructed = self.tokenizer.rollout(frames, steps)["preds"].float()  # (B, S, N, D)
+            # The backbone runs once per window; every method and world model starts from these features.
+            encoded = self.tokenizer.features(frames)  # (B, c + S, N, D)
+            reconstructed = self.tokenizer.rollout(frames, steps, encoded)["preds"].float()  # (B, S, N, D)
             imagined = {}
             for name, world in self.worlds.items():
                 world_actions = actions if world.action_conditioned else None
                 if world.action_conditioned and actions is None:
                     raise InputError(f"world model {name} is action-conditioned but the clips carry no actions")
-                out = world.rollout(frames, timestamps, c, steps, cfg.num_samples, world_actions, self.generator)
+                out = world.rollout(frames, timestamps, c, steps, cfg.num_samples, world_actions, self.generator, features=encoded)
                 imagined[name] = out["features"].float()  # (B, K, S, N, D)
+            features = encoded.float()
         if steps == max(cfg.horizons):  # one horizon-1 pair per clip, also with per-horizon windows
             self._usage(features[:, c - 1], features[:, c], grid, split)
         first_name = next(iter(self.worlds))

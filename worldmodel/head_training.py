@@ -14,8 +14,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from tokenizer.data.squares import split_into_squares
-from tokenizer.runtime.errors import ConfigError
 from tokenizer.model import Tokenizer
+from tokenizer.runtime.errors import ConfigError
 from worldmodel.evaluation import MethodScores, head_maps
 from worldmodel.heads import DEPTH_KEY, FRAMES_KEY, SEG_KEY, SPLIT_KEY, TaskHeads, train_heads
 

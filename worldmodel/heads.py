@@ -26,18 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from tokenizer.runtime.files import atomic_write_text, load_module_weights, load_weights, save_safetensors
+from tokenizer.data.clip import IGNORE_INDEX
+from tokenizer.data.kitti import MAX_DEPTH_M, MIN_DEPTH_M
 from tokenizer.data.squares import SquareSplit, upsample_to_labels
 from tokenizer.runtime.errors import CheckpointError, DataError, InputError, TrainingError
+from tokenizer.runtime.files import atomic_write_text, load_module_weights, load_weights, save_safetensors
 
 SEGMENTATION = "segmentation"
 DEPTH = "depth"
-IGNORE_LABEL = 255
-VSPW_NUM_CLASSES = 124
-CITYSCAPES_NUM_CLASSES = 19
-# KITTI's evaluation range in metres (Eigen split, Garg crop), the range the released depth head was trained for.
-KITTI_MIN_DEPTH = 1e-3
-KITTI_MAX_DEPTH = 80.0
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "head.json"
 # Keys of a clip dict given to `train_heads`.
@@ -131,7 +127,8 @@ class DepthHead(nn.Module):
     # Added after ReLU so no bin has zero weight and the normaliser is never zero (the released head's value).
     eps = 0.1
 
-    def __init__(self, in_dim: int, min_depth: float = KITTI_MIN_DEPTH, max_depth: float = KITTI_MAX_DEPTH, num_bins: int = 256):
+    # The default range is KITTI's evaluation range (Eigen split, Garg crop), the one the released head was trained for.
+    def __init__(self, in_dim: int, min_depth: float = MIN_DEPTH_M, max_depth: float = MAX_DEPTH_M, num_bins: int = 256):
         super().__init__()
         if not 0 <= min_depth < max_depth:
             raise InputError(f"depth range must satisfy 0 <= min_depth < max_depth, got [{min_depth}, {max_depth}]")
@@ -230,8 +227,8 @@ def load_head(
     in_dim: int | None = None,
     num_classes: int | None = None,
     num_bins: int | None = None,
-    min_depth: float = KITTI_MIN_DEPTH,
-    max_depth: float = KITTI_MAX_DEPTH,
+    min_depth: float = MIN_DEPTH_M,
+    max_depth: float = MAX_DEPTH_M,
 ) -> Head:
     """Load a head in eval mode from one of our folders or from a released state-dict file.
 
@@ -408,13 +405,13 @@ def train_heads(
             seg = _flat_labels(batch, SEG_KEY, frames) if seg_head is not None else None
             if seg is not None:
                 seg = seg.to(device).long()
-                labelled = seg != IGNORE_LABEL
+                labelled = seg != IGNORE_INDEX
                 if ((seg[labelled] < 0) | (seg[labelled] >= num_classes)).any():
-                    raise InputError(f"seg labels must lie in [0, {num_classes}) or be {IGNORE_LABEL}; got values {seg.unique().tolist()}")
+                    raise InputError(f"seg labels must lie in [0, {num_classes}) or be {IGNORE_INDEX}; got values {seg.unique().tolist()}")
                 if labelled.any():
                     # Flattening (2B, T) keeps [first squares; second squares] in order, as the split expects.
                     logits = to_label_size(seg_head(features, frame_grid), seg.shape[-2:], split)
-                    losses["seg_loss"] = F.cross_entropy(logits, seg, ignore_index=IGNORE_LABEL)
+                    losses["seg_loss"] = F.cross_entropy(logits, seg, ignore_index=IGNORE_INDEX)
             depth = _flat_labels(batch, DEPTH_KEY, frames) if depth_head is not None else None
             if depth is not None:
                 depth = depth.to(device).float()

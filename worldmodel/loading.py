@@ -6,9 +6,9 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from tokenizer.runtime.files import load_module_weights, load_weights
-from tokenizer.runtime.errors import CheckpointError, ConfigError
 from tokenizer.model import Tokenizer
+from tokenizer.runtime.errors import CheckpointError, ConfigError
+from tokenizer.runtime.files import load_module_weights, load_weights
 from worldmodel.deltaworld import DeltaWorld
 from worldmodel.dinoworld import DINOWorld
 from worldmodel.world import READOUT_FILE, TOKENIZER_DIR, WEIGHTS_FILE, WorldModel, WorldModelConfig, read_world_config

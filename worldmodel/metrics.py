@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from tokenizer.data.clip import IGNORE_INDEX
 from tokenizer.runtime.errors import InputError
 
 
@@ -26,7 +27,7 @@ class MeanIoU:
     out of the mean. With no valid pixel at all, compute() returns NaN.
     """
 
-    def __init__(self, num_classes: int, ignore_index: int | None = 255):
+    def __init__(self, num_classes: int, ignore_index: int | None = IGNORE_INDEX):
         if num_classes < 1:
             raise InputError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = num_classes

@@ -23,10 +23,10 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from PIL import Image, ImageDraw, ImageFont
 
-from tokenizer.runtime.files import atomic_write, atomic_write_bytes
+from tokenizer.data.clip import IGNORE_INDEX
 from tokenizer.runtime.errors import InputError
+from tokenizer.runtime.files import atomic_write, atomic_write_bytes
 
-IGNORE_LABEL = 255
 LABEL_PAD = 4  # pixels around text labels in a grid
 BACKGROUND = 255  # white grid background and blank cells
 
@@ -103,7 +103,7 @@ def seg_palette() -> np.ndarray:
     saturation = 0.55 + 0.45 * ((ids * 7) % 3) / 2
     value = 0.65 + 0.35 * ((ids * 5) % 4) / 3
     palette = hsv_to_rgb(np.stack([hue, saturation, value], axis=1))
-    palette[IGNORE_LABEL] = 0.0
+    palette[IGNORE_INDEX] = 0.0
     return palette
 
 

@@ -23,8 +23,8 @@ from torch import nn
 
 from tokenizer.attention import attention
 from tokenizer.blocks import GeluMLP, LayerScale
-from tokenizer.runtime.errors import ConfigError
 from tokenizer.rope import signed_sin
+from tokenizer.runtime.errors import ConfigError
 
 
 @dataclass

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tokenizer.data.registry import DataConfig
 from tokenizer.backbone import BackboneConfig
+from tokenizer.data.registry import DataConfig
 from tokenizer.deltatok import DeltaTokConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
 from tokenizer.runtime.engine import RunConfig, TrainConfig

@@ -16,10 +16,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tokenizer.runtime.files import save_safetensors
+from tokenizer.model import Tokenizer
 from tokenizer.runtime.config import read_saved_config, save_config
 from tokenizer.runtime.errors import ConfigError, InputError
-from tokenizer.model import Tokenizer
+from tokenizer.runtime.files import save_safetensors
 from worldmodel.objectives import ActionSpace, Objective, ObjectiveConfig
 from worldmodel.predictor import HistoryCache, PredictorConfig
 from worldmodel.readout import Readout, ReadoutConfig, ReadoutState
@@ -153,10 +153,12 @@ class WorldModel(nn.Module):
         actions: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
         noise: list[torch.Tensor] | None = None,
+        features: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         """Imagine the last `horizon` frames of each clip from the `context` frames before them.
 
-        frames (B, T, 3, H, W) uint8, timestamps (B, T), actions (B, T, A) with actions[:, t] leading into frame t.
+        frames (B, T, 3, H, W) uint8, timestamps (B, T), actions (B, T, A) with actions[:, t] leading into frame t;
+        `features` (B, T, N, D) of the frames may be passed when already computed.
         Returns features (B, K, h, N, D), targets (B, h, N, D), context (B, c, N, D), and tokens (B, K, h, ...).
         `noise[s]` optionally fixes step s's starting noise (B * K rows), to replay another implementation.
         """
@@ -165,7 +167,7 @@ class WorldModel(nn.Module):
         first = frames.shape[1] - context - horizon
         frames, timestamps = frames[:, first:], timestamps[:, first:]
         actions = actions[:, first:] if actions is not None else None
-        features = self.tokenizer.features(frames)
+        features = self.tokenizer.features(frames) if features is None else features[:, first:]
         dream = self.start(frames[:, :context], timestamps[:, :context], num_samples, features[:, :context])
         batch = frames.shape[0]
         tokens, imagined = [], []

@@ -21,8 +21,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
-from tokenizer.runtime.files import atomic_write_text, load_module_weights, save_safetensors
 from tokenizer.runtime.errors import CheckpointError
+from tokenizer.runtime.files import atomic_write_text, load_module_weights, save_safetensors
 
 log = logging.getLogger(__name__)
 

@@ -36,10 +36,10 @@ from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from tokenizer.attention import set_attention_backend
-from tokenizer.runtime.files import atomic_write_text
+from tokenizer.runtime.checkpoints import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from tokenizer.runtime.config import save_config
 from tokenizer.runtime.errors import CheckpointError, ConfigError, TrainingError
-from tokenizer.runtime.checkpoints import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from tokenizer.runtime.files import atomic_write_text
 
 RUN_CONFIG = "config.yaml"
 RUN_MARKERS = (RUN_CONFIG, "checkpoints", "final", "logs", "metrics.json")
