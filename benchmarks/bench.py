@@ -18,7 +18,6 @@ can be made (few repeats, small batches); its timings mean little.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import itertools
 import json
@@ -46,7 +45,7 @@ from envs.planners import Planner, PlannerConfig, expand_dream, sequence_costs
 from envs.shapes import ShapesEnv
 from tokenizer.data.shapes import ShapesConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
-from tokenizer.runtime.cli import run_cli
+from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
 from tokenizer.runtime.config import load_config, to_object
 from tokenizer.runtime.engine import TrainConfig, build_optimizer
 from tokenizer.runtime.files import atomic_write_text
@@ -711,22 +710,28 @@ def run_benchmark(settings: Settings, quick: bool) -> dict:
     return report
 
 
+@dataclass
+class BenchRunConfig:
+    out: str = "runs/bench"  # folder for report.json and report.md
+    quick: bool = False  # few repeats and small batches: checks the benchmark runs, timings mean little
+    # Torch CPU threads; 0 = PyTorch's default (one per core). On a busy machine ask for no more than the idle
+    # cores: OpenMP threads waiting on a preempted peer slow small ops tenfold and more.
+    threads: int = 0
+
+
+FLAGS = {
+    "--out": Flag("out", "folder for report.json and report.md"),
+    "--quick": Flag("quick", "few repeats and small batches (timings mean little)", bool),
+    "--threads": Flag("threads", "torch CPU threads; 0 = one per core", int),
+}
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="runs/bench", help="folder for report.json and report.md")
-    parser.add_argument("--quick", action="store_true", help="few repeats and small batches: checks the benchmark runs, timings mean little")
-    parser.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="torch CPU threads; 0 = PyTorch's default (one per core). On a busy machine ask for no more than the idle "
-        "cores: OpenMP threads waiting on a preempted peer slow small ops tenfold and more",
-    )
-    args = parser.parse_args(argv)
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    report = run_benchmark(QUICK if args.quick else FULL, args.quick)
-    out = Path(args.out)
+    run = to_object(parse_run_config(BenchRunConfig, __doc__, "a YAML with out: and threads:", argv, FLAGS, default_config=None))
+    if run.threads > 0:
+        torch.set_num_threads(run.threads)
+    report = run_benchmark(QUICK if run.quick else FULL, run.quick)
+    out = Path(run.out)
     table = markdown(report)
     atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
     atomic_write_text(out / "report.md", table)

@@ -18,7 +18,6 @@ token-cost episode as <out>/deltaworld_token_cem.gif (frame | goal).
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -36,8 +35,8 @@ from envs.planners import MPCAgent, Planner
 from envs.recording import record
 from envs.shapes import ShapesEnv
 from tokenizer.data.episodes import EPISODE_GLOB
-from tokenizer.runtime.cli import run_cli
-from tokenizer.runtime.config import load_config, to_object
+from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
+from tokenizer.runtime.config import to_object
 from tokenizer.runtime.errors import TrainingError
 from tokenizer.runtime.files import atomic_write_text
 from worldmodel.loading import load_world_model
@@ -154,14 +153,10 @@ def table(methods: dict[str, dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="runs/plan_bench")
-    parser.add_argument("--config", default=str(REPO / "configs/plan_bench/shapes.yaml"))
-    parser.add_argument("overrides", nargs="*", help="dotted overrides such as eval.episodes=5")
-    args = parser.parse_args(argv)
-    cfg: PlanBenchConfig = to_object(load_config(PlanBenchConfig, args.config, args.overrides))
+    flags = {"--out": Flag("out", "folder for report.json, the GIF and the trained models")}
+    cfg: PlanBenchConfig = to_object(parse_run_config(PlanBenchConfig, __doc__, "configs/plan_bench/shapes.yaml", argv, flags, str(REPO / "configs/plan_bench/shapes.yaml")))
     cfg.planner.validate()
-    out = Path(args.out).resolve()
+    out = Path(cfg.out).resolve()
     started = time.perf_counter()
     models = prepare(cfg, out)
     prepared = time.perf_counter() - started

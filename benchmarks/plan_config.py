@@ -29,6 +29,7 @@ class EvalSection:
 @dataclass
 class PlanBenchConfig:
     seed: int = 0
+    out: str = "runs/plan_bench"
     tokenizer: str = "runs/tokenizer_tiny/final"
     record: RecordSection = field(default_factory=RecordSection)
     deltaworld: TrainSection = field(default_factory=TrainSection)

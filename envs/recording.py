@@ -9,13 +9,14 @@ A folder holds one `episode_NNNNNN.safetensors` per episode with
   "actions"     float32 (T, A); actions[t] led into frame t, actions[0] = 0
                 (a Discrete action is one column holding its index)
   "timestamps"  float64 (T,) seconds since reset
-and the env id in the file's metadata. `EpisodeClips` cuts training clips from them.
+and the env id in the file's metadata. `tokenizer.data.episodes.EpisodeClips` cuts training clips from them.
+Like every command it also takes `--config FILE` and dotted overrides (`max_steps=40`).
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,7 +27,8 @@ from gymnasium import spaces
 
 import envs  # noqa: F401  (registers deltaworld/* so --env can name them)
 from tokenizer.data.transforms import center_square_box, resize_frames, to_channels_first
-from tokenizer.runtime.cli import run_cli
+from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
+from tokenizer.runtime.config import to_object
 from tokenizer.runtime.errors import ConfigError, InputError
 from tokenizer.runtime.files import save_safetensors
 
@@ -142,18 +144,32 @@ def record(
     return paths
 
 
+@dataclass
+class RecordConfig:
+    env: str = "deltaworld/Shapes-v0"  # Gymnasium env id, e.g. deltaworld/Shapes-v0 or Pendulum-v1
+    episodes: int = 100
+    out: str = "runs/episodes"  # folder for the episode files
+    policy: str = "random"  # "random" (uniform) or "package.module:factory" (factory(action_space) -> policy(obs, rng))
+    seed: int = 0
+    max_steps: int = 100  # steps per episode at most (the env may end it sooner)
+    frame_size: int = 0  # store square frames of this size (0 = the env's own, centre-cropped)
+
+
+FLAGS = {
+    "--env": Flag("env", "Gymnasium env id"),
+    "--episodes": Flag("episodes", "episodes to record", int),
+    "--out": Flag("out", "folder for the episode files"),
+    "--policy": Flag("policy", "random, or package.module:factory"),
+    "--seed": Flag("seed", "seed of the episodes and the policy", int),
+    "--max-steps": Flag("max_steps", "steps per episode at most", int),
+    "--frame-size": Flag("frame_size", "square frame size (0 = the env's own)", int),
+}
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--env", required=True, help="Gymnasium env id, e.g. deltaworld/Shapes-v0 or Pendulum-v1")
-    parser.add_argument("--episodes", type=int, required=True)
-    parser.add_argument("--out", required=True, help="folder for the episode files")
-    parser.add_argument("--policy", default="random", help="'random' (uniform) or 'package.module:factory' (factory(action_space) -> policy(obs, rng))")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--max-steps", type=int, default=100, help="steps per episode at most (the env may end it sooner)")
-    parser.add_argument("--frame-size", type=int, default=0, help="store square frames of this size (0 = the env's own, centre-cropped)")
-    args = parser.parse_args(argv)
-    paths = record(args.env, args.episodes, args.out, args.policy, args.seed, args.max_steps, args.frame_size)
-    print(f"recorded {len(paths)} episodes of {args.env} into {args.out}")
+    cfg = to_object(parse_run_config(RecordConfig, __doc__, "a YAML with env: and episodes:", argv, FLAGS, default_config=None))
+    paths = record(cfg.env, cfg.episodes, cfg.out, cfg.policy, cfg.seed, cfg.max_steps, cfg.frame_size)
+    print(f"recorded {len(paths)} episodes of {cfg.env} into {cfg.out}")
 
 
 if __name__ == "__main__":

@@ -140,7 +140,10 @@ def test_rollout_on_a_miniature_vspw_tree(saved, tmp_path):
     "args, message",
     [
         (["--horizon", "0"], "horizon must be at least 1"),
-        (["--shapes-stride", "0"], "--shapes-stride must be at least 1"),
+        (["--shapes-stride", "0"], "data.shapes_stride must be at least 1, got 0"),
+        (["data.num_clips=0"], "data.num_clips must be at least 1, got 0"),
+        (["eval.contxt=2"], "unknown config key 'eval.contxt'; did you mean 'eval.context'?"),
+        (["--config", "{missing}"], "does not exist"),
         (["--world-model", "{missing}"], "does not exist"),
         (["--heads", "{missing}"], "does not exist"),
         (["--dataset", "vspw", "--data-root", "{vspw}", "--frame-size", "16", "--horizon", "20"], "longer than any vspw clip"),
@@ -179,3 +182,17 @@ def test_evaluation_runs_the_backbone_once_per_window_for_every_method_and_model
     given = worlds["bom"].rollout(frames, times, 2, 2, 3, generator=torch.Generator().manual_seed(0), features=tokenizer.features(frames))
     computed = worlds["bom"].rollout(frames, times, 2, 2, 3, generator=torch.Generator().manual_seed(0))
     assert torch.equal(given["features"], computed["features"]) and torch.equal(given["targets"], computed["targets"])
+
+
+def test_config_file_overrides_and_flags_compose(saved, tmp_path):
+    """Schema defaults <- --config file <- dotted overrides <- flags, as every command takes them."""
+    config = tmp_path / "rollout.yaml"
+    config.write_text(f"tokenizer: {saved['tokenizer']}\nheads: {saved['heads']}\nworld_models: [{saved['bom']}]\neval:\n  context: 3\n  horizons: [2]\n")
+    run = rollout.parse_args(["--config", str(config), "eval.horizons=[1,2]", "--horizon", "3", "1", "data.frame_size=32", "--samples", "4"])
+    assert run.eval.horizons == [1, 3] and run.eval.context == 3 and run.eval.num_samples == 4 and run.data.frame_size == 32
+    assert run.eval.protocol == "one_rollout" and run.world_models == [str(saved["bom"])]
+    assert rollout.parse_args(["--dataset", "kitti"]).eval.protocol == "per_horizon"
+    # Without --samples the world model's own K (3 for the micro models) is used and reported.
+    rollout.main(["--config", str(config), "--frame-size", "32", "--num-clips", "2", "--pictures", "0", "--out", str(tmp_path / "o")])
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    assert report["num_samples"] == 3 and list(report["horizons"]) == ["2"] and report["context"] == 3

@@ -27,7 +27,7 @@ the shuffled token.
 Protocol. By default one rollout of max(h) steps per clip serves every horizon:
 horizon h is step h of it, scored against frame context + h of a clip of
 context + max(h) frames. Datasets that label only a clip's last frame
-(Cityscapes, KITTI) use `per_horizon_windows`: each horizon gets its own rollout
+(Cityscapes, KITTI) use protocol "per_horizon": each horizon gets its own rollout
 from the `context` frames that end h frames before the clip's last frame.
 Rectangular frames are cut into two squares as the readers prescribe
 (`tokenizer.data.squares`); each square is scored on its own label half.
@@ -35,6 +35,7 @@ Rectangular frames are cut into two squares as the readers prescribe
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -52,6 +53,7 @@ from worldmodel.world import WorldModel
 BOUNDS = ("present", "copy_last", "tokenizer")
 WORLD_BEST, WORLD_MEAN, WORLD_SAMPLES = "world_best", "world_mean", "world_samples"
 ENERGY = "energy_score"
+PROTOCOLS = ("one_rollout", "per_horizon")
 
 
 def rms_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -78,9 +80,9 @@ def energy_score(samples: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class RolloutEvalConfig:
     context: int = 4
     horizons: list[int] = field(default_factory=lambda: [1])
-    num_samples: int = 20  # K imagined futures per clip
+    num_samples: int = 0  # K imagined futures per clip; 0 = the first world model's own num_samples (the paper's 20)
     seed: int = 0
-    per_horizon_windows: bool = False  # see the module docstring
+    protocol: str = "one_rollout"  # one_rollout | per_horizon (see the module docstring)
     num_pictures: int = 2  # clips whose rollouts are kept for pictures
     picture_samples: int = 3  # imagined samples shown side by side per picture
 
@@ -89,8 +91,10 @@ class RolloutEvalConfig:
             raise InputError(f"context must be at least 1 frame, got {self.context}")
         if not self.horizons or min(self.horizons) < 1:
             raise InputError(f"every horizon must be at least 1 frame ahead, got {list(self.horizons)}")
-        if self.num_samples < 1:
-            raise InputError(f"the number of samples must be at least 1, got {self.num_samples}")
+        if self.num_samples < 0:
+            raise InputError(f"the number of samples must be at least 1 (or 0 for the world model's own), got {self.num_samples}")
+        if self.protocol not in PROTOCOLS:
+            raise InputError(f"protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
 
     @property
     def clip_frames(self) -> int:
@@ -197,6 +201,8 @@ class RolloutEvaluator:
         config.validate()
         if not worlds:
             raise InputError("give at least one world model to evaluate")
+        if not config.num_samples:
+            config = dataclasses.replace(config, num_samples=next(iter(worlds.values())).config.num_samples)
         self.tokenizer, self.worlds, self.heads, self.config, self.device = tokenizer, worlds, heads, config, device
         for name, world in worlds.items():
             check_same_backbone(tokenizer, world, name)
@@ -235,7 +241,7 @@ class RolloutEvaluator:
         frames, timestamps, actions, labels, split = _split_clip(batch)
         if self.scores is None:
             self._start_scores(labels)
-        windows = [(h, [h]) for h in cfg.horizons] if cfg.per_horizon_windows else [(max(cfg.horizons), sorted(cfg.horizons))]
+        windows = [(h, [h]) for h in cfg.horizons] if cfg.protocol == "per_horizon" else [(max(cfg.horizons), sorted(cfg.horizons))]
         picture_slots = max(0, cfg.num_pictures - len(self.pictures))
         for steps, scored in windows:
             first = num_frames - cfg.context - steps
@@ -371,7 +377,7 @@ class RolloutEvaluator:
             "horizons": horizons,
             "num_clips": self.num_clips,
             "seed": cfg.seed,
-            "protocol": "per_horizon_windows" if cfg.per_horizon_windows else "one_rollout",
+            "protocol": "per_horizon_windows" if cfg.protocol == "per_horizon" else "one_rollout",
             "token_usage": self._usage_report(),
             **(extra or {}),
         }

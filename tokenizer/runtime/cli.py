@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
@@ -26,13 +27,55 @@ def run_cli(main: Callable[[], None]) -> None:
         sys.exit(USER_ERROR_EXIT)
 
 
-def parse_run_config(schema: Any, description: str, example: str, argv: list[str] | None) -> DictConfig:
-    """`--config FILE [dotted.key=value ...]`, as every training script takes it -> the validated run config."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help=f"YAML run config, e.g. {example}")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides such as train.max_steps=100")
-    args = parser.parse_args(argv)
-    return load_config(schema, args.config, args.overrides)
+@dataclass(frozen=True)
+class Flag:
+    """Command-line sugar for one dotted config key: `--name VALUE` is `key=VALUE`."""
+
+    key: str
+    help: str
+    type: Callable[[str], Any] = str
+    nargs: str | None = None
+    choices: tuple[str, ...] | None = None
+
+
+def parse_run_config(
+    schema: Any, description: str, example: str, argv: list[str] | None, flags: dict[str, Flag] | None = None, default_config: str | None = ""
+) -> DictConfig:
+    """`--config FILE [dotted.key=value ...] [--flag VALUE ...]` -> the validated run config.
+
+    Every command takes its config this way: the schema's defaults, then the YAML file, then the dotted
+    overrides, then the flags (sugar for the keys they name). An argument with "=" that is not a flag is
+    an override, wherever it stands, so it never ends up in a flag's list of values. `default_config`:
+    "" makes --config required, None means the schema's defaults, a path is read when --config is not given.
+    """
+    flags = flags or {}
+    argv = sys.argv[1:] if argv is None else list(argv)
+    overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    parser = argparse.ArgumentParser(
+        description=description,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Any config key may be set as a dotted override, key.sub=value.",
+    )
+    parser.add_argument("--config", required=default_config == "", default=default_config, help=f"YAML run config, e.g. {example}")
+    for name, flag in flags.items():
+        if flag.type is bool:
+            parser.add_argument(name, action="store_true", default=None, help=f"{flag.help} (sets {flag.key}=true)")
+        else:
+            parser.add_argument(name, type=flag.type, nargs=flag.nargs, choices=flag.choices, default=None, help=f"{flag.help} (sets {flag.key})")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides such as key.sub=value")
+    args = parser.parse_args([a for a in argv if a not in overrides])
+    # Left over: words that are neither flags nor key=value; load_config names the first.
+    overrides += args.overrides
+    sugar: dict[str, Any] = {}
+    for name, flag in flags.items():
+        value = getattr(args, name.lstrip("-").replace("-", "_"))
+        if value is not None:
+            node = sugar
+            *sections, leaf = flag.key.split(".")
+            for section in sections:
+                node = node.setdefault(section, {})
+            node[leaf] = value
+    return load_config(schema, args.config, overrides, sugar)
 
 
 def resolve_device(name: str) -> torch.device:

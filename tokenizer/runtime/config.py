@@ -93,12 +93,14 @@ def merge_config(schema: type[T] | T, *sources: DictConfig | dict, origin: str =
     return cfg
 
 
-def load_config(schema: type[T], path: str | Path | None = None, overrides: Iterable[str] = ()) -> DictConfig:
-    """Schema defaults <- YAML file <- dotted overrides, validated against the schema."""
+def load_config(schema: type[T], path: str | Path | None = None, overrides: Iterable[str] = (), flags: dict | None = None) -> DictConfig:
+    """Schema defaults <- YAML file <- dotted overrides <- values of command-line flags (nested), validated against the schema."""
     sources = []
     if path is not None:
         sources.append(_read_yaml(path))
     sources.append(_parse_overrides(overrides))
+    if flags:
+        sources.append(OmegaConf.create(flags))
     return merge_config(schema, *sources)
 
 
