@@ -58,7 +58,9 @@ class RolloutDataConfig:
 class RolloutRunConfig:
     tokenizer: str = "runs/tokenizer_tiny/final"  # saved tokenizer folder (its backbone gives the true features)
     world_models: list[str] = field(default_factory=lambda: ["runs/world_model_tiny/final"])
-    heads: str = "runs/heads_tiny"  # folder with segmentation/ and/or depth/ heads (train_heads.py)
+    # Folder with segmentation/ and/or depth/ heads (train_heads.py); "" = none: unlabelled footage is scored by
+    # feature loss and energy score, and pictured by the features' PCA.
+    heads: str = "runs/heads_tiny"
     out: str = "runs/rollout"
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads; 0 = PyTorch's default
@@ -70,7 +72,7 @@ class RolloutRunConfig:
 FLAGS = {
     "--tokenizer": Flag("tokenizer", "saved tokenizer folder"),
     "--world-model": Flag("world_models", "saved world-model folder(s)", nargs="+"),
-    "--heads": Flag("heads", "folder with segmentation/ and/or depth/ heads"),
+    "--heads": Flag("heads", "folder with segmentation/ and/or depth/ heads; '' = none"),
     "--out": Flag("out", "output folder"),
     "--device": Flag("device", "auto | cpu | cuda | cuda:N"),
     "--threads": Flag("threads", "torch CPU threads", int),
@@ -141,7 +143,7 @@ def main(argv: list[str] | None = None) -> None:
         world = load_world_model(_existing(path, "world model", "train one with train_world_model.py or pass --world-model")).to(device)
         name = world.config.objective.kind
         worlds[name if name not in worlds else Path(path).parent.name or path] = world
-    heads = TaskHeads.load(run.heads, in_dim=tokenizer.dim).to(device)
+    heads = TaskHeads.load(run.heads, in_dim=tokenizer.dim).to(device) if run.heads else None
     evaluator = RolloutEvaluator(tokenizer, worlds, heads, run.eval, device)
     dataset = load_dataset(run, evaluator.config.clip_frames)
     batch_size = run.data.batch_size or (8 if run.data.source == "shapes" else 1)

@@ -10,10 +10,11 @@ import imageio.v3 as iio
 import pytest
 import torch
 from conftest import REPO, micro_tokenizer_config
-from test_video_data import make_vspw
+from footage import make_vspw, write_video
 
 from tokenizer.model import Tokenizer
 from tokenizer.runtime.cli import run_cli
+from tokenizer.runtime.errors import InputError
 from worldmodel.evaluation import RolloutEvalConfig, RolloutEvaluator, gap_closed
 from worldmodel.heads import DepthHead, SegmentationHead, TaskHeads
 from worldmodel.loading import build_world_model
@@ -196,3 +197,29 @@ def test_config_file_overrides_and_flags_compose(saved, tmp_path):
     rollout.main(["--config", str(config), "--frame-size", "32", "--num-clips", "2", "--pictures", "0", "--out", str(tmp_path / "o")])
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["num_samples"] == 3 and list(report["horizons"]) == ["2"] and report["context"] == 3
+
+
+def test_unlabelled_footage_is_scored_by_feature_loss_and_pictured_without_heads(saved, tmp_path):
+    """A user's own videos: no labels, no heads; feature losses, energy scores and PCA pictures still come out."""
+    for name in ("a", "b"):
+        write_video(tmp_path / "videos" / f"{name}.mp4", num_frames=30)
+    run_rollout(
+        {**saved, "heads": ""}, tmp_path / "out", "--world-model", str(saved["bom"]), "--dataset", "videos",
+        "--data-root", str(tmp_path / "videos"), "--frame-size", "16", "--horizon", "1", "2", "--pictures", "1",
+    )
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["dataset"] == "videos" and report["num_clips"] == 2
+    for per_method in report["horizons"].values():
+        assert per_method["present"]["miou"] is None and per_method["world_best"]["rmse"] is None
+        assert per_method["world_best"]["feature_loss"] > 0 and per_method["copy_last"]["energy_score"] > 0
+        assert per_method["world_samples"]["energy_score"] > 0
+    assert iio.imread(tmp_path / "out" / "clip0.png").shape[2] == 3
+
+
+def test_labels_that_no_head_can_score_are_refused(saved, tmp_path):
+    depth_only = tmp_path / "depth_heads"
+    TaskHeads(None, DepthHead(Tokenizer.from_pretrained(saved["tokenizer"]).dim, 1.0, 16.0)).save(depth_only)
+    make_vspw(tmp_path / "vspw", num_frames=45)
+    with pytest.raises(InputError, match="no task in common"):
+        run_rollout({**saved, "heads": depth_only}, tmp_path / "out", "--world-model", str(saved["bom"]), "--dataset", "vspw",
+                    "--data-root", str(tmp_path / "vspw"), "--frame-size", "16")

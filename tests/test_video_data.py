@@ -15,7 +15,7 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from footage import FPS, LEVEL_STEP, NUM_VIDEO_FRAMES, make_vspw, write_image, write_video
 from torch.utils.data import DataLoader
 
 from tokenizer.data import (
@@ -32,24 +32,7 @@ from tokenizer.data.transforms import eval_resize_shape, random_resized_crop_box
 from tokenizer.data.video_file import pyav_available
 from tokenizer.runtime.errors import ConfigError, DataError
 
-FPS = 25
-NUM_VIDEO_FRAMES = 40
-LEVEL_STEP = 6  # grey level per frame number in the test videos
 BACKENDS = ["ffmpeg", pytest.param("pyav", marks=pytest.mark.skipif(not pyav_available(), reason="PyAV not installed"))]
-
-
-def write_video(path: Path, num_frames: int = NUM_VIDEO_FRAMES, fps: int = FPS) -> Path:
-    """A 32x48 video whose frame i is flat grey level i * LEVEL_STEP."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frames = [np.full((32, 48, 3), i * LEVEL_STEP, np.uint8) for i in range(num_frames)]
-    codec = {"webm": "libvpx"}.get(path.suffix[1:])  # imageio picks libx264 otherwise, which webm refuses
-    imageio.mimwrite(path, frames, fps=fps, macro_block_size=16, **({"codec": codec} if codec else {}))
-    return path
-
-
-def write_image(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path)
 
 
 def decoded_levels(path: Path) -> np.ndarray:
@@ -234,18 +217,6 @@ def test_kinetics_layout_and_excluded_list(tmp_path, video):
     assert len(build_video_dataset("kinetics", tmp_path, "train", 2, 16, kinetics_exclude=False)) == 4
     with pytest.raises(DataError, match="val/"):
         build_video_dataset("kinetics", tmp_path, "val", 2, 16)
-
-
-def make_vspw(root: Path, num_frames: int = 45) -> None:
-    root.mkdir(parents=True, exist_ok=True)
-    (root / "val.txt").write_text("clip_a\n")
-    for i in range(num_frames):
-        write_image(root / "data" / "clip_a" / "origin" / f"{i:08d}.jpg", np.full((24, 40, 3), i * 5, np.uint8))
-        if i == 13:
-            continue  # an unlabelled frame
-        mask = np.full((24, 40), i + 1, np.uint8)
-        mask[0, :4] = [0, 124, 125, 255]
-        write_image(root / "data" / "clip_a" / "mask" / f"{i:08d}.png", mask)
 
 
 def test_vspw_protocol(tmp_path):

@@ -149,10 +149,14 @@ def gap_closed(method: float | None, copy_last: float | None, present: float | N
     return (method - copy_last) / (present - copy_last)
 
 
-def head_maps(heads: TaskHeads, features: torch.Tensor, grid: tuple[int, int], size: tuple[int, int], split: SquareSplit | None) -> dict[str, torch.Tensor]:
+def head_maps(
+    heads: TaskHeads | None, features: torch.Tensor, grid: tuple[int, int], size: tuple[int, int], split: SquareSplit | None
+) -> dict[str, torch.Tensor]:
     """Features (M, N, D) -> {"segmentation": class ids (M, H_l, W_l), "depth": metres (M, H_l, W_l)} at label size."""
     features = features.float()
     maps = {}
+    if heads is None:
+        return maps
     if heads.segmentation is not None:
         maps[SEG_KEY] = to_label_size(heads.segmentation(features, grid), size, split).argmax(1)
     if heads.depth is not None:
@@ -197,7 +201,8 @@ def _split_clip(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor |
 class RolloutEvaluator:
     """Runs every method on batches of clips and accumulates the scores of each (horizon, method)."""
 
-    def __init__(self, tokenizer: Tokenizer, worlds: dict[str, WorldModel], heads: TaskHeads, config: RolloutEvalConfig, device: torch.device):
+    def __init__(self, tokenizer: Tokenizer, worlds: dict[str, WorldModel], heads: TaskHeads | None, config: RolloutEvalConfig, device: torch.device):
+        """heads None scores feature losses and energy only (footage without labels); pictures then show PCA alone."""
         config.validate()
         if not worlds:
             raise InputError("give at least one world model to evaluate")
@@ -219,11 +224,13 @@ class RolloutEvaluator:
         self.num_clips = 0
 
     def _start_scores(self, labels: dict[str, torch.Tensor]) -> None:
-        seg = self.heads.segmentation.num_classes if self.heads.segmentation is not None and SEG_KEY in labels else None
-        depth = self.heads.depth is not None and DEPTH_KEY in labels
-        if seg is None and not depth:
+        heads = self.heads
+        seg = heads.segmentation.num_classes if heads is not None and heads.segmentation is not None and SEG_KEY in labels else None
+        depth = heads is not None and heads.depth is not None and DEPTH_KEY in labels
+        # Unlabelled footage is scored by feature loss and energy alone; labels no head can score are a mistake.
+        if labels and seg is None and not depth:
             raise InputError(
-                f"the data's labels ({', '.join(labels) or 'none'}) and the heads ({', '.join(k for k, _ in self.heads.items())}) "
+                f"the data's labels ({', '.join(labels)}) and the heads ({', '.join(k for k, _ in heads.items()) if heads else 'none'}) "
                 "have no task in common to score"
             )
         self.scores = {h: {m: MethodScores(seg, depth) for m in self.methods} for h in self.config.horizons}
