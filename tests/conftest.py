@@ -50,6 +50,23 @@ def micro_tokenizer_config():
     )
 
 
+def micro_predictor_config(axes=(12,), **overrides):
+    """A predictor to match the micro tokenizer: head size 16 = RoPE over `axes` (summing to 12) + 4 unrotated."""
+    from worldmodel.predictor import PredictorConfig
+
+    settings = dict(hidden_size=32, num_layers=1, num_heads=2, rope_axis_sizes=list(axes), rope_unrotated_size=4)
+    return PredictorConfig(**{**settings, **overrides})
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    """The micro tokenizer with seeded random weights, in eval mode."""
+    from tokenizer.model import Tokenizer
+
+    torch.manual_seed(0)
+    return Tokenizer.build(micro_tokenizer_config()).eval()
+
+
 def random_frames(batch: int, time: int, size: int = 32, seed: int = 0) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, 256, (batch, time, 3, size, size), dtype=torch.uint8, generator=generator)

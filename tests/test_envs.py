@@ -6,7 +6,7 @@ import gymnasium
 import numpy as np
 import pytest
 import torch
-from conftest import micro_tokenizer_config
+from conftest import micro_predictor_config
 from gymnasium.utils.env_checker import check_env
 
 import envs
@@ -19,11 +19,9 @@ from envs.wrappers import DeltaTokenObservation
 from tokenizer.data.episodes import EpisodeClips
 from tokenizer.data.registry import DataConfig, build_dataset
 from tokenizer.data.shapes import ShapesConfig
-from tokenizer.model import Tokenizer
 from tokenizer.runtime.errors import CheckpointError, ConfigError, DataError, InputError
 from worldmodel.loading import build_world_model, load_world_model
 from worldmodel.objectives import ActionSpace, ObjectiveConfig
-from worldmodel.predictor import PredictorConfig
 from worldmodel.readout import ReadoutConfig
 from worldmodel.world import READOUT_FILE, WEIGHTS_FILE, WorldModelConfig
 
@@ -31,24 +29,14 @@ SIZE = 32  # micro tokenizer: 4x4 patches of width 32
 SHAPES = {"config": ShapesConfig(frame_size=SIZE, num_distractors=1)}
 
 
-@pytest.fixture(scope="module")
-def tokenizer() -> Tokenizer:
-    torch.manual_seed(0)
-    return Tokenizer.build(micro_tokenizer_config()).eval()
-
-
-def micro_predictor(axes=(12,)) -> PredictorConfig:
-    return PredictorConfig(hidden_size=32, num_layers=1, num_heads=2, rope_axis_sizes=list(axes), rope_unrotated_size=4, layer_scale_init=1.0)
-
-
 def micro_world(tokenizer, model="deltaworld", actions=ActionSpace(dim=2), objective="bom", readout=False):
     cfg = WorldModelConfig(
         kind=model,
-        predictor=micro_predictor([12] if model == "deltaworld" else [4, 4, 4]),
+        predictor=micro_predictor_config([12] if model == "deltaworld" else [4, 4, 4], layer_scale_init=1.0),
         objective=ObjectiveConfig(kind=objective if model == "deltaworld" else "deterministic", num_hypotheses=8, selection_chunk=8),
         actions=actions,
         num_samples=2,
-        readout=ReadoutConfig(enabled=readout, grid=2, predictor=micro_predictor()),
+        readout=ReadoutConfig(enabled=readout, grid=2, predictor=micro_predictor_config(layer_scale_init=1.0)),
     )
     torch.manual_seed(0)
     world = build_world_model(tokenizer, cfg).eval()

@@ -9,7 +9,7 @@ from pathlib import Path
 import imageio.v3 as iio
 import pytest
 import torch
-from conftest import REPO, micro_tokenizer_config
+from conftest import REPO, micro_predictor_config, micro_tokenizer_config
 from footage import make_vspw, write_video
 
 from tokenizer.model import Tokenizer
@@ -19,7 +19,6 @@ from worldmodel.evaluation import RolloutEvalConfig, RolloutEvaluator, gap_close
 from worldmodel.heads import DepthHead, SegmentationHead, TaskHeads
 from worldmodel.loading import build_world_model
 from worldmodel.objectives import ObjectiveConfig
-from worldmodel.predictor import PredictorConfig
 from worldmodel.world import WorldModelConfig
 
 sys.path.insert(0, str(REPO))
@@ -36,7 +35,7 @@ DESIGN_METHODS = {
 
 def micro_world(tokenizer: Tokenizer, kind: str = "bom"):
     config = WorldModelConfig(
-        predictor=PredictorConfig(hidden_size=32, num_layers=1, num_heads=2, rope_axis_sizes=[12], rope_unrotated_size=4),
+        predictor=micro_predictor_config(),
         objective=ObjectiveConfig(kind=kind, num_hypotheses=8, selection_chunk=8, sampling_steps=2),
         num_samples=3,
     )

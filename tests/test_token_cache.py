@@ -10,8 +10,8 @@ import pytest
 import torch
 from conftest import REPO, micro_tokenizer_config
 from safetensors.torch import load_file
-from test_training import ACCELERATE, MICRO_WORLD, PYTHON, WORLD_CONFIG, assert_ok, assert_user_error, losses, train_world
 
+from runs import ACCELERATE, MICRO_WORLD, PYTHON, WORLD_CONFIG, assert_ok, assert_user_error, losses, train_world
 from tokenizer.data.shapes import ShapesClips, ShapesConfig
 from tokenizer.model import Tokenizer
 from tokenizer.runtime.config import load_config

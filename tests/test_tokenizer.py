@@ -15,12 +15,6 @@ from tokenizer.model import Tokenizer
 from tokenizer.runtime.errors import CheckpointError, ConfigError, InputError
 
 
-@pytest.fixture(scope="module")
-def tokenizer() -> Tokenizer:
-    torch.manual_seed(0)
-    return Tokenizer.build(micro_tokenizer_config()).eval()
-
-
 def test_random_backbone_is_seeded_named_and_frozen():
     cfg = micro_tokenizer_config().backbone
     a, b = Backbone.from_config(cfg), Backbone.from_config(cfg)

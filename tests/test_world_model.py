@@ -4,30 +4,21 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import micro_tokenizer_config, random_frames
+from conftest import micro_predictor_config, random_frames
 
-from tokenizer.model import Tokenizer
 from tokenizer.runtime.errors import CheckpointError, InputError
 from worldmodel.loading import build_world_model, load_world_model
 from worldmodel.objectives import ActionSpace, ObjectiveConfig
 from worldmodel.predictor import Predictor, PredictorConfig, causal_mask
 from worldmodel.world import WorldModelConfig
 
-PREDICTOR = PredictorConfig(hidden_size=32, num_layers=1, num_heads=2, rope_axis_sizes=[12], rope_unrotated_size=4)
+PREDICTOR = micro_predictor_config()
 # LayerScale at 1 so attention visibly moves the output (at the default 1e-5 it hides below tolerances).
-VISIBLE = PredictorConfig(hidden_size=32, num_layers=2, num_heads=2, rope_axis_sizes=[12], rope_unrotated_size=4, layer_scale_init=1.0)
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> Tokenizer:
-    torch.manual_seed(0)
-    return Tokenizer.build(micro_tokenizer_config()).eval()
+VISIBLE = micro_predictor_config(num_layers=2, layer_scale_init=1.0)
 
 
 def world(tokenizer, kind="bom", actions=ActionSpace(), model="deltaworld", **objective):
-    predictor = PREDICTOR if model == "deltaworld" else PredictorConfig(
-        hidden_size=32, num_layers=1, num_heads=2, rope_axis_sizes=[4, 4, 4], rope_unrotated_size=4
-    )
+    predictor = PREDICTOR if model == "deltaworld" else micro_predictor_config([4, 4, 4])
     cfg = WorldModelConfig(
         kind=model,
         predictor=predictor,
