@@ -12,7 +12,7 @@ from torch.utils.data import Dataset
 
 from tokenizer.data.cityscapes import CityscapesDataset
 from tokenizer.data.clip_dataset import VideoClipDataset
-from tokenizer.data.config import VideoDataConfig, validate_config
+from tokenizer.data.config import VideoDataConfig
 from tokenizer.data.discovery import find_clip_sources, find_kinetics_sources
 from tokenizer.data.kitti import KittiDepthDataset
 from tokenizer.data.vspw import VSPWDataset
@@ -54,7 +54,7 @@ def make_video_config(config: VideoDataConfig | None = None, **options: Any) -> 
             hint = f"; did you mean {nearest[0]!r}?" if nearest else ""
             raise ConfigError(f"unknown video data option {key!r}{hint}")
     config = dataclasses.replace(config, **options)
-    validate_config(config)
+    config.validate()
     return config
 
 

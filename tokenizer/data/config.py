@@ -41,21 +41,20 @@ class VideoDataConfig:
     # Clips tried for one item before giving up with DataError.
     max_attempts: int = 32
 
-
-def validate_config(config: VideoDataConfig) -> None:
-    """Raise ConfigError naming the first option whose value cannot work."""
-    problems = [
-        (0 < config.min_stride_s <= config.max_stride_s, "need 0 < min_stride_s <= max_stride_s"),
-        (config.eval_stride_s > 0, "eval_stride_s must be positive"),
-        (0 < config.crop_scale_min <= config.crop_scale_max <= 1, "need 0 < crop_scale_min <= crop_scale_max <= 1"),
-        (config.crop_ratio_jitter >= 1, "crop_ratio_jitter must be >= 1"),
-        (config.frame_folder_fps > 0, "frame_folder_fps must be positive"),
-        (config.video_backend in VIDEO_BACKENDS, f"video_backend must be one of {', '.join(VIDEO_BACKENDS)}"),
-        (config.eval_max_aspect_ratio >= 1, "eval_max_aspect_ratio must be >= 1"),
-        (config.max_attempts >= 1, "max_attempts must be >= 1"),
-    ]
-    if config.video_backend == "pyav" and importlib.util.find_spec("av") is None:
-        problems.append((False, "video_backend is 'pyav' but PyAV is not installed; pip install av or use 'auto'"))
-    for ok, message in problems:
-        if not ok:
-            raise ConfigError(f"video data config: {message}")
+    def validate(self) -> None:
+        """Raise ConfigError naming the first option whose value cannot work."""
+        problems = [
+            (0 < self.min_stride_s <= self.max_stride_s, "need 0 < min_stride_s <= max_stride_s"),
+            (self.eval_stride_s > 0, "eval_stride_s must be positive"),
+            (0 < self.crop_scale_min <= self.crop_scale_max <= 1, "need 0 < crop_scale_min <= crop_scale_max <= 1"),
+            (self.crop_ratio_jitter >= 1, "crop_ratio_jitter must be >= 1"),
+            (self.frame_folder_fps > 0, "frame_folder_fps must be positive"),
+            (self.video_backend in VIDEO_BACKENDS, f"video_backend must be one of {', '.join(VIDEO_BACKENDS)}"),
+            (self.eval_max_aspect_ratio >= 1, "eval_max_aspect_ratio must be >= 1"),
+            (self.max_attempts >= 1, "max_attempts must be >= 1"),
+        ]
+        if self.video_backend == "pyav" and importlib.util.find_spec("av") is None:
+            problems.append((False, "video_backend is 'pyav' but PyAV is not installed; pip install av or use 'auto'"))
+        for ok, message in problems:
+            if not ok:
+                raise ConfigError(f"video data config: {message}")
