@@ -17,12 +17,15 @@ from tokenizer.model import Tokenizer, TokenizerConfig
 from tokenizer.runtime.cli import parse_run_config, run_cli
 from tokenizer.runtime.config import to_object
 from tokenizer.runtime.engine import RunConfig, TrainConfig, train
-from tokenizer.training import TokenizerTask
+from tokenizer.training import FeaturePool, TokenizerTask
 
 
 @dataclass
 class TokenizerRunConfig(RunConfig):
     output_dir: str = "runs/tokenizer_tiny"
+    # Clips whose backbone features are computed once, before the first step, and served in turn for the whole
+    # run (tokenizer.training.FeaturePool); 0 = fresh clips every step, as the paper trains.
+    feature_pool: int = 0
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     model: DeltaTokConfig = field(default_factory=DeltaTokConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -35,7 +38,11 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = Tokenizer.build(TokenizerConfig(backbone=to_object(run.backbone), model=to_object(run.model)))
     data = to_object(run.data)
     tokenizer.backbone.grid(data.frame_size, data.frame_size)  # a bad frame size fails here, before output_dir is touched
-    train(run, TokenizerTask(tokenizer), build_dataset(data, "train", run.seed), build_dataset(data, "val", run.seed))
+    train_set = build_dataset(data, "train", run.seed)
+    if run.feature_pool:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        train_set = FeaturePool(tokenizer.to(device), train_set, run.feature_pool, run.train.batch_size, device)
+    train(run, TokenizerTask(tokenizer), train_set, build_dataset(data, "val", run.seed))
 
 
 if __name__ == "__main__":

@@ -6,15 +6,47 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
 
+from tokenizer.data.sampling import UNBOUNDED_CLIPS
 from tokenizer.deltatok import log_cosh
 from tokenizer.model import Tokenizer
+from tokenizer.runtime.errors import ConfigError
 from tokenizer.usage import token_usage, usage_lines, usage_losses
 
 
 def consecutive_pairs(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, T, N, D) -> every (previous, next) pair as two (B * (T-1), N, D) tensors."""
     return features[:, :-1].flatten(0, 1), features[:, 1:].flatten(0, 1)
+
+
+class FeaturePool(Dataset):
+    """The backbone features of the first `size` clips of a training set, computed once and then served in turn.
+
+    With a frozen backbone, a small run spends a third of its step making and encoding fresh frames;
+    a pool spends that once, and each step then costs the encoder and decoder alone. Clip i of the
+    run is pooled clip i % size: {"features": (T, N, D), "grid": (2,) the patch grid}.
+    """
+
+    def __init__(self, tokenizer: Tokenizer, clips: Dataset, size: int, batch_size: int, device: torch.device):
+        if size < 1 or size > len(clips):
+            raise ConfigError(f"feature_pool must be between 1 and the training set's {len(clips)} clips, got {size}")
+        features, grid = [], None
+        loader = DataLoader(Subset(clips, range(size)), batch_size=batch_size)
+        with torch.no_grad():
+            for batch in tqdm(loader, desc=f"encoding a pool of {size} clips", leave=False, dynamic_ncols=True):
+                frames = batch["frames"].to(device)
+                grid = tokenizer.grid(frames)
+                features.append(tokenizer.features(frames).float().cpu())
+        self.features = torch.cat(features)
+        self.grid = torch.tensor(grid)
+
+    def __len__(self) -> int:
+        return UNBOUNDED_CLIPS
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return {"features": self.features[index % len(self.features)], "grid": self.grid}
 
 
 class TokenizerTask:
@@ -30,10 +62,12 @@ class TokenizerTask:
         self.tokenizer.to(device)
 
     def loss(self, model: nn.Module, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
-        frames = batch["frames"]
-        features = self.tokenizer.features(frames)
+        if "features" in batch:  # from a FeaturePool
+            features, grid = batch["features"], tuple(batch["grid"][0].tolist())
+        else:
+            features, grid = self.tokenizer.features(batch["frames"]), self.tokenizer.grid(batch["frames"])
         prev, nxt = consecutive_pairs(features)
-        rope = self.tokenizer.deltatok.rope(self.tokenizer.grid(frames), frames.device, generator)
+        rope = self.tokenizer.deltatok.rope(grid, features.device, generator)
         return log_cosh(model(prev, nxt, rope), nxt).mean(), {}
 
     def validate(self, model: nn.Module, batch: dict) -> dict[str, tuple[torch.Tensor, int]]:
