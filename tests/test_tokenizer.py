@@ -9,10 +9,13 @@ import sys
 import pytest
 import torch
 from conftest import micro_tokenizer_config, random_frames
+from torch.utils.data import default_collate
 
 from tokenizer.backbone import RANDOM_INIT_NAME, Backbone, BackboneConfig
+from tokenizer.data.shapes import ShapesClips, ShapesConfig
 from tokenizer.model import Tokenizer
 from tokenizer.runtime.errors import CheckpointError, ConfigError, InputError
+from tokenizer.training import FeaturePool, TokenizerTask
 
 
 def test_random_backbone_is_seeded_named_and_frozen():
@@ -217,3 +220,17 @@ def test_atomic_writes_follow_the_umask(tmp_path):
     for name in ("report.json", "model.safetensors"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o640, name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors", "report.json"]
+
+
+def test_feature_pool_serves_the_clips_features_and_trains_alike(tokenizer):
+    clips = ShapesClips(ShapesConfig(frame_size=32), 2, seed=0, strides=(1, 2))
+    pool = FeaturePool(tokenizer, clips, size=3, batch_size=2, device=torch.device("cpu"))
+    batch = default_collate([clips[i] for i in (1, 2)])
+    pooled = default_collate([pool[i] for i in (4, 5)])  # ids past the pool wrap around to clips 1 and 2
+    torch.testing.assert_close(pooled["features"], tokenizer.features(batch["frames"]))
+    task = TokenizerTask(tokenizer)
+    fresh, _ = task.loss(tokenizer.deltatok, batch, torch.Generator().manual_seed(3))
+    served, _ = task.loss(tokenizer.deltatok, pooled, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(served, fresh)
+    with pytest.raises(ConfigError, match="feature_pool"):
+        FeaturePool(tokenizer, ShapesClips(ShapesConfig(frame_size=32), 2, seed=0, num_clips=2), size=3, batch_size=2, device=torch.device("cpu"))
