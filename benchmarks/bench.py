@@ -516,11 +516,17 @@ def tokenizer_training(settings: Settings, device: torch.device, peak_gflops: fl
     ops = top_ops(step, device, settings.profile_steps)
     flops = train_step_flops(task, batch, device)
     achieved = flops / seconds / 1e9
+    # The same step on features served by a FeaturePool (run.feature_pool): the frozen backbone's share is gone.
+    with torch.no_grad():
+        grid = torch.tensor(task.tokenizer.grid(batch["frames"]), device=device).expand(batch_size, 2)
+        pooled = {"features": task.tokenizer.features(batch["frames"]), "grid": grid}
+    pooled_seconds = median_seconds(train_step(task, pooled, run.train, device), settings, device)
     return {
         "batch_size": batch_size,
         "num_frames": run.data.num_frames,
         "frame_size": run.data.frame_size,
         "step_ms": 1000 * seconds,
+        "pooled_step_ms": 1000 * pooled_seconds,
         "clips_per_s": batch_size / seconds,
         "step_gflop": flops / 1e9,
         "achieved_gflops": achieved,

@@ -29,6 +29,7 @@ MICRO_BACKBONE = [
     "backbone.patch_size=8",
 ]
 MICRO_TOKENIZER = MICRO_BACKBONE + [
+    "feature_pool=0",
     "model.num_layers=1",
     "model.mlp_hidden_size=64",
     "data.frame_size=32",

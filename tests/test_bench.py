@@ -62,6 +62,7 @@ def test_quick_benchmark_reports_every_measurement(tmp_path):
     assert set(report["latency_ms_per_planning_step"]) == {"deltaworld_tiny", "deltaworld_features_tiny", "dinoworld_tiny"}
     assert set(report["train_clips_per_s"]) == {"tokenizer_tiny", "world_model_tiny"}
 
+    assert report["train_tokenizer_tiny"]["pooled_step_ms"] > 0  # the step on a FeaturePool's features
     ops = report["train_tokenizer_tiny"]["top_ops"]
     assert 0 < len(ops) <= bench.TOP_OPS and any(op["op"] == "aten::mm" for op in ops)
     assert all(0 < op["share"] <= 1 and op["calls_per_step"] > 0 for op in ops)
