@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import torch
+from accelerate import PartialState
 
 from tokenizer.backbone import BackboneConfig
 from tokenizer.data.registry import DataConfig, build_dataset
@@ -16,7 +17,7 @@ from tokenizer.deltatok import DeltaTokConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
 from tokenizer.runtime.cli import parse_run_config, run_cli
 from tokenizer.runtime.config import to_object
-from tokenizer.runtime.engine import RunConfig, TrainConfig, train
+from tokenizer.runtime.engine import RunConfig, TrainConfig, launched_on_cpu, train
 from tokenizer.training import FeaturePool, TokenizerTask
 
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer.backbone.grid(data.frame_size, data.frame_size)  # a bad frame size fails here, before output_dir is touched
     train_set = build_dataset(data, "train", run.seed)
     if run.feature_pool:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = PartialState(cpu=launched_on_cpu()).device  # this process's device, as the engine's Accelerator picks it
         train_set = FeaturePool(tokenizer.to(device), train_set, run.feature_pool, run.train.batch_size, device)
     train(run, TokenizerTask(tokenizer), train_set, build_dataset(data, "val", run.seed))
 

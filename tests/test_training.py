@@ -84,6 +84,13 @@ def test_same_seed_same_weights(tokenizer_run, tmp_path):
     assert losses(tokenizer_run) == losses(again)
 
 
+def test_a_feature_pool_holding_every_drawn_clip_trains_as_fresh_clips_do(tokenizer_run, tmp_path):
+    # 6 steps of 4 clips draw clips 0-23; a pool of exactly those serves the same features, computed once.
+    pooled = tmp_path / "pooled"
+    assert_ok(train_tokenizer(pooled, "train.max_steps=6", "train.checkpoint_every=3", "feature_pool=24"))
+    assert losses(pooled) == pytest.approx(losses(tokenizer_run), rel=1e-5, abs=1e-7)
+
+
 def test_sigkill_after_a_checkpoint_then_resume_matches_the_uninterrupted_run(tokenizer_run, tmp_path):
     out = tmp_path / "killed"
     command = [PYTHON, "train_tokenizer.py", "--config", TOKENIZER_CONFIG, *MICRO_TOKENIZER, f"output_dir={out}",

@@ -227,11 +227,11 @@ class RolloutEvaluator:
         heads = self.heads
         seg = heads.segmentation.num_classes if heads is not None and heads.segmentation is not None and SEG_KEY in labels else None
         depth = heads is not None and heads.depth is not None and DEPTH_KEY in labels
-        # Unlabelled footage is scored by feature loss and energy alone; labels no head can score are a mistake.
-        if labels and seg is None and not depth:
+        # Without heads (or labels) every method is scored by feature loss and energy alone; heads that can
+        # score none of the labels given are a mistake.
+        if heads is not None and labels and seg is None and not depth:
             raise InputError(
-                f"the data's labels ({', '.join(labels)}) and the heads ({', '.join(k for k, _ in heads.items()) if heads else 'none'}) "
-                "have no task in common to score"
+                f"the data's labels ({', '.join(labels)}) and the heads ({', '.join(k for k, _ in heads.items())}) have no task in common to score"
             )
         self.scores = {h: {m: MethodScores(seg, depth) for m in self.methods} for h in self.config.horizons}
 
