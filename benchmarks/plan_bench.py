@@ -154,7 +154,8 @@ def table(methods: dict[str, dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     flags = {"--out": Flag("out", "folder for report.json, the GIF and the trained models")}
-    cfg: PlanBenchConfig = to_object(parse_run_config(PlanBenchConfig, __doc__, "configs/plan_bench/shapes.yaml", argv, flags, str(REPO / "configs/plan_bench/shapes.yaml")))
+    default = "configs/plan_bench/shapes.yaml"
+    cfg: PlanBenchConfig = to_object(parse_run_config(PlanBenchConfig, __doc__, default, argv, flags, str(REPO / default)))
     cfg.planner.validate()
     out = Path(cfg.out).resolve()
     started = time.perf_counter()

@@ -79,8 +79,8 @@ def test_module_imports_form_no_cycle():
         for target in sorted(graph[node]):
             if target.startswith(node + "."):
                 continue  # a package importing its own submodules is not a cycle
-            if state.get(target) == "open":
-                pytest.fail("import cycle: " + " -> ".join(trail[trail.index(target):] + [target]) if target in trail else f"{node} -> {target}")
+            if state.get(target) == "open":  # on the current path: a cycle back to it
+                pytest.fail("import cycle: " + " -> ".join(trail[trail.index(target) :] + [target]))
             if target not in state:
                 visit(target, trail + [target])
         state[node] = "done"

@@ -173,7 +173,8 @@ def test_evaluation_runs_the_backbone_once_per_window_for_every_method_and_model
     for backbone in backbones.values():
         # Black-frame features (one frame, cached) are not a pass over the clips.
         backbone.register_forward_pre_hook(lambda module, args: clip_passes.append(args[0].shape) if args[0].shape[1] > 1 else None)
-    evaluator = RolloutEvaluator(tokenizer, worlds, TaskHeads.load(saved["heads"]), RolloutEvalConfig(context=2, horizons=[1, 2], num_samples=3), torch.device("cpu"))
+    config = RolloutEvalConfig(context=2, horizons=[1, 2], num_samples=3)
+    evaluator = RolloutEvaluator(tokenizer, worlds, TaskHeads.load(saved["heads"]), config, torch.device("cpu"))
     evaluator.update(batch)
     assert len(clip_passes) == 1
 
