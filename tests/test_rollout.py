@@ -197,6 +197,7 @@ def test_config_file_overrides_and_flags_compose(saved, tmp_path):
     rollout.main(["--config", str(config), "--frame-size", "32", "--num-clips", "2", "--pictures", "0", "--out", str(tmp_path / "o")])
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["num_samples"] == 3 and list(report["horizons"]) == ["2"] and report["context"] == 3
+    assert report["protocol"] == "one_rollout"
 
 
 def test_unlabelled_footage_is_scored_by_feature_loss_and_pictured_without_heads(saved, tmp_path):

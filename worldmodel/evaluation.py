@@ -384,7 +384,7 @@ class RolloutEvaluator:
             "horizons": horizons,
             "num_clips": self.num_clips,
             "seed": cfg.seed,
-            "protocol": "per_horizon_windows" if cfg.protocol == "per_horizon" else "one_rollout",
+            "protocol": cfg.protocol,
             "token_usage": self._usage_report(),
             **(extra or {}),
         }
