@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from accelerate import PartialState
@@ -17,7 +18,7 @@ from tokenizer.deltatok import DeltaTokConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
 from tokenizer.runtime.cli import parse_run_config, run_cli
 from tokenizer.runtime.config import to_object
-from tokenizer.runtime.engine import RunConfig, TrainConfig, launched_on_cpu, train
+from tokenizer.runtime.engine import RunConfig, TrainConfig, launched_on_cpu, prepare_output_dir, train
 from tokenizer.training import FeaturePool, TokenizerTask
 
 
@@ -39,11 +40,14 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = Tokenizer.build(TokenizerConfig(backbone=to_object(run.backbone), model=to_object(run.model)))
     data = to_object(run.data)
     tokenizer.backbone.grid(data.frame_size, data.frame_size)  # a bad frame size fails here, before output_dir is touched
-    train_set = build_dataset(data, "train", run.seed)
+    train_set, task = build_dataset(data, "train", run.seed), TokenizerTask(tokenizer)
     if run.feature_pool:
+        # A run the engine would refuse is refused before the pool's minute of encoding.
+        prepare_output_dir(Path(run.output_dir), run.resume, run.overwrite, remove=False)
         device = PartialState(cpu=launched_on_cpu()).device  # this process's device, as the engine's Accelerator picks it
         train_set = FeaturePool(tokenizer.to(device), train_set, run.feature_pool, run.train.batch_size, device)
-    train(run, TokenizerTask(tokenizer), train_set, build_dataset(data, "val", run.seed))
+        task = TokenizerTask(tokenizer, feature_grid=train_set.grid)
+    train(run, task, train_set, build_dataset(data, "val", run.seed))
 
 
 if __name__ == "__main__":

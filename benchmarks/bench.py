@@ -507,7 +507,8 @@ def tokenizer_training(settings: Settings, device: torch.device, peak_gflops: fl
     """Clips/s of the tiny tokenizer's training step, and its MFU: model FLOPs per second over the matmul peak."""
     run = to_object(load_config(TokenizerRunConfig, REPO / TINY_TOKENIZER.path))
     torch.manual_seed(run.seed)
-    task = TokenizerTask(Tokenizer.build(TokenizerConfig(backbone=run.backbone, model=run.model)))
+    tokenizer = Tokenizer.build(TokenizerConfig(backbone=run.backbone, model=run.model))
+    task = TokenizerTask(tokenizer, feature_grid=tokenizer.backbone.grid(run.data.frame_size, run.data.frame_size))
     task.to(device)
     batch_size = settings.train_batch or run.train.batch_size
     batch = random_clip(batch_size, run.data.num_frames, run.data.frame_size, device)
@@ -518,8 +519,7 @@ def tokenizer_training(settings: Settings, device: torch.device, peak_gflops: fl
     achieved = flops / seconds / 1e9
     # The same step on features served by a FeaturePool (run.feature_pool): the frozen backbone's share is gone.
     with torch.no_grad():
-        grid = torch.tensor(task.tokenizer.grid(batch["frames"]), device=device).expand(batch_size, 2)
-        pooled = {"features": task.tokenizer.features(batch["frames"]), "grid": grid}
+        pooled = {"features": tokenizer.features(batch["frames"])}
     pooled_seconds = median_seconds(train_step(task, pooled, run.train, device), settings, device)
     return {
         "batch_size": batch_size,

@@ -26,6 +26,7 @@ import torch
 from gymnasium import spaces
 
 import envs  # noqa: F401  (registers deltaworld/* so --env can name them)
+from tokenizer.data.episodes import episode_path
 from tokenizer.data.transforms import center_square_box, resize_frames, to_channels_first
 from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
 from tokenizer.runtime.config import to_object
@@ -138,7 +139,7 @@ def record(
             except gymnasium.error.DependencyNotInstalled as err:
                 # Gymnasium's classic-control and Box2D envs draw with pygame, which is not a dependency of ours.
                 raise ConfigError(f"{env_id} cannot render here ({err}); install the extra: pip install -e '.[gym-render]'") from None
-            path = out / f"episode_{index:06d}.safetensors"
+            path = episode_path(out, index)
             save_safetensors(episode, path, metadata={"env_id": env_id, "policy": policy})
             paths.append(path)
     return paths

@@ -228,7 +228,7 @@ def test_feature_pool_serves_the_clips_features_and_trains_alike(tokenizer):
     batch = default_collate([clips[i] for i in (1, 2)])
     pooled = default_collate([pool[i] for i in (4, 5)])  # ids past the pool wrap around to clips 1 and 2
     torch.testing.assert_close(pooled["features"], tokenizer.features(batch["frames"]))
-    task = TokenizerTask(tokenizer)
+    task = TokenizerTask(tokenizer, feature_grid=pool.grid)
     fresh, _ = task.loss(tokenizer.deltatok, batch, torch.Generator().manual_seed(3))
     served, _ = task.loss(tokenizer.deltatok, pooled, torch.Generator().manual_seed(3))
     torch.testing.assert_close(served, fresh)

@@ -26,27 +26,26 @@ class FeaturePool(Dataset):
 
     With a frozen backbone, a small run spends a third of its step making and encoding fresh frames;
     a pool spends that once, and each step then costs the encoder and decoder alone. Clip i of the
-    run is pooled clip i % size: {"features": (T, N, D), "grid": (2,) the patch grid}.
+    run is pooled clip i % size: {"features": (T, N, D)}; `grid` is the frames' patch grid.
     """
 
     def __init__(self, tokenizer: Tokenizer, clips: Dataset, size: int, batch_size: int, device: torch.device):
         if size < 1 or size > len(clips):
             raise ConfigError(f"feature_pool must be between 1 and the training set's {len(clips)} clips, got {size}")
-        features, grid = [], None
+        features = []
         loader = DataLoader(Subset(clips, range(size)), batch_size=batch_size)
         with torch.no_grad():
             for batch in tqdm(loader, desc=f"encoding a pool of {size} clips", leave=False, dynamic_ncols=True):
                 frames = batch["frames"].to(device)
-                grid = tokenizer.grid(frames)
+                self.grid = tokenizer.grid(frames)
                 features.append(tokenizer.features(frames).float().cpu())
         self.features = torch.cat(features)
-        self.grid = torch.tensor(grid)
 
     def __len__(self) -> int:
         return UNBOUNDED_CLIPS
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {"features": self.features[index % len(self.features)], "grid": self.grid}
+        return {"features": self.features[index % len(self.features)]}
 
 
 class TokenizerTask:
@@ -54,8 +53,10 @@ class TokenizerTask:
 
     name = "tokenizer"
 
-    def __init__(self, tokenizer: Tokenizer):
+    def __init__(self, tokenizer: Tokenizer, feature_grid: tuple[int, int] | None = None):
+        """feature_grid: the patch grid of batches that carry features instead of frames (a FeaturePool's)."""
         self.tokenizer = tokenizer
+        self.feature_grid = feature_grid
         self.module: nn.Module = tokenizer.deltatok
 
     def to(self, device: torch.device) -> None:
@@ -63,7 +64,7 @@ class TokenizerTask:
 
     def loss(self, model: nn.Module, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         if "features" in batch:  # from a FeaturePool
-            features, grid = batch["features"], tuple(batch["grid"][0].tolist())
+            features, grid = batch["features"], self.feature_grid
         else:
             features, grid = self.tokenizer.features(batch["frames"]), self.tokenizer.grid(batch["frames"])
         prev, nxt = consecutive_pairs(features)

@@ -17,6 +17,11 @@ from tokenizer.runtime.files import load_weights
 EPISODE_GLOB = "episode_*.safetensors"
 
 
+def episode_path(root: str | Path, index: int) -> Path:
+    """Where the recorder writes episode `index` of a folder; `EPISODE_GLOB` finds them all."""
+    return Path(root) / f"episode_{index:06d}.safetensors"
+
+
 def episode_files(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
