@@ -444,7 +444,7 @@ def planning(settings: Settings) -> dict:
 
 def train_step(task, batch: dict, train: TrainConfig, device: torch.device) -> Callable[[], None]:
     """One optimizer step as the training engine takes it: loss forward under autocast, backward,
-    gradient clipping, the engine's AdamW."""
+    gradient clipping, the engine's optimizer as the config names it."""
     module = task.module
     module.train()
     optimizer = build_optimizer(module, train)

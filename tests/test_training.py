@@ -137,6 +137,9 @@ def test_an_output_dir_holding_a_run_is_refused_and_left_untouched(tokenizer_run
         (["train.lr=fast"], ["train.lr"]),
         (["resume=true", "overwrite=true"], ["contradict"]),
         (["train.effective_batch_size=6"], ["not a multiple"]),
+        (["train.optimizer=adam"], ["train.optimizer", "adamw, muon"]),
+        (["train.lr_schedule=cosin"], ["train.lr_schedule", "constant, cosine"]),
+        (["train.optimizer=sgd", "feature_pool=8"], ["train.optimizer"]),
     ],
 )
 def test_bad_config_is_one_line_and_nothing_is_written(tmp_path, overrides, fragments):

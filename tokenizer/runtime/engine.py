@@ -3,11 +3,11 @@
 One loop for the tokenizer and the world model: a `Task` says what is trained
 and how a batch becomes a loss; the engine does the rest the same way on a CPU,
 one GPU, or many processes under `accelerate launch`:
-AdamW (decay / no-decay groups), LR warmup then constant or cosine, gradient
-clipping and accumulation to an effective batch, bf16 autocast where the
-hardware has it (fp32 on CPU), a tqdm bar, Accelerate trackers, periodic
-atomic checkpoints, resume, a stop at the first non-finite loss, and a final
-validation printed against its baseline.
+AdamW (decay / no-decay groups) or Muon on the weight matrices (`train.optimizer`),
+LR warmup then constant or cosine, gradient clipping and accumulation to an
+effective batch, bf16 autocast where the hardware has it (fp32 on CPU), a tqdm
+bar, Accelerate trackers, periodic atomic checkpoints, resume, a stop at the
+first non-finite loss, and a final validation printed against its baseline.
 
 Randomness is stateless: clip ids and model noise at optimizer step s come from
 (seed, s, micro-step, rank), so a resumed run draws exactly what the
@@ -40,10 +40,13 @@ from tokenizer.runtime.checkpoints import checkpoint_path, latest_checkpoint, lo
 from tokenizer.runtime.config import save_config
 from tokenizer.runtime.errors import CheckpointError, ConfigError, TrainingError
 from tokenizer.runtime.files import atomic_write_text
+from tokenizer.runtime.muon import MuonAdamW
 
 RUN_CONFIG = "config.yaml"
 RUN_MARKERS = (RUN_CONFIG, "checkpoints", "final", "logs", "metrics.json")
 LOSS_LOG = Path("logs") / "train_loss.jsonl"
+OPTIMIZERS = ("adamw", "muon")
+LR_SCHEDULES = ("constant", "cosine")
 
 
 @dataclass
@@ -62,6 +65,9 @@ class TrainConfig:
     batch_size: int = 16  # clips per process per micro-step
     effective_batch_size: int = 0  # clips per optimizer step over all processes; 0 = no accumulation
     lr: float = 1e-3
+    # adamw | muon: Muon for the weight matrices of linear layers (their update RMS-matched to AdamW's, so lr and
+    # weight_decay carry over), AdamW for the rest (tokenizer.runtime.muon)
+    optimizer: str = "adamw"
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_steps: int = 0
@@ -77,6 +83,12 @@ class TrainConfig:
     compile: bool = False  # torch.compile the trained module
     attention_backend: str = "sdpa"  # sdpa | xformers (GPU)
     threads: int = 0  # torch CPU threads per process; 0 = PyTorch's default
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first choice that is not one of its options."""
+        for key, value, options in (("optimizer", self.optimizer, OPTIMIZERS), ("lr_schedule", self.lr_schedule, LR_SCHEDULES)):
+            if value not in options:
+                raise ConfigError(f"train.{key} {value!r} is not one of {', '.join(options)}")
 
 
 class Task(Protocol):
@@ -135,21 +147,32 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr
 
 
-def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on the weights of linear and convolution layers only; not on biases, norms, embeddings, LayerScale."""
+def param_groups(module: nn.Module, weight_decay: float, muon: bool = False) -> list[dict]:
+    """Weight decay on the weights of linear and convolution layers only; not on biases, norms, embeddings, LayerScale.
+
+    With `muon`, the decayed matrices form the first group, flagged for Muon; any other decayed weight
+    (a convolution's) follows in an AdamW group of its own.
+    """
     decay_ids = {
         id(m.weight)
         for m in module.modules()
         if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)) and m.weight.requires_grad
     }
     params = [p for p in module.parameters() if p.requires_grad]
-    return [
-        {"params": [p for p in params if id(p) in decay_ids], "weight_decay": weight_decay},
-        {"params": [p for p in params if id(p) not in decay_ids], "weight_decay": 0.0},
-    ]
+    decayed = [p for p in params if id(p) in decay_ids]
+    rest = {"params": [p for p in params if id(p) not in decay_ids], "weight_decay": 0.0}
+    if not muon:
+        return [{"params": decayed, "weight_decay": weight_decay}, rest]
+    groups = [{"params": [p for p in decayed if p.ndim == 2], "weight_decay": weight_decay, "muon": True}]
+    if any(p.ndim != 2 for p in decayed):
+        groups.append({"params": [p for p in decayed if p.ndim != 2], "weight_decay": weight_decay, "muon": False})
+    return groups + [{**rest, "muon": False}]
 
 
-def build_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def build_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    cfg.validate()
+    if cfg.optimizer == "muon":
+        return MuonAdamW(param_groups(module, cfg.weight_decay, muon=True), lr=cfg.lr, betas=tuple(cfg.betas))
     # The fused kernel updates every parameter in one pass (CPU and CUDA): the same update rule in less time.
     return torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), fused=True)
 
@@ -311,6 +334,7 @@ def validate(accelerator: Accelerator, task: Task, model: nn.Module, val_set: Da
 def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | None) -> dict[str, float]:
     """Train `task` as configured by `run` (output_dir, seed, resume, overwrite, train.*); returns final validation metrics."""
     cfg: TrainConfig = OmegaConf.to_object(run.train)
+    cfg.validate()
     output_dir = Path(run.output_dir)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
@@ -350,9 +374,9 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
         if start_step > cfg.max_steps:
             raise ConfigError(f"{last_checkpoint} is at step {start_step}, past train.max_steps {cfg.max_steps}; raise train.max_steps to continue")
         accelerator.print(f"resuming from {last_checkpoint} at step {start_step}")
-    for group in optimizer.param_groups:  # the config wins over hyper-parameters stored in a checkpoint
-        group["betas"] = tuple(cfg.betas)
-    optimizer.param_groups[0]["weight_decay"] = cfg.weight_decay
+    for group, configured in zip(optimizer.param_groups, param_groups(module, cfg.weight_decay, cfg.optimizer == "muon")):
+        # The config wins over hyper-parameters stored in a checkpoint.
+        group["betas"], group["weight_decay"] = tuple(cfg.betas), configured["weight_decay"]
 
     task.to(accelerator.device)
     model, optimizer = accelerator.prepare(module, optimizer)
