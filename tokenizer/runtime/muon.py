@@ -26,14 +26,16 @@ NEWTON_SCHULZ = (3.4445, -4.7750, 2.0315)
 
 
 def orthogonalize(matrices: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
-    """(G, A, B) -> each matrix's approximately semi-orthogonal factor U V^T (of its SVD U S V^T)."""
+    """A batch (G, A, B) -> each matrix's approximately semi-orthogonal factor U V^T (of its SVD U S V^T), fp32."""
     a, b, c = NEWTON_SCHULZ
     wide = matrices.shape[-2] <= matrices.shape[-1]
-    x = matrices if wide else matrices.mT  # iterate on the Gram matrix of the short side
-    x = x / (x.norm(dim=(-2, -1), keepdim=True) + eps)
-    for _ in range(steps):
-        gram = x @ x.mT
-        x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
+    x = matrices.float() if wide else matrices.float().mT  # iterate on the Gram matrix of the short side
+    # The engine steps inside bf16 autocast on GPUs; these products must stay in fp32.
+    with torch.autocast(x.device.type, enabled=False):
+        x = x / (x.norm(dim=(-2, -1), keepdim=True) + eps)
+        for _ in range(steps):
+            gram = x @ x.mT
+            x = torch.baddbmm(x, torch.baddbmm(gram, gram, gram, beta=b, alpha=c), x, beta=a)
     return x if wide else x.mT
 
 
@@ -76,7 +78,10 @@ class MuonAdamW(torch.optim.Optimizer):
             by_shape[param.shape].append(param)
         for shape, same in by_shape.items():
             grads = [p.grad for p in same]
-            buffers = [self.state[p].setdefault("momentum_buffer", torch.zeros_like(p)) for p in same]
+            for param in same:
+                if "momentum_buffer" not in self.state[param]:
+                    self.state[param]["momentum_buffer"] = torch.zeros_like(param)
+            buffers = [self.state[p]["momentum_buffer"] for p in same]
             torch._foreach_mul_(buffers, momentum)
             torch._foreach_add_(buffers, grads)
             directions = torch.stack(grads).add_(torch.stack(buffers), alpha=momentum)  # Nesterov
@@ -90,6 +95,8 @@ class MuonAdamW(torch.optim.Optimizer):
                 state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
                 state["exp_avg"] = torch.zeros_like(param)
                 state["exp_avg_sq"] = torch.zeros_like(param)
+            elif state["step"].device != param.device:  # a checkpoint loads it on the CPU; fused kernels want it beside the param
+                state["step"] = state["step"].to(param.device)
         states = [self.state[p] for p in params]
         beta1, beta2 = group["betas"]
         adamw(
