@@ -19,9 +19,9 @@ from collections import defaultdict
 import torch
 from torch.optim.adamw import adamw
 
-# Quintic Newton-Schulz coefficients that push every singular value of a unit-norm matrix down to
-# about 1e-2 of the largest into about [0.7, 1.2] within five steps (Jordan et al.): not exactly
-# orthogonal, and enough for an update direction.
+# Quintic Newton-Schulz coefficients (Jordan et al.): in five steps they bring every singular value
+# of a unit-norm matrix that is at least about 1e-2 of the largest into about [0.7, 1.2]. That is
+# not exactly orthogonal, and enough for an update direction.
 NEWTON_SCHULZ = (3.4445, -4.7750, 2.0315)
 
 
