@@ -370,13 +370,14 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
     checkpoint_dir = output_dir / "checkpoints"
     last_checkpoint = latest_checkpoint(checkpoint_dir) if run.resume else None
     if last_checkpoint is not None:
+        configured_decay = [group["weight_decay"] for group in optimizer.param_groups]
         start_step = load_checkpoint(last_checkpoint, module, optimizer)["step"]
         if start_step > cfg.max_steps:
             raise ConfigError(f"{last_checkpoint} is at step {start_step}, past train.max_steps {cfg.max_steps}; raise train.max_steps to continue")
         accelerator.print(f"resuming from {last_checkpoint} at step {start_step}")
-    for group, configured in zip(optimizer.param_groups, param_groups(module, cfg.weight_decay, cfg.optimizer == "muon")):
-        # The config wins over hyper-parameters stored in a checkpoint.
-        group["betas"], group["weight_decay"] = tuple(cfg.betas), configured["weight_decay"]
+        for group, weight_decay in zip(optimizer.param_groups, configured_decay):
+            # The config wins over hyper-parameters stored in a checkpoint.
+            group["betas"], group["weight_decay"] = tuple(cfg.betas), weight_decay
 
     task.to(accelerator.device)
     model, optimizer = accelerator.prepare(module, optimizer)
