@@ -115,8 +115,70 @@ def test_difference_input_hands_the_encoder_next_minus_prev():
         assert not torch.allclose(ours.deltatok.encode(prev, nxt, rope), paper.deltatok.encode(prev, nxt, rope), atol=1e-3)
 
 
-@pytest.mark.parametrize("overrides, message", [({"encoder_input": "delta"}, "not one of next, difference"),
-                                                ({"encoder_input": "difference", "use_delta": False}, "needs model.use_delta=true")])  # fmt: skip
+def test_difference_only_input_encodes_the_change_alone():
+    """encoder_input=difference_only encodes (prev, next) as the non-delta encoder would encode next - prev alone."""
+    torch.manual_seed(0)
+    cfg = micro_tokenizer_config()
+    cfg.model.use_delta = False
+    single = Tokenizer.build(cfg).eval()
+    cfg = micro_tokenizer_config()
+    cfg.model.encoder_input = "difference_only"
+    ours = Tokenizer.build(cfg).eval()
+    ours.deltatok.load_state_dict(single.deltatok.state_dict())  # same keys as every other input
+    for block in (*single.deltatok.encoder_blocks, *ours.deltatok.encoder_blocks):
+        block.layer_scale1.lambda1.data.fill_(1.0)
+        block.layer_scale2.lambda1.data.fill_(1.0)
+    features = single.features(random_frames(2, 2))
+    prev, nxt = features[:, 0], features[:, 1]
+    rope = single.rope((4, 4), torch.device("cpu"))
+    with torch.no_grad():
+        token = ours.deltatok.encode(prev, nxt, rope)
+        torch.testing.assert_close(token, single.deltatok.encode(torch.randn_like(prev), nxt - prev, rope))
+        # Only the change is seen: the same change over another previous frame gives the same token...
+        torch.testing.assert_close(ours.deltatok.encode(prev + 1.0, nxt + 1.0, rope), token)
+        assert not torch.allclose(ours.deltatok.encode(prev, prev + 2 * (nxt - prev), rope), token, atol=1e-3)
+        # ...while the decoder still starts from the previous frame, as in every delta mode.
+        assert not torch.allclose(ours.deltatok.decode(token, prev + 1.0, rope), ours.deltatok.decode(token, prev, rope), atol=1e-3)
+
+
+def test_encoder_can_be_deeper_than_the_decoder():
+    cfg = micro_tokenizer_config()
+    cfg.model.encoder_layers = 3
+    tok = Tokenizer.build(cfg).eval()
+    assert (len(tok.deltatok.encoder_blocks), len(tok.deltatok.decoder_blocks)) == (3, 1)
+    features = tok.features(random_frames(2, 2))
+    with torch.no_grad():
+        assert tok.deltatok(features[:, 0], features[:, 1], tok.rope((4, 4), torch.device("cpu"))).shape == features[:, 1].shape
+
+
+def test_several_encoder_queries_pool_into_one_token():
+    """The token is the normed mean of the queries' outputs: which query is which does not matter, their number does."""
+    torch.manual_seed(0)
+    cfg = micro_tokenizer_config()
+    cfg.model.num_layers, cfg.model.encoder_queries, cfg.model.layer_scale_init = 2, 3, 1.0
+    tok = Tokenizer.build(cfg).eval()
+    features = tok.features(random_frames(2, 2))
+    prev, nxt = features[:, 0], features[:, 1]
+    rope = tok.rope((4, 4), torch.device("cpu"))
+    with torch.no_grad():
+        token = tok.deltatok.encode(prev, nxt, rope)
+        assert token.shape == (2, 1, 32)
+        tok.deltatok.z_embed.weight.copy_(tok.deltatok.z_embed.weight.flip(0))
+        torch.testing.assert_close(tok.deltatok.encode(prev, nxt, rope), token)
+        one = micro_tokenizer_config()
+        one.model.num_layers, one.model.layer_scale_init = 2, 1.0
+        single = Tokenizer.build(one).eval()
+        state = tok.deltatok.state_dict()
+        state["z_embed.weight"] = state["z_embed.weight"][:1]
+        single.deltatok.load_state_dict(state)
+        assert not torch.allclose(single.deltatok.encode(prev, nxt, rope), token, atol=1e-3)
+
+
+@pytest.mark.parametrize("overrides, message", [({"encoder_input": "delta"}, "not one of next, difference, difference_only"),
+                                                ({"encoder_input": "difference", "use_delta": False}, "needs model.use_delta=true"),
+                                                ({"encoder_input": "difference_only", "use_delta": False}, "difference_only needs model.use_delta=true"),
+                                                ({"encoder_layers": -1}, "encoder_layers must be at least 1"),
+                                                ({"encoder_queries": 0}, "encoder_queries must be at least 1")])  # fmt: skip
 def test_bad_encoder_input_is_one_clear_error(overrides, message):
     cfg = micro_tokenizer_config()
     for key, value in overrides.items():

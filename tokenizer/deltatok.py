@@ -1,7 +1,8 @@
 """DeltaTok: the change between two frames' features, compressed into one token.
 
-encode: [query token, prev features + xy_embed[0], next features + xy_embed[1]]
-        -> encoder blocks -> LayerNorm of the query's output = the delta token (B, 1, D)
+encode: [query token(s), prev features + xy_embed[0], next features + xy_embed[1]]
+        -> encoder blocks -> LayerNorm of the (mean) query output = the delta token (B, 1, D)
+        (model.encoder_input: next - prev in place of next, or next - prev alone)
 decode: [delta token, prev features] -> decoder blocks -> patch outputs = next features (B, N, D)
 
 In non-delta mode the encoder sees only the next frame and the decoder only a
@@ -30,13 +31,21 @@ def log_cosh(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return diff + F.softplus(-2.0 * diff) - math.log(2.0)
 
 
+ENCODER_INPUTS = ("next", "difference", "difference_only")
+
+
 @dataclass
 class DeltaTokConfig:
     num_layers: int = 2  # encoder blocks, and as many decoder blocks (12 + 12 in the paper)
+    # Encoder blocks when they should differ from the decoder's; 0 = num_layers, as in the paper.
+    encoder_layers: int = 0
+    # Learned query tokens that pool the encoder's patches; the token is the mean of their outputs. 1 = the paper.
+    encoder_queries: int = 1
     mlp_hidden_size: int = 256  # SwiGLU hidden size: 2 * I // 3 for an MLP size I (2048 at ViT-B)
     use_delta: bool = True
-    # What the encoder sees beside the previous frame: "next" (the paper) or "difference" (next - prev), which
-    # hands it the change directly instead of two nearly equal frames whose pooled average hides the change.
+    # What the encoder sees: "next" (the paper: prev and next), "difference" (prev and next - prev), which hands
+    # it the change directly instead of two nearly equal frames whose pooled average hides the change, or
+    # "difference_only" (next - prev alone: half the encoder's sequence, the step about 0.7x the time).
     encoder_input: str = "next"
     use_qk_norm: bool = True
     use_gated_attn: bool = True
@@ -54,14 +63,20 @@ class DeltaTok(nn.Module):
         super().__init__()
         if cfg.num_layers < 1:
             raise ConfigError(f"model.num_layers must be at least 1, got {cfg.num_layers}")
-        if cfg.encoder_input not in ("next", "difference"):
-            raise ConfigError(f"model.encoder_input {cfg.encoder_input!r} is not one of next, difference")
-        if cfg.encoder_input == "difference" and not cfg.use_delta:
-            raise ConfigError("model.encoder_input=difference needs model.use_delta=true: without a previous frame there is no difference")
+        if cfg.encoder_layers < 0:
+            raise ConfigError(f"model.encoder_layers must be at least 1, or 0 for num_layers, got {cfg.encoder_layers}")
+        if cfg.encoder_queries < 1:
+            raise ConfigError(f"model.encoder_queries must be at least 1, got {cfg.encoder_queries}")
+        if cfg.encoder_input not in ENCODER_INPUTS:
+            raise ConfigError(f"model.encoder_input {cfg.encoder_input!r} is not one of {', '.join(ENCODER_INPUTS)}")
+        if cfg.encoder_input != "next" and not cfg.use_delta:
+            raise ConfigError(
+                f"model.encoder_input={cfg.encoder_input} needs model.use_delta=true: without a previous frame there is no difference"
+            )
         self.cfg = cfg
         self.dim = dim
         self.num_heads = num_heads
-        self.z_embed = nn.Embedding(1, dim)
+        self.z_embed = nn.Embedding(cfg.encoder_queries, dim)
         self.xy_embed = nn.Embedding(2, dim)
 
         def block() -> Block:
@@ -76,7 +91,7 @@ class DeltaTok(nn.Module):
                 eps=cfg.layer_norm_eps,
             )
 
-        self.encoder_blocks = nn.ModuleList(block() for _ in range(cfg.num_layers))
+        self.encoder_blocks = nn.ModuleList(block() for _ in range(cfg.encoder_layers or cfg.num_layers))
         self.decoder_blocks = nn.ModuleList(block() for _ in range(cfg.num_layers))
         self.norm = nn.LayerNorm(dim, eps=cfg.layer_norm_eps)
         self._init_weights()
@@ -110,20 +125,20 @@ class DeltaTok(nn.Module):
 
     def encode(self, prev: torch.Tensor, nxt: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """prev, nxt features (B, N, D) -> delta token (B, 1, D)."""
-        query = self.z_embed.weight.expand(nxt.shape[0], 1, -1)
-        if self.cfg.encoder_input == "difference":
+        queries = self.z_embed.weight.expand(nxt.shape[0], -1, -1)
+        if self.cfg.encoder_input != "next":
             nxt = nxt - prev
-        if self.cfg.use_delta:
-            hidden = torch.cat((query, prev + self.xy_embed.weight[0], nxt + self.xy_embed.weight[1]), dim=1)
+        if self.cfg.use_delta and self.cfg.encoder_input != "difference_only":
+            hidden = torch.cat((queries, prev + self.xy_embed.weight[0], nxt + self.xy_embed.weight[1]), dim=1)
             rope = (torch.cat((rope[0], rope[0])), torch.cat((rope[1], rope[1])))
         else:
-            hidden = torch.cat((query, nxt + self.xy_embed.weight[1]), dim=1)
+            hidden = torch.cat((queries, nxt + self.xy_embed.weight[1]), dim=1)
         tables = rope_tables(*rope, hidden.shape[1])  # once for every block
         *blocks, last = self.encoder_blocks
         for block in blocks:
             hidden = block(hidden, tables)
-        # Only the query's output is read: the last block updates that token alone.
-        return self.norm(last(hidden, tables, queries=1))
+        # Only the queries' outputs are read: the last block updates those tokens alone.
+        return self.norm(last(hidden, tables, queries=queries.shape[1]).mean(dim=1, keepdim=True))
 
     def decode(self, token: torch.Tensor, prev: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """delta token (B, 1, D) and prev features (B, N, D) -> next features (B, N, D)."""
