@@ -7,7 +7,12 @@ import math
 
 import torch
 
+from conftest import micro_tokenizer_config, random_frames
+
 from benchmarks import bench
+from benchmarks.token_headroom import headroom, optimised_tokens
+from tokenizer.model import Tokenizer
+from worldmodel.heads import SegmentationHead, TaskHeads
 
 TOP_LEVEL_KEYS = (
     "machine",
@@ -89,3 +94,24 @@ def test_quick_benchmark_reports_every_measurement(tmp_path):
     for entry in report["targets"]:
         assert set(entry) == {"name", "value", "target", "met"}
         assert isinstance(entry["met"], bool) and math.isfinite(entry["value"]) and entry["value"] > 0
+
+
+def test_token_headroom_fits_tokens_from_the_encoders():
+    """Fitting starts at the encoder's tokens and lowers the decoding loss (a random decoder barely reads its token, so by little)."""
+    torch.manual_seed(0)
+    cfg = micro_tokenizer_config()
+    cfg.model.layer_scale_init = 1.0  # at 1e-5 the decoder would barely read any token
+    tokenizer = Tokenizer.build(cfg)
+    frames = random_frames(4, 2)
+    labels = torch.randint(0, 3, (4, 32, 32), generator=torch.Generator().manual_seed(0))
+    heads = TaskHeads(segmentation=SegmentationHead(32, 3).eval())
+    result = headroom(tokenizer, frames, labels, heads, steps=30, lr=0.05)
+    assert result["optimised_token_loss"] < result["own_token_loss"]
+    features = tokenizer.features(frames)
+    rope = tokenizer.rope((4, 4), torch.device("cpu"))
+    with torch.no_grad():
+        encoded = tokenizer.deltatok.encode(features[:, 0], features[:, 1], rope)
+    assert torch.equal(optimised_tokens(tokenizer.deltatok, features[:, 0], features[:, 1], rope, steps=0, lr=0.05), encoded)
+    assert set(result["gap_closed_miou"]) == {"own_token", "optimised_token"}
+    assert set(result["miou"]) == {"present", "copy_previous", "own_token", "optimised_token"}
+    assert all(0 <= value <= 1 for value in result["miou"].values())
