@@ -2,7 +2,8 @@
 then with a token optimised for that pair against the frozen decoder.
 
 If the optimised tokens decode far better, the decoder can render the change and the encoder fails to say it
-(encoder capacity is the lever); if they do not, the decoder is the limit. With heads, both are also scored by
+(encoder capacity is the lever); if they do not, the decoder is the limit. The fitted tokens are free vectors,
+not held to the encoder's final LayerNorm, so their figures bound from above what a better encoder could reach. With heads, both are also scored by
 the share of the copy-previous -> present mIoU gap they close, as `rollout.py` scores its horizon-1 tokenizer.
 
     python -m benchmarks.token_headroom --tokenizer runs/tokenizer_tiny/final --heads runs/heads_tiny
@@ -33,8 +34,8 @@ def optimised_tokens(deltatok: DeltaTok, prev: torch.Tensor, nxt: torch.Tensor, 
     optimizer = torch.optim.Adam([tokens], lr=lr)
     with torch.enable_grad():
         for _ in range(steps):
-            optimizer.zero_grad(set_to_none=True)
-            log_cosh(deltatok.decode(tokens, prev, rope), nxt).mean().backward()
+            # Gradients for the tokens alone: the decoder's weights are left without .grad.
+            (tokens.grad,) = torch.autograd.grad(log_cosh(deltatok.decode(tokens, prev, rope), nxt).mean(), [tokens])
             optimizer.step()
     return tokens.detach()
 

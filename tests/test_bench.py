@@ -1,4 +1,5 @@
-"""`python -m benchmarks.bench --quick` makes every number of its report; timings are never asserted."""
+"""`python -m benchmarks.bench --quick` makes every number of its report (timings are never asserted), and
+`benchmarks.token_headroom` fits tokens from the encoder's."""
 
 from __future__ import annotations
 
@@ -107,6 +108,7 @@ def test_token_headroom_fits_tokens_from_the_encoders():
     heads = TaskHeads(segmentation=SegmentationHead(32, 3).eval())
     result = headroom(tokenizer, frames, labels, heads, steps=30, lr=0.05)
     assert result["optimised_token_loss"] < result["own_token_loss"]
+    assert all(parameter.grad is None for parameter in tokenizer.parameters())
     features = tokenizer.features(frames)
     rope = tokenizer.rope((4, 4), torch.device("cpu"))
     with torch.no_grad():

@@ -179,7 +179,7 @@ def test_several_encoder_queries_pool_into_one_token():
                                                 ({"encoder_input": "difference_only", "use_delta": False}, "difference_only needs model.use_delta=true"),
                                                 ({"encoder_layers": -1}, "encoder_layers must be at least 1"),
                                                 ({"encoder_queries": 0}, "encoder_queries must be at least 1")])  # fmt: skip
-def test_bad_encoder_input_is_one_clear_error(overrides, message):
+def test_bad_encoder_options_are_one_clear_error(overrides, message):
     cfg = micro_tokenizer_config()
     for key, value in overrides.items():
         setattr(cfg.model, key, value)

@@ -36,7 +36,7 @@ ENCODER_INPUTS = ("next", "difference", "difference_only")
 
 @dataclass
 class DeltaTokConfig:
-    num_layers: int = 2  # encoder blocks, and as many decoder blocks (12 + 12 in the paper)
+    num_layers: int = 2  # decoder blocks, and the encoder's unless encoder_layers says otherwise (12 + 12 in the paper)
     # Encoder blocks when they should differ from the decoder's; 0 = num_layers, as in the paper.
     encoder_layers: int = 0
     # Learned query tokens that pool the encoder's patches; the token is the mean of their outputs. 1 = the paper.
@@ -45,7 +45,8 @@ class DeltaTokConfig:
     use_delta: bool = True
     # What the encoder sees: "next" (the paper: prev and next), "difference" (prev and next - prev), which hands
     # it the change directly instead of two nearly equal frames whose pooled average hides the change, or
-    # "difference_only" (next - prev alone: half the encoder's sequence, the step about 0.7x the time).
+    # "difference_only" (next - prev alone: half the encoder's sequence, the step about 0.7x the time; xy_embed[0]
+    # is then unused but kept, so every input saves the same weights).
     encoder_input: str = "next"
     use_qk_norm: bool = True
     use_gated_attn: bool = True
