@@ -129,7 +129,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     load_module_weights(model, load_file(str(path / MODEL_FILE)), f"checkpoint {path / MODEL_FILE}")
     optimizer_state = _unflatten_optimizer(load_file(str(path / OPTIMIZER_FILE)), state["optimizer"])
     # Muon groups (tokenizer.runtime.muon) keep other state than AdamW's: refuse a swap by name, not by a missing key.
-    if [g.get("muon", False) for g in optimizer_state["param_groups"]] != [g.get("muon", False) for g in optimizer.param_groups]:
+    if any(g.get("muon", False) for g in optimizer_state["param_groups"]) != any(g.get("muon", False) for g in optimizer.param_groups):
         raise CheckpointError(
             f"optimizer state in {path} was made by another train.optimizer than this run's; resume with the one it was "
             "trained with, or start a new output_dir"
@@ -137,5 +137,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     try:
         optimizer.load_state_dict(optimizer_state)
     except (ValueError, KeyError) as err:
-        raise CheckpointError(f"optimizer state in {path} does not fit this model ({err})") from None
+        raise CheckpointError(
+            f"optimizer state in {path} does not fit this model ({err}); a changed train.lr_scale also regroups the parameters"
+        ) from None
     return state

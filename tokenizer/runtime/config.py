@@ -74,10 +74,22 @@ def _parse_overrides(overrides: Iterable[str]) -> DictConfig:
         raise ConfigError(f"cannot parse overrides {overrides}: {err.msg if hasattr(err, 'msg') else err}") from None
 
 
+def _open_mappings(cfg: DictConfig) -> None:
+    """Let fields typed as mappings (e.g. train.lr_scale) take keys the schema cannot list; sections stay closed."""
+    for key in cfg:
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig) and not node._is_missing() and not node._is_none():
+            if OmegaConf.get_type(node) is dict:
+                OmegaConf.set_struct(node, False)
+            else:
+                _open_mappings(node)
+
+
 def merge_config(schema: type[T] | T, *sources: DictConfig | dict, origin: str = "config") -> DictConfig:
     """Merge `sources` onto the schema's defaults; unknown keys and bad types raise ConfigError."""
     base = OmegaConf.structured(schema)
     OmegaConf.set_struct(base, True)
+    _open_mappings(base)
     cfg = base
     for source in sources:
         try:

@@ -4,7 +4,8 @@ One loop for the tokenizer and the world model: a `Task` says what is trained
 and how a batch becomes a loss; the engine does the rest the same way on a CPU,
 one GPU, or many processes under `accelerate launch`:
 AdamW (decay / no-decay groups) or Muon on the weight matrices (`train.optimizer`),
-LR warmup then constant or cosine, gradient clipping and accumulation to an
+LR warmup then constant, cosine or warmup-stable-decay, per-module LR multipliers
+(`train.lr_scale`), gradient clipping and accumulation to an
 effective batch, bf16 autocast where the hardware has it (fp32 on CPU), a tqdm
 bar, Accelerate trackers, periodic atomic checkpoints, resume, a stop at the
 first non-finite loss, and a final validation printed against its baseline.
@@ -46,7 +47,7 @@ RUN_CONFIG = "config.yaml"
 RUN_MARKERS = (RUN_CONFIG, "checkpoints", "final", "logs", "metrics.json")
 LOSS_LOG = Path("logs") / "train_loss.jsonl"
 OPTIMIZERS = ("adamw", "muon")
-LR_SCHEDULES = ("constant", "cosine")
+LR_SCHEDULES = ("constant", "cosine", "wsd")
 
 
 @dataclass
@@ -71,7 +72,12 @@ class TrainConfig:
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_steps: int = 0
-    lr_schedule: str = "constant"  # constant | cosine (to 0 at max_steps)
+    # constant | cosine (to 0 at max_steps) | wsd (constant, then linear to 0 over the last lr_decay_fraction of the steps)
+    lr_schedule: str = "constant"
+    lr_decay_fraction: float = 0.2
+    # LR multipliers by parameter-name prefix of the trained module, e.g. {encoder_blocks: 3.0}: the longest
+    # matching prefix wins, other parameters keep 1.0. A prefix that names no trainable parameter is an error.
+    lr_scale: dict[str, float] = field(default_factory=dict)
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     mixed_precision: str = "auto"  # auto (bf16 on GPUs that have it, fp32 on CPU) | no | bf16 | fp16
     checkpoint_every: int = 200
@@ -89,6 +95,11 @@ class TrainConfig:
         for key, value, options in (("optimizer", self.optimizer, OPTIMIZERS), ("lr_schedule", self.lr_schedule, LR_SCHEDULES)):
             if value not in options:
                 raise ConfigError(f"train.{key} {value!r} is not one of {', '.join(options)}")
+        if not 0 < self.lr_decay_fraction <= 1:
+            raise ConfigError(f"train.lr_decay_fraction must be in (0, 1], got {self.lr_decay_fraction}")
+        for prefix, scale in self.lr_scale.items():
+            if not (math.isfinite(scale) and scale > 0):
+                raise ConfigError(f"train.lr_scale.{prefix} must be a positive number, got {scale}")
 
 
 class Task(Protocol):
@@ -144,7 +155,33 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     if cfg.lr_schedule == "cosine":
         span = max(1, cfg.max_steps - cfg.warmup_steps)
         return cfg.lr * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - cfg.warmup_steps) / span)))
+    if cfg.lr_schedule == "wsd":
+        decay_steps = max(1, round(cfg.lr_decay_fraction * (cfg.max_steps - cfg.warmup_steps)))
+        return cfg.lr * min(1.0, max(0.0, (cfg.max_steps - step) / decay_steps))
     return cfg.lr
+
+
+def _lr_scales(module: nn.Module, lr_scale: dict[str, float]) -> dict[int, float]:
+    """id(parameter) -> its LR multiplier: the longest prefix of its name in `lr_scale`, else 1.0."""
+    named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
+    unused = [prefix for prefix in lr_scale if not any(name == prefix or name.startswith(prefix + ".") for name, _ in named)]
+    if unused:
+        roots = sorted({name.split(".")[0] for name, _ in named})
+        raise ConfigError(f"train.lr_scale names no trainable parameter: {', '.join(unused)} (the module's parameters start with {', '.join(roots)})")
+    scales = {}
+    for name, p in named:
+        matches = [prefix for prefix in lr_scale if name == prefix or name.startswith(prefix + ".")]
+        scales[id(p)] = float(lr_scale[max(matches, key=len)]) if matches else 1.0
+    return scales
+
+
+def _split_by_scale(groups: list[dict], scales: dict[int, float]) -> list[dict]:
+    """Each group split into one group per LR multiplier, kept in the group as `lr_scale`."""
+    split = []
+    for group in groups:
+        for scale in sorted({scales[id(p)] for p in group["params"]}) or [1.0]:
+            split.append({**group, "params": [p for p in group["params"] if scales[id(p)] == scale], "lr_scale": scale})
+    return split
 
 
 def param_groups(module: nn.Module, weight_decay: float, muon: bool = False) -> list[dict]:
@@ -170,11 +207,13 @@ def param_groups(module: nn.Module, weight_decay: float, muon: bool = False) -> 
 
 
 def build_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The configured optimizer; every group carries `lr_scale`, its share of the scheduled LR."""
     cfg.validate()
+    groups = _split_by_scale(param_groups(module, cfg.weight_decay, muon=cfg.optimizer == "muon"), _lr_scales(module, cfg.lr_scale))
     if cfg.optimizer == "muon":
-        return MuonAdamW(param_groups(module, cfg.weight_decay, muon=True), lr=cfg.lr, betas=tuple(cfg.betas))
+        return MuonAdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
     # The fused kernel updates every parameter in one pass (CPU and CUDA): the same update rule in less time.
-    return torch.optim.AdamW(param_groups(module, cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas), fused=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas), fused=True)
 
 
 def _mixed_precision(choice: str) -> str:
@@ -370,14 +409,14 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
     checkpoint_dir = output_dir / "checkpoints"
     last_checkpoint = latest_checkpoint(checkpoint_dir) if run.resume else None
     if last_checkpoint is not None:
-        configured_decay = [group["weight_decay"] for group in optimizer.param_groups]
+        configured = [(group["weight_decay"], group["lr_scale"]) for group in optimizer.param_groups]
         start_step = load_checkpoint(last_checkpoint, module, optimizer)["step"]
         if start_step > cfg.max_steps:
             raise ConfigError(f"{last_checkpoint} is at step {start_step}, past train.max_steps {cfg.max_steps}; raise train.max_steps to continue")
         accelerator.print(f"resuming from {last_checkpoint} at step {start_step}")
-        for group, weight_decay in zip(optimizer.param_groups, configured_decay):
+        for group, (weight_decay, lr_scale) in zip(optimizer.param_groups, configured):
             # The config wins over hyper-parameters stored in a checkpoint.
-            group["betas"], group["weight_decay"] = tuple(cfg.betas), weight_decay
+            group["betas"], group["weight_decay"], group["lr_scale"] = tuple(cfg.betas), weight_decay, lr_scale
 
     task.to(accelerator.device)
     model, optimizer = accelerator.prepare(module, optimizer)
@@ -416,7 +455,7 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
             for step in range(start_step, cfg.max_steps):
                 lr = lr_at(step, cfg)
                 for group in optimizer.param_groups:
-                    group["lr"] = lr
+                    group["lr"] = lr * group["lr_scale"]
                 losses = []
                 for micro in range(accum):
                     batch = _to_device(next(batches), accelerator.device)
