@@ -30,6 +30,7 @@ MICRO_BACKBONE = [
 ]
 MICRO_TOKENIZER = MICRO_BACKBONE + [
     "feature_pool=0",
+    "model.encoder_layers=0",
     "model.num_layers=1",
     "model.mlp_hidden_size=64",
     "data.frame_size=32",
