@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     train_set, task = build_dataset(data, "train", run.seed), TokenizerTask(tokenizer)
     if run.feature_pool:
         # A run the engine would refuse is refused before the pool's minute of encoding.
-        to_object(run.train).validate()
+        to_object(run.train).validate(task.module)
         prepare_output_dir(Path(run.output_dir), run.resume, run.overwrite, remove=False)
         device = PartialState(cpu=launched_on_cpu()).device  # this process's device, as the engine's Accelerator picks it
         train_set = FeaturePool(tokenizer.to(device), train_set, run.feature_pool, run.train.batch_size, device)

@@ -46,15 +46,52 @@ def test_without_lr_scale_the_groups_are_the_decay_split_alone():
 @pytest.mark.parametrize(
     "lr_scale, fragments",
     [
-        ({"encoder": 2.0}, ["train.lr_scale", "encoder", "encoder_blocks"]),
+        ({"encoder": 2.0}, ["names no trainable parameter: encoder (", "start with", "encoder_blocks"]),
         ({"encoder_blocks": 0.0}, ["train.lr_scale.encoder_blocks", "positive"]),
+        ({"encoder_blocks": -1.0}, ["train.lr_scale.encoder_blocks", "positive"]),
         ({"encoder_blocks": float("nan")}, ["train.lr_scale.encoder_blocks", "positive"]),
+        ({"encoder_blocks": float("inf")}, ["train.lr_scale.encoder_blocks", "positive"]),
+        ({"encoder_blocks": {"0": 2.0}}, ["train.lr_scale.encoder_blocks holds keys", "brackets", "train.lr_scale[encoder_blocks.0]"]),
     ],
 )
 def test_a_bad_lr_scale_is_refused_by_name(lr_scale, fragments):
     with pytest.raises(ConfigError) as err:
         build_optimizer(micro_deltatok(), TrainConfig(lr_scale=lr_scale))
     assert all(fragment in str(err.value) for fragment in fragments), err.value
+
+
+def test_a_prefix_with_dots_reaches_lr_scale_whole_through_brackets_on_the_command_line():
+    from train_tokenizer import TokenizerRunConfig
+
+    from tokenizer.runtime.config import load_config, to_object
+
+    bracketed = load_config(TokenizerRunConfig, "configs/tokenizer/tiny.yaml", ["train.lr_scale[encoder_blocks.0.mlp]=5"])
+    assert to_object(bracketed.train).lr_scale == {"encoder_blocks.0.mlp": 5.0}
+    dotted = load_config(TokenizerRunConfig, "configs/tokenizer/tiny.yaml", ["train.lr_scale.encoder_blocks.0.mlp=5"])
+    with pytest.raises(ConfigError, match="brackets"):
+        to_object(dotted.train).validate()
+
+
+def test_new_multipliers_keep_the_optimizer_layout_so_a_resume_can_change_them():
+    model = micro_deltatok()
+    layouts = [
+        [[id(p) for p in group["params"]] for group in build_optimizer(model, TrainConfig(lr_scale=lr_scale)).param_groups]
+        for lr_scale in ({"encoder_blocks": 2.0, "z_embed": 0.5}, {"encoder_blocks": 0.5, "z_embed": 2.0}, {"encoder_blocks": 1.0, "z_embed": 1.0})
+    ]
+    assert layouts[0] == layouts[1] == layouts[2]
+    assert len(layouts[0]) > 2  # the prefixes did split the decay groups
+
+
+def test_a_resume_may_change_lr_scale_values_but_not_its_prefixes(tmp_path):
+    out = tmp_path / "resumed"
+    assert_ok(train_tokenizer(out, "train.max_steps=2", "train.checkpoint_every=1", "train.lr_scale.encoder_blocks=2"))
+    before = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert_user_error(
+        train_tokenizer(out, "train.max_steps=3", "resume=true", "train.lr_scale.decoder_blocks=2"),
+        "train.lr_scale names other prefixes", "encoder_blocks -> decoder_blocks",
+    )
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == before
+    assert_ok(train_tokenizer(out, "train.max_steps=3", "resume=true", "train.lr_scale.encoder_blocks=3"))
 
 
 def test_a_training_run_moves_each_module_at_its_scaled_rate(tmp_path):
@@ -68,7 +105,13 @@ def test_a_training_run_moves_each_module_at_its_scaled_rate(tmp_path):
     assert min(v for k, v in moved.items() if k.startswith("encoder_blocks.") and k.endswith("weight")) > 1e-5
 
 
-def test_a_misspelt_lr_scale_prefix_stops_the_run_with_one_line(tmp_path):
+def test_a_misspelt_lr_scale_prefix_stops_the_run_before_it_replaces_anything(tmp_path):
     out = tmp_path / "typo"
     assert_user_error(train_tokenizer(out, "train.max_steps=1", "train.lr_scale.encoder_block=2"), "encoder_block", "no trainable parameter")
     assert not (out / "checkpoints").exists()
+    assert_ok(train_tokenizer(out, "train.max_steps=1"))
+    kept = sorted(p.name for p in out.rglob("*"))
+    for pool in ("feature_pool=0", "feature_pool=8"):  # the pooled path checks before it spends time encoding the pool
+        replace = train_tokenizer(out, "train.max_steps=1", "overwrite=true", pool, "train.lr_scale.encoder_block=2")
+        assert_user_error(replace, "encoder_block", "no trainable parameter")
+        assert sorted(p.name for p in out.rglob("*")) == kept

@@ -138,6 +138,6 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         optimizer.load_state_dict(optimizer_state)
     except (ValueError, KeyError) as err:
         raise CheckpointError(
-            f"optimizer state in {path} does not fit this model ({err}); a changed train.lr_scale also regroups the parameters"
+            f"optimizer state in {path} does not fit this model ({err}); other train.lr_scale prefixes also regroup the parameters"
         ) from None
     return state

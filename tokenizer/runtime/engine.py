@@ -23,6 +23,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -72,11 +73,14 @@ class TrainConfig:
     weight_decay: float = 0.01
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_steps: int = 0
-    # constant | cosine (to 0 at max_steps) | wsd (constant, then linear to 0 over the last lr_decay_fraction of the steps)
+    # constant | cosine (to 0 at max_steps) | wsd (constant, then linear to 0 over the last lr_decay_fraction of the
+    # steps after warmup)
     lr_schedule: str = "constant"
     lr_decay_fraction: float = 0.2
     # LR multipliers by parameter-name prefix of the trained module, e.g. {encoder_blocks: 3.0}: the longest
     # matching prefix wins, other parameters keep 1.0. A prefix that names no trainable parameter is an error.
+    # Weight decay, applied as lr x weight_decay, scales with it. On the command line a prefix with dots goes
+    # in brackets: train.lr_scale[encoder_blocks.0.mlp]=5.
     lr_scale: dict[str, float] = field(default_factory=dict)
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     mixed_precision: str = "auto"  # auto (bf16 on GPUs that have it, fp32 on CPU) | no | bf16 | fp16
@@ -90,16 +94,24 @@ class TrainConfig:
     attention_backend: str = "sdpa"  # sdpa | xformers (GPU)
     threads: int = 0  # torch CPU threads per process; 0 = PyTorch's default
 
-    def validate(self) -> None:
-        """Raise ConfigError naming the first choice that is not one of its options."""
+    def validate(self, module: nn.Module | None = None) -> None:
+        """Raise ConfigError naming the first choice that is not one of its options (and, given the trained module,
+        the first lr_scale prefix that names none of its parameters)."""
         for key, value, options in (("optimizer", self.optimizer, OPTIMIZERS), ("lr_schedule", self.lr_schedule, LR_SCHEDULES)):
             if value not in options:
                 raise ConfigError(f"train.{key} {value!r} is not one of {', '.join(options)}")
         if not 0 < self.lr_decay_fraction <= 1:
             raise ConfigError(f"train.lr_decay_fraction must be in (0, 1], got {self.lr_decay_fraction}")
         for prefix, scale in self.lr_scale.items():
-            if not (math.isfinite(scale) and scale > 0):
+            if isinstance(scale, Mapping):
+                raise ConfigError(
+                    f"train.lr_scale.{prefix} holds keys, not a number: on the command line a prefix with dots goes in brackets, "
+                    f"e.g. train.lr_scale[{prefix}.0]=2"
+                )
+            if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (math.isfinite(scale) and scale > 0):
                 raise ConfigError(f"train.lr_scale.{prefix} must be a positive number, got {scale}")
+        if module is not None:
+            _lr_scale_prefixes(module, self.lr_scale)
 
 
 class Task(Protocol):
@@ -161,26 +173,31 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     return cfg.lr
 
 
-def _lr_scales(module: nn.Module, lr_scale: dict[str, float]) -> dict[int, float]:
-    """id(parameter) -> its LR multiplier: the longest prefix of its name in `lr_scale`, else 1.0."""
+def _lr_scale_prefixes(module: nn.Module, lr_scale: dict[str, float]) -> dict[int, str]:
+    """id(parameter) -> the longest prefix of its name in `lr_scale` ("" for none); ConfigError for a prefix that names nothing."""
     named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
     unused = [prefix for prefix in lr_scale if not any(name == prefix or name.startswith(prefix + ".") for name, _ in named)]
     if unused:
         roots = sorted({name.split(".")[0] for name, _ in named})
         raise ConfigError(f"train.lr_scale names no trainable parameter: {', '.join(unused)} (the module's parameters start with {', '.join(roots)})")
-    scales = {}
+    prefix_of = {}
     for name, p in named:
         matches = [prefix for prefix in lr_scale if name == prefix or name.startswith(prefix + ".")]
-        scales[id(p)] = float(lr_scale[max(matches, key=len)]) if matches else 1.0
-    return scales
+        prefix_of[id(p)] = max(matches, key=len) if matches else ""
+    return prefix_of
 
 
-def _split_by_scale(groups: list[dict], scales: dict[int, float]) -> list[dict]:
-    """Each group split into one group per LR multiplier, kept in the group as `lr_scale`."""
+def _split_by_prefix(groups: list[dict], prefix_of: dict[int, str], lr_scale: dict[str, float]) -> list[dict]:
+    """Each group split by matched prefix, its multiplier kept as `lr_scale`.
+
+    Grouping by prefix, not by value, keeps the layout of a run's optimizer state when a resume changes only
+    the multipliers. An empty group stays, as it did before lr_scale existed, so older checkpoints still fit.
+    """
     split = []
     for group in groups:
-        for scale in sorted({scales[id(p)] for p in group["params"]}) or [1.0]:
-            split.append({**group, "params": [p for p in group["params"] if scales[id(p)] == scale], "lr_scale": scale})
+        for prefix in sorted({prefix_of[id(p)] for p in group["params"]}) or [""]:
+            params = [p for p in group["params"] if prefix_of[id(p)] == prefix]
+            split.append({**group, "params": params, "lr_scale": float(lr_scale.get(prefix, 1.0))})
     return split
 
 
@@ -208,8 +225,9 @@ def param_groups(module: nn.Module, weight_decay: float, muon: bool = False) -> 
 
 def build_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """The configured optimizer; every group carries `lr_scale`, its share of the scheduled LR."""
-    cfg.validate()
-    groups = _split_by_scale(param_groups(module, cfg.weight_decay, muon=cfg.optimizer == "muon"), _lr_scales(module, cfg.lr_scale))
+    cfg.validate(module)
+    groups = param_groups(module, cfg.weight_decay, muon=cfg.optimizer == "muon")
+    groups = _split_by_prefix(groups, _lr_scale_prefixes(module, cfg.lr_scale), cfg.lr_scale)
     if cfg.optimizer == "muon":
         return MuonAdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
     # The fused kernel updates every parameter in one pass (CPU and CUDA): the same update rule in less time.
@@ -266,6 +284,15 @@ def _check_same_model(output_dir: Path, run: DictConfig) -> None:
         raise CheckpointError(
             f"cannot resume {output_dir}: its checkpoints were made with another model config ({'; '.join(changed)}); "
             "restore those values or use another output_dir"
+        )
+    # The optimizer state is grouped by lr_scale prefix: new values regroup nothing, new prefixes would.
+    old_prefixes = sorted(OmegaConf.select(saved, "train.lr_scale", default={}) or {})
+    new_prefixes = sorted(OmegaConf.select(run, "train.lr_scale", default={}) or {})
+    if old_prefixes != new_prefixes:
+        raise CheckpointError(
+            f"cannot resume {output_dir}: train.lr_scale names other prefixes ({', '.join(old_prefixes) or 'none'} -> "
+            f"{', '.join(new_prefixes) or 'none'}) and its optimizer state is grouped by them; keep those prefixes "
+            "(their values may change) or use another output_dir"
         )
 
 
@@ -373,7 +400,7 @@ def validate(accelerator: Accelerator, task: Task, model: nn.Module, val_set: Da
 def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | None) -> dict[str, float]:
     """Train `task` as configured by `run` (output_dir, seed, resume, overwrite, train.*); returns final validation metrics."""
     cfg: TrainConfig = OmegaConf.to_object(run.train)
-    cfg.validate()
+    cfg.validate(task.module)
     output_dir = Path(run.output_dir)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
