@@ -9,8 +9,10 @@ from safetensors.torch import load_file
 
 from runs import assert_ok, assert_user_error, train_tokenizer
 from tokenizer.deltatok import DeltaTok
+from tokenizer.runtime.config import load_config, to_object
 from tokenizer.runtime.engine import TrainConfig, build_optimizer, lr_at
 from tokenizer.runtime.errors import ConfigError
+from train_tokenizer import TokenizerRunConfig
 
 
 def test_wsd_holds_the_peak_then_decays_linearly_to_zero_over_the_last_fraction():
@@ -61,10 +63,6 @@ def test_a_bad_lr_scale_is_refused_by_name(lr_scale, fragments):
 
 
 def test_a_prefix_with_dots_reaches_lr_scale_whole_through_brackets_on_the_command_line():
-    from train_tokenizer import TokenizerRunConfig
-
-    from tokenizer.runtime.config import load_config, to_object
-
     bracketed = load_config(TokenizerRunConfig, "configs/tokenizer/tiny.yaml", ["train.lr_scale[encoder_blocks.0.mlp]=5"])
     assert to_object(bracketed.train).lr_scale == {"encoder_blocks.0.mlp": 5.0}
     dotted = load_config(TokenizerRunConfig, "configs/tokenizer/tiny.yaml", ["train.lr_scale.encoder_blocks.0.mlp=5"])
