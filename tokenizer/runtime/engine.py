@@ -175,15 +175,16 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def _lr_scale_prefixes(module: nn.Module, lr_scale: dict[str, float]) -> dict[int, str]:
     """id(parameter) -> the longest prefix of its name in `lr_scale` ("" for none); ConfigError for a prefix that names nothing."""
-    named = [(name, p) for name, p in module.named_parameters() if p.requires_grad]
-    unused = [prefix for prefix in lr_scale if not any(name == prefix or name.startswith(prefix + ".") for name, _ in named)]
+    prefix_of, matched, roots = {}, set(), set()
+    for name, p in module.named_parameters():
+        if p.requires_grad:
+            matches = [prefix for prefix in lr_scale if name == prefix or name.startswith(prefix + ".")]
+            prefix_of[id(p)] = max(matches, key=len) if matches else ""
+            matched.update(matches)
+            roots.add(name.split(".")[0])
+    unused = [prefix for prefix in lr_scale if prefix not in matched]
     if unused:
-        roots = sorted({name.split(".")[0] for name, _ in named})
-        raise ConfigError(f"train.lr_scale names no trainable parameter: {', '.join(unused)} (the module's parameters start with {', '.join(roots)})")
-    prefix_of = {}
-    for name, p in named:
-        matches = [prefix for prefix in lr_scale if name == prefix or name.startswith(prefix + ".")]
-        prefix_of[id(p)] = max(matches, key=len) if matches else ""
+        raise ConfigError(f"train.lr_scale names no trainable parameter: {', '.join(unused)} (the module's parameters start with {', '.join(sorted(roots))})")
     return prefix_of
 
 
@@ -225,9 +226,9 @@ def param_groups(module: nn.Module, weight_decay: float, muon: bool = False) -> 
 
 def build_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """The configured optimizer; every group carries `lr_scale`, its share of the scheduled LR."""
-    cfg.validate(module)
-    groups = param_groups(module, cfg.weight_decay, muon=cfg.optimizer == "muon")
-    groups = _split_by_prefix(groups, _lr_scale_prefixes(module, cfg.lr_scale), cfg.lr_scale)
+    cfg.validate()
+    prefix_of = _lr_scale_prefixes(module, cfg.lr_scale)  # also refuses a prefix that names no parameter
+    groups = _split_by_prefix(param_groups(module, cfg.weight_decay, muon=cfg.optimizer == "muon"), prefix_of, cfg.lr_scale)
     if cfg.optimizer == "muon":
         return MuonAdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
     # The fused kernel updates every parameter in one pass (CPU and CUDA): the same update rule in less time.
@@ -269,7 +270,7 @@ def _leaves(node, prefix: str = "") -> dict:
 
 
 def _check_same_model(output_dir: Path, run: DictConfig) -> None:
-    """Resuming with a different model config would load mismatched weights: name every changed key."""
+    """Resuming with a different model config, or other lr_scale prefixes, would load mismatched state: name what changed."""
     saved_path = output_dir / RUN_CONFIG
     if not saved_path.is_file():
         return
