@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml
 test: install
 	$(PY) -m pytest -q
 
-# The whole pipeline on the embedded default: tokenizer, heads, a token cache of the Shapes training
+# The whole pipeline on the embedded default: tokenizer, heads, a token cache of 2,048 Shapes training
 # clips, DeltaWorld (best-of-many and flow matching) trained on it, then imagined futures scored at
 # horizons 1-3 into $(RUNS)/demo.
 CACHED = tokenizer.checkpoint=$(RUNS)/tokenizer_tiny/final data.source=tokens data.root=$(RUNS)/tokens_tiny data.val_source=shapes
@@ -29,7 +29,7 @@ demo: install
 	$(PY) train_tokenizer.py --config configs/tokenizer/tiny.yaml output_dir=$(RUNS)/tokenizer_tiny overwrite=true
 	$(PY) train_heads.py --config configs/heads/tiny.yaml tokenizer=$(RUNS)/tokenizer_tiny/final output_dir=$(RUNS)/heads_tiny overwrite=true
 	$(PY) -m worldmodel.token_cache --config configs/world_model/tiny.yaml tokenizer.checkpoint=$(RUNS)/tokenizer_tiny/final \
-		cache.out=$(RUNS)/tokens_tiny cache.overwrite=true
+		cache.out=$(RUNS)/tokens_tiny cache.num_clips=2048 cache.overwrite=true
 	$(PY) train_world_model.py --config configs/world_model/tiny.yaml $(CACHED) output_dir=$(RUNS)/world_model_tiny overwrite=true
 	$(PY) train_world_model.py --config configs/world_model/tiny_flow.yaml $(CACHED) output_dir=$(RUNS)/world_model_tiny_flow overwrite=true
 	$(PY) rollout.py --config configs/rollout/tiny.yaml tokenizer=$(RUNS)/tokenizer_tiny/final heads=$(RUNS)/heads_tiny \

@@ -139,6 +139,7 @@ def test_an_output_dir_holding_a_run_is_refused_and_left_untouched(tokenizer_run
         (["train.effective_batch_size=6"], ["not a multiple"]),
         (["train.optimizer=adam"], ["train.optimizer", "adamw, muon"]),
         (["train.lr_schedule=cosin"], ["train.lr_schedule", "constant, cosine"]),
+        (["train.ema_decay=1.0"], ["train.ema_decay", "[0, 1)"]),
         (["train.optimizer=sgd", "feature_pool=8"], ["train.optimizer"]),
     ],
 )

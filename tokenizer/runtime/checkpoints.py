@@ -1,6 +1,7 @@
 """Training-state checkpoints: one folder per step, complete or absent.
 
-`checkpoints/step_000100/` holds `model.safetensors`, `optimizer.safetensors`
+`checkpoints/step_000100/` holds `model.safetensors`, `optimizer.safetensors`,
+`ema.safetensors` when the run keeps an average of its weights (tokenizer.runtime.ema),
 and `state.json` (step, optimizer hyper-parameters, sha256 of each file). The
 folder is written under a temporary name and renamed into place, and
 `state.json` is written last, so a crash leaves either a complete checkpoint or
@@ -21,6 +22,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from tokenizer.runtime.ema import EMA, EMA_FILE
 from tokenizer.runtime.errors import CheckpointError
 from tokenizer.runtime.files import atomic_write_text, load_module_weights, save_safetensors
 
@@ -66,7 +68,9 @@ def checkpoint_path(folder: Path, step: int) -> Path:
     return folder / f"{PREFIX}{step:06d}"
 
 
-def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, extra: dict) -> Path:
+def save_checkpoint(
+    folder: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, extra: dict, ema: EMA | None = None
+) -> Path:
     """Write checkpoints/step_XXXXXX atomically; returns its path."""
     final = checkpoint_path(folder, step)
     tmp = folder / f".{final.name}.tmp"
@@ -75,10 +79,14 @@ def save_checkpoint(folder: Path, step: int, model: torch.nn.Module, optimizer: 
     save_safetensors(model.state_dict(), tmp / MODEL_FILE)
     opt_tensors, opt_meta = _flatten_optimizer(optimizer.state_dict())
     save_safetensors(opt_tensors, tmp / OPTIMIZER_FILE)
+    files = [MODEL_FILE, OPTIMIZER_FILE]
+    if ema is not None:
+        ema.save(tmp)
+        files.append(EMA_FILE)
     state = {
         "step": step,
         "optimizer": opt_meta,
-        "sha256": {name: _sha256(tmp / name) for name in (MODEL_FILE, OPTIMIZER_FILE)},
+        "sha256": {name: _sha256(tmp / name) for name in files},
         **extra,
     }
     atomic_write_text(tmp / STATE_FILE, json.dumps(state, indent=1))

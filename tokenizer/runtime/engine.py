@@ -7,8 +7,9 @@ AdamW (decay / no-decay groups) or Muon on the weight matrices (`train.optimizer
 LR warmup then constant, cosine or warmup-stable-decay, per-module LR multipliers
 (`train.lr_scale`), gradient clipping and accumulation to an
 effective batch, bf16 autocast where the hardware has it (fp32 on CPU), a tqdm
-bar, Accelerate trackers, periodic atomic checkpoints, resume, a stop at the
-first non-finite loss, and a final validation printed against its baseline.
+bar, Accelerate trackers, an optional moving average of the weights
+(`train.ema_decay`), periodic atomic checkpoints, resume, a stop at the first
+non-finite loss, and a final validation printed against its baseline.
 
 Randomness is stateless: clip ids and model noise at optimizer step s come from
 (seed, s, micro-step, rank), so a resumed run draws exactly what the
@@ -24,6 +25,7 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -40,6 +42,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from tokenizer.attention import set_attention_backend
 from tokenizer.runtime.checkpoints import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from tokenizer.runtime.config import save_config
+from tokenizer.runtime.ema import EMA
 from tokenizer.runtime.errors import CheckpointError, ConfigError, TrainingError
 from tokenizer.runtime.files import atomic_write_text
 from tokenizer.runtime.muon import MuonAdamW
@@ -83,6 +86,9 @@ class TrainConfig:
     # in brackets: train.lr_scale[encoder_blocks.0.mlp]=5.
     lr_scale: dict[str, float] = field(default_factory=dict)
     grad_clip: float = 0.0  # max global grad norm; 0 = off
+    # Keep an exponential moving average of the weights (tokenizer.runtime.ema) with this decay, and validate and
+    # save it instead of the last weights; 0 = off. 0.999 averages over about the last 1,000 steps.
+    ema_decay: float = 0.0
     mixed_precision: str = "auto"  # auto (bf16 on GPUs that have it, fp32 on CPU) | no | bf16 | fp16
     checkpoint_every: int = 200
     keep_checkpoints: int = 2
@@ -102,6 +108,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{key} {value!r} is not one of {', '.join(options)}")
         if not 0 < self.lr_decay_fraction <= 1:
             raise ConfigError(f"train.lr_decay_fraction must be in (0, 1], got {self.lr_decay_fraction}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"train.ema_decay must be in [0, 1) (0 = no average), got {self.ema_decay}")
         for prefix, scale in self.lr_scale.items():
             if isinstance(scale, Mapping):
                 raise ConfigError(
@@ -448,6 +456,9 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
 
     task.to(accelerator.device)
     model, optimizer = accelerator.prepare(module, optimizer)
+    ema = EMA(module, cfg.ema_decay) if cfg.ema_decay else None
+    if ema is not None and last_checkpoint is not None and not ema.load(last_checkpoint):
+        accelerator.print(f"{last_checkpoint} holds no weight average: the average starts from its weights")
     if cfg.compile:
         model = torch.compile(model)
     loss_log = LossLog(output_dir / LOSS_LOG)
@@ -501,6 +512,8 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
                             diverged = bad.item() > 0
                             if not diverged:
                                 optimizer.step()
+                                if ema is not None:
+                                    ema.update()
                         optimizer.zero_grad(set_to_none=True)
                 if diverged:
                     break
@@ -518,12 +531,13 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
                     window_start, window_clips = time.perf_counter(), 0
                 if done % cfg.checkpoint_every == 0 or done == cfg.max_steps:
                     if accelerator.is_main_process:
-                        save_checkpoint(checkpoint_dir, done, module, optimizer, {"seed": run.seed})
+                        save_checkpoint(checkpoint_dir, done, module, optimizer, {"seed": run.seed}, ema)
                         prune_checkpoints(checkpoint_dir, cfg.keep_checkpoints)
                     accelerator.wait_for_everyone()
                     last_checkpoint = checkpoint_path(checkpoint_dir, done)
                 if val_set is not None and cfg.val_every and done % cfg.val_every == 0 and done != cfg.max_steps:
-                    metrics = validate(accelerator, task, module, val_set, cfg.batch_size)
+                    with ema.swapped_in() if ema is not None else nullcontext():
+                        metrics = validate(accelerator, task, module, val_set, cfg.batch_size)
                     accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=done)
     finally:
         bar.close()
@@ -538,6 +552,8 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
             f"applying it, {where}: lower train.lr or check the data, then resume=true"
         )
 
+    if ema is not None:
+        ema.copy_to_module()  # the final weights, validation and the replicas' digest are the average's
     metrics = {}
     if val_set is not None:
         metrics = validate(accelerator, task, module, val_set, cfg.batch_size)
