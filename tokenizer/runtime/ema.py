@@ -1,23 +1,24 @@
 """An exponential moving average of the trained weights: what validation scores and the final weights hold.
 
 Each optimizer step moves the average toward the weights by 1 - d, with d = min(decay, (1 + n) / (10 + n))
-after n updates, so the first steps, far from the end point, are forgotten quickly (the usual warm-up of
-DiT-style training). Checkpoints keep the raw weights for the optimizer and the average beside them in
-`ema.safetensors`, so a resumed run continues both.
+after n updates (the warm-up of TensorFlow's and timm's averages), so the first steps, far from the end
+point, are forgotten quickly. The warm-up reaches a decay of 0.99 after about 900 updates and 0.999 after
+about 9,000: a shorter run averages with the warm-up's decay, whatever the cap. Checkpoints keep the raw
+weights for the optimizer and the average beside them in `ema.safetensors`, so a resumed run continues both.
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import torch
 from safetensors.torch import load_file
 from torch import nn
 
 from tokenizer.runtime.errors import CheckpointError
-from tokenizer.runtime.files import save_safetensors
+from tokenizer.runtime.files import check_state_dict, save_safetensors
 
 EMA_FILE = "ema.safetensors"
 
@@ -44,30 +45,37 @@ class EMA:
         for name, p in self.params.items():
             p.copy_(self.average[name])
 
+    @torch.no_grad()
+    def _swap(self) -> None:
+        """Exchange the module's weights and the average, one tensor at a time (one tensor of extra memory)."""
+        for name, p in self.params.items():
+            trained = p.detach().clone()
+            p.copy_(self.average[name])
+            self.average[name].copy_(trained)
+
     @contextmanager
     def swapped_in(self) -> Iterator[None]:
         """The average in the module for the duration (a validation mid-run), the trained weights restored after."""
-        trained = {name: p.detach().clone() for name, p in self.params.items()}
-        self.copy_to_module()
+        self._swap()
         try:
             yield
         finally:
-            with torch.no_grad():
-                for name, p in self.params.items():
-                    p.copy_(trained[name])
+            self._swap()
 
     def save(self, folder: Path) -> None:
         save_safetensors({**self.average, "_updates": torch.tensor(self.updates)}, folder / EMA_FILE)
 
-    def load(self, folder: Path) -> bool:
-        """Restore from a checkpoint folder; False when it holds no average (a run begun without one)."""
-        path = folder / EMA_FILE
-        if not path.is_file():
+    def load(self, folder: Path, checksummed: Iterable[str]) -> bool:
+        """Restore from a checkpoint folder whose state.json checksums `checksummed`; False when it holds no average
+        (a run begun without one)."""
+        if EMA_FILE not in checksummed:
             return False
+        path = folder / EMA_FILE
         tensors = load_file(str(path))
         updates = tensors.pop("_updates", None)
-        if updates is None or tensors.keys() != self.average.keys() or any(tensors[k].shape != v.shape for k, v in self.average.items()):
-            raise CheckpointError(f"{path} does not hold an average of this model's parameters; start a new output_dir")
+        check_state_dict(self.average, tensors, f"weight average {path}")
+        if updates is None:
+            raise CheckpointError(f"weight average {path} does not say how many steps it averages; start a new output_dir")
         with torch.no_grad():
             for name, value in tensors.items():
                 self.average[name].copy_(value)

@@ -42,7 +42,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 from tokenizer.attention import set_attention_backend
 from tokenizer.runtime.checkpoints import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from tokenizer.runtime.config import save_config
-from tokenizer.runtime.ema import EMA
+from tokenizer.runtime.ema import EMA, EMA_FILE
 from tokenizer.runtime.errors import CheckpointError, ConfigError, TrainingError
 from tokenizer.runtime.files import atomic_write_text
 from tokenizer.runtime.muon import MuonAdamW
@@ -87,7 +87,8 @@ class TrainConfig:
     lr_scale: dict[str, float] = field(default_factory=dict)
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     # Keep an exponential moving average of the weights (tokenizer.runtime.ema) with this decay, and validate and
-    # save it instead of the last weights; 0 = off. 0.999 averages over about the last 1,000 steps.
+    # save it instead of the last weights; 0 = off. 0.999 averages over about the last 1,000 steps once its
+    # warm-up is over (about 9,000 steps; a shorter run averages with the warm-up's decay).
     ema_decay: float = 0.0
     mixed_precision: str = "auto"  # auto (bf16 on GPUs that have it, fp32 on CPU) | no | bf16 | fp16
     checkpoint_every: int = 200
@@ -444,9 +445,11 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
     start_step = 0
     checkpoint_dir = output_dir / "checkpoints"
     last_checkpoint = latest_checkpoint(checkpoint_dir) if run.resume else None
+    checksummed: list[str] = []  # the files of the checkpoint resumed from
     if last_checkpoint is not None:
         configured = [(group["weight_decay"], group["lr_scale"]) for group in optimizer.param_groups]
-        start_step = load_checkpoint(last_checkpoint, module, optimizer)["step"]
+        state = load_checkpoint(last_checkpoint, module, optimizer)
+        start_step, checksummed = state["step"], list(state["sha256"])
         if start_step > cfg.max_steps:
             raise ConfigError(f"{last_checkpoint} is at step {start_step}, past train.max_steps {cfg.max_steps}; raise train.max_steps to continue")
         accelerator.print(f"resuming from {last_checkpoint} at step {start_step}")
@@ -457,8 +460,10 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
     task.to(accelerator.device)
     model, optimizer = accelerator.prepare(module, optimizer)
     ema = EMA(module, cfg.ema_decay) if cfg.ema_decay else None
-    if ema is not None and last_checkpoint is not None and not ema.load(last_checkpoint):
+    if ema is not None and last_checkpoint is not None and not ema.load(last_checkpoint, checksummed):
         accelerator.print(f"{last_checkpoint} holds no weight average: the average starts from its weights")
+    if ema is None and EMA_FILE in checksummed:
+        accelerator.print(f"train.ema_decay=0: the weight average in {last_checkpoint} is left unused, and final/ will hold the last weights")
     if cfg.compile:
         model = torch.compile(model)
     loss_log = LossLog(output_dir / LOSS_LOG)
