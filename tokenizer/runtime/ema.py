@@ -29,6 +29,8 @@ class EMA:
         self.updates = 0
         self.params = {name: p for name, p in module.named_parameters() if p.requires_grad}
         self.average = {name: p.detach().clone() for name, p in self.params.items()}
+        # The same tensors as flat lists, built once: the per-step update and the final copy are one foreach call each.
+        self._param_list, self._average_list = list(self.params.values()), list(self.average.values())
 
     def current_decay(self) -> float:
         return min(self.decay, (1 + self.updates) / (10 + self.updates))
@@ -36,14 +38,13 @@ class EMA:
     @torch.no_grad()
     def update(self) -> None:
         weight = 1.0 - self.current_decay()
-        torch._foreach_lerp_(list(self.average.values()), [p.detach() for p in self.params.values()], weight)
+        torch._foreach_lerp_(self._average_list, self._param_list, weight)
         self.updates += 1
 
     @torch.no_grad()
     def copy_to_module(self) -> None:
         """Replace the trained weights by the average for good (the end of a run)."""
-        for name, p in self.params.items():
-            p.copy_(self.average[name])
+        torch._foreach_copy_(self._param_list, self._average_list)
 
     @torch.no_grad()
     def _swap(self) -> None:
