@@ -138,6 +138,38 @@ def test_difference_only_input_encodes_the_change_alone():
         assert not torch.allclose(ours.deltatok.decode(token, prev + 1.0, rope), ours.deltatok.decode(token, prev, rope), atol=1e-3)
 
 
+def test_encoder_top_k_reads_the_most_changed_patches_at_their_positions():
+    """encoder_top_k=k encodes each pair as the full encoder would encode its k most-changed patches alone."""
+    torch.manual_seed(0)
+
+    def build(top_k):
+        cfg = micro_tokenizer_config()
+        cfg.model.num_layers, cfg.model.encoder_input, cfg.model.layer_scale_init = 2, "difference_only", 1.0
+        cfg.model.encoder_top_k = top_k
+        return Tokenizer.build(cfg).eval()
+
+    full, picking = build(0), build(5)
+    picking.deltatok.load_state_dict(full.deltatok.state_dict())
+    prev = full.features(random_frames(2, 1))[:, 0]
+    # Each sample changes most in other patches; the rest change a little, so they are read unless dropped.
+    changed = [torch.tensor([0, 3, 7, 8, 15]), torch.tensor([1, 2, 9, 12, 14])]
+    nxt = prev + 0.01 * torch.randn_like(prev)
+    for sample, patches in enumerate(changed):
+        nxt[sample, patches] += torch.randn(len(patches), prev.shape[-1])
+    cos, sin = full.rope((4, 4), torch.device("cpu"))
+    with torch.no_grad():
+        token = picking.deltatok.encode(prev, nxt, (cos, sin))
+        for sample, patches in enumerate(changed):
+            shuffled = patches[torch.randperm(len(patches))]  # which order they are read in does not matter
+            alone = full.deltatok.encode(prev[sample : sample + 1, shuffled], nxt[sample : sample + 1, shuffled], (cos[shuffled], sin[shuffled]))
+            torch.testing.assert_close(token[sample : sample + 1], alone)
+        assert not torch.allclose(full.deltatok.encode(prev, nxt, (cos, sin)), token, atol=1e-3)
+        # The decoder is untouched, and a k of at least the patch count reads every patch.
+        torch.testing.assert_close(picking.deltatok.decode(token, prev, (cos, sin)), full.deltatok.decode(token, prev, (cos, sin)))
+        picking.deltatok.cfg.encoder_top_k = 16
+        torch.testing.assert_close(picking.deltatok.encode(prev, nxt, (cos, sin)), full.deltatok.encode(prev, nxt, (cos, sin)))
+
+
 def test_encoder_can_be_deeper_than_the_decoder():
     cfg = micro_tokenizer_config()
     cfg.model.encoder_layers = 3
@@ -175,7 +207,9 @@ def test_several_encoder_queries_pool_into_one_token():
                                                 ({"encoder_input": "difference", "use_delta": False}, "needs model.use_delta=true"),
                                                 ({"encoder_input": "difference_only", "use_delta": False}, "difference_only needs model.use_delta=true"),
                                                 ({"encoder_layers": -1}, "encoder_layers must be at least 1"),
-                                                ({"encoder_queries": 0}, "encoder_queries must be at least 1")])  # fmt: skip
+                                                ({"encoder_queries": 0}, "encoder_queries must be at least 1"),
+                                                ({"encoder_input": "difference_only", "encoder_top_k": -1}, "encoder_top_k must be at least 1"),
+                                                ({"encoder_input": "difference", "encoder_top_k": 8}, "encoder_top_k=8 needs model.encoder_input=difference_only")])  # fmt: skip
 def test_bad_encoder_options_are_one_clear_error(overrides, message):
     cfg = micro_tokenizer_config()
     for key, value in overrides.items():

@@ -85,7 +85,7 @@ class SelfAttention(nn.Module):
         return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], queries: int | None = None) -> torch.Tensor:
-        """x (B, L, D); rope: cos and signed sin (L, head_dim) from `rope_tables` -> (B, L, D).
+        """x (B, L, D); rope: cos and signed sin from `rope_tables`, (L, head_dim) or (B, 1, L, head_dim) -> (B, L, D).
 
         With `queries`, only the first `queries` tokens attend (to all L): -> (B, queries, D).
         """
@@ -100,7 +100,7 @@ class SelfAttention(nn.Module):
         gate, q = gate_q[..., : self.gate_heads], self._heads(gate_q[..., self.gate_heads :])
         v, k = (self._heads(part) for part in v_k.chunk(2, dim=-1))
         cos, sin = rope
-        q, k = rotate(q, cos[: q.shape[2]], sin[: q.shape[2]]), rotate(k, cos, sin)
+        q, k = rotate(q, cos[..., : q.shape[2], :], sin[..., : q.shape[2], :]), rotate(k, cos, sin)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         out = attention(q, k, v, backend=self.attn_backend)  # (B, heads, Lq, head_dim)

@@ -48,6 +48,11 @@ class DeltaTokConfig:
     # "difference_only" (next - prev alone: half the encoder's sequence, the step about 0.7x the time; xy_embed[0]
     # is then unused but kept, so every input saves the same weights).
     encoder_input: str = "next"
+    # With difference_only: the encoder reads only the k patches whose features change most (squared norm of
+    # next - prev, per pair), each at its own RoPE position; 0 = every patch, as the paper. Where the change is
+    # local (a static camera: most of a frame's difference is exactly zero) this cuts the encoder's sequence and
+    # its cost with it; where every patch moves (a moving camera) it drops part of the change.
+    encoder_top_k: int = 0
     use_qk_norm: bool = True
     use_gated_attn: bool = True
     use_swiglu: bool = True
@@ -70,6 +75,13 @@ class DeltaTok(nn.Module):
             raise ConfigError(f"model.encoder_queries must be at least 1, got {cfg.encoder_queries}")
         if cfg.encoder_input not in ENCODER_INPUTS:
             raise ConfigError(f"model.encoder_input {cfg.encoder_input!r} is not one of {', '.join(ENCODER_INPUTS)}")
+        if cfg.encoder_top_k < 0:
+            raise ConfigError(f"model.encoder_top_k must be at least 1, or 0 for every patch, got {cfg.encoder_top_k}")
+        if cfg.encoder_top_k and cfg.encoder_input != "difference_only":
+            raise ConfigError(
+                f"model.encoder_top_k={cfg.encoder_top_k} needs model.encoder_input=difference_only: "
+                f"it picks patches by how much they change, and the other inputs keep every patch of the previous frame"
+            )
         if cfg.encoder_input != "next" and not cfg.use_delta:
             raise ConfigError(
                 f"model.encoder_input={cfg.encoder_input} needs model.use_delta=true: without a previous frame there is no difference"
@@ -133,6 +145,8 @@ class DeltaTok(nn.Module):
             hidden = torch.cat((queries, prev + self.xy_embed.weight[0], nxt + self.xy_embed.weight[1]), dim=1)
             rope = (torch.cat((rope[0], rope[0])), torch.cat((rope[1], rope[1])))
         else:
+            if 0 < self.cfg.encoder_top_k < nxt.shape[1]:
+                nxt, rope = self._most_changed(nxt, rope)
             hidden = torch.cat((queries, nxt + self.xy_embed.weight[1]), dim=1)
         tables = rope_tables(*rope, hidden.shape[1])  # once for every block
         *blocks, last = self.encoder_blocks
@@ -140,6 +154,15 @@ class DeltaTok(nn.Module):
             hidden = block(hidden, tables)
         # Only the queries' outputs are read: the last block updates those tokens alone.
         return self.norm(last(hidden, tables, queries=queries.shape[1]).mean(dim=1, keepdim=True))
+
+    def _most_changed(
+        self, difference: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """difference (B, N, D), cos/sin (N, head_dim) -> its `encoder_top_k` largest patches (B, k, D) and their cos/sin (B, k, head_dim)."""
+        index = difference.detach().square().sum(dim=-1).topk(self.cfg.encoder_top_k, dim=1, sorted=False).indices  # (B, k)
+        picked = difference.gather(1, index.unsqueeze(-1).expand(-1, -1, difference.shape[-1]))
+        cos, sin = (table[index] for table in rope)
+        return picked, (cos, sin)
 
     def decode(self, token: torch.Tensor, prev: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         """delta token (B, 1, D) and prev features (B, N, D) -> next features (B, N, D)."""

@@ -63,15 +63,18 @@ def rope_tables(cos: torch.Tensor, sin: torch.Tensor, length: int) -> tuple[torc
 
     The prefix gets identity rows in these (small) tables instead of splitting and re-joining x,
     so `rotate` is three passes over x; DeltaTok builds them once per pass for all its blocks.
+    Tables per sample, (B, P, head_dim), give (B, 1, length, head_dim): one row set per sample, for every head.
     """
-    prefix = length - cos.shape[0]
+    prefix = length - cos.shape[-2]
     sin = signed_sin(sin)
     if prefix:
-        cos = torch.cat((cos.new_ones(prefix, cos.shape[1]), cos))
-        sin = torch.cat((sin.new_zeros(prefix, sin.shape[1]), sin))
+        cos = torch.cat((cos.new_ones(*cos.shape[:-2], prefix, cos.shape[-1]), cos), dim=-2)
+        sin = torch.cat((sin.new_zeros(*sin.shape[:-2], prefix, sin.shape[-1]), sin), dim=-2)
+    if cos.ndim == 3:
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
     return cos, sin
 
 
 def rotate(x: torch.Tensor, cos: torch.Tensor, signed: torch.Tensor) -> torch.Tensor:
-    """x (B, heads, L, head_dim) rotated by `rope_tables` rows (L, head_dim)."""
+    """x (B, heads, L, head_dim) rotated by `rope_tables` rows, (L, head_dim) or (B, 1, L, head_dim)."""
     return torch.addcmul(x * cos.to(x.dtype), swap_halves(x), signed.to(x.dtype))
