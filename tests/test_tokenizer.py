@@ -164,6 +164,11 @@ def test_encoder_top_k_reads_the_most_changed_patches_at_their_positions():
             alone = full.deltatok.encode(prev[sample : sample + 1, shuffled], nxt[sample : sample + 1, shuffled], (cos[shuffled], sin[shuffled]))
             torch.testing.assert_close(token[sample : sample + 1], alone)
         assert not torch.allclose(full.deltatok.encode(prev, nxt, (cos, sin)), token, atol=1e-3)
+        # Ties (two identical frames: no patch changes) go to the lowest patch indices, on every device.
+        first = torch.arange(5)
+        torch.testing.assert_close(
+            picking.deltatok.encode(prev, prev, (cos, sin)), full.deltatok.encode(prev[:, first], prev[:, first], (cos[first], sin[first]))
+        )
         # The decoder is untouched, and a k of at least the patch count reads every patch.
         torch.testing.assert_close(picking.deltatok.decode(token, prev, (cos, sin)), full.deltatok.decode(token, prev, (cos, sin)))
         picking.deltatok.cfg.encoder_top_k = 16
@@ -208,7 +213,7 @@ def test_several_encoder_queries_pool_into_one_token():
                                                 ({"encoder_input": "difference_only", "use_delta": False}, "difference_only needs model.use_delta=true"),
                                                 ({"encoder_layers": -1}, "encoder_layers must be at least 1"),
                                                 ({"encoder_queries": 0}, "encoder_queries must be at least 1"),
-                                                ({"encoder_input": "difference_only", "encoder_top_k": -1}, "encoder_top_k must be at least 1"),
+                                                ({"encoder_input": "difference_only", "encoder_top_k": -1}, "encoder_top_k must be 0 \\(every patch\\) or a number of patches"),
                                                 ({"encoder_input": "difference", "encoder_top_k": 8}, "encoder_top_k=8 needs model.encoder_input=difference_only")])  # fmt: skip
 def test_bad_encoder_options_are_one_clear_error(overrides, message):
     cfg = micro_tokenizer_config()

@@ -49,9 +49,10 @@ class DeltaTokConfig:
     # is then unused but kept, so every input saves the same weights).
     encoder_input: str = "next"
     # With difference_only: the encoder reads only the k patches whose features change most (squared norm of
-    # next - prev, per pair), each at its own RoPE position; 0 = every patch, as the paper. Where the change is
-    # local (a static camera: most of a frame's difference is exactly zero) this cuts the encoder's sequence and
-    # its cost with it; where every patch moves (a moving camera) it drops part of the change.
+    # next - prev, per pair; ties go to the lower patch index), each at its own RoPE position; 0 = every patch,
+    # as the paper. Where the change is local (a static camera: most of a frame's difference is nearly zero)
+    # this cuts the encoder's sequence and its cost with it; where every patch changes (a moving camera, and
+    # the first token of a clip, encoded from the black frame) it drops part of the change.
     encoder_top_k: int = 0
     use_qk_norm: bool = True
     use_gated_attn: bool = True
@@ -76,11 +77,11 @@ class DeltaTok(nn.Module):
         if cfg.encoder_input not in ENCODER_INPUTS:
             raise ConfigError(f"model.encoder_input {cfg.encoder_input!r} is not one of {', '.join(ENCODER_INPUTS)}")
         if cfg.encoder_top_k < 0:
-            raise ConfigError(f"model.encoder_top_k must be at least 1, or 0 for every patch, got {cfg.encoder_top_k}")
+            raise ConfigError(f"model.encoder_top_k must be 0 (every patch) or a number of patches, got {cfg.encoder_top_k}")
         if cfg.encoder_top_k and cfg.encoder_input != "difference_only":
             raise ConfigError(
                 f"model.encoder_top_k={cfg.encoder_top_k} needs model.encoder_input=difference_only: "
-                f"it picks patches by how much they change, and the other inputs keep every patch of the previous frame"
+                f"it picks patches by how much they change, and the other inputs read whole frames"
             )
         if cfg.encoder_input != "next" and not cfg.use_delta:
             raise ConfigError(
@@ -159,7 +160,9 @@ class DeltaTok(nn.Module):
         self, difference: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """difference (B, N, D), cos/sin (N, head_dim) -> its `encoder_top_k` largest patches (B, k, D) and their cos/sin (B, k, head_dim)."""
-        index = difference.detach().square().sum(dim=-1).topk(self.cfg.encoder_top_k, dim=1, sorted=False).indices  # (B, k)
+        # A stable sort, not topk, so that ties (e.g. two identical frames) pick the same patches on every device.
+        change = difference.detach().square().sum(dim=-1)
+        index = change.sort(dim=1, descending=True, stable=True).indices[:, : self.cfg.encoder_top_k]  # (B, k)
         picked = difference.gather(1, index.unsqueeze(-1).expand(-1, -1, difference.shape[-1]))
         cos, sin = (table[index] for table in rope)
         return picked, (cos, sin)
