@@ -27,10 +27,10 @@ class EMA:
     def __init__(self, module: nn.Module, decay: float):
         self.decay = decay
         self.updates = 0
-        self.params = {name: p for name, p in module.named_parameters() if p.requires_grad}
-        self.average = {name: p.detach().clone() for name, p in self.params.items()}
-        # The same tensors as flat lists, built once: the per-step update and the final copy are one foreach call each.
-        self._param_list, self._average_list = list(self.params.values()), list(self.average.values())
+        params = {name: p for name, p in module.named_parameters() if p.requires_grad}
+        self.average = {name: p.detach().clone() for name, p in params.items()}  # by name, for checkpoints
+        # Flat lists in the same order, built once: the per-step update and the final copy are one foreach call each.
+        self._params, self._averages = list(params.values()), list(self.average.values())
 
     def current_decay(self) -> float:
         return min(self.decay, (1 + self.updates) / (10 + self.updates))
@@ -38,21 +38,21 @@ class EMA:
     @torch.no_grad()
     def update(self) -> None:
         weight = 1.0 - self.current_decay()
-        torch._foreach_lerp_(self._average_list, self._param_list, weight)
+        torch._foreach_lerp_(self._averages, self._params, weight)
         self.updates += 1
 
     @torch.no_grad()
     def copy_to_module(self) -> None:
         """Replace the trained weights by the average for good (the end of a run)."""
-        torch._foreach_copy_(self._param_list, self._average_list)
+        torch._foreach_copy_(self._params, self._averages)
 
     @torch.no_grad()
     def _swap(self) -> None:
         """Exchange the module's weights and the average, one tensor at a time (one tensor of extra memory)."""
-        for name, p in self.params.items():
-            trained = p.detach().clone()
-            p.copy_(self.average[name])
-            self.average[name].copy_(trained)
+        for param, average in zip(self._params, self._averages):
+            trained = param.detach().clone()
+            param.copy_(average)
+            average.copy_(trained)
 
     @contextmanager
     def swapped_in(self) -> Iterator[None]:
