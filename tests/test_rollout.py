@@ -80,6 +80,10 @@ def test_report_structure_pictures_and_two_models(saved, tmp_path, capsys):
         assert per_method["copy_last"]["feature_loss"] > 0 and per_method["copy_last"]["energy_score"] > 0
         assert per_method["world_samples"] == per_method["world_samples_bom"]
         assert per_method["world_samples_flow"]["energy_score"] > 0
+        for samples in ("copy_last", "world_samples_bom", "world_samples_flow"):
+            terms = per_method[samples]
+            assert terms["energy_score"] == pytest.approx(terms["distance_to_truth"] - 0.5 * terms["sample_spread"])
+        assert per_method["copy_last"]["sample_spread"] == 0 and per_method["world_samples_flow"]["sample_spread"] > 0
         expected_gap = gap_closed(values["miou"], per_method["copy_last"]["miou"], per_method["present"]["miou"])
         assert values["gap_closed_miou"] == pytest.approx(expected_gap) if expected_gap is not None else values["gap_closed_miou"] is None
     # 3 clips in batches of 2 and 1: only the batch of 2 has another clip's token to decode with.

@@ -8,7 +8,7 @@ import torch
 
 from tokenizer.deltatok import log_cosh
 from tokenizer.usage import USAGE_WARNING_BELOW, token_usage, usage_losses, usage_warning
-from worldmodel.evaluation import energy_score, rms_distance
+from worldmodel.evaluation import energy_score, energy_terms, rms_distance
 
 
 class Oracle:
@@ -75,3 +75,15 @@ def test_energy_score_prefers_samples_spread_like_the_truth():
     spread = torch.randn(4000, 16, 1, 1)
     point = torch.zeros(4000, 16, 1, 1)
     assert energy_score(spread, truth).mean() < energy_score(point, truth).mean() - 0.1
+
+
+def test_energy_terms_are_distance_to_truth_and_mean_distance_between_distinct_samples():
+    truth = torch.zeros(1, 1, 2)
+    samples = torch.tensor([[0.0, 0.0], [3.0, 4.0], [0.0, 4.0]]).reshape(1, 3, 1, 2)  # truth at the first
+    terms = energy_terms(samples, truth)
+    # RMS distance over 2 dimensions: |v| / sqrt(2). To the truth: 0, 5, 4; pairs: 5, 4, 3 (each counted twice).
+    root2 = 2**0.5
+    assert torch.allclose(terms["distance_to_truth"], torch.tensor([9 / 3 / root2]))
+    assert torch.allclose(terms["sample_spread"], torch.tensor([12 / 3 / root2]))
+    assert torch.allclose(terms["energy_score"], terms["distance_to_truth"] - 0.5 * terms["sample_spread"])
+    assert torch.equal(energy_terms(samples[:, :1], truth)["sample_spread"], torch.zeros(1))
