@@ -44,5 +44,11 @@ def load_world_model(path: str | Path, tokenizer: Tokenizer | None = None, confi
     load_module_weights(world.objective, state, f"world-model checkpoint {weights}")
     if world.readout is not None:
         readout = path / READOUT_FILE
-        load_module_weights(world.readout, load_weights(readout, "readout"), f"readout {readout}")
+        readout_state = load_weights(readout, "readout")
+        if config.readout.anchor_queries and not any(key.startswith("anchor_proj.") for key in readout_state):
+            raise CheckpointError(
+                f"readout {readout} was saved before readouts had anchored queries: "
+                f"add `anchor_queries: false` under `readout:` in {path / 'config.yaml'} to load it as it was trained"
+            )
+        load_module_weights(world.readout, readout_state, f"readout {readout}")
     return world.eval()

@@ -8,9 +8,13 @@ the frame's *summary*, its patch features average-pooled to `grid` x `grid` cell
 
 Delta tokens say what changed, not where things are, so the readout starts from an
 anchor, the summary of the last real frame, and adds what the tokens imagined since
-imply: g*g learned queries (one per cell) at the read frame's time cross-attend to
-the anchor's cells and to those tokens (a small `Predictor`), and each cell's output
-is added to its anchor cell. Trained alongside the world model on true tokens
+imply: g*g queries (one per cell) at the read frame's time cross-attend to the
+anchor's cells and to those tokens (a small `Predictor`), and each cell's output
+is added to its anchor cell. Each query is a learned cell vector plus a projection
+of its own anchor cell (`anchor_queries`): a query that only knows which cell it is
+must first find that cell's content among the anchor entries by attention, and in
+a few hundred steps it never did (its reads stayed at the anchor, README: "The
+token cost and the readout"). Trained alongside the world model on true tokens
 (teacher-forced), with the clip's first frame as the anchor; the world model's own
 training is unchanged, and a model without a readout plans with the feature cost.
 """
@@ -35,6 +39,9 @@ READOUT_LOSS = ("smooth_l1", 0.1)  # as the world model's feature loss
 class ReadoutConfig:
     enabled: bool = False
     grid: int = 4  # summaries pool the patch grid to grid x grid cells
+    # Each cell's query also carries its anchor cell's summary, projected (see the module docstring);
+    # false: learned cell vectors alone, the first design (readouts saved before this option).
+    anchor_queries: bool = True
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
 
 
@@ -51,13 +58,14 @@ def summarize(features: torch.Tensor, grid: tuple[int, int], cells: int) -> torc
 
 @dataclass
 class ReadoutState:
-    """The readout's view of R imagined futures: projected anchor cells and tokens so far, and the anchor."""
+    """The readout's view of R imagined futures: projected anchor cells and tokens so far, the anchor, and its cell queries."""
 
     cache: HistoryCache
     anchor: torch.Tensor  # (R, g*g, D)
+    queries: torch.Tensor  # (R, g*g, W)
 
     def repeat(self, times: int) -> "ReadoutState":
-        return ReadoutState(self.cache.repeat(times), self.anchor.repeat_interleave(times, 0))
+        return ReadoutState(self.cache.repeat(times), self.anchor.repeat_interleave(times, 0), self.queries.repeat_interleave(times, 0))
 
 
 class Readout(nn.Module):
@@ -72,6 +80,11 @@ class Readout(nn.Module):
         self.cell_queries = nn.Parameter(torch.zeros(cells, cfg.predictor.hidden_size))
         nn.init.trunc_normal_(self.cell_embed, std=cfg.predictor.initializer_range)
         nn.init.trunc_normal_(self.cell_queries, std=cfg.predictor.initializer_range)
+        self.anchor_proj = None
+        if cfg.anchor_queries:
+            self.anchor_proj = nn.Linear(dim, cfg.predictor.hidden_size)
+            nn.init.trunc_normal_(self.anchor_proj.weight, std=cfg.predictor.initializer_range)
+            nn.init.zeros_(self.anchor_proj.bias)
 
     @property
     def cells(self) -> int:
@@ -84,8 +97,12 @@ class Readout(nn.Module):
     def _anchor_entries(self, anchor: torch.Tensor, time: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return anchor.to(self.cell_embed.dtype) + self.cell_embed, time[:, None].expand(-1, self.cells)
 
-    def _queries(self, rows: int, frames: int) -> torch.Tensor:
-        return self.cell_queries.repeat(frames, 1).expand(rows, -1, -1)
+    def _queries(self, anchor: torch.Tensor) -> torch.Tensor:
+        """Anchor summaries (R, g*g, D) -> the cell queries of one read, (R, g*g, W)."""
+        queries = self.cell_queries.expand(len(anchor), -1, -1)
+        if self.anchor_proj is not None:
+            queries = queries + self.anchor_proj(anchor.to(self.anchor_proj.weight.dtype))
+        return queries
 
     def loss(self, tokens: torch.Tensor, summaries: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
         """Teacher-forced: tokens (B, T, D), true summaries (B, T, g*g, D), timestamps (B, T) -> scalar."""
@@ -103,23 +120,23 @@ class Readout(nn.Module):
         token_frame = torch.arange(1, frames, device=tokens.device)
         mask = torch.cat((read_frame.new_ones(len(read_frame), self.cells, dtype=torch.bool), token_frame[None, :] <= read_frame[:, None]), dim=1)
         positions = timestamps[:, 1:].repeat_interleave(self.cells, dim=1)
-        delta = self.predictor(self._queries(batch, frames - 1), positions, history, history_time, mask)
+        delta = self.predictor(self._queries(summaries[:, 0]).repeat(1, frames - 1, 1), positions, history, history_time, mask)
         return summaries[:, :1] + delta.unflatten(1, (frames - 1, self.cells)).to(summaries.dtype)
 
     def start(self, anchor: torch.Tensor, time: torch.Tensor) -> ReadoutState:
         """Anchor summaries (R, g*g, D) of real frames at `time` (R,) -> the state imagination appends to."""
         entries, positions = self._anchor_entries(anchor, time)
-        return ReadoutState(self.predictor.encode_history(entries, positions), anchor)
+        return ReadoutState(self.predictor.encode_history(entries, positions), anchor, self._queries(anchor))
 
     def append(self, state: ReadoutState, tokens: torch.Tensor, time: torch.Tensor) -> ReadoutState:
         """One imagined token per row, (R, D) at `time` (R,)."""
         new = self.predictor.encode_history(tokens[:, None].to(self.cell_embed.dtype), time[:, None])
-        return ReadoutState(state.cache.append(new), state.anchor)
+        return ReadoutState(state.cache.append(new), state.anchor, state.queries)
 
     def read(self, state: ReadoutState, time: torch.Tensor) -> torch.Tensor:
         """The summary (R, g*g, D) of the frame at `time` (R,): the newest one appended."""
         positions = time[:, None].expand(-1, self.cells)
-        delta = self.predictor.attend(self._queries(len(time), 1), positions, state.cache)
+        delta = self.predictor.attend(state.queries, positions, state.cache)
         return state.anchor + delta.to(state.anchor.dtype)
 
 
