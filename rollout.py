@@ -30,6 +30,7 @@ from tokenizer.runtime.cli import Flag, parse_run_config, resolve_device, run_cl
 from tokenizer.runtime.config import to_object
 from tokenizer.runtime.errors import CheckpointError, ConfigError, DataError, InputError
 from tokenizer.runtime.files import atomic_write_text
+from tokenizer.runtime.hub import is_repo_id
 from tokenizer.usage import usage_lines
 from worldmodel.evaluation import PROTOCOLS, RolloutEvalConfig, RolloutEvaluator, report_table
 from worldmodel.heads import TaskHeads
@@ -56,8 +57,13 @@ class RolloutDataConfig:
 
 @dataclass
 class RolloutRunConfig:
-    tokenizer: str = "runs/tokenizer_tiny/final"  # saved tokenizer folder (its backbone gives the true features)
+    # Each checkpoint below is a local folder or file, or a Hub id (ORG/NAME[@REVISION]): our pushed folders, or the
+    # released Amazon-FAR models (tokenizer.released), fetched through the Hugging Face cache.
+    # The tokenizer whose backbone gives the true features and whose decoding is scored; "" = the first world model's.
+    tokenizer: str = ""
     world_models: list[str] = field(default_factory=lambda: ["runs/world_model_tiny/final"])
+    # A local DINOv3 folder (or another hub id) replacing a released model's backbone; "" = each model's own.
+    backbone: str = ""
     # Folder with segmentation/ and/or depth/ heads (train_heads.py); "" = none: unlabelled footage is scored by
     # feature loss and energy score, and pictured by the features' PCA.
     heads: str = "runs/heads_tiny"
@@ -70,8 +76,9 @@ class RolloutRunConfig:
 
 
 FLAGS = {
-    "--tokenizer": Flag("tokenizer", "saved tokenizer folder"),
-    "--world-model": Flag("world_models", "saved world-model folder(s)", nargs="+"),
+    "--tokenizer": Flag("tokenizer", "tokenizer folder, file or Hub id ('' = the first world model's)"),
+    "--world-model": Flag("world_models", "world-model folder(s), file(s) or Hub id(s)", nargs="+"),
+    "--backbone": Flag("backbone", "local DINOv3 folder (or hub id) for released models' backbone"),
     "--heads": Flag("heads", "folder with segmentation/ and/or depth/ heads; '' = none"),
     "--out": Flag("out", "output folder"),
     "--device": Flag("device", "auto | cpu | cuda | cuda:N"),
@@ -107,10 +114,11 @@ def parse_args(argv: list[str] | None) -> RolloutRunConfig:
     return run
 
 
-def _existing(path: str, what: str, hint: str) -> Path:
-    if not Path(path).exists():
-        raise CheckpointError(f"{what} {path} does not exist; {hint}")
-    return Path(path)
+def _existing(source: str, what: str, hint: str) -> str:
+    """`source` when it is a Hub id or an existing path; a missing path is an error with `hint`."""
+    if not is_repo_id(source) and not Path(source).exists():
+        raise CheckpointError(f"{what} {source} does not exist; {hint}")
+    return source
 
 
 def load_dataset(run: RolloutRunConfig, num_frames: int):
@@ -137,12 +145,20 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(run.threads)
     device = resolve_device(run.device)
 
-    tokenizer = Tokenizer.from_pretrained(_existing(run.tokenizer, "tokenizer", "train one with train_tokenizer.py or pass --tokenizer")).to(device)
+    backbone = run.backbone or None
     worlds = {}
-    for path in run.world_models:
-        world = load_world_model(_existing(path, "world model", "train one with train_world_model.py or pass --world-model")).to(device)
+    for source in run.world_models:
+        hint = "train one with train_world_model.py or pass --world-model"
+        world = load_world_model(_existing(source, "world model", hint), backbone=backbone, device=device)
         name = world.config.objective.kind
-        worlds[name if name not in worlds else Path(path).parent.name or path] = world
+        worlds[name if name not in worlds else Path(source).parent.name or source] = world
+    if run.tokenizer:
+        hint = "train one with train_tokenizer.py or pass --tokenizer"
+        tokenizer = Tokenizer.from_pretrained(_existing(run.tokenizer, "tokenizer", hint), backbone=backbone, device=device)
+    elif worlds:
+        tokenizer = next(iter(worlds.values())).tokenizer
+    else:
+        raise ConfigError("rollout.py needs a world model (--world-model) or a tokenizer (--tokenizer)")
     heads = TaskHeads.load(run.heads, in_dim=tokenizer.dim).to(device) if run.heads else None
     evaluator = RolloutEvaluator(tokenizer, worlds, heads, run.eval, device)
     dataset = load_dataset(run, evaluator.config.clip_frames)

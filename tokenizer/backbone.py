@@ -64,15 +64,21 @@ class Backbone(nn.Module):
     def is_pretrained(self) -> bool:
         return self.name != RANDOM_INIT_NAME
 
+    @property
+    def feature_norm(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The final LayerNorm's (weight, bias), each (D,), detached copies: an RGB head undoes them first."""
+        norm = self.model.norm
+        return norm.weight.detach().clone(), norm.bias.detach().clone()
+
     def train(self, mode: bool = True) -> "Backbone":
         # Frozen means frozen: a parent's .train() must not switch on RoPE jitter or dropout here.
         return super().train(False)
 
     @classmethod
-    def from_config(cls, cfg: BackboneConfig) -> "Backbone":
+    def from_config(cls, cfg: BackboneConfig, cache_dir: str | Path | None = None) -> "Backbone":
         if cfg.name == RANDOM_INIT_NAME:
             return cls.random_init(cfg)
-        return cls.from_pretrained(cfg.name)
+        return cls.from_pretrained(cfg.name, cache_dir)
 
     @classmethod
     def random_init(cls, cfg: BackboneConfig) -> "Backbone":
@@ -103,19 +109,22 @@ class Backbone(nn.Module):
         return cls(model, name)
 
     @classmethod
-    def from_pretrained(cls, name: str) -> "Backbone":
+    def from_pretrained(cls, name: str, cache_dir: str | Path | None = None) -> "Backbone":
+        """A DINOv3 by hub id (through the Hugging Face cache, `cache_dir` or HF_HUB_CACHE) or local folder."""
         local = Path(name).expanduser()
         looks_local = local.exists() or name.startswith((".", "/", "~"))
         if looks_local and not (local / "config.json").is_file():
             raise ConfigError(f"backbone folder {local} has no config.json; point backbone.name at a downloaded DINOv3 folder")
         try:
-            model = DINOv3ViTModel.from_pretrained(str(local) if looks_local else name)
+            model = DINOv3ViTModel.from_pretrained(str(local) if looks_local else name, cache_dir=cache_dir)
         except OSError as err:
             if looks_local:
                 raise ConfigError(f"cannot load the DINOv3 backbone from {local}: {' '.join(str(err).split())[:300]}") from None
             raise ConfigError(
-                f"cannot download the DINOv3 backbone {name!r} (no network, or the gated license not accepted): "
-                f"download it where you have access (`hf download {name} --local-dir DIR`) and pass backbone.name=DIR"
+                f"cannot fetch the DINOv3 backbone {name!r} (offline and not in the Hugging Face cache, or its gated "
+                f"license not accepted at https://huggingface.co/{name}): where you have access, `hf download {name}` "
+                f"fills the cache, or `hf download {name} --local-dir DIR` makes a folder to pass as the backbone "
+                "(backbone.name=DIR, or backbone=DIR when loading a tokenizer)"
             ) from None
         return cls(model, name)
 

@@ -4,11 +4,13 @@ Saved as a folder: `config.yaml` (the `backbone` and `model` sections),
 `deltatok.safetensors` (keys as in the released checkpoint) and, for the
 random-init backbone only, `backbone.safetensors`, so the folder is complete
 offline. A pretrained backbone is loaded again by its hub id or path.
+`from_pretrained` also takes a Hub id: the released `Amazon-FAR/deltatok-kinetics`
+(tokenizer.released) or a folder pushed with `push_to_hub`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -16,9 +18,11 @@ from torch import nn
 
 from tokenizer.backbone import Backbone, BackboneConfig
 from tokenizer.deltatok import DeltaTok, DeltaTokConfig
-from tokenizer.runtime.config import read_saved_config, save_config
+from tokenizer.released import TOKENIZER, released_model
+from tokenizer.runtime.config import merge_config, read_saved_config, save_config, to_object
 from tokenizer.runtime.errors import CheckpointError, ConfigError, InputError
 from tokenizer.runtime.files import load_module_weights, load_weights, save_safetensors
+from tokenizer.runtime.hub import push_folder, resolve
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "deltatok.safetensors"
@@ -40,8 +44,9 @@ class Tokenizer(nn.Module):
         self._black: dict[tuple, torch.Tensor] = {}
 
     @classmethod
-    def build(cls, config: TokenizerConfig) -> "Tokenizer":
-        backbone = Backbone.from_config(config.backbone)
+    def build(cls, config: TokenizerConfig, cache_dir: str | Path | None = None) -> "Tokenizer":
+        """Fresh DeltaTok weights on the configured backbone (a pretrained one through the Hub cache, `cache_dir`)."""
+        backbone = Backbone.from_config(config.backbone, cache_dir)
         deltatok = DeltaTok(config.model, backbone.hidden_size, backbone.num_heads)
         return cls(backbone, deltatok, config)
 
@@ -118,28 +123,63 @@ class Tokenizer(nn.Module):
             save_safetensors(self.backbone.model.state_dict(), folder / BACKBONE_FILE)
         save_config(self.config, folder / CONFIG_FILE)
 
+    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None, commit_message: str | None = None) -> str:
+        """Upload the `save_pretrained` folder as model repo `repo_id`; `Tokenizer.from_pretrained(repo_id)` loads it back."""
+        return push_folder(self.save_pretrained, repo_id, "tokenizer", private, token, commit_message=commit_message)
+
     @classmethod
-    def from_pretrained(cls, path: str | Path, config: TokenizerConfig | None = None) -> "Tokenizer":
-        """Load our folder, or a released DeltaTok weights file (.bin/.pt/.safetensors) given its `config`."""
-        path = Path(path)
-        if path.is_dir():
+    def from_pretrained(
+        cls,
+        source: str | Path,
+        config: TokenizerConfig | None = None,
+        *,
+        backbone: str | None = None,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        device: str | torch.device | None = None,
+    ) -> "Tokenizer":
+        """Load a tokenizer, in eval mode, from a Hub id, our saved folder, or a DeltaTok weights file.
+
+        `source`: a released id (`Amazon-FAR/deltatok-kinetics`, its config from tokenizer.released), a Hub
+        repo or local folder written by `save_pretrained` / `push_to_hub` (always loaded with the config it
+        carries), or a bare weights file (.bin/.pt/.safetensors) whose `config` must be given; a given `config`
+        also replaces a released model's. `backbone` replaces the backbone's hub id with another id or a local DINOv3 folder (the
+        offline way to the gated DINOv3). `revision` and `cache_dir` are the Hub's; `device` is where the
+        weights go.
+        """
+        released = released_model(source, TOKENIZER)
+        path = resolve(source, "tokenizer", revision, cache_dir).path
+        own_folder = path.is_dir() and (path / CONFIG_FILE).is_file()
+        if own_folder:
             config = read_tokenizer_config(path)
-            tokenizer = cls.build(config)
-            if not tokenizer.backbone.is_pretrained:
-                if not (path / BACKBONE_FILE).is_file():
-                    raise CheckpointError(f"tokenizer folder {path} lacks {BACKBONE_FILE} for its random-init backbone")
-                load_module_weights(tokenizer.backbone.model, load_weights(path / BACKBONE_FILE), f"backbone weights {path / BACKBONE_FILE}")
             weights = path / WEIGHTS_FILE
+        elif released is not None:
+            config = config or to_object(merge_config(TokenizerConfig, released.config, origin=f"released {released.repo_id}"))
+            weights = path / released.filename if path.is_dir() else path
+        elif path.is_dir():
+            raise CheckpointError(
+                f"{source} holds no {CONFIG_FILE}: pass a folder written by save_pretrained, a released id, or the weights "
+                "file with its config (e.g. configs/tokenizer/vitb_dinov3_kinetics.yaml)"
+            )
+        elif config is None:
+            raise ConfigError(
+                f"{source} is a bare weights file: pass the tokenizer config it was trained with "
+                "(e.g. configs/tokenizer/vitb_dinov3_kinetics.yaml), or load a released model by its id"
+            )
         else:
-            if config is None:
-                raise ConfigError(f"{path} is a bare weights file: pass the tokenizer config it was trained with (e.g. configs/tokenizer/vitb_dinov3_kinetics.yaml)")
-            tokenizer = cls.build(config)
             weights = path
+        if backbone:
+            config = replace(config, backbone=replace(config.backbone, name=str(backbone)))
+        tokenizer = cls.build(config, cache_dir)
+        if own_folder and not tokenizer.backbone.is_pretrained:
+            if not (path / BACKBONE_FILE).is_file():
+                raise CheckpointError(f"tokenizer folder {path} lacks {BACKBONE_FILE} for its random-init backbone")
+            load_module_weights(tokenizer.backbone.model, load_weights(path / BACKBONE_FILE), f"backbone weights {path / BACKBONE_FILE}")
         state = load_weights(weights, f"tokenizer checkpoint {weights}")
         # Released files may carry the frozen backbone under `backbone.`; it is loaded from its own source.
         state = {key: value for key, value in state.items() if not key.startswith("backbone.")}
         load_module_weights(tokenizer.deltatok, state, f"tokenizer checkpoint {weights}")
-        return tokenizer.eval()
+        return tokenizer.to(device).eval() if device is not None else tokenizer.eval()
 
 
 def read_tokenizer_config(folder: str | Path) -> TokenizerConfig:

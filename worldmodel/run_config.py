@@ -4,18 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tokenizer.backbone import BackboneConfig
+from tokenizer.backbone import RANDOM_INIT_NAME, BackboneConfig
 from tokenizer.data.registry import DataConfig
 from tokenizer.deltatok import DeltaTokConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
+from tokenizer.released import released_model
 from tokenizer.runtime.engine import RunConfig, TrainConfig
 from worldmodel.world import WorldModelConfig
 
 
 @dataclass
 class TokenizerSource:
-    # Our saved tokenizer folder (a train_tokenizer.py run's final/), or a released DeltaTok
-    # weights file (.bin/.pt/.safetensors) described by the `backbone` and `model` sections below.
+    # Our saved tokenizer folder (a train_tokenizer.py run's final/) or its Hub id, the released id
+    # Amazon-FAR/deltatok-kinetics, or a DeltaTok weights file (.bin/.pt/.safetensors) described by the
+    # `backbone` and `model` sections below (folders and released ids carry their own config).
     checkpoint: str = "runs/tokenizer_tiny/final"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     model: DeltaTokConfig = field(default_factory=DeltaTokConfig)
@@ -51,4 +53,10 @@ class WorldModelRunConfig(RunConfig):
 
 
 def load_tokenizer(source: TokenizerSource) -> Tokenizer:
+    """The tokenizer `source.checkpoint` names: a saved folder or a released id with its own config, or a bare
+    weights file described by the `backbone` and `model` sections. For a released id, a `backbone.name` other
+    than the random-init default replaces the released DINOv3 (e.g. a local copy of it)."""
+    if released_model(source.checkpoint) is not None:
+        backbone = source.backbone.name if source.backbone.name != RANDOM_INIT_NAME else None
+        return Tokenizer.from_pretrained(source.checkpoint, backbone=backbone)
     return Tokenizer.from_pretrained(source.checkpoint, TokenizerConfig(backbone=source.backbone, model=source.model))

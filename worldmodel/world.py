@@ -20,6 +20,7 @@ from tokenizer.model import Tokenizer
 from tokenizer.runtime.config import read_saved_config, save_config
 from tokenizer.runtime.errors import ConfigError, InputError
 from tokenizer.runtime.files import save_safetensors
+from tokenizer.runtime.hub import push_folder
 from worldmodel.objectives import ActionSpace, Objective, ObjectiveConfig
 from worldmodel.predictor import HistoryCache, PredictorConfig
 from worldmodel.readout import Readout, ReadoutConfig, ReadoutState
@@ -194,6 +195,19 @@ class WorldModel(nn.Module):
             save_safetensors(self.readout.state_dict(), folder / READOUT_FILE)
         save_config(self.config, folder / CONFIG_FILE)
         self.tokenizer.save_pretrained(folder / TOKENIZER_DIR)
+
+    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None, commit_message: str | None = None) -> str:
+        """Upload the `save_pretrained` folder (tokenizer included) as model repo `repo_id`; loads back by its id."""
+        return push_folder(self.save_pretrained, repo_id, "world model", private, token, commit_message=commit_message)
+
+    @classmethod
+    def from_pretrained(cls, source: str | Path, *args, **kwargs) -> "WorldModel":
+        """`worldmodel.loading.load_world_model` (a Hub id, our folder, or a released file): DeltaWorld or DINOWorld,
+        whichever the source's config names."""
+        # The loader picks the subclass from the config, so it lives above the subclasses' modules.
+        from worldmodel.loading import load_world_model
+
+        return load_world_model(source, *args, **kwargs)
 
 
 def read_world_config(folder: str | Path) -> WorldModelConfig:
