@@ -39,7 +39,7 @@ demo: install
 		cache.out=$(RUNS)/tokens_tiny cache.num_clips=2048 cache.overwrite=true
 	$(PY) train_world_model.py --config configs/world_model/tiny.yaml $(CACHED) output_dir=$(RUNS)/world_model_tiny overwrite=true
 	$(PY) train_world_model.py --config configs/world_model/tiny_flow.yaml $(CACHED) output_dir=$(RUNS)/world_model_tiny_flow overwrite=true
-	$(PY) rollout.py --config configs/rollout/tiny.yaml tokenizer=$(RUNS)/tokenizer_tiny/final heads=$(RUNS)/heads_tiny \
+	$(PY) rollout.py --config configs/rollout/tiny.yaml tokenizer=$(RUNS)/tokenizer_tiny/final heads=[$(RUNS)/heads_tiny] \
 		world_models=[$(RUNS)/world_model_tiny/final,$(RUNS)/world_model_tiny_flow/final] out=$(RUNS)/demo
 
 # Speed, FLOPs and memory side by side; writes $(RUNS)/bench/report.json and report.md.

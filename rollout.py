@@ -4,6 +4,8 @@
     python rollout.py --config configs/rollout/tiny.yaml eval.num_samples=50 --out runs/k50
     python rollout.py --horizon 1 2 3 --world-model runs/world_model_tiny/final runs/world_model_tiny_flow/final
     python rollout.py --dataset vspw --data-root /data/VSPW --heads path/to/heads --horizon 1 2
+    python rollout.py --world-model Amazon-FAR/deltaworld-kinetics --heads Amazon-FAR/seg-head-vspw Amazon-FAR/rgb-head-imagenet \
+        --dataset vspw --data-root /data/VSPW --frame-size 512 --horizon 1 3
 
 Like every command it takes `--config FILE` and dotted overrides (`eval.context=2`); the
 flags are sugar for the keys their help names, and win over both.
@@ -33,7 +35,7 @@ from tokenizer.runtime.files import atomic_write_text
 from tokenizer.runtime.hub import is_repo_id
 from tokenizer.usage import usage_lines
 from worldmodel.evaluation import PROTOCOLS, RolloutEvalConfig, RolloutEvaluator, report_table
-from worldmodel.heads import TaskHeads
+from worldmodel.heads import load_heads
 from worldmodel.loading import load_world_model
 from worldmodel.pictures import plot_metric_vs_horizon, rollout_animation, rollout_picture, save_animation, save_png
 
@@ -64,9 +66,10 @@ class RolloutRunConfig:
     world_models: list[str] = field(default_factory=lambda: ["runs/world_model_tiny/final"])
     # A local DINOv3 folder (or another hub id) replacing a released model's backbone; "" = each model's own.
     backbone: str = ""
-    # Folder with segmentation/ and/or depth/ heads (train_heads.py); "" = none: unlabelled footage is scored by
-    # feature loss and energy score, and pictured by the features' PCA.
-    heads: str = "runs/heads_tiny"
+    # Task heads, any of segmentation, depth and RGB (worldmodel.heads.load_heads): heads folders (train_heads.py),
+    # released ids (Amazon-FAR/seg-head-vspw, depth-head-kitti, rgb-head-imagenet, ...) or KIND:FILE. An RGB head
+    # draws the pictures' RGB rows. [] = none: footage is scored by feature loss and energy score, pictured by PCA.
+    heads: list[str] = field(default_factory=lambda: ["runs/heads_tiny"])
     out: str = "runs/rollout"
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads; 0 = PyTorch's default
@@ -79,7 +82,7 @@ FLAGS = {
     "--tokenizer": Flag("tokenizer", "tokenizer folder, file or Hub id ('' = the first world model's)"),
     "--world-model": Flag("world_models", "world-model folder(s), file(s) or Hub id(s)", nargs="+"),
     "--backbone": Flag("backbone", "local DINOv3 folder (or hub id) for released models' backbone"),
-    "--heads": Flag("heads", "folder with segmentation/ and/or depth/ heads; '' = none"),
+    "--heads": Flag("heads", "heads folder(s), released head id(s) or KIND:FILE; '' = none", nargs="+"),
     "--out": Flag("out", "output folder"),
     "--device": Flag("device", "auto | cpu | cuda | cuda:N"),
     "--threads": Flag("threads", "torch CPU threads", int),
@@ -159,7 +162,8 @@ def main(argv: list[str] | None = None) -> None:
         tokenizer = next(iter(worlds.values())).tokenizer
     else:
         raise ConfigError("rollout.py needs a world model (--world-model) or a tokenizer (--tokenizer)")
-    heads = TaskHeads.load(run.heads, in_dim=tokenizer.dim).to(device) if run.heads else None
+    sources = [source for source in run.heads if source]
+    heads = load_heads(sources, tokenizer, device=device) if sources else None
     evaluator = RolloutEvaluator(tokenizer, worlds, heads, run.eval, device)
     dataset = load_dataset(run, evaluator.config.clip_frames)
     batch_size = run.data.batch_size or (8 if run.data.source == "shapes" else 1)

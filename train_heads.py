@@ -1,10 +1,11 @@
-"""Train segmentation and depth heads (linear probes) on a tokenizer's frozen backbone features.
+"""Train segmentation and depth heads (linear probes), and optionally an RGB head, on a tokenizer's frozen backbone features.
 
     python train_heads.py --config configs/heads/tiny.yaml [dotted.key=value ...]
 
-Writes `<output_dir>/segmentation/` and `<output_dir>/depth/` (loadable by
-worldmodel.heads.TaskHeads.load), `config.yaml`, and `metrics.json` with the
-heads' validation mIoU and depth RMSE on true features.
+Writes `<output_dir>/segmentation/`, `<output_dir>/depth/` and, with heads.rgb, `<output_dir>/rgb/`
+(loadable by worldmodel.heads.TaskHeads.load; the RGB head with the tokenizer's
+`backbone.feature_norm`), `config.yaml`, and `metrics.json` with the heads' validation
+mIoU, depth RMSE and RGB pixel L1 / PSNR on true features.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class HeadsRunConfig:
 def main(argv: list[str] | None = None) -> None:
     run = parse_run_config(HeadsRunConfig, __doc__, "configs/heads/tiny.yaml", argv)
     output_dir = Path(run.output_dir)
-    held = [name for name in ("segmentation", "depth", "metrics.json") if (output_dir / name).exists()]
+    held = [name for name in ("segmentation", "depth", "rgb", "metrics.json") if (output_dir / name).exists()]
     if held and not run.overwrite:
         raise TrainingError(f"output_dir {output_dir} already holds heads ({', '.join(held)}); pass overwrite=true or another output_dir")
     device = resolve_device(run.device)

@@ -6,38 +6,31 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from accelerate import PartialState
 
-from tokenizer.backbone import BackboneConfig
-from tokenizer.data.registry import DataConfig, build_dataset
-from tokenizer.deltatok import DeltaTokConfig
+from tokenizer.data.registry import build_dataset
 from tokenizer.model import Tokenizer, TokenizerConfig
 from tokenizer.runtime.cli import parse_run_config, run_cli
 from tokenizer.runtime.config import to_object
-from tokenizer.runtime.engine import RunConfig, TrainConfig, launched_on_cpu, prepare_output_dir, train
+from tokenizer.run_config import TokenizerRunConfig
+from tokenizer.runtime.engine import launched_on_cpu, prepare_output_dir, train, weights_to_start_from
+from tokenizer.runtime.files import load_module_weights
 from tokenizer.training import FeaturePool, TokenizerTask
-
-
-@dataclass
-class TokenizerRunConfig(RunConfig):
-    output_dir: str = "runs/tokenizer_tiny"
-    # Clips whose backbone features are computed once, before the first step, and served in turn for the whole
-    # run (tokenizer.training.FeaturePool); 0 = fresh clips every step, as the paper trains.
-    feature_pool: int = 0
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    model: DeltaTokConfig = field(default_factory=DeltaTokConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
 
 
 def main(argv: list[str] | None = None) -> None:
     run = parse_run_config(TokenizerRunConfig, __doc__, "configs/tokenizer/tiny.yaml", argv)
+    init_from = weights_to_start_from(run)
     torch.manual_seed(run.seed)
     tokenizer = Tokenizer.build(TokenizerConfig(backbone=to_object(run.backbone), model=to_object(run.model)))
+    if init_from:
+        # Loading builds another tokenizer: forking keeps the run's random stream where a fresh run's is.
+        with torch.random.fork_rng(devices=[]):
+            source = Tokenizer.from_pretrained(init_from, tokenizer.config)
+        load_module_weights(tokenizer.deltatok, source.deltatok.state_dict(), f"init_from {init_from}")
     data = to_object(run.data)
     tokenizer.backbone.grid(data.frame_size, data.frame_size)  # a bad frame size fails here, before output_dir is touched
     train_set, task = build_dataset(data, "train", run.seed), TokenizerTask(tokenizer)

@@ -2,29 +2,54 @@
 
     python train_world_model.py --config configs/world_model/tiny.yaml [dotted.key=value ...]
     accelerate launch --multi_gpu --num_processes 8 train_world_model.py --config configs/world_model/vitb_dinov3_kinetics.yaml \
-        tokenizer.checkpoint=path/to/deltatok-kinetics/pytorch_model.bin
+        tokenizer.checkpoint=Amazon-FAR/deltatok-kinetics
 """
 
 from __future__ import annotations
+
+import logging
 
 import torch
 
 from tokenizer.data.registry import build_dataset
 from tokenizer.runtime.cli import parse_run_config, run_cli
 from tokenizer.runtime.config import to_object
-from tokenizer.runtime.engine import train
+from tokenizer.runtime.engine import train, weights_to_start_from
 from tokenizer.runtime.errors import ConfigError
-from worldmodel.loading import build_world_model
+from tokenizer.runtime.files import load_module_weights
+from worldmodel.loading import build_world_model, load_world_model
 from worldmodel.run_config import WorldModelRunConfig, load_tokenizer
 from worldmodel.token_cache import TOKENS_SOURCE, TokenClips, tokenizer_fingerprint
 from worldmodel.training import WorldModelTask
+from worldmodel.world import WorldModel
+
+log = logging.getLogger(__name__)
+
+
+def start_from(world: WorldModel, init_from: str) -> None:
+    """Copy the trained weights of `init_from` (a saved world-model folder, a released id or predictor file, each
+    read into this run's model config) into `world`'s objective and readout; the frozen tokenizer stays the run's own."""
+    # Loading builds another world model: forking keeps the run's random stream where a fresh run's is.
+    with torch.random.fork_rng(devices=[]):
+        source = load_world_model(init_from, world.tokenizer, world.config)
+    load_module_weights(world.objective, source.objective.state_dict(), f"init_from {init_from}")
+    if world.readout is None:
+        return
+    if source.readout is None:
+        # A released predictor file holds no readout (load_world_model has said so): this run trains one from scratch.
+        log.warning("init_from %s holds no readout: the readout starts from its own initialisation", init_from)
+        return
+    load_module_weights(world.readout, source.readout.state_dict(), f"init_from {init_from} (readout)")
 
 
 def main(argv: list[str] | None = None) -> None:
     run = parse_run_config(WorldModelRunConfig, __doc__, "configs/world_model/tiny.yaml", argv)
+    init_from = weights_to_start_from(run)
     torch.manual_seed(run.seed)
     tokenizer = load_tokenizer(to_object(run.tokenizer))
     world = build_world_model(tokenizer, to_object(run.model))
+    if init_from:
+        start_from(world, init_from)
     data = to_object(run.data)
     tokenizer.backbone.grid(data.frame_size, data.frame_size)  # a bad frame size fails here, before output_dir is touched
     task = WorldModelTask(world, run.eval.context, run.eval.horizon, run.model.num_samples, run.seed)

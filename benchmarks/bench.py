@@ -45,12 +45,12 @@ from envs.planners import Planner, PlannerConfig, expand_dream, sequence_costs
 from envs.shapes import ShapesEnv
 from tokenizer.data.shapes import ShapesConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
+from tokenizer.run_config import TokenizerRunConfig
 from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
 from tokenizer.runtime.config import load_config, to_object
 from tokenizer.runtime.engine import TrainConfig, build_optimizer
 from tokenizer.runtime.files import atomic_write_text
 from tokenizer.training import TokenizerTask
-from train_tokenizer import TokenizerRunConfig
 from worldmodel.loading import build_world_model
 from worldmodel.run_config import WorldModelRunConfig
 from worldmodel.training import WorldModelTask

@@ -12,9 +12,10 @@ or a Dict with "token" and "features" (K, N, D). Reward: minus the goal cost of
 `goal_frame` (`envs.goals.goal_cost`: the readout's token cost when the model has
 one, else the feature distance; `cost=` picks), or `reward_fn(tokens, features) -> (K,)`,
 averaged over the K samples (each sample's own in info["rewards"]); 0 without either.
-render_mode="rgb_array" draws the K imagined frames side by side: segmentation
-colours when `heads` (a heads folder with a segmentation head) is given, else a
-PCA of the features fitted on the context frames.
+render_mode="rgb_array" draws the K imagined frames side by side: as pixels when
+`heads` (a heads folder or TaskHeads) holds an RGB head, else in segmentation
+colours when it holds a segmentation head, else as a PCA of the features fitted
+on the context frames.
 """
 
 from __future__ import annotations
@@ -29,22 +30,23 @@ from gymnasium import spaces
 
 from envs import DREAM_ENV_ID
 from envs.goals import StepCost, as_step_cost, check_cost_kind, goal_cost
-from envs.wrappers import frame_tensor
+from envs.wrappers import frame_tensor, model_device
 from tokenizer.runtime.errors import ConfigError, InputError
 from tokenizer.runtime.files import load_weights
-from worldmodel.heads import SegmentationHead, TaskHeads
+from worldmodel.heads import SegmentationHead, TaskHeads, load_heads
 from worldmodel.loading import load_world_model
 from worldmodel.pictures import FeaturePCA, colorize_seg, image_grid, upscale_nearest
+from worldmodel.rgb_head import RGBHead
 from worldmodel.world import WorldModel
 
 RewardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (tokens (K, ...), features (K, N, D)) -> (K,)
 
-def context_frames(frames: Any) -> torch.Tensor:
-    """(c, H, W, 3) uint8 frames -> (1, c, 3, H, W)."""
+def context_frames(frames: Any, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(c, H, W, 3) uint8 frames -> (1, c, 3, H, W) on `device`."""
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[0] < 1:
         raise InputError(f"context frames must be (c, H, W, 3) uint8 with c >= 1, got {frames.dtype} {frames.shape}")
-    return torch.cat([frame_tensor(frame) for frame in frames], 1)
+    return torch.cat([frame_tensor(frame, device=device) for frame in frames], 1)
 
 
 def episode_context(path: str | Path, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -81,17 +83,23 @@ class DreamEnv(gymnasium.Env):
         frame_size: int = 64,
         cost: str = "auto",
         render_mode: str | None = None,
-        heads: str | Path | TaskHeads | None = None,
+        heads: str | Path | list[str | Path] | TaskHeads | None = None,
+        device: torch.device | str | None = None,
     ):
-        """model: a WorldModel or its saved folder; context (c, H, W, 3) uint8 at `timestamps` (c,) seconds,
+        """model: a WorldModel, its saved folder, or a Hub id (worldmodel.loading.load_world_model); context (c, H, W, 3) uint8 at `timestamps` (c,) seconds,
         or `episode`, a recorded episode file; dt: seconds per step (default: the context's last interval, else 0.1);
-        cost: the goal reward's kind, "auto" | "token" | "features"; heads: colours render() by segmentation."""
+        cost: the goal reward's kind, "auto" | "token" | "features"; heads (TaskHeads, or what load_heads takes: folders,
+        ids): render() draws by RGB or segmentation;
+        device: moves the model there first (default: where it is). The env imagines on the model's device as it
+        is when the env is made."""
         if model is None:
             raise ConfigError(
                 f"{DREAM_ENV_ID} needs a trained action-conditioned world model: "
                 f"gymnasium.make('{DREAM_ENV_ID}', model='runs/world_model_tiny_actions/final', context=frames)"
             )
-        self.world = (model if isinstance(model, WorldModel) else load_world_model(model)).eval()
+        world = model if isinstance(model, WorldModel) else load_world_model(model)
+        self.world = (world if device is None else world.to(device)).eval()
+        self.device = model_device(self.world)
         if num_samples < 1:
             raise ConfigError(f"num_samples must be at least 1, got {num_samples}")
         check_cost_kind(cost)
@@ -101,7 +109,7 @@ class DreamEnv(gymnasium.Env):
         self.num_samples, self.include_features, self.dt = num_samples, features, dt
         # A reward function reads features, as a feature cost does (but higher is better).
         self.reward_fn: StepCost | None = None if reward_fn is None else as_step_cost(reward_fn)
-        self._segmentation = self._segmentation_head(heads)
+        self._picture_head = self._picture_head_of(heads)
         self.context_length = context_length
         self._default_context = self._read_context(context, timestamps, episode)
         self.action_space = action_space or self._model_action_space()
@@ -116,15 +124,19 @@ class DreamEnv(gymnasium.Env):
         self._dream = None
         self._pca: FeaturePCA | None = None
         self._frame_size: tuple[int, int] = (size, size)
-        self._generator = torch.Generator()
+        # The model draws its samples' noise on its own device with this generator; a CPU one gives the CPU stream.
+        self._generator = torch.Generator(self.device)
 
-    def _segmentation_head(self, heads: str | Path | TaskHeads | None) -> SegmentationHead | None:
+    def _picture_head_of(self, heads: str | Path | list[str | Path] | TaskHeads | None) -> RGBHead | SegmentationHead | None:
+        """The head render() draws with: the RGB head when there is one (frames as they would look), else segmentation."""
         if heads is None:
             return None
-        loaded = heads if isinstance(heads, TaskHeads) else TaskHeads.load(heads, self.world.tokenizer.dim)
-        if loaded.segmentation is None:
-            raise ConfigError(f"heads {heads} hold no segmentation head to colour the imagined frames with")
-        return loaded.segmentation.eval()
+        tokenizer = self.world.tokenizer
+        loaded = heads if isinstance(heads, TaskHeads) else load_heads(heads, tokenizer)
+        head = loaded.rgb if loaded.rgb is not None else loaded.segmentation
+        if head is None:
+            raise ConfigError(f"heads {heads} hold neither an RGB nor a segmentation head to draw the imagined frames with")
+        return head.to(self.device).eval()
 
     def _model_action_space(self) -> spaces.Space:
         actions = self.world.config.actions
@@ -138,9 +150,12 @@ class DreamEnv(gymnasium.Env):
             context, timestamps = episode_context(episode, self.context_length)
         if context is None:
             return None
-        frames = context_frames(context)
+        frames = context_frames(context, self.device)
         count = frames.shape[1]
-        times = torch.arange(count, dtype=torch.float32) * (self.dt or 0.1) if timestamps is None else torch.as_tensor(np.asarray(timestamps, dtype=np.float32))
+        if timestamps is None:
+            times = torch.arange(count, dtype=torch.float32, device=self.device) * (self.dt or 0.1)
+        else:
+            times = torch.as_tensor(np.asarray(timestamps, dtype=np.float32), device=self.device)
         if times.shape != (count,):
             raise InputError(f"timestamps must be ({count},) seconds, one per context frame, got {tuple(times.shape)}")
         return frames, (times - times[0])[None]
@@ -179,7 +194,7 @@ class DreamEnv(gymnasium.Env):
             array = np.tile(array, (self.num_samples, 1))
         if array.shape[0] != self.num_samples:
             raise InputError(f"an action is {self.action_space.shape} for all samples or one per sample ({self.num_samples}, ...), got {array.shape}")
-        return torch.from_numpy(array)
+        return torch.from_numpy(array).to(self.device)
 
     @torch.no_grad()
     def step(self, action: Any):
@@ -195,16 +210,16 @@ class DreamEnv(gymnasium.Env):
         elif self._goal is not None:
             rewards = -self._goal(self.world, self._dream, tokens).float()
         else:
-            rewards = torch.zeros(self.num_samples)
-        info = {"rewards": rewards.numpy(), "time": float(time[0])}
+            rewards = torch.zeros(self.num_samples, device=self.device)
+        info = {"rewards": rewards.cpu().numpy(), "time": float(time[0])}
         features = self._dream.features if self.include_features else None
         return self._observation(tokens, features), float(rewards.mean()), False, False, info
 
     def _observation(self, tokens: torch.Tensor, features: torch.Tensor | None) -> np.ndarray | dict[str, np.ndarray]:
-        token = tokens.float().numpy()
+        token = tokens.float().cpu().numpy()
         if not self.include_features:
             return token
-        return {"token": token, "features": features.float().numpy()}
+        return {"token": token, "features": features.float().cpu().numpy()}
 
     @torch.no_grad()
     def render(self) -> np.ndarray | None:
@@ -216,8 +231,10 @@ class DreamEnv(gymnasium.Env):
         self._dream = self.world.decoded(self._dream)
         features, grid = self._dream.features, self._dream.grid
         height, width = self._frame_size
-        if self._segmentation is not None:
-            images = colorize_seg(self._segmentation.predict(features.float(), grid, (height, width)))
+        if isinstance(self._picture_head, RGBHead):
+            images = self._picture_head.render(features.float(), grid).permute(0, 2, 3, 1).cpu().numpy()
+        elif self._picture_head is not None:
+            images = colorize_seg(self._picture_head.predict(features.float(), grid, (height, width)))
         else:
             images = upscale_nearest(self._pca.to_rgb(features, grid), max(1, height // grid[0]))
         columns = int(np.ceil(np.sqrt(len(images))))

@@ -18,7 +18,7 @@ from typing import Callable, Protocol
 import numpy as np
 import torch
 
-from envs.wrappers import frame_tensor
+from envs.wrappers import frame_tensor, model_device
 from tokenizer.runtime.errors import ConfigError
 from worldmodel.world import Dream, WorldModel
 
@@ -92,7 +92,7 @@ def goal_cost(world: WorldModel, goal_frame: np.ndarray, kind: str = "auto") -> 
     "features" (decodes every step), or "auto": token when the model has a readout."""
     if check_cost_kind(kind) == "auto":
         kind = "token" if world.readout is not None else "features"
-    frames = frame_tensor(np.asarray(goal_frame))
+    frames = frame_tensor(np.asarray(goal_frame), device=model_device(world))
     features = world.tokenizer.features(frames)[0, 0]
     if kind == "features":
         return FeatureGoalCost(features)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from envs.goals import StepCost, as_step_cost, check_cost_kind, goal_cost
-from envs.wrappers import frame_tensor
+from envs.wrappers import frame_tensor, model_device
 from tokenizer.runtime.errors import ConfigError
 from worldmodel.world import Dream, WorldModel
 
@@ -94,17 +94,20 @@ class Planner:
     ) -> torch.Tensor:
         """Refine a Gaussian over sequences for `iterations` rounds from `dream` (one row) -> best mean sequence (h, A).
 
-        `init` (h, A) is the first mean (the previous plan shifted by one step); zeros otherwise.
+        `init` (h, A) is the first mean (the previous plan shifted by one step); zeros otherwise. The search runs
+        on the world model's device, and `generator` must be on it: the model draws its samples' noise with it.
         """
         cfg = self.config
+        device = model_device(world)
         shape = (cfg.horizon, self.low.shape[0])
-        mean = init.clone() if init is not None else torch.zeros(shape)
-        std = torch.full(shape, cfg.init_std)
+        low, high = self.low.to(device), self.high.to(device)
+        mean = init.to(device, copy=True) if init is not None else torch.zeros(shape, device=device)
+        std = torch.full(shape, cfg.init_std, device=device)
         rows = expand_dream(dream, cfg.candidates)
         for _ in range(cfg.iterations):
-            noise = torch.randn((cfg.candidates, *shape), generator=generator)
+            noise = torch.randn((cfg.candidates, *shape), generator=generator, device=device)
             noise[0] = 0  # the current mean always competes
-            candidates = torch.maximum(torch.minimum(mean + std * noise, self.high), self.low)
+            candidates = torch.maximum(torch.minimum(mean + std * noise, high), low)
             costs = sequence_costs(world, rows, candidates, dt, cost, generator)
             if cfg.kind == "cem":
                 elite = candidates[costs.topk(cfg.elites, largest=False).indices]
@@ -123,19 +126,30 @@ class MPCAgent:
     and shifted by one step to start the next round's search. A goal image's cost
     is chosen by `cost_kind` ("auto": the token cost when the model has a readout,
     else "features"; see `envs.goals.goal_cost`); `cost=` sets any step cost instead.
+    Planning runs on the world model's device as it is when the agent is made; `device=` moves the model there first.
     """
 
     def __init__(
-        self, world: WorldModel, planner: Planner, dt: float, cost: CostArg | None = None, seed: int = 0, cost_kind: str = "auto"
+        self,
+        world: WorldModel,
+        planner: Planner,
+        dt: float,
+        cost: CostArg | None = None,
+        seed: int = 0,
+        cost_kind: str = "auto",
+        device: torch.device | str | None = None,
     ):
         if not world.action_conditioned or not world.config.actions.dim:
             raise ConfigError("planning needs a world model conditioned on continuous actions (model.actions.dim > 0)")
         if world.config.actions.dim != planner.low.shape[0]:
             raise ConfigError(f"the world model takes {world.config.actions.dim}-D actions, the planner's action space has {planner.low.shape[0]}")
-        self.world, self.planner, self.dt = world.eval(), planner, dt
+        self.world, self.planner, self.dt = (world if device is None else world.to(device)).eval(), planner, dt
+        self.device = model_device(self.world)
         self.cost = cost
         self.cost_kind = check_cost_kind(cost_kind)
-        self.generator = torch.Generator().manual_seed(seed)
+        # One stream on the model's device for the candidates' noise and the model's own sampling noise; on the
+        # CPU it is the stream torch.Generator() gives, so CPU plans are those of a CPU-only agent.
+        self.generator = torch.Generator(self.device).manual_seed(seed)
         self.frames: deque[torch.Tensor] = deque(maxlen=planner.config.context)
         self.features: deque[torch.Tensor] = deque(maxlen=planner.config.context)
         self._plan: torch.Tensor | None = None
@@ -153,12 +167,12 @@ class MPCAgent:
         """The newest frame (H, W, 3) uint8 -> the action (A,) float32 to apply now."""
         if self.cost is None:
             raise ConfigError("the agent has no cost: call reset(goal_frame) or pass cost=")
-        tensor = frame_tensor(frame)
+        tensor = frame_tensor(frame, device=self.device)
         self.frames.append(tensor)
         self.features.append(self.world.tokenizer.features(tensor))
         frames, features = torch.cat(list(self.frames), 1), torch.cat(list(self.features), 1)
-        timestamps = torch.arange(frames.shape[1], dtype=torch.float32)[None] * self.dt
+        timestamps = torch.arange(frames.shape[1], dtype=torch.float32, device=self.device)[None] * self.dt
         dream = self.world.start(frames, timestamps, 1, features)
         init = None if self._plan is None else torch.cat((self._plan[1:], self._plan[-1:]))
         self._plan = self.planner.plan(self.world, dream, self.dt, self.cost, self.generator, init)
-        return self._plan[0].numpy().astype(np.float32)
+        return self._plan[0].cpu().numpy().astype(np.float32)

@@ -8,21 +8,30 @@ import gymnasium
 import numpy as np
 import torch
 from gymnasium import spaces
+from torch import nn
 
 from tokenizer.data.transforms import resize_frames
 from tokenizer.model import Tokenizer
 from tokenizer.runtime.errors import InputError
 
 
-def frame_tensor(frame: np.ndarray, size: int | None = None) -> torch.Tensor:
-    """(H, W, 3) uint8 -> (1, 1, 3, H, W) uint8, optionally resized to a square `size`."""
+def model_device(model: nn.Module) -> torch.device:
+    """Where `model`'s weights are: every tensor made for it is made there, so one model never sees two devices."""
+    return next(model.parameters()).device
+
+
+def frame_tensor(frame: np.ndarray, size: int | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+    """(H, W, 3) uint8 -> (1, 1, 3, H, W) uint8 on `device`, optionally resized to a square `size`.
+
+    The resize runs on the CPU before the move: every device gets the same pixels, and moves fewer of them.
+    """
     frame = np.asarray(frame)
     if frame.ndim != 3 or frame.shape[-1] != 3 or frame.dtype != np.uint8:
         raise InputError(f"frames must be (H, W, 3) uint8 RGB, got {frame.dtype} {frame.shape}")
     tensor = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None]
     if size:
         tensor = resize_frames(tensor, size, size)
-    return tensor[None]
+    return tensor[None].to(device)
 
 
 def is_image_space(space: spaces.Space) -> bool:
@@ -70,11 +79,11 @@ class DeltaTokenObservation(gymnasium.ObservationWrapper):
 
     @torch.no_grad()
     def observation(self, observation: Any) -> np.ndarray | dict[str, np.ndarray]:
-        frame = frame_tensor(observation if self._from_observation else self.env.render(), self.frame_size)
+        frame = frame_tensor(observation if self._from_observation else self.env.render(), self.frame_size, model_device(self.tokenizer))
         features = self.tokenizer.features(frame)  # (1, 1, N, D)
         token = self.tokenizer.tokenize_features(features, frame.shape[-2:], self._prev)[0, 0]
         self._prev = features[:, 0]
-        token = token.float().numpy()
+        token = token.float().cpu().numpy()
         if not self.include_features:
             return token
-        return {"token": token, "features": features[0, 0].float().numpy()}
+        return {"token": token, "features": features[0, 0].float().cpu().numpy()}

@@ -41,3 +41,16 @@ def make_vspw(root: Path, num_frames: int = 45) -> None:
         mask = np.full((24, 40), i + 1, np.uint8)
         mask[0, :4] = [0, 124, 125, 255]
         write_image(root / "data" / "clip_a" / "mask" / f"{i:08d}.png", mask)
+
+
+def make_kitti(root: Path) -> None:
+    """Odd frames 47..69 of a drive whose Eigen test frames include 51, 57, 63 and 69; no depth for 61."""
+    drive = "2011_09_26_drive_0002_sync"
+    for n in range(47, 70, 2):
+        write_image(root / "2011_09_26" / drive / "image_02/data" / f"{n:010d}.png", np.full((375, 1242, 3), n, np.uint8))
+        depth = np.full((375, 1242), 10 * 256, np.uint16)
+        depth[23 + 300, 13 + 600] = 50 * 256  # inside the Garg crop once the KB crop removes 23 rows, 13 columns
+        depth[23 + 301, 13 + 600] = 90 * 256  # beyond the 80 m cap
+        depth[23 + 302, 13 + 600] = 0
+        if n != 61:
+            write_image(root / "val" / drive / "proj_depth/groundtruth/image_02" / f"{n:010d}.png", depth)

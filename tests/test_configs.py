@@ -9,11 +9,11 @@ import pytest
 
 from benchmarks.plan_config import PlanBenchConfig
 from rollout import RolloutRunConfig
+from tokenizer.run_config import TokenizerRunConfig
 from tokenizer.runtime.cli import Flag, parse_run_config
 from tokenizer.runtime.config import load_config
 from tokenizer.runtime.errors import ConfigError
 from train_heads import HeadsRunConfig
-from train_tokenizer import TokenizerRunConfig
 from worldmodel.run_config import WorldModelRunConfig
 
 SCHEMAS = {

@@ -8,6 +8,7 @@ import pytest
 import torch
 from conftest import micro_predictor_config
 from gymnasium.utils.env_checker import check_env
+from torch.overrides import TorchFunctionMode
 
 import envs
 from envs.dream import DreamEnv
@@ -15,14 +16,16 @@ from envs.goals import FeatureGoalCost, TokenGoalCost, feature_distance, goal_co
 from envs.planners import MPCAgent, Planner, PlannerConfig, sequence_costs
 from envs.recording import main as record_main
 from envs.recording import record
-from envs.wrappers import DeltaTokenObservation
+from envs.wrappers import DeltaTokenObservation, model_device
 from tokenizer.data.episodes import EpisodeClips
 from tokenizer.data.registry import DataConfig, build_dataset
 from tokenizer.data.shapes import ShapesConfig
 from tokenizer.runtime.errors import CheckpointError, ConfigError, DataError, InputError
+from worldmodel.heads import DepthHead, SegmentationHead, TaskHeads
 from worldmodel.loading import build_world_model, load_world_model
 from worldmodel.objectives import ActionSpace, ObjectiveConfig, regression_loss
 from worldmodel.readout import READOUT_LOSS, Readout, ReadoutConfig
+from worldmodel.rgb_head import RGBHead, RGBHeadConfig
 from worldmodel.world import READOUT_FILE, WEIGHTS_FILE, WorldModelConfig
 
 SIZE = 32  # micro tokenizer: 4x4 patches of width 32
@@ -357,6 +360,31 @@ def test_dream_env_renders_the_samples_and_records_video(tokenizer, tmp_path):
         DreamEnv(world, context=frames, render_mode="human")
 
 
+def test_dream_env_renders_the_samples_in_rgb_with_an_rgb_head(tokenizer, tmp_path):
+    world = micro_world(tokenizer)
+    frames, _ = shapes_frames(3)
+    torch.manual_seed(0)
+    rgb = RGBHead(tokenizer.dim, tokenizer.backbone.feature_norm, RGBHeadConfig(32, 1, 2, 64, patch_size=8, image_size=SIZE))
+    TaskHeads(SegmentationHead(tokenizer.dim, 5), rgb=rgb).save(tmp_path / "heads")
+    pictures, dreams = {}, {}
+    for name, heads in (("rgb", tmp_path / "heads"), ("seg", TaskHeads(SegmentationHead(tokenizer.dim, 5)))):
+        env = DreamEnv(world, context=frames, num_samples=3, render_mode="rgb_array", heads=heads)
+        env.reset(seed=0)
+        env.step(np.array([1.0, 0.0], dtype=np.float32))
+        pictures[name] = env.render()
+        dreams[name] = env._dream
+    # The RGB head is preferred over the segmentation head the folder also holds: each sample drawn as it gives it.
+    expected = rgb.render(dreams["rgb"].features.float(), dreams["rgb"].grid).permute(0, 2, 3, 1).numpy()
+    picture = pictures["rgb"]
+    assert picture.shape == (2 * SIZE, 2 * SIZE, 3)
+    cells = [picture[:SIZE, :SIZE], picture[:SIZE, SIZE:], picture[SIZE:, :SIZE]]
+    for cell, sample in zip(cells, expected):
+        assert np.array_equal(cell, sample)
+    assert not np.array_equal(pictures["rgb"], pictures["seg"])
+    with pytest.raises(ConfigError, match="neither an RGB nor a segmentation head"):
+        DreamEnv(world, context=frames, render_mode="rgb_array", heads=TaskHeads(depth=DepthHead(tokenizer.dim, 1.0, 16.0)))
+
+
 def test_delta_token_observation_passes_render_through(tokenizer):
     env = DeltaTokenObservation(envs.ShapesEnv(render_mode="rgb_array", **SHAPES), tokenizer)
     env.reset(seed=0)
@@ -372,3 +400,64 @@ def test_an_env_that_cannot_render_names_the_extra(tmp_path):
         pass
     with pytest.raises(ConfigError, match=r"\.\[gym-render\]"):
         record("Pendulum-v1", 1, tmp_path, max_steps=2)
+
+
+class OnTheModelsDevice(TorchFunctionMode):
+    """Fails the first torch call whose result is not on `device` in `dtype` (floats).
+
+    Run under `torch.device("meta")`: a tensor made without naming a device lands on meta and is caught here,
+    where with the model on a GPU it would have been a CPU tensor mixed into the GPU's work.
+    """
+
+    def __init__(self, device: torch.device, dtype: torch.dtype):
+        super().__init__()
+        self.device, self.dtype = device, dtype
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        result = func(*args, **(kwargs or {}))
+        for value in result if isinstance(result, (tuple, list)) else (result,):  # topk and friends return tuples
+            if isinstance(value, torch.Tensor):
+                assert value.device == self.device, f"{func} made a tensor on {value.device}, the model is on {self.device}"
+                assert not value.is_floating_point() or value.dtype == self.dtype, f"{func} made {value.dtype}, the model is {self.dtype}"
+        return result
+
+
+@pytest.mark.parametrize("readout", [False, True], ids=["feature cost", "token cost"])
+def test_planning_and_dreaming_make_every_tensor_on_the_models_device(tokenizer, readout):
+    world = micro_world(tokenizer, readout=readout)
+    frames, goal = shapes_frames(2)
+    planner = Planner(PlannerConfig(horizon=2, candidates=4, iterations=2, elites=2, context=2), -np.ones(2), np.ones(2))
+    parameter = next(world.parameters())
+    with torch.device("meta"), OnTheModelsDevice(parameter.device, parameter.dtype):
+        agent = MPCAgent(world, planner, dt=0.1)
+        agent.reset(goal)
+        actions = [agent.act(frame) for frame in frames]
+        env = DreamEnv(world, context=frames, goal_frame=goal, num_samples=2, features=True)
+        env.reset(seed=0)
+        env.step(np.ones(2, dtype=np.float32))
+        env.step(np.zeros((2, 2), dtype=np.float32))
+        rewardless = DreamEnv(world, context=frames, timestamps=[0.0, 0.2])
+        rewardless.reset(seed=0)
+        rewardless.step(np.ones(2, dtype=np.float32))
+        wrapped = DeltaTokenObservation(envs.ShapesEnv(**SHAPES), tokenizer, features=True, frame_size=SIZE)
+        wrapped.reset(seed=0)
+        wrapped.step(np.ones(2, dtype=np.float32))
+    assert all(a.shape == (2,) and np.isfinite(a).all() for a in actions)
+    # The model draws its samples' noise with these generators, on its own device.
+    assert agent.generator.device == env._generator.device == model_device(world)
+
+
+def test_device_moves_the_model_and_none_leaves_it(tokenizer, monkeypatch):
+    world = micro_world(tokenizer)
+    frames, _ = shapes_frames(2)
+    moves = []
+    move = world.to
+    monkeypatch.setattr(world, "to", lambda *args, **kwargs: moves.append(args) or move(*args, **kwargs))
+    planner = Planner(PlannerConfig(horizon=1, candidates=2, iterations=1, elites=1, context=2), -np.ones(2), np.ones(2))
+    MPCAgent(world, planner, dt=0.1)
+    DreamEnv(world, context=frames)
+    assert moves == []
+    agent = MPCAgent(world, planner, dt=0.1, device="cpu")
+    env = DreamEnv(world, context=frames, device=torch.device("cpu"))
+    assert moves == [("cpu",), (torch.device("cpu"),)]
+    assert agent.device == env.device == torch.device("cpu")

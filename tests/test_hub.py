@@ -3,75 +3,44 @@ from the published implementation's reference vectors, in the released file layo
 
 from __future__ import annotations
 
-import dataclasses
-import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 from conftest import micro_predictor_config, micro_tokenizer_config
-from hub_cache import add_folder, add_repo, offline_cache  # noqa: F401  (fixture)
+from footage import write_video
+from hub_cache import (  # noqa: F401  (fixtures)
+    DEPTH_ID,
+    RGB_ID,
+    SEG_ID,
+    TOKENIZER_ID,
+    WORLD_ID,
+    add_folder,
+    add_repo,
+    heads_golden,
+    offline_cache,
+    tiny_released,
+    torch_bytes,
+)
 from omegaconf import OmegaConf
-from safetensors.torch import save as safetensors_bytes
 
-from tokenizer import released as released_module
 from tokenizer.backbone import PAPER_BACKBONE
 from tokenizer.model import Tokenizer
 from tokenizer.released import PAPER_TOKENIZER, PAPER_WORLD_MODEL, RELEASED, released_model
-from tokenizer.runtime.errors import CheckpointError
+from tokenizer.runtime.cli import run_cli
+from tokenizer.runtime.errors import CheckpointError, InputError
 from tokenizer.runtime.hub import is_repo_id, resolve, split_revision
+from worldmodel.heads import SegmentationHead, TaskHeads, load_heads
 from worldmodel.loading import build_world_model, load_world_model
 from worldmodel.objectives import ObjectiveConfig
 from worldmodel.world import WorldModel, WorldModelConfig
 
 TOL = 1e-4
 REPO = Path(__file__).resolve().parents[1]
-TOKENIZER_ID = "Amazon-FAR/deltatok-kinetics"
-WORLD_ID = "Amazon-FAR/deltaworld-kinetics"
-
-
-def torch_bytes(state: dict) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(state, buffer)
-    return buffer.getvalue()
-
-
-def golden_configs(golden) -> tuple[dict, dict]:
-    """The reference vectors' tiny sizes in the released table's form (tokenizer and world model sections)."""
-    tok, world = golden["tokenizer_config"], golden["world_config"]
-    tokenizer = {
-        "backbone": {"name": PAPER_BACKBONE},
-        "model": {"num_layers": tok["num_hidden_layers"], "mlp_hidden_size": tok["swiglu_hidden_size"]},
-    }
-    predictor = {
-        "hidden_size": world["predictor_hidden_size"],
-        "num_layers": world["predictor_num_hidden_layers"],
-        "num_heads": world["predictor_num_heads"],
-        "mlp_ratio": world["mlp_ratio"],
-        "rope_axis_sizes": list(world["rope_axis_sizes"]),
-        "rope_unrotated_size": world["rope_unrotated_size"],
-    }
-    return tokenizer, {"kind": "deltaworld", "predictor": predictor, "num_samples": world["num_samples_eval"]}
-
-
-@pytest.fixture
-def tiny_released(golden, offline_cache, monkeypatch) -> Path:
-    """The released ids as tiny stand-ins: the table says the reference vectors' sizes, and the offline cache
-    holds the gated DINOv3 (config.json + model.safetensors) and each release's lone pytorch_model.bin."""
-    tokenizer_config, world_config = golden_configs(golden)
-    monkeypatch.setitem(RELEASED, TOKENIZER_ID, dataclasses.replace(RELEASED[TOKENIZER_ID], config=tokenizer_config))
-    monkeypatch.setitem(RELEASED, WORLD_ID, dataclasses.replace(RELEASED[WORLD_ID], config=world_config))
-    backbone_config = {**golden["backbone_config"], "model_type": "dinov3_vit"}
-    backbone_weights = {key: value.contiguous() for key, value in golden["backbone_state_dict"].items()}
-    add_repo(
-        offline_cache,
-        PAPER_BACKBONE,
-        {"config.json": json.dumps(backbone_config).encode(), "model.safetensors": safetensors_bytes(backbone_weights)},
-    )
-    add_repo(offline_cache, TOKENIZER_ID, {"pytorch_model.bin": torch_bytes(golden["tokenizer_state_dict"])})
-    add_repo(offline_cache, WORLD_ID, {"pytorch_model.bin": torch_bytes(golden["world_state_dict"])})
-    return offline_cache
+sys.path.insert(0, str(REPO))
+import rollout  # noqa: E402
 
 
 def test_ids_and_paths_are_told_apart(tmp_path):
@@ -98,6 +67,53 @@ def test_released_tokenizer_and_world_model_by_id_match_the_published_outputs(go
         noise = [q.reshape(-1, q.shape[-1]) for q in golden["world_queries"]]
         out = world.rollout(golden["frames"], golden["timestamps"], context=2, horizon=3, num_samples=3, noise=noise)
         assert (out["features"] - golden["world_rollout_ctx2"]["preds"]).abs().max() < TOL
+
+
+def test_released_heads_by_id_match_the_published_outputs(heads_golden, tiny_released, tmp_path):
+    tokenizer = Tokenizer.from_pretrained(TOKENIZER_ID)
+    rgb = heads_golden["rgb_head"]
+    # The reference RGB head was made with its own norm affine; the tokenizer's backbone supplies ours.
+    tokenizer.backbone.model.norm.weight.data.copy_(rgb["norm_weight"])
+    tokenizer.backbone.model.norm.bias.data.copy_(rgb["norm_bias"])
+    heads = load_heads([SEG_ID, DEPTH_ID, RGB_ID], tokenizer)
+    for head, entry in ((heads.segmentation, heads_golden["seg_head"]), (heads.depth, heads_golden["depth_head"]), (heads.rgb, rgb)):
+        maps = entry["input"]
+        with torch.no_grad():
+            out = head(maps.flatten(2).transpose(1, 2), tuple(maps.shape[-2:]))
+        assert (out - entry["output"]).abs().max() < TOL
+    # Our heads folder and a released id side by side; two of one kind, or a head where a tokenizer is wanted, are refused.
+    TaskHeads(SegmentationHead(tokenizer.dim, 5)).save(tmp_path / "ours")
+    mixed = load_heads([tmp_path / "ours", DEPTH_ID], tokenizer)
+    assert mixed.segmentation.num_classes == 5 and mixed.depth is not None and mixed.rgb is None
+    with pytest.raises(InputError, match="two segmentation heads"):
+        load_heads([tmp_path / "ours", SEG_ID], tokenizer)
+    with pytest.raises(CheckpointError, match="not a tokenizer"):
+        Tokenizer.from_pretrained(SEG_ID)
+    with pytest.raises(CheckpointError, match="not a task head"):
+        load_heads([WORLD_ID], tokenizer)
+
+
+def test_rollout_cli_on_released_ids_and_the_offline_error(tiny_released, tmp_path, capsys):
+    """rollout.py names every model by id: the world model (its tokenizer comes along) and three heads."""
+    for name in ("a", "b"):
+        write_video(tmp_path / "videos" / f"{name}.mp4", num_frames=30)
+    out = tmp_path / "out"
+    rollout.main(
+        ["--world-model", WORLD_ID, "--heads", SEG_ID, DEPTH_ID, RGB_ID, "--dataset", "videos", "--data-root", str(tmp_path / "videos"),
+         "--frame-size", "64", "--horizon", "1", "2", "--samples", "2", "--num-clips", "2", "--pictures", "1", "--out", str(out)]
+    )
+    report = json.loads((out / "report.json").read_text())
+    assert report["models"] == {"bom": WORLD_ID} and report["heads"] == [SEG_ID, DEPTH_ID, RGB_ID]
+    assert report["horizons"]["2"]["world_best"]["feature_loss"] > 0
+    assert (out / "clip0.png").is_file() and (out / "clip0.gif").is_file()
+    # An id the cache lacks, offline: one line on stderr naming both ways out, exit 2, nothing written.
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: rollout.main(["--world-model", "Amazon-FAR/not-downloaded", "--out", str(tmp_path / "none")]))
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "hf download Amazon-FAR/not-downloaded" in err and "--local-dir DIR" in err
+    assert not (tmp_path / "none").exists()
 
 
 def test_revisions_and_a_local_dir_copy(golden, tiny_released, tmp_path):
@@ -158,11 +174,15 @@ def test_our_folders_push_and_load_back_by_id(offline_cache, monkeypatch, tmp_pa
     world = build_world_model(tokenizer, config).eval()
     tokenizer.push_to_hub("me/micro-tokenizer")
     world.push_to_hub("me/micro-world")
+    torch.manual_seed(1)
+    TaskHeads(SegmentationHead(tokenizer.dim, 5)).push_to_hub("me/micro-heads")
     for repo_id, folder in uploads.items():
         add_folder(offline_cache, repo_id, folder)
 
     loaded = Tokenizer.from_pretrained("me/micro-tokenizer")
     assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), tokenizer.state_dict().values()))
+    heads = load_heads("me/micro-heads", loaded)
+    assert heads.segmentation.num_classes == 5 and heads.depth is None
     back = WorldModel.from_pretrained("me/micro-world")
     assert back.config == world.config
     assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), world.state_dict().values()))
@@ -178,4 +198,4 @@ def test_released_table_matches_the_paper_recipe_configs():
     assert OmegaConf.to_container(world_yaml.tokenizer.model) == PAPER_TOKENIZER["model"]
     assert released_model("Amazon-FAR/deltaworld-kinetics@main").tokenizer == TOKENIZER_ID
     assert released_model("runs/tokenizer_tiny/final") is None
-    assert released_module.RELEASED[TOKENIZER_ID].kind == "tokenizer"
+    assert RELEASED[TOKENIZER_ID].kind == "tokenizer" and RELEASED[WORLD_ID].kind == "world_model"

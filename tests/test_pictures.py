@@ -8,13 +8,17 @@ import pytest
 import torch
 
 from tokenizer.runtime.errors import InputError
+from worldmodel.evaluation import PictureRecord
 from worldmodel.pictures import (
+    ROLLOUT_CELL,
     FeaturePCA,
     colorize_depth,
     colorize_seg,
     image_grid,
     pca_rgb,
     plot_metric_vs_horizon,
+    rollout_animation,
+    rollout_picture,
     save_animation,
     save_png,
     seg_palette,
@@ -136,3 +140,43 @@ def test_plot_metric_vs_horizon_writes_a_picture(tmp_path):
     assert picture.ndim == 3 and picture.shape[0] > 100 and picture.shape[1] > 100
     with pytest.raises(InputError):
         plot_metric_vs_horizon(results, "mIoU", tmp_path / "miou.jpg")
+
+
+def rollout_record(rgb: bool, context: int = 2, steps: int = 2, samples: int = 2) -> PictureRecord:
+    """A rollout of 64-pixel frames on an 8x8 grid; with `rgb`, head maps hold random RGB frames (F, 3, 64, 64)."""
+    g = torch.Generator().manual_seed(0)
+    frames = context + steps
+    imagined = torch.randn(samples, steps, 64, 16, generator=g)
+    rows = {"truth": frames, "best": steps, "mean": steps, **{f"sample {k + 1}": steps for k in range(samples)}}
+    maps = {name: ({"rgb": torch.randint(0, 256, (count, 3, 64, 64), dtype=torch.uint8, generator=g)} if rgb else {}) for name, count in rows.items()}
+    return PictureRecord(
+        frames=torch.randint(0, 256, (frames, 3, 64, 64), dtype=torch.uint8, generator=g),
+        true_features=torch.randn(frames, 64, 16, generator=g),
+        imagined=imagined,
+        best=imagined[0],
+        spread=imagined.std(dim=0).pow(2).mean(dim=-1).sqrt(),
+        mean=imagined.mean(dim=0),
+        grid=(8, 8),
+        maps=maps,
+        labels={},
+        context=context,
+        model="bom",
+    )
+
+
+def test_rollout_pictures_gain_rgb_rows_with_an_rgb_head():
+    plain, with_rgb = rollout_record(rgb=False), rollout_record(rgb=True)
+    picture, rgb_picture = rollout_picture(plain), rollout_picture(with_rgb)
+    # Truth, best and mean RGB rows on the left (taller than the samples' panel on the right).
+    assert rgb_picture.shape[0] == picture.shape[0] + 3 * ROLLOUT_CELL
+    # Rows: frame, then truth RGB first of the truth's rows; the true features' first frame drawn there, enlarged.
+    first_row = picture.shape[0] - 7 * ROLLOUT_CELL  # below the column labels: 7 rows without RGB
+    band = rgb_picture[first_row + ROLLOUT_CELL : first_row + 2 * ROLLOUT_CELL]
+    truth = upscale_nearest(with_rgb.maps["truth"]["rgb"][0].permute(1, 2, 0).numpy(), ROLLOUT_CELL // 64)
+    assert any(np.array_equal(band[:, x : x + ROLLOUT_CELL], truth) for x in range(band.shape[1] - ROLLOUT_CELL + 1))
+    assert band.std() > 10
+
+    animation, rgb_animation = rollout_animation(plain), rollout_animation(with_rgb)
+    assert len(rgb_animation) == len(animation) == 4
+    assert rgb_animation[0].shape[1] == animation[0].shape[1] + 3 * ROLLOUT_CELL  # truth, best and mean RGB columns
+    assert rgb_animation[0].shape[0] == animation[0].shape[0]

@@ -17,6 +17,8 @@ from tokenizer.runtime.cli import run_cli
 from tokenizer.runtime.errors import InputError
 from worldmodel.evaluation import RolloutEvalConfig, RolloutEvaluator, gap_closed
 from worldmodel.heads import DepthHead, SegmentationHead, TaskHeads
+from worldmodel.pictures import ROLLOUT_CELL
+from worldmodel.rgb_head import RGBHead, RGBHeadConfig
 from worldmodel.loading import build_world_model
 from worldmodel.objectives import ObjectiveConfig
 from worldmodel.world import WorldModelConfig
@@ -192,7 +194,7 @@ def test_evaluation_runs_the_backbone_once_per_window_for_every_method_and_model
 def test_config_file_overrides_and_flags_compose(saved, tmp_path):
     """Schema defaults <- --config file <- dotted overrides <- flags, as every command takes them."""
     config = tmp_path / "rollout.yaml"
-    config.write_text(f"tokenizer: {saved['tokenizer']}\nheads: {saved['heads']}\nworld_models: [{saved['bom']}]\neval:\n  context: 3\n  horizons: [2]\n")
+    config.write_text(f"tokenizer: {saved['tokenizer']}\nheads: [{saved['heads']}]\nworld_models: [{saved['bom']}]\neval:\n  context: 3\n  horizons: [2]\n")
     run = rollout.parse_args(["--config", str(config), "eval.horizons=[1,2]", "--horizon", "3", "1", "data.frame_size=32", "--samples", "4"])
     assert run.eval.horizons == [1, 3] and run.eval.context == 3 and run.eval.num_samples == 4 and run.data.frame_size == 32
     assert run.eval.protocol == "one_rollout" and run.world_models == [str(saved["bom"])]
@@ -228,3 +230,32 @@ def test_labels_that_no_head_can_score_are_refused(saved, tmp_path):
     with pytest.raises(InputError, match="no task in common"):
         run_rollout({**saved, "heads": depth_only}, tmp_path / "out", "--world-model", str(saved["bom"]), "--dataset", "vspw",
                     "--data-root", str(tmp_path / "vspw"), "--frame-size", "16")
+
+
+def test_an_rgb_head_adds_rgb_rows_to_the_pictures_and_leaves_the_scores(saved, tmp_path):
+    tokenizer = Tokenizer.from_pretrained(saved["tokenizer"])
+    plain = TaskHeads.load(saved["heads"])
+    torch.manual_seed(0)
+    rgb = RGBHead(tokenizer.dim, tokenizer.backbone.feature_norm, RGBHeadConfig(32, 1, 2, 64, patch_size=8, image_size=32))
+    TaskHeads(plain.segmentation, plain.depth, rgb).save(tmp_path / "rgb_heads")
+    args = ("--world-model", str(saved["bom"]), "--horizon", "1", "--pictures", "1", "--num-clips", "1")
+    run_rollout(saved, tmp_path / "plain", *args)
+    run_rollout({**saved, "heads": tmp_path / "rgb_heads"}, tmp_path / "rgb", *args)
+    reports = [json.loads((tmp_path / name / "report.json").read_text()) for name in ("plain", "rgb")]
+    assert reports[0]["horizons"] == reports[1]["horizons"]
+    picture, rgb_picture = (iio.imread(tmp_path / name / "clip0.png") for name in ("plain", "rgb"))
+    assert rgb_picture.shape[0] == picture.shape[0] + 3 * ROLLOUT_CELL  # truth, best and mean RGB rows
+    animation, rgb_animation = (iio.imread(tmp_path / name / "clip0.gif", index=None) for name in ("plain", "rgb"))
+    assert rgb_animation.shape[2] == animation.shape[2] + 3 * ROLLOUT_CELL
+
+    # What the rows show: the head's frames of every kept feature set, the real frames' size, not one flat colour.
+    from tokenizer.data.shapes import ShapesClips, ShapesConfig
+
+    clips = ShapesClips(ShapesConfig(frame_size=32), 3, seed=0, split="val", num_clips=1)
+    heads = TaskHeads.load(tmp_path / "rgb_heads", feature_norm=tokenizer.backbone.feature_norm)
+    evaluator = RolloutEvaluator(tokenizer, {"bom": micro_world(tokenizer)}, heads, RolloutEvalConfig(context=2, num_pictures=1), torch.device("cpu"))
+    evaluator.update(torch.utils.data.default_collate([clips[0]]))
+    maps = evaluator.pictures[0].maps
+    assert maps["truth"]["rgb"].shape == (3, 3, 32, 32) and maps["best"]["rgb"].shape == (1, 3, 32, 32)
+    assert maps["truth"]["rgb"].dtype == torch.uint8 and maps["truth"]["rgb"].float().std() > 1
+    assert torch.equal(maps["truth"]["rgb"], rgb.render(tokenizer.features(clips[0]["frames"][None])[0], (4, 4)))

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
+import shutil
 import signal
 import subprocess
 import time
@@ -17,6 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import MICRO_TOKENIZER, REPO
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from runs import (
@@ -33,6 +37,7 @@ from runs import (
     train_world,
 )
 from tokenizer.model import WEIGHTS_FILE
+from tokenizer.runtime.engine import LOSS_LOG
 
 
 def metrics(output_dir: Path) -> dict:
@@ -141,6 +146,7 @@ def test_an_output_dir_holding_a_run_is_refused_and_left_untouched(tokenizer_run
         (["train.lr_schedule=cosin"], ["train.lr_schedule", "constant, cosine"]),
         (["train.ema_decay=1.0"], ["train.ema_decay", "[0, 1)"]),
         (["train.optimizer=sgd", "feature_pool=8"], ["train.optimizer"]),
+        (["resume=true", "init_from=runs/elsewhere/final"], ["init_from=runs/elsewhere/final", "resume=true", "contradict"]),
     ],
 )
 def test_bad_config_is_one_line_and_nothing_is_written(tmp_path, overrides, fragments):
@@ -200,6 +206,144 @@ def test_world_model_refuses_a_damaged_or_mismatched_tokenizer(tokenizer_run, tm
     result = train_world(tmp_path / "w2", weights, "tokenizer.model.num_layers=2", *[o.replace("backbone.", "tokenizer.backbone.") for o in MICRO_TOKENIZER[:5]])
     assert_user_error(result, "does not fit the model", "missing keys", "decoder_blocks.1.")
     assert not (tmp_path / "w1").exists() and not (tmp_path / "w2").exists()
+
+
+def step_one_weights(output_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(output_dir / "checkpoints/step_000001/model.safetensors"))
+
+
+def assert_same_weights(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    assert got.keys() == expected.keys()
+    assert all(torch.equal(got[k], expected[k]) for k in expected), [k for k in expected if not torch.equal(got[k], expected[k])]
+
+
+# With warmup the LR of step 0 is 0, so the weights after step 1 are those the run started from, bit for bit:
+# a stage-2 run that restarted its schedule holds its init_from's weights there.
+RESTARTED_SCHEDULE = ["train.warmup_steps=2", "train.checkpoint_every=1"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer_stage2(tokenizer_run, tmp_path_factory) -> tuple[Path, str]:
+    """A 2-step run at another frame size started from `tokenizer_run`'s final weights; its stdout."""
+    out = tmp_path_factory.mktemp("runs") / "stage2"
+    result = train_tokenizer(out, f"init_from={tokenizer_run / 'final'}", "data.frame_size=64", "train.max_steps=2", *RESTARTED_SCHEDULE)
+    assert_ok(result)
+    return out, result.stdout
+
+
+def test_init_from_starts_from_those_weights_with_a_fresh_step_count_and_schedule(tokenizer_run, tokenizer_stage2):
+    out, stdout = tokenizer_stage2
+    assert f"steps 0 -> 2, from the weights of init_from={tokenizer_run / 'final'}" in stdout
+    assert_same_weights(step_one_weights(out), load_file(str(tokenizer_run / "final" / WEIGHTS_FILE)))
+    # Stage 1 ended at step 6 with a non-zero LR; stage 2 counts from 0 and warms up again.
+    log = [json.loads(line) for line in (out / LOSS_LOG).read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2] and log[0]["lr"] == 0.0 < log[1]["lr"]
+    assert metrics(out)["step"] == 2
+    saved = OmegaConf.load(out / "config.yaml")
+    assert saved.init_from == str(tokenizer_run / "final") and saved.data.frame_size == 64
+
+
+def test_resuming_a_run_started_from_init_from_with_its_saved_config_continues_its_checkpoint(tokenizer_stage2):
+    out, _ = tokenizer_stage2
+    # The later stages of a recipe resume a run's config.yaml, which records init_from: its checkpoint wins.
+    result = run_script("train_tokenizer.py", "--config", str(out / "config.yaml"), "resume=true", "train.max_steps=3")
+    assert_ok(result)
+    assert "at step 2" in result.stdout and "from the weights of" not in result.stdout
+    assert sorted(losses(out)) == [1, 2, 3] and metrics(out)["step"] == 3
+
+
+def test_init_from_of_another_shape_is_refused_naming_the_keys(tokenizer_run, tmp_path):
+    out = tmp_path / "run"
+    result = train_tokenizer(out, f"init_from={tokenizer_run / 'final'}", "model.num_layers=2")
+    assert_user_error(result, f"init_from {tokenizer_run / 'final'}", "does not fit the model", "missing keys", "decoder_blocks.1.")
+    assert not out.exists()
+
+
+def test_init_from_the_output_dirs_own_run_keeps_the_output_dir_rules(tokenizer_run, tmp_path):
+    own = tmp_path / "own"
+    shutil.copytree(tokenizer_run, own)
+    before, weights = snapshot(own), load_file(str(own / "final" / WEIGHTS_FILE))
+    assert_user_error(train_tokenizer(own, f"init_from={own / 'final'}", "train.max_steps=1"), "holds another run", "overwrite=true")
+    assert snapshot(own) == before
+    # overwrite=true deletes final/ only after its weights were read.
+    assert_ok(train_tokenizer(own, f"init_from={own / 'final'}", "overwrite=true", "train.max_steps=1", *RESTARTED_SCHEDULE))
+    assert_same_weights(step_one_weights(own), weights)
+
+
+def test_world_model_init_from_starts_from_a_trained_world_model(tokenizer_run, tmp_path):
+    tokenizer, stage1, stage2 = tokenizer_run / "final", tmp_path / "stage1", tmp_path / "stage2"
+    assert_ok(train_world(stage1, tokenizer, "train.max_steps=2"))
+    result = train_world(stage2, tokenizer, f"init_from={stage1 / 'final'}", "data.frame_size=64", "train.max_steps=1", *RESTARTED_SCHEDULE)
+    assert_ok(result)
+    assert f"steps 0 -> 1, from the weights of init_from={stage1 / 'final'}" in result.stdout
+    assert_same_weights(step_one_weights(stage2), load_file(str(stage1 / "final" / "world_model.safetensors")))
+    assert [json.loads(line)["lr"] for line in (stage2 / LOSS_LOG).read_text().splitlines()] == [0.0]
+    assert OmegaConf.load(stage2 / "config.yaml").init_from == str(stage1 / "final")
+
+    # A bare predictor file, as released, holds no readout: a run that trains one starts it fresh.
+    readout = tmp_path / "readout"
+    micro_readout = [o.replace("model.predictor.", "model.readout.predictor.") for o in MICRO_WORLD if o.startswith("model.predictor.")]
+    bare = stage1 / "final" / "world_model.safetensors"
+    result = train_world(readout, tokenizer, f"init_from={bare}", "model.readout.enabled=true", *micro_readout, "train.max_steps=1", *RESTARTED_SCHEDULE)
+    assert_ok(result)
+    assert "holds no readout: the readout starts from its own initialisation" in result.stderr
+    started = step_one_weights(readout)
+    assert any(k.startswith("readout.") for k in started)
+    assert_same_weights({k.removeprefix("objective."): v for k, v in started.items() if k.startswith("objective.")}, load_file(str(bare)))
+
+    other = tmp_path / "other"
+    result = train_world(other, tokenizer, f"init_from={stage1 / 'final'}", "model.predictor.num_layers=2")
+    assert_user_error(result, str(stage1 / "final"), "does not fit the model", "missing keys", "predictor.blocks.1.")
+    assert_user_error(train_world(other, tokenizer, f"init_from={stage1 / 'final'}", "resume=true"), "contradict")
+    assert not other.exists()
+
+
+def readme_command(marker: str) -> list[str]:
+    """The words of the command in README.md's bash blocks that holds `marker`, continuation lines joined."""
+    for block in re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            if marker in line:
+                return shlex.split(line, comments=True)
+    pytest.fail(f"README.md holds no command with {marker}")
+
+
+def test_readmes_recipe_stages_run_as_written_at_micro_size(tmp_path):
+    """The paper's tokenizer recipe: stage 1, stage 2 from its final/ at another size, a cooldown resuming stage 2."""
+    stage1, stage2 = tmp_path / "stage1", tmp_path / "stage2"
+    stage2_words = readme_command("init_from=runs/deltatok_vitb_kinetics_stage1/final")
+    config = stage2_words[stage2_words.index("--config") + 1]
+    # The recipe's config with micro sizes, offline: only README's key names are under test, not its sizes.
+    # The recipe's encoder reads whole frames, so it keeps every patch (no encoder_top_k).
+    micro = [*(o for o in MICRO_TOKENIZER if not o.startswith("model.encoder_top_k=")), "backbone.name=random-init-dinov3",
+             "data.source=shapes", "data.val_source=shapes", "train.effective_batch_size=0", "train.num_workers=0",
+             "train.val_every=0", "train.checkpoint_every=1"]  # fmt: skip
+    micro_values = {
+        "init_from": str(stage1 / "final"),
+        "output_dir": str(stage2),
+        "data.frame_size": "64",
+        "train.batch_size": "4",
+        "train.max_steps": "2",
+    }
+
+    def overrides(words: list[str]) -> dict[str, str]:
+        return dict(word.split("=", 1) for word in words[words.index("train_tokenizer.py") + 1 :] if "=" in word)
+
+    def at_micro_size(words: list[str]) -> list[str]:
+        return [f"{key}={micro_values.get(key, value)}" for key, value in overrides(words).items()]
+
+    assert_ok(run_script("train_tokenizer.py", "--config", config, *micro, f"output_dir={stage1}", "train.max_steps=1"))
+    result = run_script("train_tokenizer.py", "--config", config, *micro, *at_micro_size(stage2_words))
+    assert_ok(result)
+    assert f"from the weights of init_from={stage1 / 'final'}" in result.stdout
+    # The recipe's warmup holds the LR at 0 for step 0: step 1 keeps stage 1's final weights.
+    assert_same_weights(step_one_weights(stage2), load_file(str(stage1 / "final" / WEIGHTS_FILE)))
+
+    cooldown = readme_command("resume=true train.lr=1e-5")
+    assert cooldown[cooldown.index("--config") + 1] == f"{overrides(stage2_words)['output_dir']}/config.yaml"  # stage 2's run
+    micro_values["train.max_steps"] = "3"
+    result = run_script("train_tokenizer.py", "--config", str(stage2 / "config.yaml"), *at_micro_size(cooldown))
+    assert_ok(result)
+    assert "at step 2" in result.stdout and metrics(stage2)["step"] == 3
 
 
 @pytest.mark.parametrize("script", ["train_tokenizer.py", "train_world_model.py"])

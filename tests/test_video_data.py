@@ -15,7 +15,7 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
-from footage import FPS, LEVEL_STEP, NUM_VIDEO_FRAMES, make_vspw, write_image, write_video
+from footage import FPS, LEVEL_STEP, NUM_VIDEO_FRAMES, make_kitti, make_vspw, write_image, write_video
 from torch.utils.data import DataLoader
 
 from tokenizer.data import (
@@ -257,19 +257,6 @@ def test_cityscapes_protocol(tmp_path):
     assert segmentation.shape == (7, 16, 32)
     assert (segmentation[:6] == IGNORE_INDEX).all()
     assert segmentation[6, 0, :6].tolist() == [0, 1, 13, IGNORE_INDEX, 18, IGNORE_INDEX]
-
-
-def make_kitti(root: Path) -> None:
-    """Odd frames 47..69 of a drive whose Eigen test frames include 51, 57, 63 and 69; no depth for 61."""
-    drive = "2011_09_26_drive_0002_sync"
-    for n in range(47, 70, 2):
-        write_image(root / "2011_09_26" / drive / "image_02/data" / f"{n:010d}.png", np.full((375, 1242, 3), n, np.uint8))
-        depth = np.full((375, 1242), 10 * 256, np.uint16)
-        depth[23 + 300, 13 + 600] = 50 * 256  # inside the Garg crop once the KB crop removes 23 rows, 13 columns
-        depth[23 + 301, 13 + 600] = 90 * 256  # beyond the 80 m cap
-        depth[23 + 302, 13 + 600] = 0
-        if n != 61:
-            write_image(root / "val" / drive / "proj_depth/groundtruth/image_02" / f"{n:010d}.png", depth)
 
 
 def test_kitti_protocol_crop_mask_and_depth(tmp_path, caplog):

@@ -180,3 +180,20 @@ def test_released_world_layout_and_mismatch(tokenizer, tmp_path):
     bigger = WorldModelConfig(predictor=PredictorConfig(hidden_size=64, num_layers=1, num_heads=2, rope_axis_sizes=[28]))
     with pytest.raises(CheckpointError, match="shape mismatches"):
         load_world_model(tmp_path / "pytorch_model.bin", tokenizer, bigger)
+
+
+@pytest.mark.parametrize("model", ["deltaworld", "dinoworld"])
+def test_predict_imagines_past_the_clip_as_rollout_does_within_it(tokenizer, model):
+    """predict() on the first 3 frames, at the clip's own spacing, imagines what rollout() imagines for frames 4-5."""
+    w = world(tokenizer, "flow", ActionSpace(dim=2), model).eval()
+    frames, timestamps, actions = clip()
+    inside = w.rollout(frames, timestamps, context=3, horizon=2, actions=actions, generator=torch.Generator().manual_seed(3))
+    future = w.predict(frames[:, :3], timestamps[:, :3], horizon=2, actions=actions[:, 3:], generator=torch.Generator().manual_seed(3))
+    assert future["features"].shape == inside["features"].shape == (2, 3, 2, 16, 32)
+    assert torch.allclose(future["features"], inside["features"], atol=1e-6)
+    assert torch.allclose(future["times"], timestamps[:, 3:])
+    with pytest.raises(InputError, match="pass dt"):
+        w.predict(frames[:, :1], timestamps[:, :1], horizon=1, actions=actions[:, :1])
+    assert w.predict(frames[:, :1], timestamps[:, :1], horizon=2, dt=0.5, actions=actions[:, :2])["times"][0].tolist() == [0.5, 1.0]
+    with pytest.raises(InputError, match="actions must be"):
+        w.predict(frames[:, :3], timestamps[:, :3], horizon=2, actions=actions)

@@ -20,7 +20,7 @@ from worldmodel.readout import Readout
 from worldmodel.world import Dream, WorldModel, WorldModelConfig
 
 
-class DeltaWorld(WorldModel):
+class DeltaWorld(WorldModel, kind="deltaworld"):
     @classmethod
     def build(cls, tokenizer: Tokenizer, config: WorldModelConfig) -> "DeltaWorld":
         predictor = Predictor(config.predictor, tokenizer.dim)

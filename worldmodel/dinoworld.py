@@ -32,7 +32,7 @@ def patch_positions(timestamps: torch.Tensor, grid: tuple[int, int]) -> torch.Te
     return torch.cat((t, xy.expand(batch, time, -1, -1)), dim=-1)
 
 
-class DINOWorld(WorldModel):
+class DINOWorld(WorldModel, kind="dinoworld"):
     @classmethod
     def build(cls, tokenizer: Tokenizer, config: WorldModelConfig) -> "DINOWorld":
         if len(config.predictor.rope_axis_sizes) != 3:

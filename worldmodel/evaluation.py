@@ -49,7 +49,7 @@ from tokenizer.data.squares import SquareSplit, split_into_squares
 from tokenizer.model import Tokenizer
 from tokenizer.runtime.errors import InputError
 from tokenizer.usage import token_usage, usage_losses
-from worldmodel.heads import DEPTH_KEY, SEG_KEY, TaskHeads, to_label_size
+from worldmodel.heads import DEPTH_KEY, RGB_KEY, SEG_KEY, TaskHeads, to_label_size
 from worldmodel.metrics import DepthRMSE, MeanIoU
 from worldmodel.training import feature_loss
 from worldmodel.world import WorldModel
@@ -185,7 +185,8 @@ class PictureRecord:
     spread: torch.Tensor  # (S, N) per patch, the RMS over D of the standard deviation over all K samples
     mean: torch.Tensor  # (S, N, D)
     grid: tuple[int, int]
-    maps: dict[str, dict[str, torch.Tensor]]  # row name -> {"segmentation"/"depth": (F, H_l, W_l)}
+    # row name -> {"segmentation"/"depth": (F, H_l, W_l), and with an RGB head "rgb": uint8 (F, 3, H', W')}
+    maps: dict[str, dict[str, torch.Tensor]]
     labels: dict[str, torch.Tensor]  # true labels of all c + S frames, (c + S, H_l, W_l)
     context: int
     model: str
@@ -355,6 +356,10 @@ class RolloutEvaluator:
             }
             # Pictures show one square at frame resolution, so no label-half mapping here.
             maps = {name: head_maps(self.heads, value, grid, frames.shape[-2:], None) for name, value in rows.items()}
+            if self.heads is not None and self.heads.rgb is not None:
+                # Only pictures draw the RGB head, so it runs here and not in head_maps, which every method's score calls.
+                for name, value in rows.items():
+                    maps[name][RGB_KEY] = self.heads.rgb.render(value.float(), grid)
             self.pictures.append(
                 PictureRecord(
                     frames=frames[b].cpu(),

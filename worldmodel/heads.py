@@ -1,6 +1,6 @@
-"""Task heads that read frozen patch features: segmentation logits and metric depth.
+"""Task heads that read frozen patch features: segmentation logits, metric depth and RGB pixels.
 
-Both heads are linear probes on the backbone's patch grid: BatchNorm2d then a
+The segmentation and depth heads are linear probes on the backbone's patch grid: BatchNorm2d then a
 1x1 convolution. Their parameter names (`bn`, `head`) match the heads released
 with the paper (Amazon-FAR/seg-head-vspw, seg-head-cityscapes, depth-head-kitti),
 so those state dicts load unchanged:
@@ -12,15 +12,22 @@ Heads see features (..., N, D) with N = h * w patches in row-major order and
 answer at patch resolution (..., C, h, w); `upsample_to` brings that to label
 size with bilinear interpolation, as the paper's evaluation does.
 
-Our own heads are saved as a folder: `weights.safetensors` + `head.json`.
+The RGB head (`worldmodel.rgb_head.RGBHead`, kind "rgb") is a small ViT decoder
+from the features to pixels, laid out like the released rgb-head-imagenet; it
+also needs the backbone's final LayerNorm affine (`Backbone.feature_norm`),
+which no file holds, so every loader of an RGB head takes it as `feature_norm`.
+
+Our own heads are saved as a folder: `weights.safetensors` (the released key
+layout) + `head.json` (kind and sizes).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -29,11 +36,16 @@ from torch import nn
 from tokenizer.data.clip import IGNORE_INDEX
 from tokenizer.data.kitti import MAX_DEPTH_M, MIN_DEPTH_M
 from tokenizer.data.squares import SquareSplit, upsample_to_labels
+from tokenizer.model import Tokenizer
+from tokenizer.released import DEPTH, RGB, SEGMENTATION, ReleasedModel, released_model
 from tokenizer.runtime.errors import CheckpointError, DataError, InputError, TrainingError
 from tokenizer.runtime.files import atomic_write_text, load_module_weights, load_weights, save_safetensors
+from tokenizer.runtime.hub import push_folder, resolve
+from worldmodel.rgb_head import RGBHead, RGBHeadConfig
 
-SEGMENTATION = "segmentation"
-DEPTH = "depth"
+log = logging.getLogger(__name__)
+
+KINDS = (SEGMENTATION, DEPTH, RGB)
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "head.json"
 # Keys of a clip dict given to `train_heads`.
@@ -42,6 +54,8 @@ SEG_KEY = "segmentation"
 DEPTH_KEY = "depth"
 # Optional clip-dict entry: how rectangular frames were cut into squares (tokenizer.data.squares).
 SPLIT_KEY = "square_split"
+# Beside SEG_KEY and DEPTH_KEY in a picture's head maps: an RGB head's uint8 frames.
+RGB_KEY = RGB
 
 
 def features_to_map(features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -165,11 +179,12 @@ class DepthHead(nn.Module):
         }
 
 
-Head = SegmentationHead | DepthHead
+Head = SegmentationHead | DepthHead | RGBHead
+FeatureNorm = tuple[torch.Tensor, torch.Tensor]  # the backbone's final LayerNorm (weight, bias), each (D,)
 
 
 def save_head(head: Head, folder: str | Path) -> None:
-    """Write `folder/weights.safetensors` and `folder/head.json` (kind, sizes, depth range, class names)."""
+    """Write `folder/weights.safetensors` and `folder/head.json` (kind, sizes, depth range, class names, RGB sizes)."""
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise CheckpointError(f"cannot save a head to {folder}: it exists and is not a folder")
@@ -185,8 +200,8 @@ def _read_config(folder: Path) -> dict:
         config = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path} is not valid JSON ({err})") from None
-    if not isinstance(config, dict) or config.get("kind") not in (SEGMENTATION, DEPTH):
-        raise CheckpointError(f"{path} must be a JSON object whose kind is {SEGMENTATION!r} or {DEPTH!r}")
+    if not isinstance(config, dict) or config.get("kind") not in KINDS:
+        raise CheckpointError(f"{path} must be a JSON object whose kind is one of {', '.join(map(repr, KINDS))}")
     return config
 
 
@@ -221,6 +236,39 @@ def _build_from_state(
     return DepthHead(in_dim, min_depth, max_depth, num_bins=outputs)
 
 
+def _config_error(folder: Path, err: Exception) -> CheckpointError:
+    return CheckpointError(f"{folder / CONFIG_FILE} lacks or mistypes a field ({err!r})")
+
+
+def _rgb_from_config(config: Mapping, feature_norm: FeatureNorm, folder: Path) -> RGBHead:
+    """An untrained RGB head sized by a head.json."""
+    try:
+        sizes = RGBHeadConfig(**{name: int(config[name]) for name in RGBHeadConfig.__dataclass_fields__})
+        sizes.validate()
+        in_dim, mean, std = int(config["in_dim"]), [float(v) for v in config["image_mean"]], [float(v) for v in config["image_std"]]
+    except (KeyError, TypeError, ValueError, InputError) as err:
+        raise _config_error(folder, err) from None
+    return RGBHead(in_dim, feature_norm, sizes, mean, std)
+
+
+def _require_norm(feature_norm: FeatureNorm | None, what: str) -> FeatureNorm:
+    if feature_norm is None:
+        raise InputError(
+            f"{what} is an RGB head, which needs the backbone's final LayerNorm affine: "
+            "pass feature_norm=tokenizer.backbone.feature_norm"
+        )
+    return feature_norm
+
+
+def _check_file_kind(state: Mapping[str, torch.Tensor], kind: str, what: str) -> None:
+    """A bare file of the other family (RGB decoder vs linear probe) gets one clear sentence, not a key list."""
+    decoder, probe = "decoder_embed.weight" in state, "head.weight" in state
+    if kind == RGB and probe and not decoder:
+        raise CheckpointError(f"{what} holds a linear-probe head (bn.*, head.*), not an RGB head; pass its kind")
+    if kind != RGB and decoder and not probe:
+        raise CheckpointError(f"{what} holds an RGB head (decoder_*), not a {kind} head; pass kind={RGB!r}")
+
+
 def load_head(
     path: str | Path,
     kind: str | None = None,
@@ -229,6 +277,8 @@ def load_head(
     num_bins: int | None = None,
     min_depth: float = MIN_DEPTH_M,
     max_depth: float = MAX_DEPTH_M,
+    feature_norm: FeatureNorm | None = None,
+    rgb_config: RGBHeadConfig | None = None,
 ) -> Head:
     """Load a head in eval mode from one of our folders or from a released state-dict file.
 
@@ -236,57 +286,76 @@ def load_head(
     when given, are checked against it. A file (.safetensors, .bin, .pt) is a bare
     state dict and needs `kind`; its sizes (in_dim, num_classes or num_bins) are read
     from `head.weight` unless given, and a depth head's range is `min_depth`/`max_depth`
-    (KITTI's by default, as for the released depth-head-kitti). Any missing, unexpected or
+    (KITTI's by default, as for the released depth-head-kitti). An RGB head, folder or
+    file, needs `feature_norm`, the backbone's final LayerNorm (weight, bias); a bare
+    RGB file is sized by `rgb_config` (default: the released rgb-head-imagenet's sizes)
+    and reads `in_dim` from `decoder_embed.weight` unless given. Any missing, unexpected or
     mis-shaped key raises CheckpointError naming it.
     """
     path = Path(path)
-    if kind is not None and kind not in (SEGMENTATION, DEPTH):
-        raise InputError(f"head kind must be {SEGMENTATION!r} or {DEPTH!r}, got {kind!r}")
+    if kind is not None and kind not in KINDS:
+        raise InputError(f"head kind must be one of {', '.join(map(repr, KINDS))}, got {kind!r}")
     if path.is_dir():
         config = _read_config(path)
         if kind is not None and config["kind"] != kind:
             raise CheckpointError(f"head folder {path} holds a {config['kind']} head, not a {kind} head")
         if in_dim is not None and config.get("in_dim") != in_dim:
             raise CheckpointError(f"head folder {path} reads {config.get('in_dim')}-dim features, not {in_dim}-dim ones")
-        try:
-            if config["kind"] == SEGMENTATION:
-                head: Head = SegmentationHead(int(config["in_dim"]), int(config["num_classes"]), config.get("class_names"))
-            else:
-                head = DepthHead(
-                    int(config["in_dim"]), float(config["min_depth"]), float(config["max_depth"]), int(config["num_bins"])
-                )
-        except (KeyError, TypeError, ValueError, InputError) as err:
-            raise CheckpointError(f"{path / CONFIG_FILE} lacks or mistypes a field ({err!r})") from None
         what = f"{config['kind']} head {path}"
+        if config["kind"] == RGB:
+            head: Head = _rgb_from_config(config, _require_norm(feature_norm, what), path)
+        else:
+            try:
+                if config["kind"] == SEGMENTATION:
+                    head = SegmentationHead(int(config["in_dim"]), int(config["num_classes"]), config.get("class_names"))
+                else:
+                    head = DepthHead(
+                        int(config["in_dim"]), float(config["min_depth"]), float(config["max_depth"]), int(config["num_bins"])
+                    )
+            except (KeyError, TypeError, ValueError, InputError) as err:
+                raise _config_error(path, err) from None
         state = load_weights(path / WEIGHTS_FILE, what)
     else:
         what = f"{kind or 'task'} head file {path}"
         state = load_weights(path, what)
         if kind is None:
-            raise InputError(f"{path} is a bare weights file; say whether it is a {SEGMENTATION!r} or a {DEPTH!r} head")
-        num_outputs = num_classes if kind == SEGMENTATION else num_bins
-        head = _build_from_state(state, kind, in_dim, num_outputs, min_depth, max_depth, what)
-    state = dict(state)
-    # BatchNorm's step counter only matters with momentum=None, which these heads do not use;
-    # tolerate state dicts saved without it rather than reject otherwise good weights.
-    state.setdefault("bn.num_batches_tracked", torch.zeros((), dtype=torch.long))
+            raise InputError(f"{path} is a bare weights file; say whether it is a {SEGMENTATION!r}, {DEPTH!r} or {RGB!r} head")
+        _check_file_kind(state, kind, what)
+        if kind == RGB:
+            norm = _require_norm(feature_norm, what)
+            embed = _shape_of(state, "decoder_embed.weight", 2)
+            if in_dim is None and embed is None:
+                raise CheckpointError(f"{what} has no decoder_embed.weight (W, D) to read the feature width from; pass in_dim")
+            head = RGBHead(in_dim if in_dim is not None else embed[1], norm, rgb_config)
+        else:
+            num_outputs = num_classes if kind == SEGMENTATION else num_bins
+            head = _build_from_state(state, kind, in_dim, num_outputs, min_depth, max_depth, what)
+    if isinstance(head, RGBHead):
+        state = head.with_position_table(state)
+    else:
+        state = dict(state)
+        # BatchNorm's step counter only matters with momentum=None, which these heads do not use;
+        # tolerate state dicts saved without it rather than reject otherwise good weights.
+        state.setdefault("bn.num_batches_tracked", torch.zeros((), dtype=torch.long))
     load_module_weights(head, state, what)
     return head.eval()
 
 
 @dataclass
 class TaskHeads:
-    """The heads a run uses together, saved as `<folder>/segmentation/` and `<folder>/depth/` (either may be absent)."""
+    """The heads a run uses together, saved as `<folder>/segmentation/`, `<folder>/depth/` and `<folder>/rgb/` (any may be absent)."""
 
     segmentation: SegmentationHead | None = None
     depth: DepthHead | None = None
+    rgb: RGBHead | None = None
 
     def __post_init__(self) -> None:
-        if self.segmentation is None and self.depth is None:
-            raise InputError("TaskHeads needs a segmentation head, a depth head, or both")
+        if self.segmentation is None and self.depth is None and self.rgb is None:
+            raise InputError("TaskHeads needs at least one head: segmentation, depth or RGB")
 
     def items(self) -> list[tuple[str, Head]]:
-        return [(kind, head) for kind, head in ((SEGMENTATION, self.segmentation), (DEPTH, self.depth)) if head is not None]
+        heads = ((SEGMENTATION, self.segmentation), (DEPTH, self.depth), (RGB, self.rgb))
+        return [(kind, head) for kind, head in heads if head is not None]
 
     def to(self, device: str | torch.device) -> "TaskHeads":
         for _, head in self.items():
@@ -297,16 +366,93 @@ class TaskHeads:
         for kind, head in self.items():
             save_head(head, Path(folder) / kind)
 
+    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None, commit_message: str | None = None) -> str:
+        """Upload the `save` folder as model repo `repo_id`; `load_heads(repo_id, tokenizer)` loads it back."""
+        return push_folder(self.save, repo_id, "task heads", private, token, commit_message=commit_message)
+
     @classmethod
-    def load(cls, folder: str | Path, in_dim: int | None = None) -> "TaskHeads":
-        """Load whichever of `folder/segmentation` and `folder/depth` exist; at least one must."""
+    def load(cls, folder: str | Path, in_dim: int | None = None, feature_norm: FeatureNorm | None = None) -> "TaskHeads":
+        """Load whichever of `folder/segmentation`, `folder/depth` and `folder/rgb` exist; at least one must.
+
+        `rgb/` is loaded only with `feature_norm` (the backbone's final LayerNorm (weight, bias)), which it
+        cannot run without; callers that read segmentation or depth alone need not pass it.
+        """
         folder = Path(folder)
         if not folder.is_dir():
             raise CheckpointError(f"heads folder {folder} does not exist; train heads with train_heads.py or pass --heads")
-        found = {kind: load_head(folder / kind, kind, in_dim) for kind in (SEGMENTATION, DEPTH) if (folder / kind).is_dir()}
+        kinds = [kind for kind in KINDS if (folder / kind).is_dir()]
+        if kinds == [RGB] and feature_norm is None:
+            _require_norm(feature_norm, f"the only head in {folder}")
+        found = {
+            kind: load_head(folder / kind, kind, in_dim, feature_norm=feature_norm)
+            for kind in kinds
+            if kind != RGB or feature_norm is not None
+        }
         if not found:
-            raise CheckpointError(f"heads folder {folder} holds neither {SEGMENTATION}/ nor {DEPTH}/")
-        return cls(found.get(SEGMENTATION), found.get(DEPTH))
+            raise CheckpointError(f"heads folder {folder} holds none of {', '.join(f'{kind}/' for kind in KINDS)}")
+        return cls(found.get(SEGMENTATION), found.get(DEPTH), found.get(RGB))
+
+
+def _released_head(model: ReleasedModel, path: Path, in_dim: int | None, feature_norm: FeatureNorm | None) -> Head:
+    """A released head file, sized by the table (tokenizer.released)."""
+    weights = path / model.filename if path.is_dir() else path
+    config = model.config
+    if model.kind == SEGMENTATION:
+        return load_head(weights, SEGMENTATION, in_dim, num_classes=config["num_classes"])
+    if model.kind == DEPTH:
+        return load_head(weights, DEPTH, in_dim, num_bins=config["num_bins"], min_depth=config["min_depth"], max_depth=config["max_depth"])
+    return load_head(weights, RGB, in_dim, feature_norm=_require_norm(feature_norm, model.repo_id), rgb_config=RGBHeadConfig(**config))
+
+
+def load_heads(
+    sources: str | Path | Sequence[str | Path],
+    tokenizer: Tokenizer | None = None,
+    *,
+    revision: str | None = None,
+    cache_dir: str | Path | None = None,
+    device: str | torch.device | None = None,
+) -> TaskHeads:
+    """One TaskHeads from one or more sources, at most one head of each kind, in eval mode.
+
+    Each source is a heads folder (`segmentation/`, `depth/`, `rgb/`: train_heads.py's output), one head's
+    folder (`head.json`), a released id such as `Amazon-FAR/seg-head-vspw` or a local copy of one (its
+    kind and sizes from tokenizer.released), a Hub repo holding either folder, or `KIND:FILE` for a bare
+    state-dict file (KIND: segmentation, depth or rgb). `tokenizer` is the one whose features the heads
+    read: its width is checked, and its backbone's final norm is what an RGB head undoes.
+    `revision` and `cache_dir` are the Hub's, for every id among `sources`.
+    """
+    sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
+    in_dim = tokenizer.dim if tokenizer is not None else None
+    feature_norm = tokenizer.backbone.feature_norm if tokenizer is not None else None
+    found: dict[str, Head] = {}
+    for source in sources:
+        kind, sep, file = str(source).partition(":")
+        if sep and kind in KINDS:
+            loaded = {kind: load_head(resolve(file, f"{kind} head", revision, cache_dir).path, kind, in_dim, feature_norm=feature_norm)}
+        elif (model := released_model(source)) is not None:
+            if model.kind not in KINDS:
+                raise CheckpointError(f"{source} is the released {model.kind.replace('_', ' ')} {model.repo_id}, not a task head")
+            if tokenizer is not None and tokenizer.backbone.name != model.backbone:
+                log.warning("%s was trained on %s features; this tokenizer's backbone is %s", model.repo_id, model.backbone, tokenizer.backbone.name)
+            path = resolve(source, f"{model.kind} head", revision, cache_dir).path
+            loaded = {model.kind: _released_head(model, path, in_dim, feature_norm)}
+        else:
+            path = resolve(source, "heads", revision, cache_dir).path
+            if path.is_dir() and (path / CONFIG_FILE).is_file():
+                head = load_head(path, None, in_dim, feature_norm=feature_norm)
+                loaded = {_read_config(path)["kind"]: head}
+            elif path.is_dir():
+                loaded = dict(TaskHeads.load(path, in_dim, feature_norm).items())
+            else:
+                raise InputError(f"{source} is a bare weights file: name its kind, e.g. segmentation:{source} (or depth:, rgb:)")
+        for kind, head in loaded.items():
+            if kind in found:
+                raise InputError(f"two {kind} heads among {', '.join(map(str, sources))}: give one of each kind at most")
+            found[kind] = head
+    if not found:
+        raise InputError("no heads given")
+    heads = TaskHeads(found.get(SEGMENTATION), found.get(DEPTH), found.get(RGB))
+    return heads.to(device) if device is not None else heads
 
 
 def _silog_loss(pred: torch.Tensor, target: torch.Tensor, variance_focus: float = 0.85) -> torch.Tensor:
@@ -320,6 +466,14 @@ def _silog_loss(pred: torch.Tensor, target: torch.Tensor, variance_focus: float 
     diff = torch.log(pred.clamp_min(1e-6)) - torch.log(target)
     # The small constant keeps the square root's gradient finite at a perfect fit.
     return torch.sqrt((diff.pow(2).mean() - variance_focus * diff.mean().pow(2)).clamp_min(0) + 1e-8)
+
+
+def pixel_target(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """uint8 frames (M, 3, H, W) -> float pixels (M, 3, h, w) in [0, 1], resized (antialiased) when an RGB head's size differs."""
+    pixels = frames.float() / 255.0
+    if tuple(pixels.shape[-2:]) != tuple(size):
+        pixels = F.interpolate(pixels, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
+    return pixels
 
 
 def _flat_labels(batch: Mapping, key: str, frames: torch.Tensor) -> torch.Tensor | None:
@@ -346,30 +500,41 @@ def train_heads(
     lr: float = 1e-3,
     device: str | torch.device = "cpu",
     class_names: list[str] | None = None,
+    rgb_head: RGBHead | None = None,
+    rgb_lr: float | None = None,
 ) -> tuple[SegmentationHead | None, DepthHead | None, list[dict[str, float]]]:
-    """Fit linear-probe heads on frozen features; returns (seg head, depth head, per-step log), heads in eval mode.
+    """Fit heads on frozen features; returns (seg head, depth head, per-step log), heads in eval mode.
 
     A segmentation head is trained when `num_classes` is given, a depth head when
-    `min_depth` and `max_depth` are. Each clip dict holds `frames` uint8 (B, T, 3, H, W)
-    and optionally `segmentation` int (B, T, H', W') with 255 = unlabelled, `depth` float
-    (B, T, H', W') in metres with 0 = no measurement, and `square_split` (a SquareSplit
-    when B stacks the two squares of rectangular frames against label halves); every
-    frame of a clip is a sample. `feature_fn` maps frames (B, T, 3, H, W) to features
-    (B, T, N, D), N = h * w of `grid` (or of `grid(frames)` when frame sizes vary).
+    `min_depth` and `max_depth` are. `rgb_head`, when given, is trained in place (at
+    `rgb_lr`, default `lr`) to give back each frame's pixels: unlike the probes it
+    cannot be sized from the features alone (it needs the backbone's norm affine and
+    an image size), so the caller builds it. Each clip dict holds `frames` uint8
+    (B, T, 3, H, W) and optionally `segmentation` int (B, T, H', W') with 255 =
+    unlabelled, `depth` float (B, T, H', W') in metres with 0 = no measurement, and
+    `square_split` (a SquareSplit when B stacks the two squares of rectangular frames
+    against label halves); every frame of a clip is a sample. `feature_fn` maps frames
+    (B, T, 3, H, W) to features (B, T, N, D), N = h * w of `grid` (or of `grid(frames)`
+    when frame sizes vary).
 
-    One optimiser step per batch holding at least one valid label; `batches` is
-    iterated again when exhausted (a one-shot iterator then ends training early).
-    BatchNorm statistics are learned alongside and frozen by the final eval().
+    One optimiser step per batch holding at least one valid label (with an RGB head,
+    every batch: its label is the frame itself); `batches` is iterated again when
+    exhausted (a one-shot iterator then ends training early). BatchNorm statistics
+    are learned alongside and frozen by the final eval().
     """
-    if num_classes is None and (min_depth is None or max_depth is None):
+    if num_classes is None and (min_depth is None or max_depth is None) and rgb_head is None:
         raise InputError(
-            "nothing to train: give num_classes for a segmentation head and/or min_depth and max_depth for a depth head"
+            "nothing to train: give num_classes for a segmentation head, min_depth and max_depth for a depth head, "
+            "and/or an rgb_head"
         )
     if (min_depth is None) != (max_depth is None):
         raise InputError("a depth head needs both min_depth and max_depth")
-    if steps < 1 or lr <= 0:
-        raise InputError(f"steps must be >= 1 and lr > 0, got steps={steps}, lr={lr}")
+    rgb_lr = lr if rgb_lr is None else rgb_lr
+    if steps < 1 or lr <= 0 or rgb_lr <= 0:
+        raise InputError(f"steps must be >= 1 and lr, rgb_lr > 0, got steps={steps}, lr={lr}, rgb_lr={rgb_lr}")
     device = torch.device(device)
+    if rgb_head is not None:
+        rgb_head.to(device).train()
     seg_head: SegmentationHead | None = None
     depth_head: DepthHead | None = None
     optimizer: torch.optim.Optimizer | None = None
@@ -398,8 +563,11 @@ def train_heads(
                     seg_head = SegmentationHead(in_dim, num_classes, class_names).to(device).train()
                 if min_depth is not None and max_depth is not None:
                     depth_head = DepthHead(in_dim, min_depth, max_depth).to(device).train()
-                params = [p for h in (seg_head, depth_head) if h is not None for p in h.parameters()]
-                optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
+                probes = [p for h in (seg_head, depth_head) if h is not None for p in h.parameters()]
+                groups = [{"params": probes, "lr": lr}] if probes else []
+                if rgb_head is not None:
+                    groups.append({"params": list(rgb_head.parameters()), "lr": rgb_lr})
+                optimizer = torch.optim.AdamW(groups, weight_decay=1e-4)
 
             losses: dict[str, torch.Tensor] = {}
             seg = _flat_labels(batch, SEG_KEY, frames) if seg_head is not None else None
@@ -419,6 +587,12 @@ def train_heads(
                 if valid.any():
                     pred = to_label_size(depth_head(features, frame_grid), depth.shape[-2:], split).squeeze(1)
                     losses["depth_loss"] = _silog_loss(pred[valid], depth[valid])
+            if rgb_head is not None:
+                pixels = rgb_head(features, frame_grid)
+                # L1 rather than MSE: where the features leave a pixel's colour uncertain (a patch holding
+                # an edge), MSE pulls it to the mean of the possible colours, a blur, while L1 picks their
+                # median, which keeps the flat-coloured shapes' edges sharper.
+                losses["rgb_loss"] = F.l1_loss(pixels, pixel_target(frames.flatten(0, 1), pixels.shape[-2:]))
             if not losses:
                 continue
 
@@ -439,6 +613,8 @@ def train_heads(
 
     if not log:
         raise DataError("the batches yielded nothing to train the heads on")
+    if rgb_head is not None:
+        rgb_head.eval()
     return (
         seg_head.eval() if seg_head is not None else None,
         depth_head.eval() if depth_head is not None else None,

@@ -279,7 +279,8 @@ def _cell(image: np.ndarray, side: int = ROLLOUT_CELL) -> np.ndarray:
 
 
 def _rollout_cells(record) -> dict[str, list[np.ndarray]]:
-    """Per row name, one picture per frame of the record: frames, PCA, segmentation, depth of each feature set."""
+    """Per row name, one picture per frame of the record: frames, then RGB (with an RGB head), PCA, segmentation
+    and depth of each feature set."""
     truth = record.true_features
     pca = FeaturePCA.fit(truth)
     frames = record.frames.permute(0, 2, 3, 1).numpy()
@@ -295,8 +296,10 @@ def _rollout_cells(record) -> dict[str, list[np.ndarray]]:
     features = {"truth": truth, "best": record.best, "mean": record.mean}
     features.update({f"sample {k + 1}": record.imagined[k] for k in range(len(record.imagined))})
     for name, value in features.items():
-        cells[f"{name} PCA"] = list(pca.to_rgb(value, record.grid))
         maps = record.maps[name]
+        if "rgb" in maps:
+            cells[f"{name} rgb"] = list(maps["rgb"].permute(0, 2, 3, 1).numpy())
+        cells[f"{name} PCA"] = list(pca.to_rgb(value, record.grid))
         if "segmentation" in maps:
             cells[f"{name} seg"] = list(colorize_seg(maps["segmentation"]))
         if "depth" in maps:
@@ -324,7 +327,8 @@ def rollout_picture(record) -> np.ndarray:
     """One clip's rollout as a labelled table (uint8 (H, W, 3)), from an evaluation.PictureRecord.
 
     Left: a column per frame (context, then each imagined step): the frames, then
-    the true features' PCA, segmentation and depth, then those of the best and the
+    the true features' RGB (when the heads hold an RGB head: the frames as the head
+    gives them back), PCA, segmentation and depth, then those of the best and the
     mean imagined futures, and the given labels; heat maps of how much each patch's
     features change from the frame before (truth and best) and of how much the K
     samples differ (spread). Right: the samples side by side at the last step.
@@ -334,7 +338,7 @@ def rollout_picture(record) -> np.ndarray:
     steps = len(cells["frame"]) - context
     order = ["frame", *[n for n in ("label seg", "label depth") if n in cells]]
     for name in ("truth", "best", "mean"):
-        order += [n for n in (f"{name} PCA", f"{name} seg", f"{name} depth", f"{name} change") if n in cells]
+        order += [n for n in (f"{name} rgb", f"{name} PCA", f"{name} seg", f"{name} depth", f"{name} change") if n in cells]
     order.append("sample spread")
     rows = []
     for name in order:
@@ -346,7 +350,7 @@ def rollout_picture(record) -> np.ndarray:
     samples = [n.split(" PCA")[0] for n in cells if n.startswith("sample") and n.endswith("PCA")]
     if not samples:
         return left
-    kinds = [k for k in ("PCA", "seg", "depth") if f"{samples[0]} {k}" in cells]
+    kinds = [k for k in ("rgb", "PCA", "seg", "depth") if f"{samples[0]} {k}" in cells]
     right = image_grid(
         [[cells[f"{s} {k}"][-1] for s in samples] for k in kinds],
         row_labels=[f"+{steps} {k}" for k in kinds],
@@ -363,7 +367,8 @@ def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def rollout_animation(record) -> list[np.ndarray]:
-    """One clip's rollout as animation frames: each shows one time step, truth beside the best and mean imagined."""
+    """One clip's rollout as animation frames: each shows one time step, truth beside the best and mean imagined
+    (RGB first when the heads hold an RGB head)."""
     cells = _rollout_cells(record)
     context = record.context
     names = ["frame"] + [n for n in cells if n.split(" ")[0] in ("truth", "best", "mean")]

@@ -10,20 +10,24 @@ b * K + k is sample k of clip b.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import logging
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from tokenizer.model import Tokenizer
-from tokenizer.runtime.config import read_saved_config, save_config
-from tokenizer.runtime.errors import ConfigError, InputError
-from tokenizer.runtime.files import save_safetensors
-from tokenizer.runtime.hub import push_folder
+from tokenizer.released import WORLD_MODEL, released_model
+from tokenizer.runtime.config import merge_config, read_saved_config, save_config, to_object
+from tokenizer.runtime.errors import CheckpointError, ConfigError, InputError
+from tokenizer.runtime.files import load_module_weights, load_weights, save_safetensors
+from tokenizer.runtime.hub import push_folder, resolve
 from worldmodel.objectives import ActionSpace, Objective, ObjectiveConfig
 from worldmodel.predictor import HistoryCache, PredictorConfig
 from worldmodel.readout import Readout, ReadoutConfig, ReadoutState
+
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.yaml"
 WEIGHTS_FILE = "world_model.safetensors"
@@ -69,6 +73,14 @@ def check_clip(frames: torch.Tensor, timestamps: torch.Tensor, context: int, hor
 
 
 class WorldModel(nn.Module):
+    # model.kind -> the subclass that makes it, filled as each is defined (`class DeltaWorld(WorldModel, kind=...)`).
+    kinds: dict[str, type["WorldModel"]] = {}
+
+    def __init_subclass__(cls, kind: str | None = None, **kwargs) -> None:
+        super().__init_subclass__(**kwargs)
+        if kind is not None:
+            WorldModel.kinds[kind] = cls
+
     def __init__(self, tokenizer: Tokenizer, objective: Objective, config: WorldModelConfig, readout: Readout | None = None):
         super().__init__()
         self.tokenizer = tokenizer.requires_grad_(False).eval()
@@ -186,6 +198,52 @@ class WorldModel(nn.Module):
             "context": features[:, :context],
         }
 
+    @torch.no_grad()
+    def predict(
+        self,
+        frames: torch.Tensor,
+        timestamps: torch.Tensor,
+        horizon: int,
+        num_samples: int | None = None,
+        dt: float | None = None,
+        actions: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Imagine K futures of `horizon` frames after the end of each clip.
+
+        frames (B, T, 3, H, W) uint8 are all context, at timestamps (B, T) in seconds; imagined frame i
+        (1-based) lies at the last timestamp + i * dt, `dt` being the clip's mean frame spacing unless given
+        (a one-frame clip needs it). actions (B, h, A): the action leading into each imagined frame.
+        Returns features (B, K, h, N, D), tokens (B, K, h, ...) and times (B, h).
+        """
+        if frames.ndim != 5 or timestamps.shape != frames.shape[:2]:
+            raise InputError(f"frames must be (B, T, 3, H, W) with timestamps (B, T), got {tuple(frames.shape)} and {tuple(timestamps.shape)}")
+        if horizon < 1:
+            raise InputError(f"horizon must be at least 1, got {horizon}")
+        if dt is None:
+            if frames.shape[1] < 2:
+                raise InputError("a one-frame clip has no frame spacing: pass dt (seconds between imagined frames)")
+            dt = ((timestamps[:, -1] - timestamps[:, 0]) / (frames.shape[1] - 1)).mean().item()
+        if not dt > 0:
+            raise InputError(f"dt must be positive, got {dt}")
+        if actions is not None and tuple(actions.shape[:2]) != (frames.shape[0], horizon):
+            raise InputError(f"actions must be (B, horizon, A) = ({frames.shape[0]}, {horizon}, A), got {tuple(actions.shape)}")
+        num_samples = num_samples or self.config.num_samples
+        batch = frames.shape[0]
+        dream = self.start(frames, timestamps.to(frames.device), num_samples)
+        times = timestamps[:, -1:].to(dream.time) + dt * torch.arange(1, horizon + 1, device=dream.time.device)
+        tokens, features = [], []
+        for step in range(horizon):
+            step_actions = actions[:, step].repeat_interleave(num_samples, 0) if actions is not None else None
+            token, feature, dream = self.step(dream, times[:, step].repeat_interleave(num_samples, 0), step_actions, generator)
+            tokens.append(token)
+            features.append(feature)
+        return {
+            "features": torch.stack(features, 1).unflatten(0, (batch, num_samples)),
+            "tokens": torch.stack(tokens, 1).unflatten(0, (batch, num_samples)),
+            "times": times,
+        }
+
     def save_pretrained(self, folder: str | Path) -> None:
         """`config.yaml`, the trained weights, and the tokenizer it decodes with, so the folder stands alone."""
         folder = Path(folder)
@@ -201,13 +259,68 @@ class WorldModel(nn.Module):
         return push_folder(self.save_pretrained, repo_id, "world model", private, token, commit_message=commit_message)
 
     @classmethod
-    def from_pretrained(cls, source: str | Path, *args, **kwargs) -> "WorldModel":
-        """`worldmodel.loading.load_world_model` (a Hub id, our folder, or a released file): DeltaWorld or DINOWorld,
-        whichever the source's config names."""
-        # The loader picks the subclass from the config, so it lives above the subclasses' modules.
-        from worldmodel.loading import load_world_model
+    def build(cls, tokenizer: Tokenizer, config: WorldModelConfig) -> "WorldModel":
+        """A fresh world model of `config.kind` around the frozen `tokenizer` (subclasses build their own kind)."""
+        if config.kind not in WorldModel.kinds:
+            raise ConfigError(f"model.kind {config.kind!r} is not one of {', '.join(WorldModel.kinds)}")
+        return WorldModel.kinds[config.kind].build(tokenizer, config)
 
-        return load_world_model(source, *args, **kwargs)
+    @classmethod
+    def from_pretrained(
+        cls,
+        source: str | Path,
+        tokenizer: Tokenizer | None = None,
+        config: WorldModelConfig | None = None,
+        *,
+        backbone: str | None = None,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        device: str | torch.device | None = None,
+    ) -> "WorldModel":
+        """Load a world model, in eval mode, from a Hub id, our saved folder, or a released predictor file;
+        DeltaWorld or DINOWorld, whichever its config names.
+
+        `source`: a released id (`Amazon-FAR/deltaworld-kinetics`: config and tokenizer from tokenizer.released),
+        a Hub repo or local folder written by `save_pretrained` / `push_to_hub` (config and tokenizer inside),
+        or a bare weights file (`predictor.*` keys) whose `config` and `tokenizer` must be given. A given
+        `tokenizer` or `config` replaces the saved or released one. `backbone`, `revision`, `cache_dir` and
+        `device` mean what they mean for `Tokenizer.from_pretrained`.
+        """
+        released = released_model(source, WORLD_MODEL)
+        path = resolve(source, "world model", revision, cache_dir).path
+        own_folder = path.is_dir() and (path / CONFIG_FILE).is_file()
+        if own_folder:
+            config = config or read_world_config(path)
+            tokenizer = tokenizer or Tokenizer.from_pretrained(path / TOKENIZER_DIR, backbone=backbone, cache_dir=cache_dir)
+            weights = path / WEIGHTS_FILE
+        elif released is not None:
+            config = config or to_object(merge_config(WorldModelConfig, released.config, origin=f"released {released.repo_id}"))
+            tokenizer = tokenizer or Tokenizer.from_pretrained(released.tokenizer, backbone=backbone, cache_dir=cache_dir)
+            weights = path / released.filename if path.is_dir() else path
+        elif path.is_dir():
+            raise CheckpointError(f"{source} holds no {CONFIG_FILE}: pass a folder written by save_pretrained, a released id, or a weights file")
+        elif config is None or tokenizer is None:
+            raise CheckpointError(f"{source} is a bare weights file: pass the world-model config and the tokenizer it was trained with")
+        else:
+            weights = path
+        if not own_folder and config.readout.enabled:
+            log.warning("%s is a bare weights file without a readout: loading it without one (planning uses the feature cost)", source)
+            config = replace(config, readout=replace(config.readout, enabled=False))
+        world = WorldModel.build(tokenizer, config)
+        state = load_weights(weights, f"world-model checkpoint {weights}")
+        # Released files hold only trained weights; a frozen tokenizer copy, if present, is not ours to load.
+        state = {key: value for key, value in state.items() if not key.startswith(("tokenizer.", "backbone."))}
+        load_module_weights(world.objective, state, f"world-model checkpoint {weights}")
+        if world.readout is not None:
+            readout = path / READOUT_FILE
+            readout_state = load_weights(readout, "readout")
+            if config.readout.anchor_queries and not any(key.startswith("anchor_proj.") for key in readout_state):
+                raise CheckpointError(
+                    f"readout {readout} was saved before readouts had anchored queries: "
+                    f"add `anchor_queries: false` under `readout:` in {path / 'config.yaml'} to load it as it was trained"
+                )
+            load_module_weights(world.readout, readout_state, f"readout {readout}")
+        return world.to(device).eval() if device is not None else world.eval()
 
 
 def read_world_config(folder: str | Path) -> WorldModelConfig:

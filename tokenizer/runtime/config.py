@@ -101,6 +101,8 @@ def merge_config(schema: type[T] | T, *sources: DictConfig | dict, origin: str =
             raise ConfigError(f"unknown {origin} key {key!r}{hint}") from None
         except ValidationError as err:
             key = err.full_key or ""
+            if "is not a ListConfig" in str(err.msg):
+                raise ConfigError(f"{origin} key {key!r} takes a list: {key}=[a,b] on the command line, {key}: [a, b] in YAML") from None
             raise ConfigError(f"{origin} key {key!r}: {' '.join(str(err.msg).split())}") from None
     return cfg
 

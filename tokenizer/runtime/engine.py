@@ -62,6 +62,9 @@ class RunConfig:
     seed: int = 0
     resume: bool = False  # continue from the newest complete checkpoint in output_dir
     overwrite: bool = False  # replace a run already in output_dir
+    # Start the trained module from these weights (a run's final/ folder, or a released weights file) with a fresh
+    # step count, optimizer, LR schedule and random stream: the next stage of a recipe. "" = its own initialisation.
+    init_from: str = ""
 
 
 @dataclass
@@ -267,6 +270,27 @@ def prepare_output_dir(output_dir: Path, resume: bool, overwrite: bool, remove: 
     for name in held if remove else ():
         target = output_dir / name
         shutil.rmtree(target) if target.is_dir() else target.unlink()
+
+
+def weights_to_start_from(run: DictConfig) -> str:
+    """The `init_from` a train script loads into its freshly built module before `train`; "" for none.
+
+    Call it before anything is loaded or written. resume=true continues output_dir's weights and init_from
+    replaces them, so the two together are refused, except for a run that was itself started from that
+    init_from (resuming with its saved config.yaml, which records it): its newest checkpoint wins, and
+    without one it starts again from init_from as it first did.
+    """
+    if not run.init_from or not run.resume:
+        return run.init_from
+    output_dir = Path(run.output_dir)
+    saved = output_dir / RUN_CONFIG
+    started_from = OmegaConf.select(OmegaConf.load(saved), "init_from", default="") if saved.is_file() else ""
+    if started_from != run.init_from:
+        raise ConfigError(
+            f"init_from={run.init_from} and resume=true contradict each other (start from those weights, or continue "
+            f"the run in {output_dir}); pass one of them"
+        )
+    return "" if latest_checkpoint(output_dir / "checkpoints") is not None else run.init_from
 
 
 def _leaves(node, prefix: str = "") -> dict:
@@ -476,6 +500,7 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
         f"training {task.name} on {accelerator.device.type} ({accelerator.mixed_precision if accelerator.mixed_precision != 'no' else 'fp32'}), "
         f"{world} process{'es' if world > 1 else ''}, effective batch {effective} = {cfg.batch_size} per process x "
         f"{world} x {accum} accumulation step{'s' if accum > 1 else ''}; steps {start_step} -> {cfg.max_steps}"
+        + (f", from the weights of init_from={run.init_from}" if run.init_from and last_checkpoint is None else "")
     )
     loader = DataLoader(
         train_set,

@@ -1,0 +1,33 @@
+"""The public API: what `tokenizer` and `worldmodel` export resolves, and importing a light submodule stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import tokenizer
+import worldmodel
+from conftest import REPO
+
+
+@pytest.mark.parametrize("package", [tokenizer, worldmodel], ids=lambda p: p.__name__)
+def test_every_exported_name_resolves(package):
+    for name in package.__all__:
+        assert getattr(package, name) is not None, name
+    with pytest.raises(AttributeError, match="no attribute 'Tokeniser'"):
+        package.Tokeniser
+
+
+def test_every_kind_of_world_model_is_known_to_the_base_class():
+    from worldmodel.world import WorldModel
+
+    assert set(WorldModel.kinds) == {"deltaworld", "dinoworld"}
+
+
+def test_a_light_submodule_does_not_load_the_models():
+    """tokenizer's exports load on first use: the error types and data configs do not pull in transformers."""
+    code = "import sys, tokenizer.runtime.errors, tokenizer.data.config; print('transformers' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
