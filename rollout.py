@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader
 
 from tokenizer.data.registry import DataConfig, build_dataset
 from tokenizer.model import Tokenizer
+from tokenizer.released import released_model
 from tokenizer.runtime.cli import Flag, parse_run_config, resolve_device, run_cli
 from tokenizer.runtime.config import to_object
 from tokenizer.runtime.errors import CheckpointError, ConfigError, DataError, InputError
@@ -149,19 +150,25 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(run.device)
 
     backbone = run.backbone or None
-    worlds = {}
-    for source in run.world_models:
-        hint = "train one with train_world_model.py or pass --world-model"
-        world = load_world_model(_existing(source, "world model", hint), backbone=backbone, device=device)
-        name = world.config.objective.kind
-        worlds[name if name not in worlds else Path(source).parent.name or source] = world
+    tokenizer = None
     if run.tokenizer:
         hint = "train one with train_tokenizer.py or pass --tokenizer"
         tokenizer = Tokenizer.from_pretrained(_existing(run.tokenizer, "tokenizer", hint), backbone=backbone, device=device)
-    elif worlds:
+    worlds = {}
+    for source in run.world_models:
+        hint = "train one with train_world_model.py or pass --world-model"
+        # A released predictor decodes with the given tokenizer (e.g. a local copy of the released one); our
+        # folders carry their own, which the evaluator checks against it.
+        given = tokenizer if released_model(source) is not None else None
+        world = load_world_model(_existing(source, "world model", hint), given, backbone=backbone, device=device)
+        name = world.config.objective.kind
+        if name in worlds:
+            name = source.split("@")[0].split("/")[-1] if is_repo_id(source) else Path(source).parent.name or source
+        worlds[name] = world
+    if tokenizer is None:
+        if not worlds:
+            raise ConfigError("rollout.py needs a world model (--world-model) or a tokenizer (--tokenizer)")
         tokenizer = next(iter(worlds.values())).tokenizer
-    else:
-        raise ConfigError("rollout.py needs a world model (--world-model) or a tokenizer (--tokenizer)")
     sources = [source for source in run.heads if source]
     heads = load_heads(sources, tokenizer, device=device) if sources else None
     evaluator = RolloutEvaluator(tokenizer, worlds, heads, run.eval, device)

@@ -31,6 +31,9 @@ def main(argv: list[str] | None = None) -> None:
         with torch.random.fork_rng(devices=[]):
             source = Tokenizer.from_pretrained(init_from, tokenizer.config)
         load_module_weights(tokenizer.deltatok, source.deltatok.state_dict(), f"init_from {init_from}")
+        if not tokenizer.backbone.is_pretrained and not source.backbone.is_pretrained:
+            # A random-init backbone is part of what was trained on: the next stage reads the same features.
+            load_module_weights(tokenizer.backbone.model, source.backbone.model.state_dict(), f"init_from {init_from} backbone")
     data = to_object(run.data)
     tokenizer.backbone.grid(data.frame_size, data.frame_size)  # a bad frame size fails here, before output_dir is touched
     train_set, task = build_dataset(data, "train", run.seed), TokenizerTask(tokenizer)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -9,6 +11,8 @@ from pathlib import Path
 
 from conftest import MICRO_TOKENIZER, REPO
 
+import train_tokenizer as tokenizer_script
+from tokenizer.runtime.cli import run_cli
 from tokenizer.runtime.engine import LOSS_LOG
 
 PYTHON = sys.executable
@@ -40,6 +44,19 @@ def run_script(script: str, *args: str, timeout: float = 240) -> subprocess.Comp
 
 def train_tokenizer(output_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
     return run_script("train_tokenizer.py", "--config", TOKENIZER_CONFIG, *MICRO_TOKENIZER, f"output_dir={output_dir}", *overrides)
+
+
+def refused_in_process(output_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """`train_tokenizer.py` on the micro config in this process, for runs refused before they start: the exit
+    status and output of the command line (run_cli's), without the second of starting Python each time."""
+    stdout, stderr, status = io.StringIO(), io.StringIO(), 0
+    argv = ["--config", str(REPO / TOKENIZER_CONFIG), *MICRO_TOKENIZER, f"output_dir={output_dir}", *overrides]
+    with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+        try:
+            run_cli(lambda: tokenizer_script.main(argv))
+        except SystemExit as exit:
+            status = exit.code
+    return subprocess.CompletedProcess(argv, status, stdout.getvalue(), stderr.getvalue())
 
 
 def train_world(output_dir: Path, tokenizer: Path, *overrides: str) -> subprocess.CompletedProcess:

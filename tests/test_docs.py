@@ -85,6 +85,6 @@ def test_released_model_examples(tiny_released, tmp_path, monkeypatch):
                 rollout.main(command[2:])
             else:
                 pytest.fail(f"no stand-in runs {' '.join(command)!r}")
-    for out in ("runs/vspw", "runs/kitti", "runs/mine"):
+    for out in ("runs/from-folders", "runs/vspw", "runs/kitti", "runs/mine"):
         assert (tmp_path / out / "report.json").is_file() and (tmp_path / out / "clip0.png").is_file(), out
     assert (tmp_path / "futures.png").stat().st_size > 0

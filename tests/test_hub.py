@@ -4,6 +4,7 @@ from the published implementation's reference vectors, in the released file layo
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -43,7 +44,7 @@ sys.path.insert(0, str(REPO))
 import rollout  # noqa: E402
 
 
-def test_ids_and_paths_are_told_apart(tmp_path):
+def test_ids_and_paths_are_told_apart(tmp_path, monkeypatch):
     assert is_repo_id(TOKENIZER_ID) and is_repo_id("me/my-model@v2")
     assert split_revision("me/my-model@v2") == ("me/my-model", "v2")
     for path in ("runs/tokenizer_tiny/final", "./me/model", "/abs/path", "me/pytorch_model.bin", "one", "a/b/c"):
@@ -53,6 +54,11 @@ def test_ids_and_paths_are_told_apart(tmp_path):
     assert not is_repo_id(str(existing / "name"))
     with pytest.raises(CheckpointError, match="does not exist"):
         resolve("runs/nothing/here", "tokenizer")
+    # Not repo ids either: names the Hub refuses, and a missing folder inside an existing one.
+    for name in ("me/exp--2", "me/ends-", "données/x", "me/a..b"):
+        assert not is_repo_id(name), name
+    monkeypatch.chdir(tmp_path)
+    assert is_repo_id("org/missing") is False and is_repo_id("elsewhere/missing")
 
 
 def test_released_tokenizer_and_world_model_by_id_match_the_published_outputs(golden, tiny_released):
@@ -134,6 +140,30 @@ def test_revisions_and_a_local_dir_copy(golden, tiny_released, tmp_path):
     for source in (local, local / "pytorch_model.bin"):
         tokens, _ = Tokenizer.from_pretrained(source).tokenize(golden["frames"])
         assert (tokens[:, :, None] - golden["delta_tokens"]).abs().max() < TOL
+
+
+def test_local_copies_named_as_the_repos_load_offline_without_the_ids(golden, tiny_released, tmp_path):
+    """`hf download ID --local-dir DIR` for each, then only folders: the world model finds its tokenizer beside it,
+    and a head copy is named by its kind or by its repo name."""
+    models = tmp_path / "models"
+    for repo_id in (WORLD_ID, TOKENIZER_ID, RGB_ID):
+        shutil.copytree(resolve(repo_id, "test").path, models / repo_id.split("/")[1])
+    for repo_id in (WORLD_ID, TOKENIZER_ID, RGB_ID):
+        shutil.rmtree(tiny_released / f"models--{repo_id.replace('/', '--')}")
+    with pytest.raises(CheckpointError, match="not in the Hugging Face cache"):
+        Tokenizer.from_pretrained(TOKENIZER_ID)
+    world = load_world_model(models / "deltaworld-kinetics")
+    noise = [q.reshape(-1, q.shape[-1]) for q in golden["world_queries"]]
+    out = world.rollout(golden["frames"], golden["timestamps"], context=2, horizon=3, num_samples=3, noise=noise)
+    assert (out["features"] - golden["world_rollout_ctx2"]["preds"]).abs().max() < TOL
+    assert load_heads(models / "rgb-head-imagenet", world.tokenizer).rgb is not None
+    # Under another name a copy is a file of unknown origin: its kind says what it is, its shapes how large.
+    renamed = tmp_path / "my-seg"
+    shutil.copytree(resolve(SEG_ID, "test").path, renamed)
+    for source in (f"segmentation:{renamed}", f"segmentation:{renamed / 'pytorch_model.bin'}"):
+        assert load_heads(source, world.tokenizer).segmentation.num_classes == 7
+    with pytest.raises(InputError, match="not a head kind"):
+        load_heads(f"segmentaton:{renamed}", world.tokenizer)
 
 
 def test_an_id_missing_from_the_cache_offline_names_both_ways_out(offline_cache):

@@ -66,9 +66,10 @@ class Backbone(nn.Module):
 
     @property
     def feature_norm(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The final LayerNorm's (weight, bias), each (D,), detached copies: an RGB head undoes them first."""
+        """The final LayerNorm's (weight, bias), each (D,), detached copies on the CPU (where heads are built before
+        they are moved): an RGB head undoes them first."""
         norm = self.model.norm
-        return norm.weight.detach().clone(), norm.bias.detach().clone()
+        return norm.weight.detach().cpu().clone(), norm.bias.detach().cpu().clone()
 
     def train(self, mode: bool = True) -> "Backbone":
         # Frozen means frozen: a parent's .train() must not switch on RoPE jitter or dropout here.

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from tokenizer.backbone import Backbone, BackboneConfig
+from tokenizer.backbone import RANDOM_INIT_NAME, Backbone, BackboneConfig
 from tokenizer.deltatok import DeltaTok, DeltaTokConfig
 from tokenizer.released import TOKENIZER, released_model
 from tokenizer.runtime.config import merge_config, read_saved_config, save_config, to_object
@@ -143,8 +143,8 @@ class Tokenizer(nn.Module):
         `source`: a released id (`Amazon-FAR/deltatok-kinetics`, its config from tokenizer.released), a Hub
         repo or local folder written by `save_pretrained` / `push_to_hub` (always loaded with the config it
         carries), or a bare weights file (.bin/.pt/.safetensors) whose `config` must be given; a given `config`
-        also replaces a released model's. `backbone` replaces the backbone's hub id with another id or a local DINOv3 folder (the
-        offline way to the gated DINOv3). `revision` and `cache_dir` are the Hub's; `device` is where the
+        also replaces a released model's. `backbone` replaces a pretrained backbone's hub id with another id or a local DINOv3
+        folder (the offline way to the gated DINOv3); a random-init backbone, saved in the folder, stays. `revision` and `cache_dir` are the Hub's; `device` is where the
         weights go.
         """
         released = released_model(source, TOKENIZER)
@@ -168,7 +168,8 @@ class Tokenizer(nn.Module):
             )
         else:
             weights = path
-        if backbone:
+        # A random-init backbone lives in the folder itself; only a fetched one can come from elsewhere.
+        if backbone and config.backbone.name != RANDOM_INIT_NAME:
             config = replace(config, backbone=replace(config.backbone, name=str(backbone)))
         tokenizer = cls.build(config, cache_dir)
         if own_folder and not tokenizer.backbone.is_pretrained:

@@ -104,7 +104,7 @@ def released_model(source: str | Path, kind: str | None = None) -> ReleasedModel
     if is_repo_id(text):
         model = RELEASED.get(split_revision(text)[0])
     else:
-        path = Path(text)
+        path = Path(text).expanduser()
         names = (path.name, path.parent.name) if path.name == RELEASED_FILE else (path.name,)
         model = next((m for m in RELEASED.values() if m.name in names), None)
         # A folder we saved under a released name is ours, not the released file.

@@ -6,7 +6,8 @@ What a user imports, from one place:
     world = load_world_model("Amazon-FAR/deltaworld-kinetics")             # or a folder we saved
     futures = world.predict(frames, timestamps, horizon=3, num_samples=8)  # features (B, K, h, N, D)
 
-Other names are imported on first use.
+Importing the package imports both kinds of world model (and with them torch and transformers); the other
+names are imported on first use.
 """
 
 from __future__ import annotations

@@ -37,10 +37,10 @@ from tokenizer.data.clip import IGNORE_INDEX
 from tokenizer.data.kitti import MAX_DEPTH_M, MIN_DEPTH_M
 from tokenizer.data.squares import SquareSplit, upsample_to_labels
 from tokenizer.model import Tokenizer
-from tokenizer.released import DEPTH, RGB, SEGMENTATION, ReleasedModel, released_model
+from tokenizer.released import DEPTH, RELEASED_FILE, RGB, SEGMENTATION, ReleasedModel, released_model
 from tokenizer.runtime.errors import CheckpointError, DataError, InputError, TrainingError
 from tokenizer.runtime.files import atomic_write_text, load_module_weights, load_weights, save_safetensors
-from tokenizer.runtime.hub import push_folder, resolve
+from tokenizer.runtime.hub import is_repo_id, push_folder, resolve
 from worldmodel.rgb_head import RGBHead, RGBHeadConfig
 
 log = logging.getLogger(__name__)
@@ -418,21 +418,30 @@ def load_heads(
     folder (`head.json`), a released id such as `Amazon-FAR/seg-head-vspw` or a local copy of one (its
     kind and sizes from tokenizer.released), a Hub repo holding either folder, or `KIND:FILE` for a bare
     state-dict file (KIND: segmentation, depth or rgb). `tokenizer` is the one whose features the heads
-    read: its width is checked, and its backbone's final norm is what an RGB head undoes.
-    `revision` and `cache_dir` are the Hub's, for every id among `sources`.
+    read: its width is checked, its backbone's final norm is what an RGB head undoes, and its device is where
+    the heads go unless `device` says otherwise. `revision` and `cache_dir` are the Hub's, for every id among `sources`.
     """
     sources = [sources] if isinstance(sources, (str, Path)) else list(sources)
     in_dim = tokenizer.dim if tokenizer is not None else None
     feature_norm = tokenizer.backbone.feature_norm if tokenizer is not None else None
+    if device is None and tokenizer is not None:
+        device = next(tokenizer.parameters()).device
     found: dict[str, Head] = {}
     for source in sources:
         kind, sep, file = str(source).partition(":")
         if sep and kind in KINDS:
-            loaded = {kind: load_head(resolve(file, f"{kind} head", revision, cache_dir).path, kind, in_dim, feature_norm=feature_norm)}
+            path = resolve(file, f"{kind} head", revision, cache_dir).path
+            # A folder without head.json is a release's copy (or snapshot): its one state-dict file.
+            if path.is_dir() and not (path / CONFIG_FILE).is_file():
+                path = path / RELEASED_FILE
+            loaded = {kind: load_head(path, kind, in_dim, feature_norm=feature_norm)}
+        elif sep and kind.isidentifier() and not Path(source).exists():
+            raise InputError(f"{source}: {kind!r} is not a head kind; KIND:FILE takes one of {', '.join(KINDS)}")
         elif (model := released_model(source)) is not None:
             if model.kind not in KINDS:
                 raise CheckpointError(f"{source} is the released {model.kind.replace('_', ' ')} {model.repo_id}, not a task head")
-            if tokenizer is not None and tokenizer.backbone.name != model.backbone:
+            # A backbone given as a local folder cannot be compared by name; one given by id can.
+            if tokenizer is not None and is_repo_id(tokenizer.backbone.name) and tokenizer.backbone.name != model.backbone:
                 log.warning("%s was trained on %s features; this tokenizer's backbone is %s", model.repo_id, model.backbone, tokenizer.backbone.name)
             path = resolve(source, f"{model.kind} head", revision, cache_dir).path
             loaded = {model.kind: _released_head(model, path, in_dim, feature_norm)}

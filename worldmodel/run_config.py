@@ -17,7 +17,8 @@ from worldmodel.world import WorldModelConfig
 class TokenizerSource:
     # Our saved tokenizer folder (a train_tokenizer.py run's final/) or its Hub id, the released id
     # Amazon-FAR/deltatok-kinetics, or a DeltaTok weights file (.bin/.pt/.safetensors) described by the
-    # `backbone` and `model` sections below (folders and released ids carry their own config).
+    # `backbone` and `model` sections below (folders and released ids carry their own config; for a released id,
+    # a backbone.name other than random-init-dinov3 replaces its DINOv3, e.g. with a local copy of it).
     checkpoint: str = "runs/tokenizer_tiny/final"
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     model: DeltaTokConfig = field(default_factory=DeltaTokConfig)

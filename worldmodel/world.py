@@ -18,11 +18,11 @@ import torch
 from torch import nn
 
 from tokenizer.model import Tokenizer
-from tokenizer.released import WORLD_MODEL, released_model
+from tokenizer.released import RELEASED, WORLD_MODEL, released_model
 from tokenizer.runtime.config import merge_config, read_saved_config, save_config, to_object
 from tokenizer.runtime.errors import CheckpointError, ConfigError, InputError
 from tokenizer.runtime.files import load_module_weights, load_weights, save_safetensors
-from tokenizer.runtime.hub import push_folder, resolve
+from tokenizer.runtime.hub import is_repo_id, push_folder, resolve
 from worldmodel.objectives import ActionSpace, Objective, ObjectiveConfig
 from worldmodel.predictor import HistoryCache, PredictorConfig
 from worldmodel.readout import Readout, ReadoutConfig, ReadoutState
@@ -212,8 +212,8 @@ class WorldModel(nn.Module):
         """Imagine K futures of `horizon` frames after the end of each clip.
 
         frames (B, T, 3, H, W) uint8 are all context, at timestamps (B, T) in seconds; imagined frame i
-        (1-based) lies at the last timestamp + i * dt, `dt` being the clip's mean frame spacing unless given
-        (a one-frame clip needs it). actions (B, h, A): the action leading into each imagined frame.
+        (1-based) lies at the last timestamp + i * dt, `dt` being the batch's mean frame spacing unless given
+        (a one-frame clip needs it). Inputs may be on any device: they are moved to the model's. actions (B, h, A): the action leading into each imagined frame.
         Returns features (B, K, h, N, D), tokens (B, K, h, ...) and times (B, h).
         """
         if frames.ndim != 5 or timestamps.shape != frames.shape[:2]:
@@ -230,7 +230,10 @@ class WorldModel(nn.Module):
             raise InputError(f"actions must be (B, horizon, A) = ({frames.shape[0]}, {horizon}, A), got {tuple(actions.shape)}")
         num_samples = num_samples or self.config.num_samples
         batch = frames.shape[0]
-        dream = self.start(frames, timestamps.to(frames.device), num_samples)
+        device = next(self.objective.parameters()).device
+        frames, timestamps = frames.to(device), timestamps.to(device)
+        actions = actions.to(device) if actions is not None else None
+        dream = self.start(frames, timestamps, num_samples)
         times = timestamps[:, -1:].to(dream.time) + dt * torch.arange(1, horizon + 1, device=dream.time.device)
         tokens, features = [], []
         for step in range(horizon):
@@ -295,7 +298,14 @@ class WorldModel(nn.Module):
             weights = path / WEIGHTS_FILE
         elif released is not None:
             config = config or to_object(merge_config(WorldModelConfig, released.config, origin=f"released {released.repo_id}"))
-            tokenizer = tokenizer or Tokenizer.from_pretrained(released.tokenizer, backbone=backbone, cache_dir=cache_dir)
+            if tokenizer is None:
+                tokenizer_source: str | Path = released.tokenizer
+                if not is_repo_id(source):
+                    # A local copy (`hf download --local-dir`) finds its tokenizer's copy beside it, named as the repo:
+                    # the offline way. Otherwise the released tokenizer comes by its id.
+                    sibling = (path if path.is_dir() else path.parent).parent / RELEASED[released.tokenizer].name
+                    tokenizer_source = sibling if sibling.is_dir() else tokenizer_source
+                tokenizer = Tokenizer.from_pretrained(tokenizer_source, backbone=backbone, cache_dir=cache_dir)
             weights = path / released.filename if path.is_dir() else path
         elif path.is_dir():
             raise CheckpointError(f"{source} holds no {CONFIG_FILE}: pass a folder written by save_pretrained, a released id, or a weights file")

@@ -26,15 +26,17 @@ from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import (
     GatedRepoError,
     HfHubHTTPError,
+    HFValidationError,
     LocalEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
+from huggingface_hub.utils import validate_repo_id
 
 from tokenizer.runtime.errors import CheckpointError
 
 # Hub repo ids are `namespace/name` of letters, digits, '-', '_' and '.'; a revision may follow '@'.
-_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$", re.ASCII)
 _PATH_PREFIXES = (".", "/", "~")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".yaml", ".json")
 
@@ -56,12 +58,19 @@ def split_revision(source: str) -> tuple[str, str | None]:
 
 def is_repo_id(source: str | Path) -> bool:
     """True when `source` names a Hub repo rather than a local path: it does not exist on disk, does not start
-    like a path, has exactly one '/', and does not end like a weights or config file."""
+    like a path, is a valid repo id (one '/', the Hub's characters), does not end like a weights or config
+    file, and its first part is not a local folder (`runs/missing` is a missing path, not a repo of `runs`)."""
     text = str(source)
-    if isinstance(source, Path) or Path(text).expanduser().exists() or text.startswith(_PATH_PREFIXES):
+    if isinstance(source, Path) or text.startswith(_PATH_PREFIXES) or Path(text).expanduser().exists():
         return False
     name, _ = split_revision(text)
-    return bool(_REPO_ID.match(name)) and not name.lower().endswith(_WEIGHT_SUFFIXES)
+    if not _REPO_ID.match(name) or name.lower().endswith(_WEIGHT_SUFFIXES) or Path(name).parent.is_dir():
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
 
 
 def resolve(source: str | Path, what: str, revision: str | None = None, cache_dir: str | Path | None = None) -> Resolved:
@@ -95,13 +104,14 @@ def _snapshot(repo_id: str, what: str, revision: str | None, cache_dir: str | Pa
         raise CheckpointError(f"{what} {repo_id} has no revision {revision!r} on the Hub") from None
     except RepositoryNotFoundError:
         raise CheckpointError(
-            f"{what} {repo_id!r} is neither a local path nor a model repo on the Hub (private? log in with `hf auth login`)"
+            f"{what} {repo_id!r} is neither a local path nor a model repo on the Hub (a mistyped path? a private repo? "
+            "log in with `hf auth login`)"
         ) from None
     except LocalEntryNotFoundError:
         raise CheckpointError(
-            f"{what} {repo_id}{at} is not in the Hugging Face cache and the Hub cannot be reached (offline, or "
-            f"HF_HUB_OFFLINE=1): run `{fetch}` where there is network to fill the cache, or `{fetch} --local-dir DIR` "
-            "and pass DIR instead of the id"
+            f"{what} {repo_id}{at} is no local path, and as a Hub id it is not in the Hugging Face cache while the Hub "
+            f"cannot be reached (offline, or HF_HUB_OFFLINE=1): run `{fetch}` where there is network to fill the cache, "
+            f"or `{fetch} --local-dir DIR` and pass DIR instead of the id"
         ) from None
     except (HfHubHTTPError, OSError) as err:
         raise CheckpointError(f"cannot fetch {what} {repo_id}{at} from the Hub: {' '.join(str(err).split())[:300]}") from None
@@ -113,7 +123,6 @@ def push_folder(
     what: str,
     private: bool | None = None,
     token: str | None = None,
-    revision: str | None = None,
     commit_message: str | None = None,
 ) -> str:
     """Save with `save(folder)` into a temporary folder and upload it as the whole content of model repo `repo_id`
@@ -126,7 +135,6 @@ def push_folder(
         commit = api.upload_folder(
             repo_id=repo_id,
             folder_path=folder,
-            revision=revision,
             commit_message=commit_message or f"Upload {what}",
             repo_type="model",
         )
