@@ -54,3 +54,12 @@ def make_kitti(root: Path) -> None:
         depth[23 + 302, 13 + 600] = 0
         if n != 61:
             write_image(root / "val" / drive / "proj_depth/groundtruth/image_02" / f"{n:010d}.png", depth)
+
+
+def make_cityscapes(root: Path) -> None:
+    for n in range(20):
+        write_image(root / "leftImg8bit_sequence/val/aachen" / f"aachen_000000_{n:06d}_leftImg8bit.png", np.full((16, 32, 3), n * 10, np.uint8))
+    label_ids = np.zeros((16, 32), np.uint8)
+    label_ids[:, :6] = np.array([7, 8, 26, 0, 33, 34])
+    write_image(root / "gtFine/val/aachen/aachen_000000_000019_gtFine_labelIds.png", label_ids)
+    write_image(root / "gtFine/val/aachen/aachen_000000_000010_gtFine_labelIds.png", label_ids)  # too early for a clip

@@ -66,8 +66,9 @@ def offline_cache(tmp_path, monkeypatch) -> Path:
 
 # The released models as tiny stand-ins: the table (tokenizer.released) says the reference vectors' sizes, and
 # the offline cache holds the gated DINOv3 (config.json + model.safetensors) and each release's pytorch_model.bin,
-# made from the published implementation's tiny reference weights (../shared/golden). seg-head-cityscapes is the
-# reference segmentation head; seg-head-vspw keeps its 124 classes with seeded weights, for VSPW-labelled clips.
+# made from the published implementation's tiny reference weights (../shared/golden). The segmentation heads keep
+# their class counts (19, 124) with seeded weights, so they score Cityscapes- and VSPW-labelled clips; the reference
+# segmentation head (7 classes) is revision "golden" of seg-head-cityscapes.
 HEADS_GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / "heads_reference_tiny.pt"
 TOKENIZER_ID = "Amazon-FAR/deltatok-kinetics"
 WORLD_ID = "Amazon-FAR/deltaworld-kinetics"
@@ -96,7 +97,6 @@ def golden_configs(golden: dict, heads: dict) -> dict[str, dict]:
     return {
         TOKENIZER_ID: {"backbone": {"name": PAPER_BACKBONE}, "model": {"num_layers": tok["num_hidden_layers"], "mlp_hidden_size": tok["swiglu_hidden_size"]}},
         WORLD_ID: {"kind": "deltaworld", "predictor": predictor, "num_samples": world["num_samples_eval"]},
-        SEG_ID: {"num_classes": heads["seg_head"]["num_classes"]},
         DEPTH_ID: {"min_depth": depth["min_depth"], "max_depth": depth["max_depth"], "num_bins": depth["num_bins"]},
         RGB_ID: {
             "hidden_size": rgb["hidden_size"],
@@ -128,13 +128,14 @@ def tiny_released(golden, heads_golden, offline_cache, monkeypatch) -> Path:
     states = {
         TOKENIZER_ID: golden["tokenizer_state_dict"],
         WORLD_ID: golden["world_state_dict"],
-        SEG_ID: heads_golden["seg_head"]["state_dict"],
         DEPTH_ID: heads_golden["depth_head"]["state_dict"],
         RGB_ID: heads_golden["rgb_head"]["state_dict"],
     }
     width = golden["features"].shape[-1]
     torch.manual_seed(0)
-    states[VSPW_ID] = SegmentationHead(width, RELEASED[VSPW_ID].config["num_classes"]).state_dict()
+    for repo_id in (SEG_ID, VSPW_ID):
+        states[repo_id] = SegmentationHead(width, RELEASED[repo_id].config["num_classes"]).state_dict()
     for repo_id, state in states.items():
         add_repo(offline_cache, repo_id, {"pytorch_model.bin": torch_bytes(state)})
+    add_repo(offline_cache, SEG_ID, {"pytorch_model.bin": torch_bytes(heads_golden["seg_head"]["state_dict"])}, revision="golden")
     return offline_cache

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from footage import make_kitti, make_vspw, write_video
+from footage import make_cityscapes, make_kitti, make_vspw, write_video
 from hub_cache import heads_golden, offline_cache, tiny_released  # noqa: F401  (fixtures)
 
 from tokenizer.backbone import PAPER_BACKBONE
@@ -64,11 +64,12 @@ def hf_download(args: list[str], cache: Path) -> None:
 def test_released_model_examples(tiny_released, tmp_path, monkeypatch):
     make_vspw(tmp_path / "VSPW", num_frames=45)
     make_kitti(tmp_path / "KITTI")
+    make_cityscapes(tmp_path / "Cityscapes")
     for name in ("a", "b"):
         write_video(tmp_path / "my_videos" / f"{name}.mp4", num_frames=40)
     write_video(tmp_path / "my_clip.mp4", num_frames=40)
     # The stand-ins' backbone has 16-pixel patches like DINOv3 ViT-B/16, at 64 px instead of 512.
-    substitutions = {"/data/VSPW": str(tmp_path / "VSPW"), "/data/KITTI": str(tmp_path / "KITTI"), "512": "64"}
+    substitutions = {f"/data/{name}": str(tmp_path / name) for name in ("VSPW", "Cityscapes", "KITTI")} | {"512": "64"}
     monkeypatch.chdir(tmp_path)
     blocks = marked_blocks("released")
     assert len(blocks) >= 3
@@ -85,6 +86,6 @@ def test_released_model_examples(tiny_released, tmp_path, monkeypatch):
                 rollout.main(command[2:])
             else:
                 pytest.fail(f"no stand-in runs {' '.join(command)!r}")
-    for out in ("runs/from-folders", "runs/vspw", "runs/kitti", "runs/mine"):
+    for out in ("runs/from-folders", "runs/vspw", "runs/cityscapes", "runs/kitti", "runs/mine"):
         assert (tmp_path / out / "report.json").is_file() and (tmp_path / out / "clip0.png").is_file(), out
     assert (tmp_path / "futures.png").stat().st_size > 0

@@ -3,6 +3,7 @@ from the published implementation's reference vectors, in the released file layo
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import sys
@@ -17,6 +18,7 @@ from hub_cache import (  # noqa: F401  (fixtures)
     RGB_ID,
     SEG_ID,
     TOKENIZER_ID,
+    VSPW_ID,
     WORLD_ID,
     add_folder,
     add_repo,
@@ -75,13 +77,15 @@ def test_released_tokenizer_and_world_model_by_id_match_the_published_outputs(go
         assert (out["features"] - golden["world_rollout_ctx2"]["preds"]).abs().max() < TOL
 
 
-def test_released_heads_by_id_match_the_published_outputs(heads_golden, tiny_released, tmp_path):
+def test_released_heads_by_id_match_the_published_outputs(heads_golden, tiny_released, tmp_path, monkeypatch):
     tokenizer = Tokenizer.from_pretrained(TOKENIZER_ID)
     rgb = heads_golden["rgb_head"]
     # The reference RGB head was made with its own norm affine; the tokenizer's backbone supplies ours.
     tokenizer.backbone.model.norm.weight.data.copy_(rgb["norm_weight"])
     tokenizer.backbone.model.norm.bias.data.copy_(rgb["norm_bias"])
-    heads = load_heads([SEG_ID, DEPTH_ID, RGB_ID], tokenizer)
+    # The reference segmentation head is a 7-class revision of a released id.
+    monkeypatch.setitem(RELEASED, SEG_ID, dataclasses.replace(RELEASED[SEG_ID], config={"num_classes": heads_golden["seg_head"]["num_classes"]}))
+    heads = load_heads([f"{SEG_ID}@golden", DEPTH_ID, RGB_ID], tokenizer)
     for head, entry in ((heads.segmentation, heads_golden["seg_head"]), (heads.depth, heads_golden["depth_head"]), (heads.rgb, rgb)):
         maps = entry["input"]
         with torch.no_grad():
@@ -92,7 +96,7 @@ def test_released_heads_by_id_match_the_published_outputs(heads_golden, tiny_rel
     mixed = load_heads([tmp_path / "ours", DEPTH_ID], tokenizer)
     assert mixed.segmentation.num_classes == 5 and mixed.depth is not None and mixed.rgb is None
     with pytest.raises(InputError, match="two segmentation heads"):
-        load_heads([tmp_path / "ours", SEG_ID], tokenizer)
+        load_heads([tmp_path / "ours", VSPW_ID], tokenizer)
     with pytest.raises(CheckpointError, match="not a tokenizer"):
         Tokenizer.from_pretrained(SEG_ID)
     with pytest.raises(CheckpointError, match="not a task head"):
@@ -161,7 +165,7 @@ def test_local_copies_named_as_the_repos_load_offline_without_the_ids(golden, ti
     renamed = tmp_path / "my-seg"
     shutil.copytree(resolve(SEG_ID, "test").path, renamed)
     for source in (f"segmentation:{renamed}", f"segmentation:{renamed / 'pytorch_model.bin'}"):
-        assert load_heads(source, world.tokenizer).segmentation.num_classes == 7
+        assert load_heads(source, world.tokenizer).segmentation.num_classes == 19
     with pytest.raises(InputError, match="not a head kind"):
         load_heads(f"segmentaton:{renamed}", world.tokenizer)
 

@@ -15,7 +15,7 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
-from footage import FPS, LEVEL_STEP, NUM_VIDEO_FRAMES, make_kitti, make_vspw, write_image, write_video
+from footage import FPS, LEVEL_STEP, NUM_VIDEO_FRAMES, make_cityscapes, make_kitti, make_vspw, write_image, write_video
 from torch.utils.data import DataLoader
 
 from tokenizer.data import (
@@ -234,15 +234,6 @@ def test_vspw_protocol(tmp_path):
     assert segmentation[labelled, 5, 5].tolist() == expected[labelled].tolist()
     assert segmentation[labelled[0], 0, :4].tolist() == [IGNORE_INDEX, 123, IGNORE_INDEX, IGNORE_INDEX]
     assert (segmentation[expected.tolist().index(13)] == IGNORE_INDEX).all()
-
-
-def make_cityscapes(root: Path) -> None:
-    for n in range(20):
-        write_image(root / "leftImg8bit_sequence/val/aachen" / f"aachen_000000_{n:06d}_leftImg8bit.png", np.full((16, 32, 3), n * 10, np.uint8))
-    label_ids = np.zeros((16, 32), np.uint8)
-    label_ids[:, :6] = np.array([7, 8, 26, 0, 33, 34])
-    write_image(root / "gtFine/val/aachen/aachen_000000_000019_gtFine_labelIds.png", label_ids)
-    write_image(root / "gtFine/val/aachen/aachen_000000_000010_gtFine_labelIds.png", label_ids)  # too early for a clip
 
 
 def test_cityscapes_protocol(tmp_path):

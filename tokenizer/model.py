@@ -158,8 +158,9 @@ class Tokenizer(nn.Module):
             weights = path / released.filename if path.is_dir() else path
         elif path.is_dir():
             raise CheckpointError(
-                f"{source} holds no {CONFIG_FILE}: pass a folder written by save_pretrained, a released id, or the weights "
-                "file with its config (e.g. configs/tokenizer/vitb_dinov3_kinetics.yaml)"
+                f"{source} holds no {CONFIG_FILE}: pass a folder written by save_pretrained, a released id, a local copy of "
+                "one under its repo's name (deltatok-kinetics/), or the weights file with its config "
+                "(e.g. configs/tokenizer/vitb_dinov3_kinetics.yaml)"
             )
         elif config is None:
             raise ConfigError(

@@ -308,7 +308,10 @@ class WorldModel(nn.Module):
                 tokenizer = Tokenizer.from_pretrained(tokenizer_source, backbone=backbone, cache_dir=cache_dir)
             weights = path / released.filename if path.is_dir() else path
         elif path.is_dir():
-            raise CheckpointError(f"{source} holds no {CONFIG_FILE}: pass a folder written by save_pretrained, a released id, or a weights file")
+            raise CheckpointError(
+                f"{source} holds no {CONFIG_FILE}: pass a folder written by save_pretrained, a released id, a local copy of "
+                "one under its repo's name (deltaworld-kinetics/), or a weights file with its config and tokenizer"
+            )
         elif config is None or tokenizer is None:
             raise CheckpointError(f"{source} is a bare weights file: pass the world-model config and the tokenizer it was trained with")
         else:
