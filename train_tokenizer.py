@@ -13,9 +13,9 @@ from accelerate import PartialState
 
 from tokenizer.data.registry import build_dataset
 from tokenizer.model import Tokenizer, TokenizerConfig
+from tokenizer.run_config import TokenizerRunConfig
 from tokenizer.runtime.cli import parse_run_config, run_cli
 from tokenizer.runtime.config import to_object
-from tokenizer.run_config import TokenizerRunConfig
 from tokenizer.runtime.engine import launched_on_cpu, prepare_output_dir, train, weights_to_start_from
 from tokenizer.runtime.files import load_module_weights
 from tokenizer.training import FeaturePool, TokenizerTask

@@ -12,6 +12,9 @@ GOLDEN = REPO.parent / "shared" / "golden" / "deltatok_reference_tiny.pt"
 
 torch.set_num_threads(2)
 
+# Fixtures of a Hugging Face cache holding the released models as tiny stand-ins, for every test module.
+from hub_cache import heads_golden, offline_cache, tiny_released  # noqa: E402, F401
+
 
 @pytest.fixture(scope="session")
 def golden() -> dict:

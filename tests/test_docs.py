@@ -14,7 +14,6 @@ from pathlib import Path
 import pytest
 from conftest import REPO
 from footage import make_cityscapes, make_kitti, make_vspw, write_video
-from hub_cache import heads_golden, offline_cache, tiny_released  # noqa: F401  (fixtures)
 
 from tokenizer.backbone import PAPER_BACKBONE
 from tokenizer.model import Tokenizer

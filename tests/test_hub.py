@@ -13,20 +13,7 @@ import pytest
 import torch
 from conftest import micro_predictor_config, micro_tokenizer_config
 from footage import write_video
-from hub_cache import (  # noqa: F401  (fixtures)
-    DEPTH_ID,
-    RGB_ID,
-    SEG_ID,
-    TOKENIZER_ID,
-    VSPW_ID,
-    WORLD_ID,
-    add_folder,
-    add_repo,
-    heads_golden,
-    offline_cache,
-    tiny_released,
-    torch_bytes,
-)
+from hub_cache import DEPTH_ID, RGB_ID, SEG_ID, TOKENIZER_ID, VSPW_ID, WORLD_ID, add_folder, add_repo, torch_bytes
 from omegaconf import OmegaConf
 
 from tokenizer.backbone import PAPER_BACKBONE
