@@ -55,7 +55,7 @@ def hf_download(args: list[str], cache: Path) -> None:
     snapshot = resolve(repo_id, "example")
     if "--local-dir" in args:
         target = Path(args[args.index("--local-dir") + 1])
-        shutil.copytree(snapshot.path, target)
+        shutil.copytree(snapshot, target)
         if RELEASED[repo_id].kind == "tokenizer":
             Tokenizer.from_pretrained(target)  # the folder keeps the repo's name, by which it is recognised
 

@@ -138,7 +138,7 @@ def test_local_copies_named_as_the_repos_load_offline_without_the_ids(golden, ti
     and a head copy is named by its kind or by its repo name."""
     models = tmp_path / "models"
     for repo_id in (WORLD_ID, TOKENIZER_ID, RGB_ID):
-        shutil.copytree(resolve(repo_id, "test").path, models / repo_id.split("/")[1])
+        shutil.copytree(resolve(repo_id, "test"), models / repo_id.split("/")[1])
     for repo_id in (WORLD_ID, TOKENIZER_ID, RGB_ID):
         shutil.rmtree(tiny_released / f"models--{repo_id.replace('/', '--')}")
     with pytest.raises(CheckpointError, match="not in the Hugging Face cache"):
@@ -150,7 +150,7 @@ def test_local_copies_named_as_the_repos_load_offline_without_the_ids(golden, ti
     assert load_heads(models / "rgb-head-imagenet", world.tokenizer).rgb is not None
     # Under another name a copy is a file of unknown origin: its kind says what it is, its shapes how large.
     renamed = tmp_path / "my-seg"
-    shutil.copytree(resolve(SEG_ID, "test").path, renamed)
+    shutil.copytree(resolve(SEG_ID, "test"), renamed)
     for source in (f"segmentation:{renamed}", f"segmentation:{renamed / 'pytorch_model.bin'}"):
         assert load_heads(source, world.tokenizer).segmentation.num_classes == 19
     with pytest.raises(InputError, match="not a head kind"):

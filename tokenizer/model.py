@@ -148,7 +148,7 @@ class Tokenizer(nn.Module):
         weights go.
         """
         released = released_model(source, TOKENIZER)
-        path = resolve(source, "tokenizer", revision, cache_dir).path
+        path = resolve(source, "tokenizer", revision, cache_dir)
         own_folder = path.is_dir() and (path / CONFIG_FILE).is_file()
         if own_folder:
             config = read_tokenizer_config(path)

@@ -430,7 +430,7 @@ def load_heads(
     for source in sources:
         kind, sep, file = str(source).partition(":")
         if sep and kind in KINDS:
-            path = resolve(file, f"{kind} head", revision, cache_dir).path
+            path = resolve(file, f"{kind} head", revision, cache_dir)
             # A folder without head.json is a release's copy (or snapshot): its one state-dict file.
             if path.is_dir() and not (path / CONFIG_FILE).is_file():
                 path = path / RELEASED_FILE
@@ -443,10 +443,10 @@ def load_heads(
             # A backbone given as a local folder cannot be compared by name; one given by id can.
             if tokenizer is not None and is_repo_id(tokenizer.backbone.name) and tokenizer.backbone.name != model.backbone:
                 log.warning("%s was trained on %s features; this tokenizer's backbone is %s", model.repo_id, model.backbone, tokenizer.backbone.name)
-            path = resolve(source, f"{model.kind} head", revision, cache_dir).path
+            path = resolve(source, f"{model.kind} head", revision, cache_dir)
             loaded = {model.kind: _released_head(model, path, in_dim, feature_norm)}
         else:
-            path = resolve(source, "heads", revision, cache_dir).path
+            path = resolve(source, "heads", revision, cache_dir)
             if path.is_dir() and (path / CONFIG_FILE).is_file():
                 head = load_head(path, None, in_dim, feature_norm=feature_norm)
                 loaded = {_read_config(path)["kind"]: head}

@@ -290,7 +290,7 @@ class WorldModel(nn.Module):
         `device` mean what they mean for `Tokenizer.from_pretrained`.
         """
         released = released_model(source, WORLD_MODEL)
-        path = resolve(source, "world model", revision, cache_dir).path
+        path = resolve(source, "world model", revision, cache_dir)
         own_folder = path.is_dir() and (path / CONFIG_FILE).is_file()
         if own_folder:
             config = config or read_world_config(path)

@@ -18,7 +18,6 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -39,15 +38,6 @@ from tokenizer.runtime.errors import CheckpointError
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$", re.ASCII)
 _PATH_PREFIXES = (".", "/", "~")
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".yaml", ".json")
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """A source made local: `path` is a folder or file on disk; `repo_id` names the Hub repo it came from."""
-
-    path: Path
-    repo_id: str | None = None
-    revision: str | None = None
 
 
 def split_revision(source: str) -> tuple[str, str | None]:
@@ -73,8 +63,8 @@ def is_repo_id(source: str | Path) -> bool:
     return True
 
 
-def resolve(source: str | Path, what: str, revision: str | None = None, cache_dir: str | Path | None = None) -> Resolved:
-    """The local folder or file behind `source`, fetching a Hub repo into the cache when needed.
+def resolve(source: str | Path, what: str, revision: str | None = None, cache_dir: str | Path | None = None) -> Path:
+    """The local folder or file behind `source`, fetching a Hub repo into the cache when needed (its snapshot folder).
 
     `revision` overrides an `@REV` in the source; `cache_dir` overrides HF_HUB_CACHE. Raises CheckpointError
     with one sentence for a missing path, a repo that is not cached while offline, a gated repo without
@@ -84,10 +74,9 @@ def resolve(source: str | Path, what: str, revision: str | None = None, cache_di
         path = Path(source).expanduser()
         if not path.exists():
             raise CheckpointError(f"{what} {source} does not exist (neither a local path nor a Hub repo id ORG/NAME)")
-        return Resolved(path)
+        return path
     repo_id, tagged = split_revision(str(source))
-    revision = revision or tagged
-    return Resolved(Path(_snapshot(repo_id, what, revision, cache_dir)), repo_id, revision)
+    return Path(_snapshot(repo_id, what, revision or tagged, cache_dir))
 
 
 def _snapshot(repo_id: str, what: str, revision: str | None, cache_dir: str | Path | None) -> str:
