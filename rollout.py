@@ -35,7 +35,7 @@ from tokenizer.runtime.errors import CheckpointError, ConfigError, DataError, In
 from tokenizer.runtime.files import atomic_write_text
 from tokenizer.runtime.hub import is_repo_id
 from tokenizer.usage import usage_lines
-from worldmodel.evaluation import PROTOCOLS, RolloutEvalConfig, RolloutEvaluator, report_table
+from worldmodel.evaluation import PROTOCOLS, WORLD_BEST, WORLD_MEAN, RolloutEvalConfig, RolloutEvaluator, report_table
 from worldmodel.heads import load_heads
 from worldmodel.loading import load_world_model
 from worldmodel.pictures import plot_metric_vs_horizon, rollout_animation, rollout_picture, save_animation, save_png
@@ -143,6 +143,18 @@ def load_dataset(run: RolloutRunConfig, num_frames: int):
         ) from None
 
 
+def horizon_series(report: dict, metric: str, several_models: bool) -> dict[str, dict[int, float]]:
+    """method -> {horizon: value} of one metric, for the plots. With several world models the unsuffixed
+    world_best / world_mean rows repeat the first model's own rows, so each series is drawn once."""
+    repeated = {WORLD_BEST, WORLD_MEAN} if several_models else set()
+    series = {
+        method: {int(h): values[metric] for h, per_method in report["horizons"].items() if (values := per_method[method]).get(metric) is not None}
+        for method in next(iter(report["horizons"].values()))
+        if method not in repeated
+    }
+    return {method: points for method, points in series.items() if points}
+
+
 def main(argv: list[str] | None = None) -> None:
     run = parse_args(argv)
     if run.threads > 0:
@@ -196,11 +208,7 @@ def main(argv: list[str] | None = None) -> None:
         save_animation(out / f"clip{i}.gif", rollout_animation(record), fps=2)
         written += [out / f"clip{i}.png", out / f"clip{i}.gif"]
     for metric in PLOTTED:
-        series = {
-            method: {int(h): values[metric] for h, per_method in report["horizons"].items() if (values := per_method[method]).get(metric) is not None}
-            for method in next(iter(report["horizons"].values()))
-        }
-        series = {method: points for method, points in series.items() if points}
+        series = horizon_series(report, metric, several_models=len(evaluator.worlds) > 1)
         if series:
             plot_metric_vs_horizon(series, metric, out / f"{metric}_vs_horizon.png", title=f"{metric} vs horizon ({run.data.source})")
             written.append(out / f"{metric}_vs_horizon.png")

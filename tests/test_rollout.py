@@ -88,6 +88,10 @@ def test_report_structure_pictures_and_two_models(saved, tmp_path, capsys):
         assert per_method["copy_last"]["sample_spread"] == 0 and per_method["world_samples_flow"]["sample_spread"] > 0
         expected_gap = gap_closed(values["miou"], per_method["copy_last"]["miou"], per_method["present"]["miou"])
         assert values["gap_closed_miou"] == pytest.approx(expected_gap) if expected_gap is not None else values["gap_closed_miou"] is None
+    # Each series is plotted once: the first model's rows under its own name, not twice.
+    plotted = rollout.horizon_series(report, "miou", several_models=True)
+    assert {"world_best_bom", "world_best_flow", "copy_last"} <= set(plotted) and "world_best" not in plotted
+    assert "world_best" in rollout.horizon_series(report, "miou", several_models=False)
     # 3 clips in batches of 2 and 1: only the batch of 2 has another clip's token to decode with.
     usage = report["token_usage"]
     assert usage["pairs"] == 2 and usage["own_loss"] > 0 and usage["copy_loss"] > 0

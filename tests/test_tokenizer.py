@@ -332,3 +332,6 @@ def test_feature_pool_serves_the_clips_features_and_trains_alike(tokenizer):
     torch.testing.assert_close(served, fresh)
     with pytest.raises(ConfigError, match="feature_pool"):
         FeaturePool(tokenizer, ShapesClips(ShapesConfig(frame_size=32), 2, seed=0, num_clips=2), size=3, batch_size=2, device=torch.device("cpu"))
+    # A pool larger than the run's draws keeps only the clips some step serves, which are the same clips.
+    cut = FeaturePool(tokenizer, clips, size=8, batch_size=2, device=torch.device("cpu"), clips_drawn=3)
+    torch.testing.assert_close(cut.features, pool.features)

@@ -14,7 +14,8 @@ from tokenizer.runtime.engine import RunConfig, TrainConfig
 class TokenizerRunConfig(RunConfig):
     output_dir: str = "runs/tokenizer_tiny"
     # Clips whose backbone features are computed once, before the first step, and served in turn for the whole
-    # run (tokenizer.training.FeaturePool); 0 = fresh clips every step, as the paper trains.
+    # run (tokenizer.training.FeaturePool); 0 = fresh clips every step, as the paper trains. A pool larger than the
+    # clips the run draws (train.max_steps x the batch) is cut to that.
     feature_pool: int = 0
     backbone: BackboneConfig = field(default_factory=BackboneConfig)
     model: DeltaTokConfig = field(default_factory=DeltaTokConfig)

@@ -250,7 +250,7 @@ def plot_metric_vs_horizon(
     if not results:
         raise InputError("no results to plot")
     # A bare Figure on the Agg canvas: no pyplot global state, no display needed.
-    figure = Figure(figsize=(6, 4), dpi=120)
+    figure = Figure(figsize=(7.5, 4), dpi=120)
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
     markers = "osD^vP*Xh"
@@ -262,7 +262,8 @@ def plot_metric_vs_horizon(
     axes.set_ylabel(metric_name)
     axes.set_title(title or f"{metric_name} vs horizon")
     axes.grid(alpha=0.3)
-    axes.legend()
+    # Beside the axes, not on them: with eight methods an inner legend covers the lines.
+    axes.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), fontsize="small", frameon=False)
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format=fmt)

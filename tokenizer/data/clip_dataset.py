@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from tokenizer.data.clip import make_clip
 from tokenizer.data.config import VideoDataConfig
 from tokenizer.data.readers import read_planned
-from tokenizer.data.sampling import centered_clip_indices, random_clip_indices
+from tokenizer.data.sampling import UNBOUNDED_CLIPS, centered_clip_indices, random_clip_indices
 from tokenizer.data.sources import open_source
 from tokenizer.data.transforms import center_square_box, random_resized_crop_box, resize_frames, to_channels_first
 from tokenizer.data.unusable import UnusableSource, warn_unusable
@@ -27,8 +27,9 @@ class VideoClipDataset(Dataset):
     """Square clips of `num_frames` frames from video files and frame folders.
 
     train=True: each item picks a random source, random gaps between frames,
-    a random resized crop and a random flip; any int sample_id >= 0 is valid
-    and len() is the number of sources (one nominal epoch).
+    a random resized crop and a random flip; any int sample_id >= 0 is valid,
+    so the set is unbounded (len UNBOUNDED_CLIPS) like every training set: a
+    pool or a token cache of more clips than there are videos draws more windows.
     train=False: item i is the clip centred in source i with `eval_stride_s`
     between frames, centre-cropped to a square; ids are 0..len-1.
 
@@ -57,7 +58,7 @@ class VideoClipDataset(Dataset):
         self._unusable: set[str] = set()
 
     def __len__(self) -> int:
-        return len(self.sources)
+        return UNBOUNDED_CLIPS if self.train else len(self.sources)
 
     def __getitem__(self, sample_id: int) -> dict[str, torch.Tensor]:
         sample_id = int(sample_id)
