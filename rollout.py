@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from tokenizer.data.registry import DataConfig, build_dataset
 from tokenizer.model import Tokenizer
@@ -48,9 +49,11 @@ PLOTTED = ("miou", "rmse", "feature_loss")
 
 @dataclass
 class RolloutDataConfig:
+    """The clips whose futures are imagined and scored."""
+
     source: str = "shapes"  # shapes | vspw | cityscapes | kitti | videos
     root: str = ""  # dataset folder; "" = the source's variable (VSPW_ROOT, ...)
-    split: str = "val"
+    split: str = "val"  # the dataset split evaluated
     frame_size: int = 64  # short side of the frames, as the tokenizer was trained
     # Shapes only: simulator steps between clip frames (10 per second; 2 = 0.2 s, the spacing of VSPW and KITTI).
     shapes_stride: int = 1
@@ -60,10 +63,12 @@ class RolloutDataConfig:
 
 @dataclass
 class RolloutRunConfig:
-    # Each checkpoint below is a local folder or file, or a Hub id (ORG/NAME[@REVISION]): our pushed folders, or the
-    # released Amazon-FAR models (tokenizer.released), fetched through the Hugging Face cache.
+    """What rollout.py reads. Each checkpoint is a local folder or file, or a Hub id (ORG/NAME[@REVISION]): our pushed
+    folders, or the released Amazon-FAR models (tokenizer.released), fetched through the Hugging Face cache."""
+
     # The tokenizer whose backbone gives the true features and whose decoding is scored; "" = the first world model's.
     tokenizer: str = ""
+    # The world models compared; the first fills world_best / world_mean, each gets world_best_<name> too.
     world_models: list[str] = field(default_factory=lambda: ["runs/world_model_tiny/final"])
     # A local DINOv3 folder (or another hub id) replacing a released model's backbone; "" = each model's own.
     backbone: str = ""
@@ -71,7 +76,7 @@ class RolloutRunConfig:
     # released ids (Amazon-FAR/seg-head-vspw, depth-head-kitti, rgb-head-imagenet, ...) or KIND:FILE. An RGB head
     # draws the pictures' RGB rows. [] = none: footage is scored by feature loss and energy score, pictured by PCA.
     heads: list[str] = field(default_factory=lambda: ["runs/heads_tiny"])
-    out: str = "runs/rollout"
+    out: str = "runs/rollout"  # folder for report.json, report.md, pictures and plots
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads; 0 = PyTorch's default
     data: RolloutDataConfig = field(default_factory=RolloutDataConfig)
@@ -186,7 +191,8 @@ def main(argv: list[str] | None = None) -> None:
     evaluator = RolloutEvaluator(tokenizer, worlds, heads, run.eval, device)
     dataset = load_dataset(run, evaluator.config.clip_frames)
     batch_size = run.data.batch_size or (8 if run.data.source == "shapes" else 1)
-    for batch in DataLoader(dataset, batch_size=batch_size):
+    batches = DataLoader(dataset, batch_size=batch_size)
+    for batch in tqdm(batches, desc=f"imagining futures of {len(dataset)} clips", unit="batch", dynamic_ncols=True, leave=False):
         evaluator.update(batch)
     extra = {"models": dict(zip(worlds, run.world_models)), "tokenizer": run.tokenizer, "heads": run.heads}
     if run.data.source == "shapes":

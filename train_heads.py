@@ -33,12 +33,12 @@ SOURCE_CLASSES = {"shapes": list(SHAPES_CLASS_NAMES), "vspw": VSPW_NUM_CLASSES, 
 
 @dataclass
 class HeadsRunConfig:
-    output_dir: str = "runs/heads_tiny"
-    seed: int = 0
+    output_dir: str = "runs/heads_tiny"  # folder for the heads' subfolders, config.yaml and metrics.json
+    seed: int = 0  # seeds the heads' initialisation and their training clips
     overwrite: bool = False  # replace heads already in output_dir
     tokenizer: str = "runs/tokenizer_tiny/final"  # saved tokenizer whose backbone features the heads read
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
-    heads: HeadTrainConfig = field(default_factory=HeadTrainConfig)
+    heads: HeadTrainConfig = field(default_factory=HeadTrainConfig)  # which heads, and how they are trained
     data: DataConfig = field(default_factory=DataConfig)
 
 

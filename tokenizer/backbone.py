@@ -29,17 +29,20 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 @dataclass
 class BackboneConfig:
+    """The frozen DINOv3 ViT whose patch features the tokenizer compresses. The sizes after `name` apply to
+    random-init-dinov3 only: a pretrained model brings its own."""
+
     # A hub id (e.g. facebook/dinov3-vitb16-pretrain-lvd1689m), a local folder
     # holding config.json + weights, or "random-init-dinov3": seeded random
     # weights, NOT pretrained, sized by the fields below (ignored otherwise).
     name: str = RANDOM_INIT_NAME
-    hidden_size: int = 96
-    num_layers: int = 2
-    num_heads: int = 3
-    intermediate_size: int = 384
-    patch_size: int = 8
-    num_register_tokens: int = 4
-    seed: int = 0
+    hidden_size: int = 96  # feature width, and so the delta tokens' width (768 for ViT-B)
+    num_layers: int = 2  # transformer layers
+    num_heads: int = 3  # attention heads; hidden_size / num_heads must be a multiple of 4 (2-D RoPE)
+    intermediate_size: int = 384  # MLP hidden size
+    patch_size: int = 8  # pixels per patch side; frame sizes must be multiples of it
+    num_register_tokens: int = 4  # register tokens beside the class token, dropped from the features
+    seed: int = 0  # seed of the random weights
 
 
 class Backbone(nn.Module):

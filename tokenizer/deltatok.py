@@ -36,12 +36,16 @@ ENCODER_INPUTS = ("next", "difference", "difference_only")
 
 @dataclass
 class DeltaTokConfig:
+    """DeltaTok's encoder and decoder (tokenizer.deltatok); their width and heads are the backbone's."""
+
     num_layers: int = 2  # decoder blocks, and the encoder's unless encoder_layers says otherwise (12 + 12 in the paper)
     # Encoder blocks when they should differ from the decoder's; 0 = num_layers, as in the paper.
     encoder_layers: int = 0
     # Learned query tokens that pool the encoder's patches; the token is the mean of their outputs. 1 = the paper.
     encoder_queries: int = 1
     mlp_hidden_size: int = 256  # SwiGLU hidden size: 2 * I // 3 for an MLP size I (2048 at ViT-B)
+    # true: the decoder also reads the previous frame's features, so the token carries only the change; false:
+    # the encoder sees the next frame alone and the token must carry all of it (the paper's non-delta ablation).
     use_delta: bool = True
     # What the encoder sees: "next" (the paper: prev and next), "difference" (prev and next - prev), which hands
     # it the change directly instead of two nearly equal frames whose pooled average hides the change, or
@@ -54,15 +58,15 @@ class DeltaTokConfig:
     # this cuts the encoder's sequence and its cost with it; where every patch changes (a moving camera, and
     # the first token of a clip, encoded from the black frame) it drops part of the change.
     encoder_top_k: int = 0
-    use_qk_norm: bool = True
-    use_gated_attn: bool = True
-    use_swiglu: bool = True
-    layer_scale_init: float = 1e-5
-    rope_theta: float = 100.0
+    use_qk_norm: bool = True  # LayerNorm (no bias) on each head's queries and keys, after RoPE
+    use_gated_attn: bool = True  # per-head sigmoid gate on the attention output, from the block's normed input
+    use_swiglu: bool = True  # SwiGLU MLP; false: a GELU MLP
+    layer_scale_init: float = 1e-5  # initial LayerScale of every residual branch (the paper's 1e-5)
+    rope_theta: float = 100.0  # base of the 2-D RoPE frequencies over patch positions
     # Training-time RoPE scale jitter, log-uniform in [1/r, r] (DINOv3's pos_embed_rescale); 0 turns it off.
     rope_rescale: float = 2.0
-    layer_norm_eps: float = 1e-5
-    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-5  # epsilon of every LayerNorm
+    initializer_range: float = 0.02  # std of the truncated-normal initialisation of linear weights and embeddings
 
 
 class DeltaTok(nn.Module):

@@ -88,10 +88,12 @@ def energy_score(samples: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class RolloutEvalConfig:
-    context: int = 4
-    horizons: list[int] = field(default_factory=lambda: [1])
+    """How imagined futures are made and scored: context, horizons, samples, protocol, pictures."""
+
+    context: int = 4  # true frames the world model sees before the imagined ones
+    horizons: list[int] = field(default_factory=lambda: [1])  # frames ahead that are scored
     num_samples: int = 0  # K imagined futures per clip; 0 = the first world model's own num_samples (the paper's 20)
-    seed: int = 0
+    seed: int = 0  # seeds the sampling of imagined futures
     protocol: str = "one_rollout"  # one_rollout | per_horizon (see the module docstring)
     num_pictures: int = 2  # clips whose rollouts are kept for pictures
     picture_samples: int = 3  # imagined samples shown side by side per picture

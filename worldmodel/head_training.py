@@ -27,24 +27,26 @@ from worldmodel.rgb_head import RGBHead, RGBHeadConfig
 
 @dataclass
 class HeadTrainConfig:
-    segmentation: bool = True
-    depth: bool = True
+    """Which heads train_heads.py fits on the frozen backbone's features, and how."""
+
+    segmentation: bool = True  # train the linear segmentation probe
+    depth: bool = True  # train the linear depth probe (binned, as the released depth-head-kitti)
     num_classes: int = 0  # 0 = the data source's own class count
     min_depth: float = 1e-3  # depth head range in metres (KITTI's by default)
-    max_depth: float = 80.0
-    steps: int = 300
-    batch_size: int = 16
-    lr: float = 1e-3
+    max_depth: float = 80.0  # upper end of the depth range in metres
+    steps: int = 300  # AdamW steps
+    batch_size: int = 16  # clips per step
+    lr: float = 1e-3  # the probes' learning rate
     threads: int = 0  # torch CPU threads; 0 = PyTorch's default
     # An RGB head (a ViT decoder from features to pixels, trained with an L1 pixel loss); its native image
     # size is the training frames' short side, and its patch the backbone's unless set.
     rgb: bool = False
-    rgb_hidden_size: int = 128
-    rgb_num_layers: int = 2
-    rgb_num_heads: int = 4
-    rgb_mlp_size: int = 256
+    rgb_hidden_size: int = 128  # the RGB head's width
+    rgb_num_layers: int = 2  # its transformer blocks
+    rgb_num_heads: int = 4  # its attention heads
+    rgb_mlp_size: int = 256  # its MLP hidden size
     rgb_patch_size: int = 0  # 0 = the backbone's patch size: one output patch per feature patch, frames' size out
-    rgb_lr: float = 1e-3
+    rgb_lr: float = 1e-3  # the RGB head's learning rate
 
 
 def _square_batches(loader: DataLoader) -> Iterator[dict]:

@@ -32,6 +32,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from tokenizer.data.clip import IGNORE_INDEX
 from tokenizer.data.kitti import MAX_DEPTH_M, MIN_DEPTH_M
@@ -548,6 +549,7 @@ def train_heads(
     depth_head: DepthHead | None = None
     optimizer: torch.optim.Optimizer | None = None
     log: list[dict[str, float]] = []
+    bar = tqdm(total=steps, desc="training heads", unit="step", dynamic_ncols=True, leave=False)
 
     while len(log) < steps:
         seen_any = False
@@ -613,6 +615,7 @@ def train_heads(
             total.backward()
             optimizer.step()
             log.append({"step": len(log), **{k: v.item() for k, v in losses.items()}})
+            bar.update()
             if len(log) >= steps:
                 break
         if not seen_any:
@@ -620,6 +623,7 @@ def train_heads(
         if not log:
             raise DataError("no batch holds a valid label for the heads being trained (all seg 255, all depth 0, or keys missing)")
 
+    bar.close()
     if not log:
         raise DataError("the batches yielded nothing to train the heads on")
     if rgb_head is not None:

@@ -29,14 +29,18 @@ from tokenizer.runtime.errors import ConfigError
 
 @dataclass
 class PredictorConfig:
-    hidden_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 4
-    mlp_ratio: int = 4
+    """A predictor (worldmodel.predictor): learned queries cross-attend to a history of tokens. Each head's
+    channels are the RoPE axes' chunks followed by the unrotated tail."""
+
+    hidden_size: int = 128  # width of the queries and blocks (768 in the paper's ViT-B recipe)
+    num_layers: int = 2  # cross-attention blocks
+    num_heads: int = 4  # attention heads; the head size is hidden_size / num_heads
+    mlp_ratio: int = 4  # GELU MLP hidden size, as a multiple of hidden_size
+    # RoPE channels of each head per position axis, each even: [time] for DeltaWorld, [time, x, y] for DINOWorld.
     rope_axis_sizes: list[int] = field(default_factory=lambda: [28])
-    rope_unrotated_size: int = 4
-    layer_scale_init: float = 1e-5
-    initializer_range: float = 0.02
+    rope_unrotated_size: int = 4  # channels at the end of each head left unrotated; with the axes they make the head size
+    layer_scale_init: float = 1e-5  # initial LayerScale of every residual branch
+    initializer_range: float = 0.02  # std of the truncated-normal initialisation of linear weights
 
     def validate(self) -> None:
         if self.hidden_size % self.num_heads:

@@ -37,12 +37,15 @@ READOUT_LOSS = ("smooth_l1", 0.1)  # as the world model's feature loss
 
 @dataclass
 class ReadoutConfig:
-    enabled: bool = False
+    """The readout (worldmodel.readout): summaries of imagined frames from their tokens, so a planner's goal cost needs
+    no decoding."""
+
+    enabled: bool = False  # train a readout with the world model; without one, planning uses the feature cost
     grid: int = 4  # summaries pool the patch grid to grid x grid cells
     # Each cell's query also carries its anchor cell's summary, projected (see the module docstring);
     # false: learned cell vectors alone, the first design (readouts saved before this option).
     anchor_queries: bool = True
-    predictor: PredictorConfig = field(default_factory=PredictorConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)  # the readout's own, over anchor cells and tokens
 
 
 def summarize(features: torch.Tensor, grid: tuple[int, int], cells: int) -> torch.Tensor:

@@ -15,17 +15,21 @@ from worldmodel.world import WorldModelConfig
 
 @dataclass
 class TokenizerSource:
+    """The frozen tokenizer whose delta tokens the world model predicts."""
+
     # Our saved tokenizer folder (a train_tokenizer.py run's final/) or its Hub id, the released id
     # Amazon-FAR/deltatok-kinetics, or a DeltaTok weights file (.bin/.pt/.safetensors) described by the
     # `backbone` and `model` sections below (folders and released ids carry their own config; for a released id,
     # a backbone.name other than random-init-dinov3 replaces its DINOv3, e.g. with a local copy of it).
     checkpoint: str = "runs/tokenizer_tiny/final"
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)
-    model: DeltaTokConfig = field(default_factory=DeltaTokConfig)
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)  # a weights file's backbone (see checkpoint)
+    model: DeltaTokConfig = field(default_factory=DeltaTokConfig)  # a weights file's DeltaTok (see checkpoint)
 
 
 @dataclass
 class EvalConfig:
+    """The validation rollouts scored during and after training."""
+
     context: int = 4  # context frames of a validation rollout
     horizon: int = 1  # imagined frames after them
 
@@ -34,7 +38,7 @@ class EvalConfig:
 class TokenCacheConfig:
     """`python -m worldmodel.token_cache`: tokenize `num_clips` clips of `data.*` once into `out`."""
 
-    out: str = "runs/tokens_tiny"
+    out: str = "runs/tokens_tiny"  # folder of the shards, plan.json and manifest.json; data.root when training on it
     num_clips: int = 4096  # clips 0..num_clips-1 of the training source (a stream such as Shapes needs a count)
     shard_clips: int = 1024  # clips per safetensors shard; shards are the unit of resuming and of work per process
     batch_size: int = 64  # clips tokenized at once

@@ -37,6 +37,8 @@ TOKENIZER_DIR = "tokenizer"
 
 @dataclass
 class WorldModelConfig:
+    """The world model around the frozen tokenizer: its predictor, training objective, actions and optional readout."""
+
     kind: str = "deltaworld"  # deltaworld (one token per frame) | dinoworld (every patch, the paper's baseline)
     predictor: PredictorConfig = field(default_factory=PredictorConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)

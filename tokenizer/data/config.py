@@ -19,17 +19,16 @@ class VideoDataConfig:
     its aspect ratio jittered by up to 4/3 either way, and horizontal flips.
     """
 
-    # Seconds between consecutive frames of a training clip, drawn uniformly per gap.
+    # Seconds between consecutive frames of a training clip, drawn uniformly in [min_stride_s, max_stride_s] per gap.
     min_stride_s: float = 1 / 25
-    max_stride_s: float = 1 / 3
+    max_stride_s: float = 1 / 3  # the longest gap
     # Seconds between frames of the fixed clips that `videos`/`kinetics` give for non-train splits.
     eval_stride_s: float = 0.2
-    # Random resized crop: fraction of the frame area kept, and the largest
-    # factor by which the crop's aspect ratio may differ from square.
+    # Random resized crop of training clips: the smallest fraction of the frame area kept.
     crop_scale_min: float = 0.6
-    crop_scale_max: float = 1.0
-    crop_ratio_jitter: float = 4 / 3
-    horizontal_flip: bool = True
+    crop_scale_max: float = 1.0  # the largest fraction of the frame area kept
+    crop_ratio_jitter: float = 4 / 3  # the largest factor by which the crop's aspect ratio may differ from square
+    horizontal_flip: bool = True  # flip each training clip left-right with probability 1/2
     # Frame rate of frame folders that carry neither an fps.txt nor timestamps in their file names.
     frame_folder_fps: float = 25.0
     # "auto" uses PyAV when it is installed (exact per-frame timestamps) and imageio's ffmpeg otherwise.

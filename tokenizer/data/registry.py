@@ -25,14 +25,16 @@ SOURCES = ("shapes", "episodes") + VIDEO_SOURCES
 
 @dataclass
 class DataConfig:
+    """Where training and validation clips come from (tokenizer.data.registry.build_dataset)."""
+
     # shapes (the embedded default) | episodes (a folder from `python -m envs.recording`, with actions) |
     # videos (any folder tree of video files / frame folders) | kinetics | vspw | cityscapes | kitti |
     # tokens (world-model training only: a cache from `python -m worldmodel.token_cache`, with data.val_source set)
     source: str = "shapes"
     root: str = ""  # dataset folder; "" = the source's variable (KINETICS_ROOT, VSPW_ROOT, ...)
     val_source: str = ""  # validation source; "" = the training source
-    val_root: str = ""
-    val_split: str = "val"
+    val_root: str = ""  # folder of val_source, when that is set; "" = its variable
+    val_split: str = "val"  # split validation reads from a dataset folder (shapes and episodes have their own)
     frame_size: int = 64  # square training frames (evaluation sets keep their aspect ratio)
     num_frames: int = 2  # frames per training clip
     val_num_frames: int = 4  # frames per validation clip

@@ -53,13 +53,13 @@ class ShapesConfig:
 
     frame_size: int = 64  # pixels per side; a multiple of the 8-pixel patch
     fps: float = 10.0  # simulator steps per second; dt = 1 / fps
-    num_distractors: int = 3
+    num_distractors: int = 3  # randomly moving circles, squares and triangles beside the agent
     agent_speed: float = 0.4  # speed at |action| = 1
-    distractor_speed: float = 0.25
+    distractor_speed: float = 0.25  # speed of every distractor
     turn_rate: float = 0.5  # Poisson rate of a distractor's random direction changes
     success_radius: float = 0.1  # the goal is reached when the agent is nearer than this
     min_depth: float = 2.5  # shape depths are uniform in [min_depth, max_depth]
-    max_depth: float = 5.0
+    max_depth: float = 5.0  # the deepest a shape can be (see min_depth)
     near_radius: float = 0.1875  # apparent radius at min_depth (12 px at 64 px); scales as 1/depth
     background_far_depth: float = 12.0  # depth of the top row
     background_near_depth: float = 4.0  # depth of the bottom row

@@ -58,8 +58,8 @@ LR_SCHEDULES = ("constant", "cosine", "wsd")
 class RunConfig:
     """The fields every training run config starts with; `train` reads them."""
 
-    output_dir: str = "runs/run"
-    seed: int = 0
+    output_dir: str = "runs/run"  # the run's folder: config.yaml, checkpoints/, logs/, final/ and metrics.json
+    seed: int = 0  # seeds the model's initialisation and every step's clips and noise (with the step and rank)
     resume: bool = False  # continue from the newest complete checkpoint in output_dir
     overwrite: bool = False  # replace a run already in output_dir
     # Start the trained module from these weights (a run's final/ folder, or a released weights file) with a fresh
@@ -69,20 +69,22 @@ class RunConfig:
 
 @dataclass
 class TrainConfig:
-    max_steps: int = 1000
+    """Optimisation, checkpoints and logging of the training loop (tokenizer.runtime.engine.train)."""
+
+    max_steps: int = 1000  # optimizer steps of the whole run; a resumed run continues up to it
     batch_size: int = 16  # clips per process per micro-step
     effective_batch_size: int = 0  # clips per optimizer step over all processes; 0 = no accumulation
-    lr: float = 1e-3
+    lr: float = 1e-3  # peak learning rate, reached after warmup_steps
     # adamw | muon: Muon for the weight matrices of linear layers (their update RMS-matched to AdamW's, so lr and
     # weight_decay carry over), AdamW for the rest (tokenizer.runtime.muon)
     optimizer: str = "adamw"
-    weight_decay: float = 0.01
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    warmup_steps: int = 0
+    weight_decay: float = 0.01  # on the weights of linear and convolution layers; biases, norms and embeddings get none
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # AdamW's (and Muon's AdamW groups') moment decays
+    warmup_steps: int = 0  # linear LR ramp from 0 over this many steps
     # constant | cosine (to 0 at max_steps) | wsd (constant, then linear to 0 over the last lr_decay_fraction of the
     # steps after warmup)
     lr_schedule: str = "constant"
-    lr_decay_fraction: float = 0.2
+    lr_decay_fraction: float = 0.2  # wsd: share of the post-warmup steps spent decaying, in (0, 1]
     # LR multipliers by parameter-name prefix of the trained module, e.g. {encoder_blocks: 3.0}: the longest
     # matching prefix wins, other parameters keep 1.0. A prefix that names no trainable parameter is an error.
     # Weight decay, applied as lr x weight_decay, scales with it. On the command line a prefix with dots goes
@@ -94,9 +96,9 @@ class TrainConfig:
     # warm-up is over (about 9,000 steps; a shorter run averages with the warm-up's decay).
     ema_decay: float = 0.0
     mixed_precision: str = "auto"  # auto (bf16 on GPUs that have it, fp32 on CPU) | no | bf16 | fp16
-    checkpoint_every: int = 200
-    keep_checkpoints: int = 2
-    log_every: int = 10
+    checkpoint_every: int = 200  # save a resumable checkpoint every N steps, and at the last step
+    keep_checkpoints: int = 2  # newest checkpoints kept in output_dir/checkpoints; older ones are deleted
+    log_every: int = 10  # steps between loss, LR and throughput records (progress bar and trackers)
     val_every: int = 0  # validate every N steps as well as at the end; 0 = only at the end
     num_workers: int = 0  # DataLoader worker processes per training process
     trackers: list[str] = field(default_factory=lambda: ["tensorboard"])  # tensorboard, wandb, ...; [] = none
@@ -417,7 +419,8 @@ def validate(accelerator: Accelerator, task: Task, model: nn.Module, val_set: Da
     was_training = model.training
     model.eval()
     with torch.no_grad(), accelerator.autocast():
-        for batch in loader:
+        progress = tqdm(loader, desc="validating", unit="batch", disable=not accelerator.is_local_main_process, dynamic_ncols=True, leave=False)
+        for batch in progress:
             for name, (value, count) in task.validate(model, _to_device(batch, accelerator.device)).items():
                 pair = torch.stack([value.detach().float().sum(), torch.tensor(float(count), device=value.device)])
                 sums[name] = sums.get(name, torch.zeros(2, device=accelerator.device)) + pair

@@ -20,6 +20,8 @@ from worldmodel.predictor import HistoryCache, Predictor
 
 @dataclass
 class ObjectiveConfig:
+    """How the predictor is trained and sampled (worldmodel.objectives); each option names the kinds it applies to."""
+
     kind: str = "bom"  # bom | flow | diffusion | deterministic
     loss: str = "smooth_l1"  # bom / deterministic regression loss: smooth_l1 | mse
     loss_beta: float = 0.1  # SmoothL1 beta (the paper's 0.1)
@@ -35,8 +37,8 @@ class ObjectiveConfig:
 class ActionSpace:
     """Action conditioning: `dim` continuous (Box) dimensions, or `num_actions` discrete choices; both 0 = none."""
 
-    dim: int = 0
-    num_actions: int = 0
+    dim: int = 0  # size of a continuous (Box) action
+    num_actions: int = 0  # choices of a discrete action, stored as its index
 
 
 def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str, beta: float) -> torch.Tensor:
