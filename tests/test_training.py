@@ -278,7 +278,7 @@ def readme_command(marker: str) -> list[str]:
 def test_readmes_recipe_stages_run_as_written_at_micro_size(tmp_path):
     """The paper's tokenizer recipe: stage 1, stage 2 from its final/ at another size, a cooldown resuming stage 2."""
     stage1, stage2 = tmp_path / "stage1", tmp_path / "stage2"
-    stage2_words = readme_command("init_from=runs/deltatok_vitb_kinetics_stage1/final")
+    stage2_words = readme_command("init_from=runs/deltatok_stage1/final")
     config = stage2_words[stage2_words.index("--config") + 1]
     # The recipe's config with micro sizes, offline: only README's key names are under test, not its sizes.
     # The recipe's encoder reads whole frames, so it keeps every patch (no encoder_top_k).

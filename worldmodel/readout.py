@@ -13,8 +13,8 @@ anchor's cells and to those tokens (a small `Predictor`), and each cell's output
 is added to its anchor cell. Each query is a learned cell vector plus a projection
 of its own anchor cell (`anchor_queries`): a query that only knows which cell it is
 must first find that cell's content among the anchor entries by attention, and in
-a few hundred steps it never did (its reads stayed at the anchor, README: "The
-token cost and the readout"). Trained alongside the world model on true tokens
+a few hundred steps it never did (its reads stayed at the anchor, docs/method.md: "The
+readout and the token cost"). Trained alongside the world model on true tokens
 (teacher-forced), with the clip's first frame as the anchor; the world model's own
 training is unchanged, and a model without a readout plans with the feature cost.
 """
