@@ -5,9 +5,13 @@
 Everything is measured in one process on one machine, so the numbers can be set against each other:
 - the machine, and its matmul peak measured here (fp32 on CPU, bf16 on CUDA: the training dtype);
 - parameters and FLOPs per imagined frame of DeltaWorld (the predictor alone, and with the DeltaTok
-  decode to every patch feature) and of DINOWorld (every patch predicted), at the tiny default and at
-  the paper's ViT-B/16 on 512 px frames (1,024 patches), counted on the meta device: no weights, no download;
+  decode to every patch feature) and of DINOWorld (every patch predicted), at the tiny default, at
+  ViT-S/16 on 224 px frames (196 patches) and at the paper's ViT-B/16 on 512 px frames (1,024 patches),
+  counted on the meta device: no weights, no download;
 - latency per imagined frame and per CEM planning step of both world models at tiny;
+- seconds per CEM planning step at a ViT-S/16-like size on 224 px frames (196 patches, every model
+  384 wide), where a planning step is FLOP-bound: DeltaWorld with the token cost and with the feature
+  cost, and DINOWorld, with their FLOPs and the time ratios (`--quick`: at tiny);
 - training throughput of the tokenizer and of the world model, the step time of best-of-many with
   256 hypotheses over 1, and the model FLOPs utilisation (MFU) of the tokenizer's training step;
 - wall time, peak memory and the CPU share other processes took (which disturbs timings) of each phase.
@@ -28,7 +32,7 @@ import resource
 import statistics
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -88,16 +92,34 @@ VITB_BACKBONE = (
     "backbone.patch_size=16",
 )
 VITB_WORLD = "configs/world_model/vitb_dinov3_kinetics.yaml"
+# DINOv3 ViT-S/16's shape, random weights as above, and the paper's recipe scaled to its width: a 12-block
+# DeltaTok decoder (SwiGLU 2 * 1536 // 3) and 12-block predictors 384 wide (6 heads of 64), on 224 px frames.
+VITS_BACKBONE = (
+    "backbone.name=random-init-dinov3",
+    "backbone.hidden_size=384",
+    "backbone.num_layers=12",
+    "backbone.num_heads=6",
+    "backbone.intermediate_size=1536",
+    "backbone.patch_size=16",
+    "model.mlp_hidden_size=1024",
+)
+VITS_WORLD = ("model.predictor.hidden_size=384", "model.predictor.num_heads=6", "data.frame_size=224")
+# DINOWorld beside DeltaWorld at one size: the same predictor, RoPE over (time, x, y) on 20 channels each plus
+# 4 unrotated (head size 64), trained deterministically, as tiny_dinoworld.yaml makes it at tiny.
+DINOWORLD = ("model.kind=dinoworld", "model.predictor.rope_axis_sizes=[20,20,20]", "model.objective.kind=deterministic")
 TINY_TOKENIZER = ModelSource("configs/tokenizer/tiny.yaml")
 TINY_WORLD = ModelSource("configs/world_model/tiny.yaml")
 SCALES = {
     "tiny": Scale(TINY_TOKENIZER, TINY_WORLD, ModelSource("configs/world_model/tiny_dinoworld.yaml")),
-    # DINOWorld at ViT-B as tiny_dinoworld.yaml makes it at tiny: the same predictor, RoPE over (time, x, y)
-    # on 20 channels each plus 4 unrotated (head size 64), trained deterministically.
     "vitb_512": Scale(
         ModelSource("configs/tokenizer/vitb_dinov3_kinetics.yaml", VITB_BACKBONE),
         ModelSource(VITB_WORLD),
-        ModelSource(VITB_WORLD, ("model.kind=dinoworld", "model.predictor.rope_axis_sizes=[20,20,20]", "model.objective.kind=deterministic")),
+        ModelSource(VITB_WORLD, DINOWORLD),
+    ),
+    "vits_224": Scale(
+        ModelSource("configs/tokenizer/vitb_dinov3_kinetics.yaml", VITS_BACKBONE),
+        ModelSource(VITB_WORLD, VITS_WORLD),
+        ModelSource(VITB_WORLD, (*VITS_WORLD, *DINOWORLD)),
     ),
 }
 DISTURBED_SHARE = 0.05  # a phase whose timings other processes disturbed: they took more than this share of the cores
@@ -117,6 +139,15 @@ class Settings:
     train_batch: int = 0  # clips per training step; 0 = the config's train.batch_size
     profile_steps: int = 3  # tokenizer training steps under the profiler for the per-operator breakdown
     planner_overrides: tuple[str, ...] = ()  # on top of configs/plan_bench/shapes.yaml
+    # Planning speed at a size where a planning step is FLOP-bound (a SCALES key). Each method gets `scale_warmup`
+    # untimed one-step searches, then timed calls of one CEM iteration each (a planning step repeats the same
+    # search `iterations` times). The token cost is timed `scale_repeats` times; the feature cost and DINOWorld,
+    # which imagine every patch at every step and take a minute or more per iteration at vits_224 on a 2-core
+    # CPU, `scale_repeats_dense` times.
+    planning_scale: str = "vits_224"
+    scale_warmup: int = 1
+    scale_repeats: int = 5
+    scale_repeats_dense: int = 1
 
 
 FULL = Settings(warmup=3, repeats=15, matmul_sizes=(1024, 1536, 2048), matmul_sizes_cuda=(4096, 8192), horizon=4)
@@ -128,6 +159,8 @@ QUICK = Settings(
     horizon=2,
     train_batch=2,
     profile_steps=1,
+    planning_scale="tiny",  # the path alone: at vits_224 even a 4-candidate search takes tens of seconds on 2 cores
+    scale_repeats=1,
     planner_overrides=("planner.candidates=4", "planner.elites=2", "planner.iterations=1", "planner.horizon=2"),
 )
 
@@ -287,7 +320,7 @@ def machine_info(device: torch.device) -> dict:
 
 
 def matmul_peak(settings: Settings, device: torch.device) -> dict:
-    """This machine's matmul peak in the dtype training computes in (fp32 on CPU, bf16 on CUDA): the best
+    """The matmul peak of the device it runs on, in the dtype training computes in (fp32 on CPU, bf16 on CUDA): the best
     GFLOP/s of square torch.mm over a few sizes, the ceiling MFU is measured against."""
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     sizes = settings.matmul_sizes_cuda if device.type == "cuda" else settings.matmul_sizes
@@ -336,6 +369,22 @@ def imagined_frame_cost(scale: Scale, device: torch.device | str) -> dict:
     }
 
 
+PLANNING_ACTION_DIM = 2  # Shapes-v0's action box, whose bounds the planners search in
+
+
+def planning_worlds(scale: Scale, device: torch.device | str) -> tuple[Tokenizer, WorldModel, WorldModel, int]:
+    """The tokenizer, DeltaWorld (with its readout, for the token cost) and DINOWorld at `scale`, both conditioned
+    on 2-D actions as planning needs, built on `device` with seeded random weights; and the frame size."""
+    conditioned = (f"model.actions.dim={PLANNING_ACTION_DIM}",)
+    with torch.device(device):
+        torch.manual_seed(0)
+        tokenizer = load_tokenizer(scale.tokenizer).eval()
+        delta_run = load_world_run(ModelSource(scale.deltaworld.path, (*scale.deltaworld.overrides, *conditioned, "model.readout.enabled=true")))
+        dino_run = load_world_run(ModelSource(scale.dinoworld.path, (*scale.dinoworld.overrides, *conditioned)))
+        delta, dino = inference_world(tokenizer, delta_run), inference_world(tokenizer, dino_run)
+    return tokenizer, delta, dino, delta_run.data.frame_size
+
+
 @torch.no_grad()
 def planning_step_flops(planner: PlannerConfig, scale: Scale) -> dict:
     """FLOPs of one planning step at `scale`, counted on the meta device: the search (iterations x horizon
@@ -343,18 +392,11 @@ def planning_step_flops(planner: PlannerConfig, scale: Scale) -> dict:
     feature cost, and for DINOWorld; and, apart, what each spends to take in the newest real frame (the
     backbone on it, and restarting imagination from the context), which planning does not change."""
     device = "meta"
-    conditioned = ("model.actions.dim=2",)
-    with torch.device(device):
-        torch.manual_seed(0)
-        tokenizer = load_tokenizer(scale.tokenizer).eval()
-        delta_run = load_world_run(ModelSource(scale.deltaworld.path, (*scale.deltaworld.overrides, *conditioned, "model.readout.enabled=true")))
-        dino_run = load_world_run(ModelSource(scale.dinoworld.path, (*scale.dinoworld.overrides, *conditioned)))
-        delta, dino = inference_world(tokenizer, delta_run), inference_world(tokenizer, dino_run)
-    size = delta_run.data.frame_size
+    tokenizer, delta, dino, size = planning_worlds(scale, device)
     clip = random_clip(1, planner.context, size, device)
     newest = clip["frames"][:, -1:]
     goal = tokenizer.features(random_clip(1, 1, size, device, seed=1)["frames"])[0, 0]
-    actions = torch.zeros(planner.candidates, planner.horizon, 2, device=device)
+    actions = torch.zeros(planner.candidates, planner.horizon, PLANNING_ACTION_DIM, device=device)
 
     def search(world: WorldModel, cost: StepCost) -> int:
         rows = expand_dream(world.start(clip["frames"], clip["timestamps"], 1), planner.candidates)
@@ -412,19 +454,37 @@ def goal_image(size: int) -> np.ndarray:
 
 
 @torch.no_grad()
+def planning_search(world: WorldModel, planner: Planner, context: int, size: int, cost: StepCost, device: torch.device) -> Callable[[], None]:
+    """One `Planner.plan` call (CEM: iterations x horizon batched steps over every candidate) from `context`
+    real frames of `size` px toward a goal, on `device` where the world model is (bf16 autocast on CUDA)."""
+    clip = random_clip(1, context, size, device)
+    generator = torch.Generator(device).manual_seed(0)
+    with torch.no_grad(), autocast(device):
+        dream = world.start(clip["frames"], clip["timestamps"], 1)
+
+    @torch.no_grad()
+    def search() -> None:
+        with autocast(device):
+            planner.plan(world, dream, DT, cost, generator)
+
+    return search
+
+
 def planning_ms(world: WorldModel, planner: Planner, context: int, size: int, cost: StepCost, settings: Settings) -> float:
-    """Milliseconds per planning step: one `Planner.plan` call (CEM: iterations x horizon batched steps over
-    every candidate) from `context` real frames of `size` px toward a goal. Planners run on the CPU."""
-    clip = random_clip(1, context, size, "cpu")
-    dream = world.start(clip["frames"], clip["timestamps"], 1)
-    generator = torch.Generator().manual_seed(0)
-    return 1000 * median_seconds(lambda: planner.plan(world, dream, DT, cost, generator), settings, torch.device("cpu"))
+    """Milliseconds per planning step (`planning_search`) on the CPU, where `make plan-bench` plans at tiny."""
+    cpu = torch.device("cpu")
+    return 1000 * median_seconds(planning_search(world, planner, context, size, cost, cpu), settings, cpu)
+
+
+def plan_bench_config(settings: Settings) -> PlanBenchConfig:
+    """configs/plan_bench/shapes.yaml with the settings' planner overrides: the planner `make plan-bench` uses."""
+    return to_object(load_config(PlanBenchConfig, REPO / PLAN_BENCH_CONFIG, settings.planner_overrides))
 
 
 def planning(settings: Settings) -> dict:
     """CEM planning latency in DeltaWorld and DINOWorld, set up as `make plan-bench` sets them up:
     configs/plan_bench/shapes.yaml's planner and action-conditioned world models, Shapes-v0's action box."""
-    cfg: PlanBenchConfig = to_object(load_config(PlanBenchConfig, REPO / PLAN_BENCH_CONFIG, settings.planner_overrides))
+    cfg = plan_bench_config(settings)
     action_space = ShapesEnv().action_space
     planner = Planner(cfg.planner, action_space.low, action_space.high)
     torch.manual_seed(0)
@@ -440,6 +500,113 @@ def planning(settings: Settings) -> dict:
             key = f"{name}_tiny" if kind == kinds[0] else f"{name}_{kind}_tiny"
             results[key] = planning_ms(world, planner, cfg.planner.context, size, goal_cost(world, goal_image(size), kind), settings)
     return {"ms_per_planning_step": results, "planner": vars(cfg.planner), "device": "cpu"}
+
+
+SEARCHES = ("deltaworld_token", "deltaworld_feature", "dinoworld")  # as planning_step_flops names them
+
+
+def observing(world: WorldModel, context: int, size: int, device: torch.device) -> Callable[[], None]:
+    """What an MPC agent spends on each new real frame before it plans (`MPCAgent.act`): the backbone on the
+    newest frame, then imagination restarted from the context, whose earlier frames' features it kept."""
+    clip = random_clip(1, context, size, device)
+    with torch.no_grad(), autocast(device):
+        kept = world.tokenizer.features(clip["frames"][:, :-1])
+
+    @torch.no_grad()
+    def observe() -> None:
+        with autocast(device):
+            newest = world.tokenizer.features(clip["frames"][:, -1:])
+            world.start(clip["frames"], clip["timestamps"], 1, torch.cat((kept, newest), dim=1))
+
+    return observe
+
+
+def fields_of(config: object, *names: str) -> dict:
+    return {name: getattr(config, name) for name in names}
+
+
+def ratios(values: dict[str, float]) -> dict[str, float]:
+    """How many times DINOWorld's value, and the feature cost's, is the token cost's (and DINOWorld's the feature cost's)."""
+    return {
+        "dinoworld_over_deltaworld_token": values["dinoworld"] / values["deltaworld_token"],
+        "dinoworld_over_deltaworld_feature": values["dinoworld"] / values["deltaworld_feature"],
+        "deltaworld_feature_over_token": values["deltaworld_feature"] / values["deltaworld_token"],
+    }
+
+
+def scale_planning(scale_name: str, planner_config: PlannerConfig, settings: Settings, device: torch.device) -> dict:
+    """Seconds per CEM planning step at SCALES[scale_name] on `device`, in one run: DeltaWorld with the token cost
+    (the readout, nothing decoded), with the feature cost (every imagined step decoded to all N patches), and
+    DINOWorld (every patch predicted), each through `Planner.plan` from `planner_config.context` random frames
+    toward a random goal frame; set beside their FLOPs (`planning_step_flops`) and what taking in a new real
+    frame costs each. Seeded random weights: no backbone or checkpoint is downloaded.
+
+    A CEM iteration imagines the same candidates x horizon steps from the same start whatever actions it
+    samples, so one iteration per call is timed and a planning step is `iterations` of them: at ViT-S/224 the
+    feature cost and DINOWorld take a minute or more per iteration on a 2-core CPU. The token cost's whole step
+    is timed too, as a check of that product.
+    """
+    action_space = ShapesEnv().action_space
+    iteration, warm, whole = (
+        Planner(replace(planner_config, **changes), action_space.low, action_space.high)
+        for changes in ({"iterations": 1}, {"iterations": 1, "horizon": 1}, {})
+    )
+    tokenizer, delta, dino, size = planning_worlds(SCALES[scale_name], device)
+    context = planner_config.context
+    searches = {"deltaworld_token": (delta, "token"), "deltaworld_feature": (delta, "features"), "dinoworld": (dino, "features")}
+    repeats = {name: settings.scale_repeats if name == "deltaworld_token" else settings.scale_repeats_dense for name in SEARCHES}
+    per_iteration: dict[str, list[float]] = {}
+    costs: dict[str, StepCost] = {}
+    for name, (world, kind) in searches.items():
+        with torch.no_grad(), autocast(device):
+            costs[name] = goal_cost(world, goal_image(size), kind)
+        for _ in range(settings.scale_warmup):  # every operator at this width, for a fraction of a call's time
+            planning_search(world, warm, context, size, costs[name], device)()
+        search = planning_search(world, iteration, context, size, costs[name], device)
+        per_iteration[name] = timings(search, replace(settings, warmup=0, repeats=repeats[name]), device)
+        print(f"[bench] {name}: {statistics.median(per_iteration[name]):.3f} s per CEM iteration", flush=True)
+    seconds = {name: planner_config.iterations * statistics.median(times) for name, times in per_iteration.items()}
+    whole_search = planning_search(delta, whole, context, size, costs["deltaworld_token"], device)
+    whole_token = median_seconds(whole_search, replace(settings, warmup=0, repeats=repeats["deltaworld_token"]), device)
+    observe_settings = replace(settings, warmup=settings.scale_warmup, repeats=settings.scale_repeats)
+    observe = {
+        name: median_seconds(observing(world, context, size, device), observe_settings, device) for name, world in (("deltaworld", delta), ("dinoworld", dino))
+    }
+    env_step = {name: seconds[name] + observe[name.split("_")[0]] for name in SEARCHES}
+    flops = planning_step_flops(planner_config, SCALES[scale_name])
+    grid = tokenizer.backbone.grid(size, size)
+    return {
+        "seconds_per_planning_step": seconds,
+        "time_ratios": ratios(seconds),
+        "flops_per_planning_step": flops["search"],
+        "flop_ratios": ratios(flops["search"]),
+        "achieved_gflops": {name: flops["search"][name] / seconds[name] / 1e9 for name in SEARCHES},
+        "seconds_per_iteration": per_iteration,
+        "deltaworld_token_whole_step": {"seconds": whole_token, "over_iterations_times_one": whole_token / seconds["deltaworld_token"]},
+        # An env step is taking in the new frame, then the search; the first does not depend on the cost.
+        "seconds_to_observe": observe,
+        "flops_to_observe": flops["observe"],
+        "seconds_per_env_step": env_step,
+        "env_step_time_ratios": ratios(env_step),
+        "settings": {
+            "scale": scale_name,
+            "frame_size": size,
+            "patches": grid[0] * grid[1],
+            "width": tokenizer.dim,
+            "backbone": fields_of(tokenizer.config.backbone, "num_layers", "num_heads", "intermediate_size", "patch_size"),
+            "deltatok": fields_of(tokenizer.config.model, "num_layers", "mlp_hidden_size"),
+            "predictor": fields_of(delta.config.predictor, "hidden_size", "num_layers", "num_heads"),
+            "readout": {"grid": delta.config.readout.grid} | fields_of(delta.config.readout.predictor, "hidden_size", "num_layers", "num_heads"),
+            "planner": vars(planner_config),
+            "timed": "one CEM iteration per call, median; seconds per planning step = iterations x that median",
+            "warmup_one_step_searches": settings.scale_warmup,
+            "repeats": repeats,
+            "device": str(device),
+            "dtype": "bfloat16 autocast" if device.type == "cuda" else "float32",
+            "threads": torch.get_num_threads(),
+            "weights": "seeded random",
+        },
+    }
 
 
 def train_step(task, batch: dict, train: TrainConfig, device: torch.device) -> Callable[[], None]:
@@ -586,6 +753,14 @@ def targets(report: dict) -> list[dict]:
         target("predictor_over_decode_flops_vitb_512", report["flop_ratios"]["vitb_512"]["predictor_over_decode"], 0.05, at_most=True),
         target("bom256_over_bom1_step_time", report["bom256_over_bom1_step_time"], 2.0, at_most=True),
         target("mfu_train_tokenizer_tiny", report["mfu_train_tokenizer_tiny"], 0.5, at_most=False),
+        # Issue #31: at a size where planning is FLOP-bound, the token cost plans at least 50x faster than DINOWorld
+        # (LeWM reports up to 48x over DINO-WM).
+        target(
+            f"dinoworld_over_deltaworld_token_planning_step_{report['settings']['planning_scale']}",
+            report[f"planning_{report['settings']['planning_scale']}"]["time_ratios"]["dinoworld_over_deltaworld_token"],
+            50.0,
+            at_most=False,
+        ),
         # Training on a token cache skips the frozen tokenizer: at least 5x the clips/s of tokenizing every step.
         target(
             "world_model_cached_over_on_the_fly_speedup", report["world_model_training"]["cached_over_on_the_fly_speedup"], 5.0, at_most=False
@@ -609,6 +784,32 @@ def show(value: object) -> str:
     if isinstance(value, int):
         return f"{value:,}"
     return f"{value:.4g}"
+
+
+SEARCH_LABELS = {
+    "deltaworld_token": "DeltaWorld, token cost (readout, nothing decoded)",
+    "deltaworld_feature": "DeltaWorld, feature cost (every imagined step decoded)",
+    "dinoworld": "DINOWorld (every patch predicted)",
+}
+
+
+def scale_planning_table(section: dict) -> list[str]:
+    """`scale_planning`'s figures, one row per method."""
+    cfg, planner = section["settings"], section["settings"]["planner"]
+    dino = section["seconds_per_planning_step"]["dinoworld"]
+    return [
+        f"CEM planning step at {cfg['scale']} ({cfg['frame_size']} px, {cfg['patches']} patches, width {cfg['width']}; "
+        f"{planner['candidates']} candidates x {planner['horizon']} steps x {planner['iterations']} iterations; {cfg['device']}, {cfg['dtype']}; "
+        f"{cfg['timed']}; repeats {', '.join(f'{k} {v}' for k, v in cfg['repeats'].items())}):",
+        "",
+        "| method | s per planning step | DINOWorld / method | GFLOP per planning step | achieved GFLOP/s | s per env step (with observing) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        *(
+            f"| {SEARCH_LABELS[name]} | {seconds:.4g} | {dino / seconds:.3g}x | {section['flops_per_planning_step'][name] / 1e9:,.1f} | "
+            f"{section['achieved_gflops'][name]:.3g} | {section['seconds_per_env_step'][name]:.4g} |"
+            for name, seconds in section["seconds_per_planning_step"].items()
+        ),
+    ]
 
 
 def markdown(report: dict) -> str:
@@ -638,6 +839,7 @@ def markdown(report: dict) -> str:
         for key, value in flatten({k: v for k, v in report.items() if k not in skip})
         if not key.endswith("top_ops")
     ]
+    lines += ["", *scale_planning_table(report[f"planning_{report['settings']['planning_scale']}"])]
     ops = report["train_tokenizer_tiny"]["top_ops"]
     lines += [
         "",
@@ -691,6 +893,9 @@ def run_benchmark(settings: Settings, quick: bool) -> dict:
         plan = planning(settings)
     report["latency_ms_per_planning_step"] = plan["ms_per_planning_step"]
     report["planning_settings"] = {**plan["planner"], "device": plan["device"]}
+
+    with phases(f"planning_{settings.planning_scale}"):
+        report[f"planning_{settings.planning_scale}"] = scale_planning(settings.planning_scale, plan_bench_config(settings).planner, settings, device)
 
     with phases("train_tokenizer"):
         tokenizer_train = tokenizer_training(settings, device, peak["gflops"])

@@ -1,17 +1,21 @@
-"""`python -m benchmarks.bench --quick` makes every number of its report (timings are never asserted), and
-`benchmarks.token_headroom` fits tokens from the encoder's."""
+"""`python -m benchmarks.bench --quick` makes every number of its report (timings are never asserted), its
+planning speed at a realistic size is reported from what it measured, and `benchmarks.token_headroom` fits
+tokens from the encoder's."""
 
 from __future__ import annotations
 
 import json
 import math
+import statistics
 
+import pytest
 import torch
 
 from conftest import micro_tokenizer_config, random_frames
 
 from benchmarks import bench
 from benchmarks.token_headroom import headroom, optimised_tokens
+from envs.planners import PlannerConfig
 from tokenizer.model import Tokenizer
 from worldmodel.heads import SegmentationHead, TaskHeads
 
@@ -23,6 +27,7 @@ TOP_LEVEL_KEYS = (
     "flop_ratios",
     "latency_ms_per_imagined_frame",
     "latency_ms_per_planning_step",
+    "planning_tiny",  # --quick times planning at tiny; a full run at Settings.planning_scale, vits_224
     "train_clips_per_s",
     "bom256_over_bom1_step_time",
     "world_model_training",
@@ -34,8 +39,11 @@ TOP_LEVEL_KEYS = (
 
 
 def numbers(node: dict, prefix: str = ""):
-    """(dotted key, value) of every int or float leaf under the dicts of `node`."""
+    """(dotted key, value) of every int or float leaf under the dicts of `node`, configuration echoes
+    (a key ending in `settings`, whose entries may be 0 or off) left out."""
     for key, value in node.items():
+        if key.endswith("settings"):
+            continue
         if isinstance(value, dict):
             yield from numbers(value, f"{prefix}{key}.")
         elif isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -67,6 +75,9 @@ def test_quick_benchmark_reports_every_measurement(tmp_path):
     assert set(report["latency_ms_per_imagined_frame"]) == {"deltaworld_tiny", "dinoworld_tiny"}
     assert set(report["latency_ms_per_planning_step"]) == {"deltaworld_tiny", "deltaworld_features_tiny", "dinoworld_tiny"}
     assert set(report["train_clips_per_s"]) == {"tokenizer_tiny", "world_model_tiny"}
+    assert report["settings"]["planning_scale"] == "tiny"
+    assert set(report["planning_tiny"]["seconds_per_planning_step"]) == set(bench.SEARCHES)
+    assert "| DINOWorld (every patch predicted) |" in (tmp_path / "report.md").read_text()
 
     assert report["train_tokenizer_tiny"]["pooled_step_ms"] > 0  # the step on a FeaturePool's features
     ops = report["train_tokenizer_tiny"]["top_ops"]
@@ -89,12 +100,57 @@ def test_quick_benchmark_reports_every_measurement(tmp_path):
         "predictor_over_decode_flops_vitb_512",
         "bom256_over_bom1_step_time",
         "mfu_train_tokenizer_tiny",
+        "dinoworld_over_deltaworld_token_planning_step_tiny",
         "world_model_cached_over_on_the_fly_speedup",
     ]
     assert set(report["world_model_training"]) == {"cached_over_on_the_fly_speedup", "cache_mib_per_1000_clips"}
     for entry in report["targets"]:
         assert set(entry) == {"name", "value", "target", "met"}
         assert isinstance(entry["met"], bool) and math.isfinite(entry["value"]) and entry["value"] > 0
+
+
+def test_scale_planning_reports_ratios_of_what_it_measured():
+    """At tiny widths: every method is timed, and each figure derives from the timings and FLOP counts the
+    section reports (a planning step is `iterations` timed CEM iterations)."""
+    planner = PlannerConfig(horizon=2, candidates=4, iterations=2, elites=2, context=2)
+    section = bench.scale_planning("tiny", planner, bench.QUICK, torch.device("cpu"))
+
+    seconds, flops = section["seconds_per_planning_step"], section["flops_per_planning_step"]
+    assert set(seconds) == set(flops) == set(section["seconds_per_iteration"]) == set(bench.SEARCHES)
+    for name in bench.SEARCHES:
+        times = section["seconds_per_iteration"][name]
+        assert len(times) == section["settings"]["repeats"][name] and all(t > 0 for t in times)
+        assert seconds[name] == pytest.approx(planner.iterations * statistics.median(times))
+        assert section["achieved_gflops"][name] == pytest.approx(flops[name] / seconds[name] / 1e9)
+        observe = section["seconds_to_observe"]["dinoworld" if name == "dinoworld" else "deltaworld"]
+        assert section["seconds_per_env_step"][name] == pytest.approx(seconds[name] + observe)
+    env_step = section["seconds_per_env_step"]
+    for ratios, values in ((section["time_ratios"], seconds), (section["flop_ratios"], flops), (section["env_step_time_ratios"], env_step)):
+        assert ratios["dinoworld_over_deltaworld_token"] == pytest.approx(values["dinoworld"] / values["deltaworld_token"])
+        assert ratios["dinoworld_over_deltaworld_feature"] == pytest.approx(values["dinoworld"] / values["deltaworld_feature"])
+        assert ratios["deltaworld_feature_over_token"] == pytest.approx(values["deltaworld_feature"] / values["deltaworld_token"])
+    whole = section["deltaworld_token_whole_step"]
+    assert whole["over_iterations_times_one"] == pytest.approx(whole["seconds"] / seconds["deltaworld_token"])
+    # The same search FLOPs as planning_step_flops counts on its own, and the token cost is the cheapest search.
+    assert flops == bench.planning_step_flops(planner, bench.SCALES["tiny"])["search"]
+    assert flops["deltaworld_token"] < flops["deltaworld_feature"] and flops["deltaworld_token"] < flops["dinoworld"]
+    settings = section["settings"]
+    assert (settings["scale"], settings["frame_size"], settings["patches"], settings["planner"]) == ("tiny", 64, 64, vars(planner))
+    assert settings["device"] == "cpu" and settings["dtype"] == "float32"
+    table = "\n".join(bench.scale_planning_table(section))
+    assert all(f"| {label} |" in table for label in bench.SEARCH_LABELS.values())
+
+
+def test_full_run_plans_at_a_vit_s_size():
+    """A full run times planning at ViT-S/16 on 224 px frames: 196 patches, and every model 384 wide (built on
+    the meta device here, so no weights are made)."""
+    assert bench.FULL.planning_scale == "vits_224"
+    tokenizer, delta, dino, size = bench.planning_worlds(bench.SCALES["vits_224"], "meta")
+    assert size == 224 and tokenizer.backbone.grid(size, size) == (14, 14) and tokenizer.dim == 384
+    assert tokenizer.config.backbone.num_layers == tokenizer.config.model.num_layers == 12
+    for world in (delta, dino):
+        assert (world.config.predictor.hidden_size, world.config.predictor.num_layers, world.config.predictor.num_heads) == (384, 12, 6)
+    assert delta.readout is not None and dino.config.kind == "dinoworld"
 
 
 def test_token_headroom_fits_tokens_from_the_encoders():
