@@ -46,9 +46,17 @@ demo: install
 bench: install
 	$(PY) -m benchmarks.bench --out $(RUNS)/bench
 
-# Goal reaching in Shapes-v0: CEM in DeltaWorld vs random vs CEM in DINOWorld; writes $(RUNS)/plan_bench/report.json.
-plan-bench: install
-	$(PY) -m benchmarks.plan_bench --out $(RUNS)/plan_bench
+# Goal reaching on the DINO-WM / PLDM / LeWM protocol in one env, from nothing (record, tokenizer, token cache,
+# DeltaWorld and DINOWorld, evaluation): PLAN_ENV=shapes (default), pendulum or pusht, i.e.
+# configs/plan_bench/$(PLAN_ENV).yaml; writes $(RUNS)/plan_bench_$(PLAN_ENV)/report.json, report.md and a GIF per method.
+PLAN_ENV ?= shapes
+plan-bench: install $(VENV)/.plan-bench-envs
+	$(PY) -m benchmarks.plan_bench --config configs/plan_bench/$(PLAN_ENV).yaml --out $(RUNS)/plan_bench_$(PLAN_ENV)
+
+# The envs the plan bench's configs name beyond Gymnasium's own: pygame to draw Pendulum-v1, gym-pusht's PushT.
+$(VENV)/.plan-bench-envs: $(VENV)/.installed
+	$(PY) -m pip install -q --no-compile -e '.[plan-bench]'
+	touch $@
 
 clean:
 	rm -rf $(VENV) $(RUNS)

@@ -1,49 +1,64 @@
-"""Goal reaching in Shapes-v0: CEM in DeltaWorld (token cost and feature cost) vs a random policy vs CEM in DINOWorld.
+"""Goal reaching from recorded episodes (the DINO-WM / PLDM / LeWM protocol) in any Box-action env that renders.
 
-    python -m benchmarks.plan_bench --out runs/plan_bench [--config configs/plan_bench/shapes.yaml] [dotted.key=value ...]
+    python -m benchmarks.plan_bench --config configs/plan_bench/pendulum.yaml [--out DIR] [dotted.key=value ...]
+    (make plan-bench PLAN_ENV=pendulum; the default config is configs/plan_bench/shapes.yaml)
 
-From a fresh clone it trains what it needs, each step skipped when its output
-already exists in `--out` (delete the folder to start over): the tiny tokenizer
-(unless `tokenizer` names an existing folder), random-policy Shapes episodes,
-then the two action-conditioned world models on those episodes. Each method
-then drives the agent toward the place shown in `goal_frame()` for the same
-`eval.episodes` seeded episodes with the same planner settings; an episode
-succeeds when the agent comes within `success_radius` of the goal. DeltaWorld
-plans twice: with the token cost (its readout's summaries: no imagined frame is
-decoded) and with the feature cost (every imagined step decoded); an MPPI row
-uses the token cost too. Writes <out>/report.json (with FLOPs per planning step
-at ViT-B/512, counted on the meta device), prints a table, and saves one
-token-cost episode as <out>/deltaworld_token_cem.gif (frame | goal).
+From nothing it makes what it needs, each step skipped when its output already exists in `out` (delete
+the folder to start over): `record.episodes` episodes of `env` (random or a given policy, seeded, with
+their reset seeds and states: `envs.recording`), a check that the env replays them exactly, the same
+episodes in action blocks of `action_repeat` steps (`envs.goal_reaching.block_episodes`), the tokenizer
+(`tokenizer` when that folder exists, else trained on those episodes), a token cache, and the two
+action-conditioned world models (DeltaWorld with its readout, the patch-level DINOWorld).
+
+Then every method in `eval.methods` runs the same `eval.episodes` tasks (`envs.goal_reaching`: a start
+state in a held-out episode, reached by replay, and the recorded frame `eval.goal_offset` steps later as
+the goal image; success when the env's state comes within `eval.tolerance` of the goal's within
+`eval.budget` env steps): CEM and MPPI in DeltaWorld with the token cost (no imagined frame decoded),
+CEM in DeltaWorld with the feature cost (every imagined step decoded), CEM in DINOWorld, a random policy,
+and replaying the recorded actions (the reachability ceiling). Every planner has the same settings
+(`planner.*`). Writes <out>/report.json, <out>/report.md and one GIF per method of the first task
+(<out>/gifs/METHOD.gif: the env's frame beside the goal).
 """
 
 from __future__ import annotations
 
 import json
+import os
+import platform
 import subprocess
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 import numpy as np
 import torch
 
-from benchmarks.bench import SCALES, planning_step_flops
-from benchmarks.plan_config import EvalSection, PlanBenchConfig, TrainSection
+from benchmarks.bench import SCALES, count_flops, planning_step_flops
+from benchmarks.plan_config import METHODS, PlanBenchConfig, TrainSection
+from envs import goal_reaching as gr
 from envs.planners import MPCAgent, Planner
-from envs.recording import record
-from envs.shapes import ShapesEnv
-from tokenizer.data.episodes import EPISODE_GLOB
+from envs.recording import frame_interval, record
+from tokenizer.data.episodes import EPISODE_GLOB, episode_files
 from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
 from tokenizer.runtime.config import to_object
-from tokenizer.runtime.errors import TrainingError
+from tokenizer.runtime.errors import ConfigError, TrainingError
 from tokenizer.runtime.files import atomic_write_text
 from worldmodel.loading import load_world_model
 from worldmodel.pictures import save_animation, upscale_nearest
 
 REPO = Path(__file__).resolve().parents[1]
-SHAPES_ID = "deltaworld/Shapes-v0"
+DEFAULT_CONFIG = "configs/plan_bench/shapes.yaml"
+GIF_UPSCALE = 4
+
+# name -> (world model, goal cost, planner kind); the baselines have none.
+PLANNED = {
+    "deltaworld_token_cem": ("deltaworld", "token", "cem"),
+    "deltaworld_token_mppi": ("deltaworld", "token", "mppi"),
+    "deltaworld_feature_cem": ("deltaworld", "features", "cem"),
+    "dinoworld_cem": ("dinoworld", "features", "cem"),
+}
 
 
 def run_python(args: list[str]) -> None:
@@ -53,149 +68,234 @@ def run_python(args: list[str]) -> None:
         raise TrainingError(f"python {' '.join(args)} failed with exit status {result.returncode}; its output is above")
 
 
-def prepare(cfg: PlanBenchConfig, out: Path) -> dict[str, Path]:
-    """Tokenizer, episodes and both world models, each made only when missing; -> their folders."""
-    tokenizer = Path(cfg.tokenizer)
-    if not tokenizer.is_absolute():
-        tokenizer = REPO / tokenizer
-    if not (tokenizer / "config.yaml").is_file():
+def in_repo(path: str) -> Path:
+    return Path(path) if Path(path).is_absolute() else REPO / path
+
+
+class Phases:
+    """Wall seconds of each preparation step this run took (steps skipped because their output existed are absent)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._name, self._started = "", 0.0
+
+    def start(self, name: str) -> None:
+        self.stop()
+        self._name, self._started = name, time.perf_counter()
+
+    def stop(self) -> None:
+        if self._name:
+            self.seconds[self._name] = time.perf_counter() - self._started
+        self._name = ""
+
+
+def prepare(cfg: PlanBenchConfig, out: Path, blocks: gr.ActionBlocks, phases: Phases) -> dict[str, Path]:
+    """Recorded episodes, their action blocks, the tokenizer and both world models, each made only when missing."""
+    recorded, episodes = out / "recorded", out / "episodes"
+    if not any(recorded.glob(EPISODE_GLOB)):
+        phases.start("record")
+        rec = cfg.record
+        print(f"recording {rec.episodes} {rec.policy}-policy episodes of {cfg.env} into {recorded}", flush=True)
+        record(cfg.env, rec.episodes, recorded, rec.policy, cfg.seed, rec.max_steps, rec.frame_size, dict(cfg.env_kwargs), rec.state_key)
+    # Refuse a non-deterministic env before spending minutes on training for it.
+    phases.start("replay_check")
+    with gr.make_env(cfg.env, dict(cfg.env_kwargs)) as env:
+        gr.check_replay(env, gr.load_episode(gr.held_out(episode_files(recorded))[0]))
+    if not any(episodes.glob(EPISODE_GLOB)):
+        phases.start("action_blocks")
+        gr.block_episodes(recorded, episodes, blocks)
+    size = f"data.frame_size={cfg.record.frame_size}"
+    tokenizer = in_repo(cfg.tokenizer) if cfg.tokenizer else None
+    if tokenizer is None or not (tokenizer / "config.yaml").is_file():
         tokenizer = out / "tokenizer" / "final"
         if not tokenizer.is_dir():
-            print(f"training the tiny tokenizer into {tokenizer.parent}", flush=True)
-            run_python([str(REPO / "train_tokenizer.py"), "--config", "configs/tokenizer/tiny.yaml", f"output_dir={tokenizer.parent}", "overwrite=true"])
-    episodes = out / "episodes"
-    if not any(episodes.glob(EPISODE_GLOB)):
-        print(f"recording {cfg.record.episodes} random-policy episodes into {episodes}", flush=True)
-        record(SHAPES_ID, cfg.record.episodes, episodes, seed=cfg.seed, max_steps=cfg.record.max_steps)
-    models = {}
+            section = cfg.tokenizer_train
+            phases.start("tokenizer")
+            print(f"training the tokenizer ({section.config}) on the episodes into {tokenizer.parent}", flush=True)
+            own = [f"output_dir={tokenizer.parent}", "overwrite=true", "data.source=episodes", f"data.root={episodes}", size, f"seed={cfg.seed}"]
+            run_python([str(REPO / "train_tokenizer.py"), "--config", section.config, *own, *section.overrides])
+    models = {"tokenizer": tokenizer}
     for name in ("deltaworld", "dinoworld"):
         section: TrainSection = getattr(cfg, name)
         models[name] = out / name / "final"
-        if not models[name].is_dir():
-            own = [f"output_dir={out / name}", "overwrite=true", f"data.root={episodes}", f"tokenizer.checkpoint={tokenizer}", f"seed={cfg.seed}"]
-            if name == "deltaworld":
-                # DeltaWorld trains on the episodes' tokens, tokenized once (worldmodel.token_cache).
-                tokens = out / "tokens"
-                print(f"tokenizing episode clips once into {tokens}", flush=True)
-                run_python(["-m", "worldmodel.token_cache", "--config", section.config, *own, f"cache.out={tokens}", "cache.overwrite=true", *section.overrides])
-                own += ["data.source=tokens", f"data.root={tokens}", "data.val_source=episodes", f"data.val_root={episodes}"]
-            print(f"training {name} ({section.config}) on the episodes", flush=True)
-            run_python([str(REPO / "train_world_model.py"), "--config", section.config, *own, *section.overrides])
+        if models[name].is_dir():
+            continue
+        # The block's actions, concatenated, are the model's action; the bench sets the size so configs need not.
+        own = [f"output_dir={out / name}", "overwrite=true", "data.source=episodes", f"data.root={episodes}", size, f"tokenizer.checkpoint={tokenizer}", f"seed={cfg.seed}"]
+        dims = [f"model.actions.dim={blocks.dim}"]
+        if name == "deltaworld":
+            # DeltaWorld trains on the episodes' tokens, tokenized once (worldmodel.token_cache).
+            tokens = out / "tokens"
+            phases.start("token_cache")
+            print(f"tokenizing episode clips once into {tokens}", flush=True)
+            run_python(["-m", "worldmodel.token_cache", "--config", section.config, *own, *section.overrides, *dims, f"cache.out={tokens}", "cache.overwrite=true"])
+            own += ["data.source=tokens", f"data.root={tokens}", "data.val_source=episodes", f"data.val_root={episodes}"]
+        phases.start(name)
+        print(f"training {name} ({section.config}) on the episodes", flush=True)
+        run_python([str(REPO / "train_world_model.py"), "--config", section.config, *own, *section.overrides, *dims])
+    phases.stop()
     return models
 
 
-Policy = Callable[[np.ndarray], np.ndarray]
+def controller_for(name: str, cfg: PlanBenchConfig, models: dict[str, Path], blocks: gr.ActionBlocks, dt: float, low: np.ndarray, high: np.ndarray):
+    if name == "random":
+        return gr.RandomController(low, high, cfg.seed)
+    if name == "replay":
+        return gr.ReplayController()
+    model, cost, kind = PLANNED[name]
+    world = load_world_model(models[model])
+    planner = Planner(replace(cfg.planner, kind=kind), -np.ones(blocks.dim), np.ones(blocks.dim))
+    return gr.PlanningController(MPCAgent(world, planner, dt=dt, seed=cfg.seed, cost_kind=cost, device=cfg.device), blocks)
 
 
-def run_episode(env: ShapesEnv, seed: int, max_steps: int, reset_policy: Callable[[np.ndarray], None], act: Policy) -> dict:
-    """One goal-reaching episode -> success, steps, seconds spent choosing actions, and the frames seen."""
-    frame, info = env.reset(seed=seed)
-    reset_policy(env.goal_frame())
-    frames, thinking = [frame], 0.0
-    for _ in range(max_steps):
-        if info["success"]:
-            break
-        start = time.perf_counter()
-        action = act(frame)
-        thinking += time.perf_counter() - start
-        frame, _, _, _, info = env.step(action)
-        frames.append(frame)
-    return {"success": bool(info["success"]), "steps": len(frames) - 1, "seconds": thinking, "frames": frames, "distance": info["distance"]}
+def planning_flops(controller: gr.PlanningController, env, task: gr.Task, cfg: PlanBenchConfig) -> int:
+    """FLOPs of one planning step on the trained model, as the run takes it: the newest frame observed, then the search."""
+    steps = gr.context_steps(task.start, cfg.planner.context, cfg.action_repeat)
+    _, frames = gr.reach_start(env, task, cfg.record.frame_size, steps)
+    controller.reset(task, [frames[s] for s in steps[:-1]])
+    agent = controller.agent
+    return count_flops(lambda: (agent.observe(frames[task.start]), agent.plan_steps(cfg.planner.steps_applied)))
 
 
-def evaluate(name: str, env: ShapesEnv, cfg: EvalSection, reset_policy, act: Policy) -> tuple[dict, list[np.ndarray], np.ndarray]:
+def evaluate(name: str, controller, env, tasks: list[gr.Task], cfg: PlanBenchConfig, success: gr.Success, out: Path) -> dict[str, Any]:
     results = []
-    first_frames, first_goal = [], None
-    for index in range(cfg.episodes):
-        result = run_episode(env, cfg.seed + index, cfg.max_steps, reset_policy, act)
+    for index, task in enumerate(tasks):
+        result = gr.run_task(
+            env, task, controller, success, cfg.eval.budget, cfg.action_repeat, cfg.record.frame_size, cfg.planner.context, keep_frames=index == 0
+        )
         if index == 0:
-            first_frames, first_goal = result["frames"], env.goal_frame()
+            gif = out / "gifs" / f"{name}.gif"
+            gif.parent.mkdir(parents=True, exist_ok=True)
+            beside = [upscale_nearest(np.concatenate([frame, task.goal_frame], axis=1), GIF_UPSCALE) for frame in result.frames]
+            save_animation(gif, beside, fps=1.0 / frame_interval(env))
+            result.frames = None
         results.append(result)
-        print(f"  {name} episode {index}: {'success' if result['success'] else 'failure'} after {result['steps']} steps", flush=True)
-    steps = sum(r["steps"] for r in results)
-    summary = {
-        "success_rate": sum(r["success"] for r in results) / len(results),
-        "seconds_per_step": sum(r["seconds"] for r in results) / max(steps, 1),
-        "mean_final_distance": float(np.mean([r["distance"] for r in results])),
-        "episodes": len(results),
-    }
-    return summary, first_frames, first_goal
+        verdict = "success" if result.success else "failure"
+        print(f"  {name} task {index} ({task.name}): {verdict} after {result.steps} steps, distance {result.final_distance:.3f}", flush=True)
+    row = gr.summarize(results)
+    row["flops_per_planning_step"] = planning_flops(controller, env, tasks[0], cfg) if name in PLANNED else 0
+    row["gif"] = str(out / "gifs" / f"{name}.gif")
+    row["tasks"] = [{"task": r.task, "success": r.success, "steps": r.steps, "final_distance": r.final_distance} for r in results]
+    return row
 
 
-# name -> (world model, goal cost, planner kind); "random" has none.
-METHODS = {
-    "deltaworld_token_cem": ("deltaworld", "token", "cem"),
-    "deltaworld_feature_cem": ("deltaworld", "features", "cem"),
-    "deltaworld_token_mppi": ("deltaworld", "token", "mppi"),
-    "random": None,
-    "dinoworld_cem": ("dinoworld", "features", "cem"),
-}
-GIF_METHOD = "deltaworld_token_cem"
+def vitb_flops(cfg: PlanBenchConfig) -> dict:
+    """The same search counted at ViT-B/512 on the meta device (`benchmarks.bench`); it scores every imagined
+    step and takes 2-D actions, whatever `planner.cost_steps` and the env say, which the settings record."""
+    flops = planning_step_flops(cfg.planner, SCALES["vitb_512"])
+    flops["settings"].update({"cost_steps": "all", "action_dim": 2})
+    return flops
 
 
-def mpc_policy(folder: Path, cfg: PlanBenchConfig, env: ShapesEnv, cost_kind: str, planner_kind: str) -> tuple[Callable, Policy]:
-    world = load_world_model(folder)
-    planner = Planner(replace(cfg.planner, kind=planner_kind), env.action_space.low, env.action_space.high)
-    agent = MPCAgent(world, planner, dt=1.0 / env.config.fps, seed=cfg.seed, cost_kind=cost_kind)
-    return agent.reset, agent.act
-
-
-def random_policy(env: ShapesEnv, seed: int) -> tuple[Callable, Policy]:
-    rng = np.random.default_rng(seed)
-    return (lambda goal: None), (lambda frame: rng.uniform(env.action_space.low, env.action_space.high).astype(np.float32))
+def load_average() -> list[float]:
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else []
 
 
 def table(methods: dict[str, dict]) -> str:
-    lines = ["| method | success rate | seconds / env step | mean final distance |", "| --- | --- | --- | --- |"]
+    lines = [
+        "| method | success rate | 95 % interval (Wilson) | mean final distance | seconds / env step | GFLOP / planning step |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for name, row in methods.items():
-        lines.append(f"| {name} | {row['success_rate']:.2f} | {row['seconds_per_step']:.4f} | {row['mean_final_distance']:.3f} |")
+        low, high = row["success_ci95"]
+        lines.append(
+            f"| {name} | {row['success_rate']:.2f} | {low:.2f}-{high:.2f} | {row['mean_final_distance']:.3f} | "
+            f"{row['seconds_per_step']:.4f} | {row['flops_per_planning_step'] / 1e9:,.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def markdown(report: dict, methods: dict[str, dict]) -> str:
+    protocol = report["protocol"]
+    planner = report["planner"]
+    lines = [
+        f"# Goal reaching in {report['env']}",
+        "",
+        f"{protocol['episodes']} tasks from held-out recorded episodes: start state reached by replaying the recorded actions from the "
+        f"recorded seed, goal = the recorded frame {protocol['goal_offset']} env steps later; budget {protocol['budget']} env steps; "
+        f"success = the env's state within {protocol['tolerance']} of the goal state (entries {protocol['state_dims'] or 'all'}, "
+        f"scaled by {protocol['state_scale'] or 1}, angles {protocol['state_angles'] or 'none'}); actions in blocks of "
+        f"{report['action_repeat']} env steps. Every planner: {planner['horizon']} blocks, {planner['candidates']} candidates x "
+        f"{planner['iterations']} iterations ({planner['elites']} CEM elites), scored on {'the last imagined step' if planner['cost_steps'] == 'last' else 'every imagined step'}, "
+        f"{planner['steps_applied']} blocks applied before planning again, {planner['context']} context frames.",
+        "",
+        table(methods),
+        "",
+        f"Wall time {report['total_seconds'] / 60:.1f} min ({report['prepare_seconds'] / 60:.1f} preparing); {report['machine']}.",
+        "",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    flags = {"--out": Flag("out", "folder for report.json, the GIF and the trained models")}
-    default = "configs/plan_bench/shapes.yaml"
-    cfg: PlanBenchConfig = to_object(parse_run_config(PlanBenchConfig, __doc__, default, argv, flags, str(REPO / default)))
+    flags = {"--out": Flag("out", "folder for report.json, report.md, the GIFs and the trained models")}
+    cfg: PlanBenchConfig = to_object(parse_run_config(PlanBenchConfig, __doc__, DEFAULT_CONFIG, argv, flags, str(REPO / DEFAULT_CONFIG)))
     cfg.planner.validate()
+    unknown = sorted(set(cfg.eval.methods) - set(METHODS))
+    if unknown or not cfg.eval.methods:
+        raise ConfigError(f"eval.methods {unknown or '[]'}: choose from {', '.join(METHODS)}")
+    if cfg.record.frame_size < 8 or cfg.record.frame_size % 8:
+        raise ConfigError(f"record.frame_size must be a positive multiple of 8 (the models' frame size), got {cfg.record.frame_size}")
     out = Path(cfg.out).resolve()
-    started = time.perf_counter()
-    models = prepare(cfg, out)
+    started, load_before = time.perf_counter(), load_average()
+    # Refuses an env the protocol cannot run (Discrete actions, no rgb_array) before anything is made.
+    with gr.make_env(cfg.env, dict(cfg.env_kwargs)) as probe:
+        low, high, dt = probe.action_space.low, probe.action_space.high, frame_interval(probe)
+    blocks = gr.ActionBlocks(low, high, cfg.action_repeat)
+    phases = Phases()
+    models = prepare(cfg, out, blocks, phases)
     prepared = time.perf_counter() - started
     torch.set_num_threads(min(torch.get_num_threads(), 2))
-    env = ShapesEnv()
+    min_start = (cfg.planner.context - 1) * cfg.action_repeat
+    tasks = gr.held_out_tasks(out / "recorded", cfg.eval.episodes, cfg.eval.goal_offset, min_start, cfg.eval.seed)
+    success = gr.Success(cfg.eval.tolerance, list(cfg.eval.state_dims), list(cfg.eval.state_scale), list(cfg.eval.state_angles))
+    success.validate(tasks[0].goal_state.shape[0])
+    # Long enough for the longest run: replay to the latest start, then the whole budget.
+    env = gr.make_env(cfg.env, dict(cfg.env_kwargs), max_episode_steps=cfg.record.max_steps + cfg.eval.budget + 1)
     methods: dict[str, dict] = {}
-    gif = None
-    for name, method in METHODS.items():
-        print(f"evaluating {name} on {cfg.eval.episodes} episodes", flush=True)
-        policy = random_policy(env, cfg.seed) if method is None else mpc_policy(models[method[0]], cfg, env, *method[1:])
-        methods[name], frames, goal = evaluate(name, env, cfg.eval, *policy)
-        if name == GIF_METHOD:
-            gif = out / f"{name}.gif"
-            save_animation(gif, [upscale_nearest(np.concatenate([f, goal], axis=1), 4) for f in frames], fps=env.config.fps)
-    delta, rand, dino = methods["deltaworld_token_cem"], methods["random"], methods["dinoworld_cem"]
-    report = {
-        **methods,
-        "deltaworld_token_success_over_random_points": 100 * (delta["success_rate"] - rand["success_rate"]),
-        "deltaworld_token_success_over_dinoworld_points": 100 * (delta["success_rate"] - dino["success_rate"]),
-        "dinoworld_over_deltaworld_token_seconds_per_step": dino["seconds_per_step"] / max(delta["seconds_per_step"], 1e-12),
-        "flops_per_planning_step_vitb_512": planning_step_flops(cfg.planner, SCALES["vitb_512"]),
-        "planner": vars(cfg.planner),
-        "eval": vars(cfg.eval),
-        "torch_threads": torch.get_num_threads(),
-        "prepare_seconds": prepared,
-        "total_seconds": time.perf_counter() - started,
-        "gif": str(gif),
-    }
-    atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
-    print(table(methods))
-    flops = report["flops_per_planning_step_vitb_512"]
-    print(
-        f"DeltaWorld CEM with the token cost: {report['deltaworld_token_success_over_random_points']:+.0f} success points over random, "
-        f"{report['deltaworld_token_success_over_dinoworld_points']:+.0f} over DINOWorld CEM, "
-        f"{report['dinoworld_over_deltaworld_token_seconds_per_step']:.1f}x faster per env step than DINOWorld CEM; "
-        f"{flops['dinoworld_over_deltaworld_token_search']:,.0f}x fewer search FLOPs per planning step at ViT-B/512; "
-        f"report in {out / 'report.json'}, GIF in {gif}"
+    with env:
+        for name in cfg.eval.methods:
+            print(f"evaluating {name} on {len(tasks)} tasks", flush=True)
+            phases.start(f"eval_{name}")
+            controller = controller_for(name, cfg, models, blocks, dt * cfg.action_repeat, low, high)
+            methods[name] = evaluate(name, controller, env, tasks, cfg, success, out)
+    phases.stop()
+    report: dict[str, Any] = {"env": cfg.env, **methods}
+    if {"deltaworld_token_cem", "random", "dinoworld_cem"} <= set(methods):
+        delta, rand, dino = methods["deltaworld_token_cem"], methods["random"], methods["dinoworld_cem"]
+        report["deltaworld_token_success_over_random_points"] = 100 * (delta["success_rate"] - rand["success_rate"])
+        report["deltaworld_token_success_over_dinoworld_points"] = 100 * (delta["success_rate"] - dino["success_rate"])
+        report["dinoworld_over_deltaworld_token_seconds_per_step"] = dino["seconds_per_step"] / max(delta["seconds_per_step"], 1e-12)
+    report.update(
+        {
+            "protocol": {
+                "episodes": cfg.eval.episodes,
+                "goal_offset": cfg.eval.goal_offset,
+                "budget": cfg.eval.budget,
+                "tolerance": cfg.eval.tolerance,
+                "state_dims": list(cfg.eval.state_dims),
+                "state_scale": list(cfg.eval.state_scale),
+                "state_angles": list(cfg.eval.state_angles),
+                "seed": cfg.eval.seed,
+                "state_key": cfg.record.state_key or "observation",
+            },
+            "action_repeat": cfg.action_repeat,
+            "planner": {**vars(cfg.planner), "steps_applied": cfg.planner.steps_applied},
+            "record": vars(cfg.record),
+            "flops_per_planning_step_vitb_512": vitb_flops(cfg),
+            "torch_threads": torch.get_num_threads(),
+            "device": cfg.device,
+            "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {platform.machine()}; load average at start "
+            f"{', '.join(f'{x:.1f}' for x in load_before)}, at end {', '.join(f'{x:.1f}' for x in load_average())}",
+            "prepare_seconds": prepared,
+            "phase_seconds": phases.seconds,
+            "total_seconds": time.perf_counter() - started,
+        }
     )
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
+    atomic_write_text(out / "report.md", markdown(report, methods))
+    print(table(methods))
+    print(f"report in {out / 'report.json'} and {out / 'report.md'}, GIFs in {out / 'gifs'}")
 
 
 if __name__ == "__main__":

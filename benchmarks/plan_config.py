@@ -1,16 +1,23 @@
-"""What `make plan-bench` runs (configs/plan_bench/shapes.yaml): shared by the plan bench and `make bench`'s planning latency."""
+"""What `make plan-bench` runs (configs/plan_bench/*.yaml, one per env): shared by the plan bench and `make bench`'s
+planning latency (which reads configs/plan_bench/shapes.yaml's planner and world-model sections)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from envs.planners import PlannerConfig
+
+METHODS = ("deltaworld_token_cem", "deltaworld_token_mppi", "deltaworld_feature_cem", "dinoworld_cem", "random", "replay")
 
 
 @dataclass
 class RecordSection:
-    episodes: int = 200
-    max_steps: int = 40
+    episodes: int = 200  # every tenth is held out of training and gives the evaluation's start states and goals
+    max_steps: int = 100  # env steps per recorded episode at most
+    policy: str = "random"  # "random" (uniform) or "package.module:factory", as `python -m envs.recording --policy`
+    frame_size: int = 64  # square frames the tokenizer and world models see
+    state_key: str = ""  # info entry recorded as the state; "" = the observation vector
 
 
 @dataclass
@@ -21,16 +28,31 @@ class TrainSection:
 
 @dataclass
 class EvalSection:
-    episodes: int = 20
-    max_steps: int = 40  # env steps before an episode counts as failed
-    seed: int = 1000  # episode i is reset with seed + i, the same for every method
+    episodes: int = 50  # tasks: (held-out episode, start step) pairs, the same for every method
+    goal_offset: int = 25  # env steps from the start state to the goal frame in the recording
+    budget: int = 50  # env steps an agent has to reach the goal state
+    tolerance: float = 0.1  # success: distance to the goal state at most this (see state_dims, state_scale)
+    state_dims: list[int] = field(default_factory=list)  # recorded state entries compared; [] = all
+    state_scale: list[float] = field(default_factory=list)  # each compared entry divided by this first; [] = 1
+    state_angles: list[int] = field(default_factory=list)  # entries in radians, compared the short way round
+    seed: int = 1000  # draws the tasks
+    methods: list[str] = field(default_factory=lambda: list(METHODS))
 
 
 @dataclass
 class PlanBenchConfig:
+    env: str = "deltaworld/Shapes-v0"  # any Gymnasium id with a Box action space and rgb_array rendering
+    env_kwargs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of gymnasium.make
     seed: int = 0
     out: str = "runs/plan_bench"
-    tokenizer: str = "runs/tokenizer_tiny/final"
+    device: str = "cpu"  # where the world models plan (cpu, cuda, cuda:1, ...); every planning tensor is made there
+    # Env steps per world-model step: the model sees every action_repeat-th frame and the block of actions
+    # between, concatenated (the peers' frameskip 5); the planner's horizon counts blocks.
+    action_repeat: int = 5
+    # An existing tokenizer folder to reuse; when it does not exist, one is trained on the recorded episodes
+    # with `tokenizer_train` into <out>/tokenizer.
+    tokenizer: str = ""
+    tokenizer_train: TrainSection = field(default_factory=lambda: TrainSection(config="configs/tokenizer/tiny.yaml"))
     record: RecordSection = field(default_factory=RecordSection)
     deltaworld: TrainSection = field(default_factory=TrainSection)
     dinoworld: TrainSection = field(default_factory=lambda: TrainSection(config="configs/world_model/tiny_dinoworld.yaml"))

@@ -4,7 +4,8 @@ Every candidate action sequence is one row of a single world-model rollout, so
 an iteration costs `horizon` batched `WorldModel.imagine` calls whatever the
 number of candidates. With DeltaWorld a row's history grows by one token per
 imagined frame; the patch-level DINOWorld grows by N. The cost of a row is the
-mean over the imagined steps of a step cost (`envs.goals`): by default the token
+mean over the imagined steps of a step cost (`envs.goals`), or the last step's
+alone (`cost_steps="last"`, how DINO-WM scores a plan): by default the token
 cost when the model has a readout (no imagined frame is ever decoded), else the
 feature distance to the goal frame (each step decoded).
 """
@@ -24,6 +25,7 @@ from tokenizer.runtime.errors import ConfigError
 from worldmodel.world import Dream, WorldModel
 
 CostArg = StepCost | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+COST_STEPS = ("all", "last")
 
 
 @dataclass
@@ -36,18 +38,33 @@ class PlannerConfig:
     init_std: float = 0.5  # std of the first iteration's Gaussian, in action units
     min_std: float = 0.05  # cem: floor that keeps later iterations exploring
     temperature: float = 0.1  # mppi: softmax temperature on costs rescaled to [0, 1]
+    # all: a candidate's cost is the mean step cost over its imagined steps; last: the final step's alone (DINO-WM's
+    # objective: end at the goal), which also scores each candidate once instead of `horizon` times.
+    cost_steps: str = "all"
     context: int = 4  # real frames the imagination starts from
+    # Planned steps applied before planning again (`MPCAgent.plan_steps`), 0 = the whole horizon, as DINO-WM's,
+    # PLDM's and LeWM's evaluations apply (their horizon is 5). `MPCAgent.act` always applies one.
+    receding_horizon: int = 0
 
     def validate(self) -> None:
         if self.kind not in ("cem", "mppi"):
             raise ConfigError(f"planner.kind {self.kind!r} is not one of cem, mppi")
+        if self.cost_steps not in COST_STEPS:
+            raise ConfigError(f"planner.cost_steps {self.cost_steps!r} is not one of {', '.join(COST_STEPS)}")
         for name in ("horizon", "candidates", "iterations", "elites", "context"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"planner.{name} must be at least 1, got {getattr(self, name)}")
+        if not 0 <= self.receding_horizon <= self.horizon:
+            raise ConfigError(f"planner.receding_horizon must be 0 (the whole horizon) to planner.horizon ({self.horizon}), got {self.receding_horizon}")
         if self.elites > self.candidates:
             raise ConfigError(f"planner.elites ({self.elites}) cannot exceed planner.candidates ({self.candidates})")
         if not (self.init_std > 0 and self.min_std >= 0 and self.temperature > 0):
             raise ConfigError("planner.init_std and planner.temperature must be positive and planner.min_std non-negative")
+
+    @property
+    def steps_applied(self) -> int:
+        """Planned steps applied before planning again."""
+        return self.receding_horizon or self.horizon
 
 
 def expand_dream(dream: Dream, times: int) -> Dream:
@@ -63,19 +80,28 @@ def expand_dream(dream: Dream, times: int) -> Dream:
 
 @torch.no_grad()
 def sequence_costs(
-    world: WorldModel, dream: Dream, actions: torch.Tensor, dt: float, cost: CostArg, generator: torch.Generator | None
+    world: WorldModel,
+    dream: Dream,
+    actions: torch.Tensor,
+    dt: float,
+    cost: CostArg,
+    generator: torch.Generator | None,
+    last_only: bool = False,
 ) -> torch.Tensor:
-    """Imagine every candidate in one batch: dream of C rows, actions (C, h, A) -> mean step cost (C,)."""
+    """Imagine every candidate in one batch: dream of C rows, actions (C, h, A) -> mean step cost (C,),
+    or with `last_only` the cost of the final imagined step alone (earlier steps are imagined, not scored)."""
     cost = as_step_cost(cost)
     total = torch.zeros(actions.shape[0], device=actions.device)
     time = dream.time
+    scored = range(actions.shape[1] - 1, actions.shape[1]) if last_only else range(actions.shape[1])
     for step in range(actions.shape[1]):
         time = time + dt
         tokens, dream = world.imagine(dream, time, actions[:, step], generator)
-        if cost.needs_features:
-            dream = world.decoded(dream)
-        total += cost(world, dream, tokens).float()
-    return total / actions.shape[1]
+        if step in scored:
+            if cost.needs_features:
+                dream = world.decoded(dream)
+            total += cost(world, dream, tokens).float()
+    return total / len(scored)
 
 
 class Planner:
@@ -108,7 +134,7 @@ class Planner:
             noise = torch.randn((cfg.candidates, *shape), generator=generator, device=device)
             noise[0] = 0  # the current mean always competes
             candidates = torch.maximum(torch.minimum(mean + std * noise, high), low)
-            costs = sequence_costs(world, rows, candidates, dt, cost, generator)
+            costs = sequence_costs(world, rows, candidates, dt, cost, generator, last_only=cfg.cost_steps == "last")
             if cfg.kind == "cem":
                 elite = candidates[costs.topk(cfg.elites, largest=False).indices]
                 mean, std = elite.mean(0), elite.std(0, unbiased=False).clamp_min(cfg.min_std)
@@ -123,7 +149,9 @@ class MPCAgent:
     """Receding-horizon control toward a goal image: `act(frame)` plans from the last `context` frames, applies the first action.
 
     Frames are (H, W, 3) uint8 at a fixed interval `dt` seconds; the plan is kept
-    and shifted by one step to start the next round's search. A goal image's cost
+    and shifted by the steps applied to start the next round's search. To apply several
+    planned steps before planning again, `observe(frame)` each frame and call
+    `plan_steps(count)` when a new plan is due. A goal image's cost
     is chosen by `cost_kind` ("auto": the token cost when the model has a readout,
     else "features"; see `envs.goals.goal_cost`); `cost=` sets any step cost instead.
     Planning runs on the world model's device as it is when the agent is made; `device=` moves the model there first.
@@ -163,16 +191,34 @@ class MPCAgent:
             self.cost = goal_cost(self.world, goal_frame, self.cost_kind)
 
     @torch.no_grad()
-    def act(self, frame: np.ndarray) -> np.ndarray:
-        """The newest frame (H, W, 3) uint8 -> the action (A,) float32 to apply now."""
-        if self.cost is None:
-            raise ConfigError("the agent has no cost: call reset(goal_frame) or pass cost=")
+    def observe(self, frame: np.ndarray) -> None:
+        """Add the newest frame (H, W, 3) uint8, `dt` after the previous one, to the context without planning."""
         tensor = frame_tensor(frame, device=self.device)
         self.frames.append(tensor)
         self.features.append(self.world.tokenizer.features(tensor))
+
+    @torch.no_grad()
+    def plan_steps(self, count: int = 1) -> np.ndarray:
+        """Plan from the frames observed so far -> the first `count` planned actions (count, A) float32, to apply in turn.
+
+        The rest of the plan, shifted by `count` (its last action repeated), starts the next search.
+        """
+        if self.cost is None:
+            raise ConfigError("the agent has no cost: call reset(goal_frame) or pass cost=")
+        if not self.frames:
+            raise ConfigError("the agent has seen no frame: observe(frame) before planning")
+        if not 1 <= count <= self.planner.config.horizon:
+            raise ConfigError(f"can apply 1 to planner.horizon ({self.planner.config.horizon}) planned steps, not {count}")
         frames, features = torch.cat(list(self.frames), 1), torch.cat(list(self.features), 1)
         timestamps = torch.arange(frames.shape[1], dtype=torch.float32, device=self.device)[None] * self.dt
         dream = self.world.start(frames, timestamps, 1, features)
-        init = None if self._plan is None else torch.cat((self._plan[1:], self._plan[-1:]))
+        init = None
+        if self._plan is not None and count < len(self._plan):
+            init = torch.cat((self._plan[count:], self._plan[-1:].expand(count, -1)))
         self._plan = self.planner.plan(self.world, dream, self.dt, self.cost, self.generator, init)
-        return self._plan[0].cpu().numpy().astype(np.float32)
+        return self._plan[:count].cpu().numpy().astype(np.float32)
+
+    def act(self, frame: np.ndarray) -> np.ndarray:
+        """The newest frame (H, W, 3) uint8 -> the action (A,) float32 to apply now."""
+        self.observe(frame)
+        return self.plan_steps(1)[0]

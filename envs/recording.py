@@ -2,6 +2,7 @@
 
     python -m envs.recording --env deltaworld/Shapes-v0 --episodes 200 --out runs/shapes_episodes
     python -m envs.recording --env Pendulum-v1 --episodes 20 --frame-size 64 --out runs/pendulum_episodes
+    python -m envs.recording --env gym_pusht:gym_pusht/PushT-v0 --out runs/pusht_episodes 'env_kwargs={obs_type: state}'
 
 Any env made with render_mode="rgb_array" works; frames come from `env.render()`.
 A folder holds one `episode_NNNNNN.safetensors` per episode with
@@ -9,14 +10,22 @@ A folder holds one `episode_NNNNNN.safetensors` per episode with
   "actions"     float32 (T, A); actions[t] led into frame t, actions[0] = 0
                 (a Discrete action is one column holding its index)
   "timestamps"  float64 (T,) seconds since reset
-and the env id in the file's metadata. `tokenizer.data.episodes.EpisodeClips` cuts training clips from them.
+  "seed"        int64 (1,), the seed the episode was reset with
+  "states"      float64 (T, S), the simulator's state after each frame: the observation when it is a
+                vector, else the `info` entry `state_key` names (e.g. Shapes-v0's "agent_position");
+                absent when there is neither
+and the env id, its make() keyword arguments (JSON) and the state's source in the file's metadata.
+`tokenizer.data.episodes.EpisodeClips` cuts training clips from them; the seed and the states are what
+`envs.goal_reaching` needs to reach a recorded state again (reset with the seed, replay the actions)
+and to score an agent against a recorded goal state.
 Like every command it also takes `--config FILE` and dotted overrides (`max_steps=40`).
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -26,6 +35,7 @@ import torch
 from gymnasium import spaces
 
 import envs  # noqa: F401  (registers deltaworld/* so --env can name them)
+from envs.wrappers import is_image_space
 from tokenizer.data.episodes import episode_path
 from tokenizer.data.transforms import center_square_box, resize_frames, to_channels_first
 from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
@@ -86,26 +96,52 @@ def square_frames(frames: np.ndarray, size: int) -> torch.Tensor:
     return resize_frames(frames, size, size) if size else frames.contiguous()
 
 
-def record_episode(env: gymnasium.Env, policy: Policy, rng: np.random.Generator, seed: int, max_steps: int, frame_size: int) -> dict[str, torch.Tensor]:
+def has_vector_state(env: gymnasium.Env) -> bool:
+    """Whether the observation itself is the state: a numeric Box that is not an image."""
+    space = env.observation_space
+    return isinstance(space, spaces.Box) and not is_image_space(space) and np.issubdtype(space.dtype, np.number)
+
+
+def state_vector(env: gymnasium.Env, obs: Any, info: dict[str, Any], state_key: str = "") -> np.ndarray | None:
+    """The state to store and compare after a step: info[state_key] when a key is given, else the observation
+    when it is a vector (`has_vector_state`), else None (the episode is recorded without states)."""
+    if state_key:
+        if state_key not in info:
+            raise ConfigError(f"state_key {state_key!r} is not in this env's info (it has: {', '.join(sorted(info)) or 'nothing'})")
+        return np.asarray(info[state_key], dtype=np.float64).reshape(-1).copy()
+    if has_vector_state(env):
+        return np.asarray(obs, dtype=np.float64).reshape(-1).copy()
+    return None
+
+
+def record_episode(
+    env: gymnasium.Env, policy: Policy, rng: np.random.Generator, seed: int, max_steps: int, frame_size: int, state_key: str = ""
+) -> dict[str, torch.Tensor]:
     """Run one episode from reset(seed) until it ends or reaches `max_steps` steps; -> the episode's tensors."""
     store = action_vector(env.action_space)
-    obs, _ = env.reset(seed=seed)
+    obs, info = env.reset(seed=seed)
     frames, actions = [env.render()], [np.zeros_like(store(env.action_space.sample()))]
+    states = [state_vector(env, obs, info, state_key)]
     for _ in range(max_steps):
         action = policy(obs, rng)
-        obs, _, terminated, truncated, _ = env.step(action)
+        obs, _, terminated, truncated, info = env.step(action)
         frames.append(env.render())
         actions.append(store(action))
+        states.append(state_vector(env, obs, info, state_key))
         if terminated or truncated:
             break
     stacked = np.stack(frames)
     if stacked.ndim != 4 or stacked.shape[-1] != 3 or stacked.dtype != np.uint8:
         raise InputError(f"env.render() must return (H, W, 3) uint8 frames (render_mode='rgb_array'), got {stacked.dtype} {stacked.shape[1:]}")
-    return {
+    episode = {
         "frames": square_frames(stacked, frame_size),
         "actions": torch.from_numpy(np.stack(actions)),
         "timestamps": torch.arange(len(frames), dtype=torch.float64) * frame_interval(env),
+        "seed": torch.tensor([seed], dtype=torch.int64),
     }
+    if states[0] is not None:
+        episode["states"] = torch.from_numpy(np.stack(states))
+    return episode
 
 
 def record(
@@ -117,8 +153,11 @@ def record(
     max_steps: int = 100,
     frame_size: int = 0,
     env_kwargs: dict[str, Any] | None = None,
+    state_key: str = "",
 ) -> list[Path]:
-    """Record `episodes` episodes of `env_id` into `out` (created; existing episode files are replaced)."""
+    """Record `episodes` episodes of `env_id` into `out` (created; existing episode files are replaced).
+
+    Episode i is reset with seed `seed * 1_000_003 + i`, stored in its file with the states (`state_vector`)."""
     if episodes < 1 or max_steps < 1:
         raise ConfigError(f"--episodes ({episodes}) and --max-steps ({max_steps}) must both be at least 1")
     if frame_size < 0 or frame_size % 8:
@@ -135,12 +174,15 @@ def record(
     with env:
         for index in range(episodes):
             try:
-                episode = record_episode(env, act, rng, seed * 1_000_003 + index, max_steps, frame_size)
+                episode = record_episode(env, act, rng, seed * 1_000_003 + index, max_steps, frame_size, state_key)
             except gymnasium.error.DependencyNotInstalled as err:
                 # Gymnasium's classic-control and Box2D envs draw with pygame, which is not a dependency of ours.
                 raise ConfigError(f"{env_id} cannot render here ({err}); install the extra: pip install -e '.[gym-render]'") from None
             path = episode_path(out, index)
-            save_safetensors(episode, path, metadata={"env_id": env_id, "policy": policy})
+            # Keyword values JSON cannot hold (a config object) are kept as their repr: a record, not a recipe.
+            kwargs = json.dumps(env_kwargs or {}, default=repr)
+            metadata = {"env_id": env_id, "policy": policy, "env_kwargs": kwargs, "state_key": state_key}
+            save_safetensors(episode, path, metadata=metadata)
             paths.append(path)
     return paths
 
@@ -154,6 +196,8 @@ class RecordConfig:
     seed: int = 0
     max_steps: int = 100  # steps per episode at most (the env may end it sooner)
     frame_size: int = 0  # store square frames of this size (0 = the env's own, centre-cropped)
+    state_key: str = ""  # info entry stored as the state ("" = the observation, when it is a vector)
+    env_kwargs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of gymnasium.make, e.g. {obs_type: state}
 
 
 FLAGS = {
@@ -164,12 +208,13 @@ FLAGS = {
     "--seed": Flag("seed", "seed of the episodes and the policy", int),
     "--max-steps": Flag("max_steps", "steps per episode at most", int),
     "--frame-size": Flag("frame_size", "square frame size (0 = the env's own)", int),
+    "--state-key": Flag("state_key", "info entry stored as the state (default: the observation vector)"),
 }
 
 
 def main(argv: list[str] | None = None) -> None:
     cfg = to_object(parse_run_config(RecordConfig, __doc__, "a YAML with env: and episodes:", argv, FLAGS, default_config=None))
-    paths = record(cfg.env, cfg.episodes, cfg.out, cfg.policy, cfg.seed, cfg.max_steps, cfg.frame_size)
+    paths = record(cfg.env, cfg.episodes, cfg.out, cfg.policy, cfg.seed, cfg.max_steps, cfg.frame_size, dict(cfg.env_kwargs), cfg.state_key)
     print(f"recorded {len(paths)} episodes of {cfg.env} into {cfg.out}")
 
 

@@ -177,6 +177,23 @@ def test_sequence_costs_are_one_batched_rollout(tokenizer):
     torch.testing.assert_close(alone, costs[2:3], rtol=1e-4, atol=1e-5)
 
 
+def test_last_step_cost_scores_the_final_imagined_step_alone(tokenizer):
+    world = micro_world(tokenizer, objective="deterministic")
+    frames, _ = shapes_frames(2)
+    dream = world.start(torch.from_numpy(frames).permute(0, 3, 1, 2)[None], torch.tensor([[0.0, 0.1]]), 3)
+    actions = torch.rand(3, 3, 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    scored = []
+    cost = lambda tokens, features: scored.append(tokens) or tokens.norm(dim=-1)  # noqa: E731
+    last = sequence_costs(world, dream, actions, 0.1, cost, None, last_only=True)
+    assert len(scored) == 1
+    stepped = dream
+    for step in range(3):
+        tokens, _, stepped = world.step(stepped, stepped.time + 0.1, actions[:, step])
+    torch.testing.assert_close(last, tokens.norm(dim=-1), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ConfigError, match="cost_steps"):
+        PlannerConfig(cost_steps="first").validate()
+
+
 @pytest.mark.parametrize("kind", ["cem", "mppi"])
 def test_planner_prefers_the_cheaper_actions(tokenizer, kind):
     world = micro_world(tokenizer)
@@ -197,6 +214,34 @@ def test_planner_prefers_the_cheaper_actions(tokenizer, kind):
     actions = [agent.act(frame) for frame in frames]
     assert all(a.shape == (2,) and a.dtype == np.float32 and np.abs(a).max() <= 1 for a in actions)
     assert len(agent.frames) == 2
+
+
+def test_agent_applies_several_planned_steps_and_warm_starts_from_the_rest(tokenizer, monkeypatch):
+    world = micro_world(tokenizer)
+    frames, goal = shapes_frames(3)
+    config = PlannerConfig(horizon=3, candidates=4, iterations=1, elites=2, context=2, receding_horizon=2)
+    assert config.steps_applied == 2 and PlannerConfig(horizon=3).steps_applied == 3  # 0: the whole horizon
+    planner = Planner(config, -np.ones(2), np.ones(2))
+    agent = MPCAgent(world, planner, dt=0.1, seed=0)
+    agent.reset(goal)
+    with pytest.raises(ConfigError, match="seen no frame"):
+        agent.plan_steps(1)
+    for frame in frames:
+        agent.observe(frame)
+    assert len(agent.frames) == 2  # the newest `context` frames
+    inits = []
+    plan = planner.plan
+    monkeypatch.setattr(planner, "plan", lambda *args: inits.append(args[-1]) or plan(*args))
+    first = agent.plan_steps(2)
+    assert first.shape == (2, 2) and first.dtype == np.float32 and inits == [None]
+    kept = agent._plan.clone()
+    agent.plan_steps(2)
+    # The next search starts from the rest of the plan, its last action repeated for the steps applied.
+    torch.testing.assert_close(inits[1], torch.stack([kept[2], kept[2], kept[2]]))
+    with pytest.raises(ConfigError, match="1 to planner.horizon"):
+        agent.plan_steps(4)
+    with pytest.raises(ConfigError, match="receding_horizon"):
+        PlannerConfig(horizon=2, receding_horizon=3).validate()
 
 
 def test_planning_config_errors(tokenizer):

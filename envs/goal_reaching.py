@@ -1,0 +1,443 @@
+"""Goal reaching from recorded episodes, for any Gymnasium env with a Box action space and rgb_array frames.
+
+This is the protocol DINO-WM, PLDM and LeWM report planning success on (as stable-worldmodel runs it):
+- a task is a start step in a held-out recorded episode (`select_tasks`); the goal image is the recorded
+  frame `goal_offset` steps later, so the goal is reachable: replaying the recorded actions reaches it;
+- the env is brought to the start state by resetting it with the episode's recorded seed and replaying
+  the recorded actions (`reach_start`). This needs a deterministic env: the state replay reaches is
+  compared with the recorded one, and an env that does not reproduce it is refused with one line;
+- the agent has `budget` env steps; the task succeeds when, after any of them, the env's state (the
+  recorded `states`: the observation vector or an `info` entry, `envs.recording.state_vector`) is within
+  `tolerance` of the goal's (`Success`). The episode ends there, or when the budget is spent;
+- the agent acts in blocks of `action_repeat` env steps (frameskip): its world model sees one frame per
+  block and one action per block, the block's env actions concatenated and scaled to [-1, 1]
+  (`ActionBlocks`); `block_episodes` writes the recorded episodes in that form for training.
+
+Controllers choose the actions: `PlanningController` (an `envs.planners.MPCAgent` that plans toward the
+goal image), `RandomController`, and `ReplayController` (the recorded actions: the reachability ceiling).
+`run_task` runs one task and reports success, the final distance to the goal state, the env steps taken
+and the seconds the controller spent choosing actions.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import gymnasium
+import numpy as np
+import torch
+from gymnasium import spaces
+from safetensors import safe_open
+
+from envs.planners import MPCAgent
+from envs.recording import square_frames, state_vector
+from tokenizer.data.episodes import episode_files, episode_path
+from tokenizer.runtime.errors import ConfigError, InputError
+from tokenizer.runtime.files import load_weights, save_safetensors
+
+# A deterministic env reproduces its states exactly; this only forgives float printing-level noise.
+REPLAY_ATOL = 1e-6
+
+
+@dataclass
+class Success:
+    """When a state counts as the goal's: the Euclidean distance over `dims` (all when empty), each entry's
+    difference divided by its `scale` (1 when empty), is at most `tolerance`. Entries listed in `angles` are
+    radians: their difference is taken the short way round the circle."""
+
+    tolerance: float = 0.1
+    dims: list[int] = field(default_factory=list)
+    scale: list[float] = field(default_factory=list)
+    angles: list[int] = field(default_factory=list)
+
+    def validate(self, state_size: int) -> None:
+        if not self.tolerance > 0:
+            raise ConfigError(f"eval.tolerance must be positive, got {self.tolerance}")
+        for name, dims in (("state_dims", self.dims), ("state_angles", self.angles)):
+            if any(not 0 <= d < state_size for d in dims):
+                raise ConfigError(f"eval.{name} {dims} must index the recorded state's {state_size} entries")
+        size = len(self.dims) if self.dims else state_size
+        if self.scale and (len(self.scale) != size or min(self.scale) <= 0):
+            raise ConfigError(f"eval.state_scale needs {size} positive entries (one per compared state entry), got {self.scale}")
+
+    def distance(self, state: np.ndarray, goal: np.ndarray) -> float:
+        difference = np.asarray(state, dtype=np.float64) - np.asarray(goal, dtype=np.float64)
+        if self.angles:
+            difference[self.angles] = (difference[self.angles] + np.pi) % (2 * np.pi) - np.pi
+        if self.dims:
+            difference = difference[self.dims]
+        if self.scale:
+            difference = difference / np.asarray(self.scale, dtype=np.float64)
+        return float(np.linalg.norm(difference))
+
+    def reached(self, state: np.ndarray, goal: np.ndarray) -> bool:
+        return self.distance(state, goal) <= self.tolerance
+
+
+@dataclass
+class RecordedEpisode:
+    """One episode file of `envs.recording`, with what replay and scoring need."""
+
+    path: Path
+    env_id: str
+    env_kwargs: dict[str, Any]
+    state_key: str
+    seed: int
+    frames: torch.Tensor  # (T, 3, S, S) uint8
+    actions: np.ndarray  # (T, A) float32; actions[t] led into frame t
+    states: np.ndarray  # (T, S) float64; states[t] after frame t
+    timestamps: np.ndarray  # (T,) seconds since reset
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+
+def load_episode(path: str | Path) -> RecordedEpisode:
+    path = Path(path)
+    tensors = load_weights(path, f"episode file {path}")
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    missing = [key for key in ("frames", "actions", "timestamps", "seed", "states") if key not in tensors]
+    if missing:
+        raise InputError(
+            f"{path} has no {' or '.join(missing)}: goal reaching replays episodes from their reset seed and scores recorded states; "
+            "record them with `python -m envs.recording` (for an env whose observation is an image, name the state with --state-key)"
+        )
+    return RecordedEpisode(
+        path=path,
+        env_id=metadata.get("env_id", ""),
+        env_kwargs=json.loads(metadata.get("env_kwargs", "{}")),
+        state_key=metadata.get("state_key", ""),
+        seed=int(tensors["seed"][0]),
+        frames=tensors["frames"],
+        actions=tensors["actions"].numpy(),
+        states=tensors["states"].numpy(),
+        timestamps=tensors["timestamps"].numpy(),
+    )
+
+
+def held_out(files: Sequence[Path]) -> list[Path]:
+    """The episodes `tokenizer.data.episodes.EpisodeClips` holds out of training: every tenth (at least one)."""
+    return [p for i, p in enumerate(files) if i % 10 == 9] or list(files[-1:])
+
+
+def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, max_episode_steps: int | None = None) -> gymnasium.Env:
+    """`env_id` made with render_mode="rgb_array", refused in one line unless the protocol can run on it."""
+    kwargs = dict(env_kwargs or {})
+    if max_episode_steps is not None:
+        kwargs["max_episode_steps"] = max_episode_steps
+    try:
+        env = gymnasium.make(env_id, render_mode="rgb_array", **kwargs)
+    except gymnasium.error.DependencyNotInstalled as err:
+        raise ConfigError(f"{env_id} cannot be made here ({err}); for Gymnasium's classic-control envs: pip install -e '.[gym-render]'") from None
+    except gymnasium.error.Error as err:
+        raise ConfigError(f"cannot make env {env_id!r}: {err}") from None
+    check_env_fits(env, env_id)
+    return env
+
+
+def check_env_fits(env: gymnasium.Env, env_id: str) -> None:
+    """Planners search continuous actions in a box, and world models see rendered frames."""
+    space = env.action_space
+    if not isinstance(space, spaces.Box):
+        raise ConfigError(f"{env_id} has a {type(space).__name__} action space: goal reaching plans continuous actions and needs a Box")
+    if not space.is_bounded() or len(space.shape) != 1:
+        raise ConfigError(f"{env_id}'s action space {space} must be a bounded 1-D Box: planners sample inside its bounds")
+    if "rgb_array" not in env.metadata.get("render_modes", ()) or env.render_mode != "rgb_array":
+        raise ConfigError(f"{env_id} does not render rgb_array frames (its render modes: {env.metadata.get('render_modes', [])}); world models plan from images")
+
+
+def env_frame(env: gymnasium.Env, size: int) -> np.ndarray:
+    """The env's current frame as recording stores it: centre square, `size` px (0 = as rendered) -> (S, S, 3) uint8."""
+    frame = env.render()
+    return square_frames(np.asarray(frame)[None], size)[0].permute(1, 2, 0).numpy()
+
+
+@dataclass
+class Task:
+    """Start at step `start` of `episode`; the goal is its step `start + goal_offset`."""
+
+    episode: RecordedEpisode
+    start: int
+    goal: int
+
+    @property
+    def goal_frame(self) -> np.ndarray:
+        return self.episode.frames[self.goal].permute(1, 2, 0).numpy()
+
+    @property
+    def goal_state(self) -> np.ndarray:
+        return self.episode.states[self.goal]
+
+    @property
+    def name(self) -> str:
+        return f"{self.episode.path.stem}@{self.start}"
+
+
+def select_tasks(episodes: Sequence[RecordedEpisode], count: int, goal_offset: int, min_start: int, seed: int) -> list[Task]:
+    """`count` distinct (episode, start) pairs drawn with `seed` among every start from `min_start` on whose goal,
+    `goal_offset` steps later, is in the episode."""
+    if count < 1 or goal_offset < 1:
+        raise ConfigError(f"eval.episodes ({count}) and eval.goal_offset ({goal_offset}) must both be at least 1")
+    pairs = [(e, start) for e, episode in enumerate(episodes) for start in range(min_start, len(episode) - goal_offset)]
+    if len(pairs) < count:
+        raise ConfigError(
+            f"the {len(episodes)} held-out episodes hold {len(pairs)} start states with a goal {goal_offset} steps later "
+            f"(starts from step {min_start}), fewer than eval.episodes={count}: record more or longer episodes"
+        )
+    chosen = np.random.default_rng(seed).choice(len(pairs), size=count, replace=False)
+    return [Task(episodes[pairs[i][0]], pairs[i][1], pairs[i][1] + goal_offset) for i in chosen]
+
+
+def held_out_tasks(root: str | Path, count: int, goal_offset: int, min_start: int, seed: int) -> list[Task]:
+    """Tasks from the held-out episodes of a recorded folder."""
+    return select_tasks([load_episode(p) for p in held_out(episode_files(root))], count, goal_offset, min_start, seed)
+
+
+def check_replayed(episode: RecordedEpisode, step: int, state: np.ndarray | None) -> None:
+    expected = episode.states[step]
+    if state is None or state.shape != expected.shape or not np.allclose(state, expected, rtol=0, atol=REPLAY_ATOL):
+        gap = "a state of another shape" if state is None or state.shape != expected.shape else f"a state {np.abs(state - expected).max():.3g} away"
+        raise InputError(
+            f"{episode.env_id or 'the env'} is not deterministic: reset with seed {episode.seed} and replaying {episode.path.name}'s "
+            f"recorded actions reached {gap} from the recorded one at step {step}; goal reaching needs an env that replays exactly"
+        )
+
+
+def reach_start(env: gymnasium.Env, task: Task, frame_size: int, frame_steps: Sequence[int] = ()) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """Reset with the recorded seed and replay the recorded actions up to `task.start`.
+
+    -> the state reached (checked against the recorded one: `check_replayed`) and the frames at `frame_steps`
+    (steps <= start; the context a planner starts from, as the env shows it)."""
+    episode = task.episode
+    wanted = set(frame_steps)
+    obs, info = env.reset(seed=episode.seed)
+    frames = {0: env_frame(env, frame_size)} if 0 in wanted else {}
+    for step in range(1, task.start + 1):
+        obs, _, terminated, truncated, info = env.step(episode.actions[step])
+        if step in wanted:
+            frames[step] = env_frame(env, frame_size)
+        if (terminated or truncated) and step < task.start:
+            raise InputError(f"replaying {episode.path.name} ended the episode at step {step}, before the start step {task.start}")
+    state = state_vector(env, obs, info, episode.state_key)
+    check_replayed(episode, task.start, state)
+    return state, frames
+
+
+def check_replay(env: gymnasium.Env, episode: RecordedEpisode) -> None:
+    """Replay a whole recorded episode from its seed and check every state: refuses a non-deterministic env in one line."""
+    obs, info = env.reset(seed=episode.seed)
+    check_replayed(episode, 0, state_vector(env, obs, info, episode.state_key))
+    for step in range(1, len(episode)):
+        obs, _, terminated, truncated, info = env.step(episode.actions[step])
+        check_replayed(episode, step, state_vector(env, obs, info, episode.state_key))
+        if terminated or truncated:
+            break
+
+
+@dataclass
+class ActionBlocks:
+    """Env actions in [low, high]^A <-> world-model actions: `repeat` consecutive env actions, each scaled to
+    [-1, 1], concatenated into one (repeat * A,) vector (the peers' frameskip with action blocks)."""
+
+    low: np.ndarray
+    high: np.ndarray
+    repeat: int
+
+    def __post_init__(self) -> None:
+        self.low, self.high = np.asarray(self.low, dtype=np.float64), np.asarray(self.high, dtype=np.float64)
+        if self.repeat < 1:
+            raise ConfigError(f"action_repeat must be at least 1, got {self.repeat}")
+        if not (np.isfinite(self.low).all() and np.isfinite(self.high).all() and (self.high > self.low).all()):
+            raise ConfigError("action blocks need a bounded Box action space with high > low")
+
+    @property
+    def dim(self) -> int:
+        return self.repeat * self.low.shape[0]
+
+    def to_model(self, actions: np.ndarray) -> np.ndarray:
+        """Env actions (..., repeat, A) -> world-model actions (..., repeat * A) float32 in [-1, 1]."""
+        scaled = 2 * (np.asarray(actions, dtype=np.float64) - self.low) / (self.high - self.low) - 1
+        return scaled.reshape(*scaled.shape[:-2], self.dim).astype(np.float32)
+
+    def to_env(self, actions: np.ndarray) -> np.ndarray:
+        """World-model actions (..., repeat * A) -> env actions (..., repeat, A) float32 within the bounds."""
+        blocks = np.clip(np.asarray(actions, dtype=np.float64), -1, 1).reshape(*np.shape(actions)[:-1], self.repeat, -1)
+        return (self.low + (blocks + 1) / 2 * (self.high - self.low)).astype(np.float32)
+
+
+def block_episodes(recorded: str | Path, out: str | Path, blocks: ActionBlocks) -> list[Path]:
+    """Write each recorded episode as a world model sees it under the protocol: every `repeat`-th frame, and
+    for each kept frame the block of actions that led to it (`ActionBlocks.to_model`; zeros for the first).
+    The same file names, so `held_out` picks the same episodes in both folders."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index, path in enumerate(episode_files(recorded)):
+        episode = load_weights(path, f"episode file {path}")
+        frames, actions = episode["frames"], episode["actions"].numpy()
+        kept = range(0, (len(frames) - 1) // blocks.repeat * blocks.repeat + 1, blocks.repeat)
+        grouped = [np.zeros(blocks.dim, dtype=np.float32)]
+        grouped += [blocks.to_model(actions[t - blocks.repeat + 1 : t + 1]) for t in kept[1:]]
+        target = episode_path(out, index)
+        save_safetensors(
+            {"frames": frames[list(kept)], "actions": torch.from_numpy(np.stack(grouped)), "timestamps": episode["timestamps"][list(kept)]},
+            target,
+            metadata={"action_repeat": str(blocks.repeat), "recorded": str(path)},
+        )
+        paths.append(target)
+    return paths
+
+
+class Controller(Protocol):
+    """Chooses env actions for one task at a time."""
+
+    def reset(self, task: Task, context: list[np.ndarray]) -> None:
+        """A new task; `context` holds real frames before the start, one per block, oldest first."""
+
+    def act(self, frame: np.ndarray | None) -> np.ndarray:
+        """The next env action (A,); `frame` is the env's frame at the start of each block, else None."""
+
+
+class RandomController:
+    """Uniform actions in the action box, a new one every env step, from one seeded stream."""
+
+    def __init__(self, low: np.ndarray, high: np.ndarray, seed: int):
+        self.low, self.high = np.asarray(low), np.asarray(high)
+        self.rng = np.random.default_rng(seed)
+
+    def reset(self, task: Task, context: list[np.ndarray]) -> None:
+        pass
+
+    def act(self, frame: np.ndarray | None) -> np.ndarray:
+        return self.rng.uniform(self.low, self.high).astype(np.float32)
+
+
+class ReplayController:
+    """The recorded actions from the start: reaches the goal at step `goal_offset` when the env replays exactly."""
+
+    def reset(self, task: Task, context: list[np.ndarray]) -> None:
+        self.actions, self.step = task.episode.actions, task.start
+
+    def act(self, frame: np.ndarray | None) -> np.ndarray:
+        self.step = min(self.step + 1, len(self.actions) - 1)  # past the recording, its last action again
+        return self.actions[self.step].astype(np.float32)
+
+
+class PlanningController:
+    """An MPCAgent over action blocks: at each block's first step it observes the frame; when the previous
+    plan's `receding_horizon` blocks are spent it plans again toward the goal image."""
+
+    def __init__(self, agent: MPCAgent, blocks: ActionBlocks):
+        if agent.world.config.actions.dim != blocks.dim:
+            raise ConfigError(
+                f"the world model takes {agent.world.config.actions.dim}-D actions; blocks of {blocks.repeat} actions of this env are {blocks.dim}-D"
+            )
+        self.agent, self.blocks = agent, blocks
+        self.steps_applied = agent.planner.config.steps_applied
+        self.queue: list[np.ndarray] = []
+
+    def reset(self, task: Task, context: list[np.ndarray]) -> None:
+        self.agent.reset(task.goal_frame)
+        for frame in context:
+            self.agent.observe(frame)
+        self.queue = []
+
+    def act(self, frame: np.ndarray | None) -> np.ndarray:
+        if frame is not None:
+            self.agent.observe(frame)
+            if not self.queue:
+                plan = self.agent.plan_steps(self.steps_applied)  # (k, repeat * A)
+                self.queue = list(self.blocks.to_env(plan).reshape(-1, self.blocks.low.shape[0]))
+        if not self.queue:
+            raise InputError("a planning controller must see the frame at the start of each block")
+        return self.queue.pop(0)
+
+
+@dataclass
+class EpisodeResult:
+    task: str
+    success: bool
+    steps: int  # env steps taken
+    seconds: float  # spent choosing actions (observing frames and planning included)
+    final_distance: float  # to the goal state, when the episode ended
+    frames: list[np.ndarray] | None = None  # the start frame and every env step's, when asked for
+
+
+def context_steps(start: int, frames: int, repeat: int) -> list[int]:
+    """Steps of the real frames a planner starts from: up to `frames` block starts ending at `start`, none before 0."""
+    return [start - k * repeat for k in range(frames - 1, -1, -1) if start - k * repeat >= 0]
+
+
+def run_task(
+    env: gymnasium.Env,
+    task: Task,
+    controller: Controller,
+    success: Success,
+    budget: int,
+    repeat: int,
+    frame_size: int,
+    context: int = 1,
+    keep_frames: bool = False,
+) -> EpisodeResult:
+    """Bring the env to the task's start, then let `controller` act for up to `budget` env steps; it gets the
+    frame at the start of every block of `repeat` steps, and the `context - 1` block frames before the start
+    first. The task succeeds when a state after a step is within tolerance of the goal state."""
+    steps = context_steps(task.start, context, repeat)
+    state, frames = reach_start(env, task, frame_size, steps)
+    start_frame = frames[task.start]
+    started = time.perf_counter()
+    controller.reset(task, [frames[s] for s in steps[:-1]])
+    seconds = time.perf_counter() - started
+    seen = [start_frame] if keep_frames else None
+    distance, reached, taken = success.distance(state, task.goal_state), False, 0
+    block_frame: np.ndarray | None = start_frame
+    while taken < budget and not reached:
+        started = time.perf_counter()
+        action = controller.act(block_frame)
+        seconds += time.perf_counter() - started
+        obs, _, terminated, truncated, info = env.step(action)
+        taken += 1
+        state = state_vector(env, obs, info, task.episode.state_key)
+        distance = success.distance(state, task.goal_state)
+        reached = distance <= success.tolerance
+        at_block = taken % repeat == 0
+        frame = env_frame(env, frame_size) if keep_frames or at_block else None
+        block_frame = frame if at_block else None
+        if keep_frames:
+            seen.append(frame)
+        if terminated or truncated:
+            break
+    return EpisodeResult(task.name, reached, taken, seconds, distance, seen)
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959964) -> tuple[float, float]:
+    """95 % Wilson score interval of a success rate: stays inside [0, 1] and is not empty at 0 or n successes."""
+    if trials < 1:
+        return (0.0, 1.0)
+    rate = successes / trials
+    denominator = 1 + z * z / trials
+    centre = (rate + z * z / (2 * trials)) / denominator
+    half = z * np.sqrt(rate * (1 - rate) / trials + z * z / (4 * trials * trials)) / denominator
+    # At 0 or n successes the bound is exactly 0 or 1; rounding would leave it a hair inside.
+    low = 0.0 if successes == 0 else max(0.0, float(centre - half))
+    high = 1.0 if successes == trials else min(1.0, float(centre + half))
+    return (low, high)
+
+
+def summarize(results: Sequence[EpisodeResult]) -> dict[str, Any]:
+    """Success rate with its 95 % Wilson interval, mean final distance to the goal state, seconds per env step."""
+    wins = sum(r.success for r in results)
+    steps = sum(r.steps for r in results)
+    return {
+        "success_rate": wins / len(results),
+        "success_ci95": list(wilson_interval(wins, len(results))),
+        "mean_final_distance": float(np.mean([r.final_distance for r in results])),
+        "seconds_per_step": sum(r.seconds for r in results) / max(steps, 1),
+        "episodes": len(results),
+        "env_steps": steps,
+    }

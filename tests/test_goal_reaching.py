@@ -1,0 +1,222 @@
+"""The goal-reaching protocol (envs.goal_reaching) on a tiny deterministic env, and one task planned in a micro world model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import gymnasium
+import numpy as np
+import pytest
+import torch
+from gymnasium import spaces
+from test_envs import OnTheModelsDevice, micro_world
+
+from envs import goal_reaching as gr
+from envs.planners import MPCAgent, Planner, PlannerConfig
+from envs.recording import record
+from tokenizer.data.episodes import EpisodeClips, episode_files
+from tokenizer.runtime.errors import ConfigError, InputError
+from tokenizer.runtime.files import load_weights
+from worldmodel.objectives import ActionSpace
+
+SIZE = 32
+POINT_ID = "deltaworld-test/Point-v0"
+NOISY_ID = "deltaworld-test/NoisyPoint-v0"
+
+
+class PointEnv(gymnasium.Env):
+    """A dot moved by a bounded 2-D velocity in a 32-pixel square; the observation is its position."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, render_mode: str | None = "rgb_array", noisy: bool = False):
+        self.render_mode, self.noisy = render_mode, noisy
+        self.action_space = spaces.Box(-2.0, 2.0, (2,), np.float32)
+        self.observation_space = spaces.Box(0.0, 1.0, (2,), np.float64)
+        self.position = np.full(2, 0.5)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.position = self.np_random.uniform(0.2, 0.8, size=2)
+        return self.position.copy(), {}
+
+    def step(self, action):
+        jitter = np.random.default_rng().normal(0, 0.01, 2) if self.noisy else 0.0  # ignores the seed: not replayable
+        self.position = np.clip(self.position + 0.05 * np.asarray(action, dtype=np.float64) + jitter, 0.0, 1.0)
+        return self.position.copy(), 0.0, False, False, {}
+
+    def render(self):
+        frame = np.zeros((SIZE, SIZE, 3), dtype=np.uint8)
+        x, y = (self.position * (SIZE - 4)).astype(int)
+        frame[y : y + 4, x : x + 4] = 255
+        return frame
+
+
+class NoRender(PointEnv):
+    metadata = {"render_modes": [], "render_fps": 10}
+
+    def __init__(self, render_mode=None):
+        super().__init__(None)
+
+
+for env_id, entry in ((POINT_ID, PointEnv), (NOISY_ID, lambda **kw: PointEnv(noisy=True, **kw)), ("deltaworld-test/NoRender-v0", NoRender)):
+    if env_id not in gymnasium.registry:
+        gymnasium.register(id=env_id, entry_point=entry, max_episode_steps=200)
+
+
+@pytest.fixture(scope="module")
+def recorded(tmp_path_factory):
+    root = tmp_path_factory.mktemp("point")
+    record(POINT_ID, 10, root, seed=3, max_steps=30, frame_size=SIZE)
+    return root
+
+
+def test_recording_stores_the_seed_and_the_states(recorded, tmp_path):
+    episode = gr.load_episode(episode_files(recorded)[0])
+    assert episode.env_id == POINT_ID and episode.seed == 3 * 1_000_003 and episode.state_key == ""
+    assert episode.states.shape == (31, 2) and episode.states.dtype == np.float64 and len(episode) == 31
+    env = gr.make_env(POINT_ID)
+    obs, _ = env.reset(seed=episode.seed)
+    np.testing.assert_array_equal(obs, episode.states[0])
+    # An image-observation env records its state from the info entry named; without one it has none to score.
+    record("deltaworld/Shapes-v0", 1, tmp_path / "shapes", max_steps=3, state_key="agent_position")
+    shapes = gr.load_episode(tmp_path / "shapes" / "episode_000000.safetensors")
+    assert shapes.states.shape == (4, 2) and shapes.state_key == "agent_position"
+    record("deltaworld/Shapes-v0", 1, tmp_path / "bare", max_steps=3)
+    with pytest.raises(InputError, match="has no states.*--state-key"):
+        gr.load_episode(tmp_path / "bare" / "episode_000000.safetensors")
+    with pytest.raises(ConfigError, match="not in this env's info"):
+        record("deltaworld/Shapes-v0", 1, tmp_path / "wrong", max_steps=3, state_key="nope")
+
+
+def test_goal_selection_takes_held_out_starts_and_the_frame_goal_offset_later(recorded):
+    files = episode_files(recorded)
+    held = gr.held_out(files)
+    assert held == [files[9]]
+    assert [p for p, _ in EpisodeClips(recorded, 2, SIZE, 0, split="val").episodes] == held  # the split training leaves out
+    tasks = gr.held_out_tasks(recorded, 5, goal_offset=10, min_start=4, seed=0)
+    assert len({t.start for t in tasks}) == 5 and all(t.episode.path == files[9] for t in tasks)
+    assert all(4 <= t.start and t.goal == t.start + 10 <= 30 for t in tasks)
+    np.testing.assert_array_equal(tasks[0].goal_frame, tasks[0].episode.frames[tasks[0].goal].permute(1, 2, 0).numpy())
+    assert [t.start for t in gr.held_out_tasks(recorded, 5, 10, 4, seed=0)] == [t.start for t in tasks]  # seeded
+    with pytest.raises(ConfigError, match="fewer than eval.episodes=30"):
+        gr.held_out_tasks(recorded, 30, 10, 4, seed=0)  # starts 4..20: 17 of them
+
+
+def test_replay_reaches_the_start_and_the_goal_and_success_reads_the_state(recorded):
+    env = gr.make_env(POINT_ID)
+    task = gr.held_out_tasks(recorded, 1, goal_offset=10, min_start=4, seed=0)[0]
+    state, frames = gr.reach_start(env, task, SIZE, [task.start - 4, task.start])
+    np.testing.assert_array_equal(state, task.episode.states[task.start])
+    np.testing.assert_array_equal(frames[task.start], task.episode.frames[task.start].permute(1, 2, 0).numpy())
+    success = gr.Success(tolerance=1e-9)
+    replayed = gr.run_task(env, task, gr.ReplayController(), success, budget=20, repeat=2, frame_size=SIZE, context=3, keep_frames=True)
+    assert replayed.success and replayed.steps == 10 and replayed.final_distance == 0.0 and len(replayed.frames) == 11
+    np.testing.assert_array_equal(replayed.frames[-1], task.goal_frame)
+    standing = gr.run_task(env, task, gr.RandomController(np.zeros(2), np.zeros(2) + 1e-9, 0), success, 20, 2, SIZE)
+    assert not standing.success and standing.steps == 20 and standing.final_distance > 0
+    # Distance over chosen entries, each scaled: (3, 4) / (1, 2) over both -> (3, 2).
+    assert gr.Success(1.0, [], [1.0, 2.0]).distance(np.array([3.0, 4.0]), np.zeros(2)) == pytest.approx(np.hypot(3, 2))
+    assert gr.Success(1.0, [1]).distance(np.array([3.0, 4.0]), np.zeros(2)) == 4.0
+    # An angle's difference goes the short way round: 6.2 rad from 0.1 rad is 0.183 rad away.
+    assert gr.Success(1.0, [], [], [1]).distance(np.array([0.0, 6.2]), np.array([0.0, 0.1])) == pytest.approx(2 * np.pi - 6.1)
+    for bad, message in ((gr.Success(0.0), "positive"), (gr.Success(1.0, [2]), "state_dims.*index"), (gr.Success(1.0, [], [], [5]), "state_angles"), (gr.Success(1.0, [], [1.0]), "2 positive")):
+        with pytest.raises(ConfigError, match=message):
+            bad.validate(2)
+
+
+def test_unfit_envs_are_refused_in_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="Discrete action space"):
+        gr.make_env("CartPole-v1")
+    with pytest.raises(ConfigError, match="rgb_array"), pytest.warns(UserWarning, match="render_mode"):
+        gr.make_env("deltaworld-test/NoRender-v0")
+    record(NOISY_ID, 1, tmp_path, seed=0, max_steps=5, frame_size=SIZE)
+    episode = gr.load_episode(tmp_path / "episode_000000.safetensors")
+    with pytest.raises(InputError, match="not deterministic") as caught:
+        gr.check_replay(gr.make_env(NOISY_ID), episode)
+    assert "\n" not in str(caught.value)
+
+
+def test_action_blocks_and_block_episodes(recorded, tmp_path):
+    blocks = gr.ActionBlocks(np.array([-2.0, -2.0]), np.array([2.0, 2.0]), repeat=3)
+    env_actions = np.array([[[-2.0, 0.0], [2.0, 1.0], [0.0, -1.0]]], dtype=np.float32)
+    model = blocks.to_model(env_actions)
+    np.testing.assert_allclose(model, [[-1.0, 0.0, 1.0, 0.5, 0.0, -0.5]])
+    np.testing.assert_allclose(blocks.to_env(model), env_actions)
+    assert blocks.to_env(np.full(6, 7.0)).max() == 2.0  # clipped to the box
+    gr.block_episodes(recorded, tmp_path, blocks)
+    source = load_weights(episode_files(recorded)[0])
+    block = load_weights(tmp_path / "episode_000000.safetensors")
+    assert block["frames"].shape[0] == 11 and torch.equal(block["frames"][1], source["frames"][3])
+    torch.testing.assert_close(block["timestamps"], source["timestamps"][::3])
+    assert torch.equal(block["actions"][0], torch.zeros(6))
+    expected = blocks.to_model(source["actions"][4:7].numpy()[None])[0]
+    np.testing.assert_allclose(block["actions"][2].numpy(), expected)
+    with pytest.raises(ConfigError, match="action_repeat"):
+        gr.ActionBlocks(np.zeros(1), np.ones(1), repeat=0)
+
+
+def test_wilson_interval_and_summary():
+    assert gr.wilson_interval(0, 10) == (0.0, pytest.approx(0.2775, abs=1e-4))
+    assert gr.wilson_interval(5, 10) == (pytest.approx(0.2366, abs=1e-4), pytest.approx(0.7634, abs=1e-4))
+    assert gr.wilson_interval(10, 10)[1] == 1.0
+    rows = [gr.EpisodeResult("a", True, 10, 1.0, 0.0), gr.EpisodeResult("b", False, 30, 3.0, 2.0)]
+    summary = gr.summarize(rows)
+    assert summary["success_rate"] == 0.5 and summary["mean_final_distance"] == 1.0 and summary["seconds_per_step"] == 0.1
+
+
+def planning_controller(tokenizer, blocks: gr.ActionBlocks, receding: int = 0) -> gr.PlanningController:
+    world = micro_world(tokenizer, actions=ActionSpace(dim=blocks.dim), readout=True)
+    planner = Planner(PlannerConfig(horizon=2, candidates=4, iterations=1, elites=2, context=2, receding_horizon=receding), -np.ones(blocks.dim), np.ones(blocks.dim))
+    return gr.PlanningController(MPCAgent(world, planner, dt=0.2, seed=0), blocks)
+
+
+def test_one_task_planned_end_to_end_in_a_micro_world_model(tokenizer, recorded, monkeypatch):
+    env = gr.make_env(POINT_ID)
+    blocks = gr.ActionBlocks(env.action_space.low, env.action_space.high, repeat=2)
+    task = gr.held_out_tasks(recorded, 1, goal_offset=10, min_start=2, seed=0)[0]
+    controller = planning_controller(tokenizer, blocks)
+    plans = []
+    plan_steps = controller.agent.plan_steps
+    monkeypatch.setattr(controller.agent, "plan_steps", lambda count: plans.append(count) or plan_steps(count))
+    result = gr.run_task(env, task, controller, gr.Success(1e-9), budget=5, repeat=2, frame_size=SIZE, context=2)
+    # 5 steps in blocks of 2, the whole 2-block plan applied each time: plans at steps 0 and 4.
+    assert result.steps == 5 and plans == [2, 2] and result.seconds > 0 and np.isfinite(result.final_distance)
+    assert len(controller.agent.frames) == 2  # the context: the newest two block frames
+    with pytest.raises(ConfigError, match="4-D actions"):
+        gr.PlanningController(controller.agent, gr.ActionBlocks(np.zeros(1), np.ones(1), repeat=3))
+
+
+def test_goal_reaching_keeps_every_tensor_on_the_models_device(tokenizer, recorded):
+    env = gr.make_env(POINT_ID)
+    blocks = gr.ActionBlocks(env.action_space.low, env.action_space.high, repeat=2)
+    task = gr.held_out_tasks(recorded, 1, goal_offset=10, min_start=2, seed=0)[0]
+    controller = planning_controller(tokenizer, blocks, receding=1)
+    parameter = next(controller.agent.world.parameters())
+    with torch.device("meta"), OnTheModelsDevice(parameter.device, parameter.dtype):
+        result = gr.run_task(env, task, controller, gr.Success(1e-9), budget=4, repeat=2, frame_size=SIZE, context=2)
+    assert result.steps == 4
+
+
+def test_the_bench_scores_every_method_on_the_same_tasks_with_a_gif_each(tokenizer, recorded, tmp_path):
+    from benchmarks.plan_bench import controller_for, evaluate
+    from benchmarks.plan_config import PlanBenchConfig
+
+    env = gr.make_env(POINT_ID)
+    cfg = PlanBenchConfig(env=POINT_ID, action_repeat=2)
+    cfg.record.frame_size = SIZE
+    cfg.planner = PlannerConfig(horizon=2, candidates=4, iterations=1, elites=2, context=2, cost_steps="last")
+    cfg.eval.budget = 4
+    blocks = gr.ActionBlocks(env.action_space.low, env.action_space.high, cfg.action_repeat)
+    micro_world(tokenizer, actions=ActionSpace(dim=blocks.dim), readout=True).save_pretrained(tmp_path / "deltaworld")
+    tasks = gr.held_out_tasks(recorded, 2, goal_offset=4, min_start=2, seed=0)
+    rows = {}
+    for name in ("deltaworld_token_cem", "replay"):
+        controller = controller_for(name, cfg, {"deltaworld": tmp_path / "deltaworld"}, blocks, 0.2, blocks.low, blocks.high)
+        rows[name] = evaluate(name, controller, env, tasks, cfg, gr.Success(1e-9), tmp_path)
+    for row in rows.values():
+        assert {"success_rate", "success_ci95", "mean_final_distance", "seconds_per_step", "flops_per_planning_step"} <= set(row)
+        assert [t["task"] for t in row["tasks"]] == [t.name for t in tasks]
+        assert (tmp_path / "gifs" / f"{Path(row['gif']).name}").is_file()
+    assert rows["replay"]["success_rate"] == 1.0 and rows["replay"]["flops_per_planning_step"] == 0
+    assert rows["deltaworld_token_cem"]["flops_per_planning_step"] > 0
