@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> None:
     tasks = gr.held_out_tasks(out / "recorded", cfg.eval.episodes, cfg.eval.goal_offset, min_start, cfg.eval.seed)
     success = gr.Success(cfg.eval.tolerance, list(cfg.eval.state_dims), list(cfg.eval.state_scale), list(cfg.eval.state_angles))
     success.validate(tasks[0].goal_state.shape[0])
-    # Long enough for the longest run: replay to the latest start, then the whole budget.
+    # Long enough for the longest run: replay to the last start step, then the whole budget.
     env = gr.make_env(cfg.env, dict(cfg.env_kwargs), max_episode_steps=cfg.record.max_steps + cfg.eval.budget + 1)
     methods: dict[str, dict] = {}
     with env:
