@@ -753,7 +753,7 @@ def targets(report: dict) -> list[dict]:
         target("predictor_over_decode_flops_vitb_512", report["flop_ratios"]["vitb_512"]["predictor_over_decode"], 0.05, at_most=True),
         target("bom256_over_bom1_step_time", report["bom256_over_bom1_step_time"], 2.0, at_most=True),
         target("mfu_train_tokenizer_tiny", report["mfu_train_tokenizer_tiny"], 0.5, at_most=False),
-        # Issue #31: at a size where planning is FLOP-bound, the token cost plans at least 50x faster than DINOWorld
+        # At a size where planning is FLOP-bound, the token cost plans at least 50x faster than DINOWorld
         # (LeWM reports up to 48x over DINO-WM).
         target(
             f"dinoworld_over_deltaworld_token_planning_step_{report['settings']['planning_scale']}",

@@ -35,7 +35,7 @@ from safetensors import safe_open
 
 from envs.planners import MPCAgent
 from envs.recording import square_frames, state_vector
-from tokenizer.data.episodes import episode_files, episode_path
+from tokenizer.data.episodes import episode_files, episode_path, held_out
 from tokenizer.runtime.errors import ConfigError, InputError
 from tokenizer.runtime.files import load_weights, save_safetensors
 
@@ -73,9 +73,6 @@ class Success:
         if self.scale:
             difference = difference / np.asarray(self.scale, dtype=np.float64)
         return float(np.linalg.norm(difference))
-
-    def reached(self, state: np.ndarray, goal: np.ndarray) -> bool:
-        return self.distance(state, goal) <= self.tolerance
 
 
 @dataclass
@@ -118,11 +115,6 @@ def load_episode(path: str | Path) -> RecordedEpisode:
         states=tensors["states"].numpy(),
         timestamps=tensors["timestamps"].numpy(),
     )
-
-
-def held_out(files: Sequence[Path]) -> list[Path]:
-    """The episodes `tokenizer.data.episodes.EpisodeClips` holds out of training: every tenth (at least one)."""
-    return [p for i, p in enumerate(files) if i % 10 == 9] or list(files[-1:])
 
 
 def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, max_episode_steps: int | None = None) -> gymnasium.Env:

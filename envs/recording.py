@@ -171,6 +171,8 @@ def record(
     act = load_policy(policy, env.action_space)
     rng = np.random.default_rng(seed)
     paths = []
+    # Keyword values JSON cannot hold (a config object) are kept as their repr: a record, not a recipe.
+    metadata = {"env_id": env_id, "policy": policy, "env_kwargs": json.dumps(env_kwargs or {}, default=repr), "state_key": state_key}
     with env:
         for index in range(episodes):
             try:
@@ -179,9 +181,6 @@ def record(
                 # Gymnasium's classic-control and Box2D envs draw with pygame, which is not a dependency of ours.
                 raise ConfigError(f"{env_id} cannot render here ({err}); install the extra: pip install -e '.[gym-render]'") from None
             path = episode_path(out, index)
-            # Keyword values JSON cannot hold (a config object) are kept as their repr: a record, not a recipe.
-            kwargs = json.dumps(env_kwargs or {}, default=repr)
-            metadata = {"env_id": env_id, "policy": policy, "env_kwargs": kwargs, "state_key": state_key}
             save_safetensors(episode, path, metadata=metadata)
             paths.append(path)
     return paths

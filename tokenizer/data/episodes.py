@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import zlib
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -37,6 +38,11 @@ def episode_length(path: Path) -> int:
         return f.get_slice("timestamps").get_shape()[0]
 
 
+def held_out(files: Sequence[Path]) -> list[Path]:
+    """The episodes kept out of training for validation and evaluation: every tenth (at least one, the last)."""
+    return [p for i, p in enumerate(files) if i % 10 == 9] or list(files[-1:])
+
+
 class EpisodeClips(torch.utils.data.Dataset):
     """Clips of `num_frames` consecutive frames cut from recorded episodes, resized to `frame_size`.
 
@@ -50,8 +56,8 @@ class EpisodeClips(torch.utils.data.Dataset):
 
     def __init__(self, root: str | Path, num_frames: int, frame_size: int, seed: int, split: str = "train", num_clips: int | None = None):
         files = episode_files(root)
-        held_out = [p for i, p in enumerate(files) if i % 10 == 9] or files[-1:]
-        chosen = ([p for p in files if p not in held_out] or files) if split == "train" else held_out
+        validation = held_out(files)
+        chosen = ([p for p in files if p not in validation] or files) if split == "train" else validation
         lengths = [episode_length(p) for p in chosen]
         self.episodes = [(p, n) for p, n in zip(chosen, lengths) if n >= num_frames]
         if not self.episodes:
