@@ -16,8 +16,10 @@ from tokenizer.model import Tokenizer, TokenizerConfig
 from tokenizer.run_config import TokenizerRunConfig
 from tokenizer.runtime.cli import parse_run_config, run_cli
 from tokenizer.runtime.config import to_object
-from tokenizer.runtime.engine import launched_on_cpu, prepare_output_dir, train, weights_to_start_from
+from tokenizer.runtime.devices import launched_on_cpu
+from tokenizer.runtime.engine import train
 from tokenizer.runtime.files import load_module_weights
+from tokenizer.runtime.run_folder import prepare_output_dir, weights_to_start_from
 from tokenizer.training import FeaturePool, TokenizerTask
 
 

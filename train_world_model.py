@@ -14,9 +14,10 @@ import torch
 from tokenizer.data.registry import build_dataset
 from tokenizer.runtime.cli import parse_run_config, run_cli
 from tokenizer.runtime.config import to_object
-from tokenizer.runtime.engine import train, weights_to_start_from
+from tokenizer.runtime.engine import train
 from tokenizer.runtime.errors import ConfigError
 from tokenizer.runtime.files import load_module_weights
+from tokenizer.runtime.run_folder import weights_to_start_from
 from worldmodel.loading import build_world_model, load_world_model
 from worldmodel.run_config import WorldModelRunConfig, load_tokenizer
 from worldmodel.token_cache import TOKENS_SOURCE, TokenClips, tokenizer_fingerprint

@@ -52,8 +52,9 @@ from tokenizer.model import Tokenizer, TokenizerConfig
 from tokenizer.run_config import TokenizerRunConfig
 from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
 from tokenizer.runtime.config import load_config, to_object
-from tokenizer.runtime.engine import TrainConfig, build_optimizer
 from tokenizer.runtime.files import atomic_write_text
+from tokenizer.runtime.optim import build_optimizer
+from tokenizer.runtime.run_config import TrainConfig
 from tokenizer.training import TokenizerTask
 from worldmodel.loading import build_world_model
 from worldmodel.run_config import WorldModelRunConfig

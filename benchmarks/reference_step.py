@@ -6,7 +6,7 @@
 Both models are built in this process with the same width, heads, blocks, patches, batch and
 SwiGLU hidden size (their parameter counts are checked equal) and trained on the same random
 features: encode, decode, log-cosh loss, backward and AdamW as each trainer builds it (ours fused,
-as `tokenizer.runtime.engine`; the reference's Lightning default). The reference is imported from
+as `tokenizer.runtime.optim`; the reference's Lightning default). The reference is imported from
 `--reference`, never copied here; its DINOv3 template config is built locally instead of downloaded,
 and its checkpoint loader (which needs Lightning) is stubbed since no checkpoint is loaded. Timings
 are medians of `--steps // 2` steps, best of two interleaved rounds, in fp32 on the CPU threads given.

@@ -13,7 +13,7 @@ from conftest import MICRO_TOKENIZER, REPO
 
 import train_tokenizer as tokenizer_script
 from tokenizer.runtime.cli import run_cli
-from tokenizer.runtime.engine import LOSS_LOG
+from tokenizer.runtime.run_folder import LOSS_LOG
 
 PYTHON = sys.executable
 ACCELERATE = str(Path(PYTHON).with_name("accelerate"))

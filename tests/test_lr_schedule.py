@@ -11,8 +11,9 @@ from runs import assert_ok, assert_user_error, train_tokenizer
 from tokenizer.deltatok import DeltaTok
 from tokenizer.run_config import TokenizerRunConfig
 from tokenizer.runtime.config import load_config, to_object
-from tokenizer.runtime.engine import TrainConfig, build_optimizer, lr_at
 from tokenizer.runtime.errors import ConfigError
+from tokenizer.runtime.optim import build_optimizer, lr_at
+from tokenizer.runtime.run_config import TrainConfig
 
 
 def test_wsd_holds_the_peak_then_decays_linearly_to_zero_over_the_last_fraction():

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from runs import assert_ok, assert_user_error, losses, train_tokenizer
-from tokenizer.runtime.engine import TrainConfig, build_optimizer
 from tokenizer.runtime.muon import MuonAdamW, orthogonalize
+from tokenizer.runtime.optim import build_optimizer
+from tokenizer.runtime.run_config import TrainConfig
 
 
 @pytest.mark.parametrize("shape", [(3, 16, 40), (2, 40, 16), (1, 24, 24)])

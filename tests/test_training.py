@@ -38,7 +38,7 @@ from runs import (
     train_world,
 )
 from tokenizer.model import WEIGHTS_FILE
-from tokenizer.runtime.engine import LOSS_LOG
+from tokenizer.runtime.run_folder import LOSS_LOG
 
 
 def metrics(output_dir: Path) -> dict:

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from tokenizer.backbone import BackboneConfig
 from tokenizer.data.registry import DataConfig
 from tokenizer.deltatok import DeltaTokConfig
-from tokenizer.runtime.engine import RunConfig, TrainConfig
+from tokenizer.runtime.run_config import RunConfig, TrainConfig
 
 
 @dataclass

@@ -9,7 +9,7 @@ from tokenizer.data.registry import DataConfig
 from tokenizer.deltatok import DeltaTokConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
 from tokenizer.released import released_model
-from tokenizer.runtime.engine import RunConfig, TrainConfig
+from tokenizer.runtime.run_config import RunConfig, TrainConfig
 from worldmodel.world import WorldModelConfig
 
 

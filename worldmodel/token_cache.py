@@ -39,9 +39,9 @@ from tokenizer.data.registry import build_dataset
 from tokenizer.model import Tokenizer
 from tokenizer.runtime.cli import parse_run_config, run_cli
 from tokenizer.runtime.config import to_object
-from tokenizer.runtime.engine import launched_on_cpu, weights_digest
+from tokenizer.runtime.devices import launched_on_cpu
 from tokenizer.runtime.errors import CheckpointError, ConfigError
-from tokenizer.runtime.files import atomic_write_text, load_weights, save_safetensors
+from tokenizer.runtime.files import atomic_write_text, load_weights, save_safetensors, weights_digest
 from worldmodel.readout import summarize
 from worldmodel.run_config import TokenCacheConfig, WorldModelRunConfig, load_tokenizer
 

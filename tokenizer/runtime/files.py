@@ -1,4 +1,4 @@
-"""Checkpoint files: atomic writes, safetensors for our own, safe loading of released ones.
+"""Checkpoint files: atomic writes, safetensors for our own, safe loading of released ones, weight digests.
 
 Our checkpoints are safetensors (no code runs on load). Released `.bin`/`.pt`
 files are read only through `torch.load(..., weights_only=True)`. Every load is
@@ -8,6 +8,7 @@ unexpected and mis-shaped key instead of half-loading.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -142,3 +143,13 @@ def load_module_weights(module: torch.nn.Module, state: Mapping[str, torch.Tenso
     """Validate `state` against `module.state_dict()` and load it strictly."""
     check_state_dict(module.state_dict(), state, what)
     module.load_state_dict(state, strict=True)
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """sha256 over every parameter and buffer with its name: the same for two modules (the replicas of different
+    processes, two loads of a tokenizer) exactly when they hold the same weights."""
+    digest = hashlib.sha256()
+    for name, value in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(value.detach().to("cpu").contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()

@@ -1,0 +1,39 @@
+"""Where the launched processes compute: joined into one group on the CPU or the GPUs, and in which precision.
+
+Both the training engine and the token cache (worldmodel.token_cache) build their Accelerator from these,
+so a command launched alike runs alike.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from accelerate import PartialState
+
+from tokenizer.runtime.errors import ConfigError, TrainingError
+
+MIXED_PRECISIONS = ("no", "bf16", "fp16")
+
+
+def launched_on_cpu() -> bool:
+    """Whether the launched processes must be joined into a CPU (gloo) group; checks that they all joined.
+
+    Without a GPU, Accelerate only joins processes started by `accelerate launch` when told to use the CPU;
+    pass the result as `Accelerator(cpu=...)` / `PartialState(cpu=...)`.
+    """
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    cpu = not torch.cuda.is_available() and launched > 1
+    joined = PartialState(cpu=cpu).num_processes
+    if joined != launched:
+        raise TrainingError(f"{launched} processes were launched but {joined} joined the process group; check the accelerate launch flags")
+    return cpu
+
+
+def mixed_precision(choice: str = "auto") -> str:
+    """Accelerate's `mixed_precision` for `train.mixed_precision`: "auto" is bf16 where the GPU has it, else "no" (fp32)."""
+    if choice != "auto":
+        if choice not in MIXED_PRECISIONS:
+            raise ConfigError(f"train.mixed_precision {choice!r} is not one of auto, {', '.join(MIXED_PRECISIONS)}")
+        return choice
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
