@@ -51,7 +51,7 @@ from tokenizer.data.shapes import ShapesConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
 from tokenizer.run_config import TokenizerRunConfig
 from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
-from tokenizer.runtime.config import load_config, to_object
+from tokenizer.runtime.config import flatten, load_config, to_object
 from tokenizer.runtime.files import atomic_write_text
 from tokenizer.runtime.optim import build_optimizer
 from tokenizer.runtime.run_config import TrainConfig
@@ -769,14 +769,6 @@ def targets(report: dict) -> list[dict]:
     ]
 
 
-def flatten(node: dict, prefix: str = "") -> Iterator[tuple[str, object]]:
-    for key, value in node.items():
-        if isinstance(value, dict):
-            yield from flatten(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
-
-
 def show(value: object) -> str:
     if isinstance(value, (list, tuple)):
         return ", ".join(show(item) for item in value) or "none"
@@ -837,7 +829,7 @@ def markdown(report: dict) -> str:
     skip = ("machine", "targets", "quick", "seconds")
     lines += [
         f"| {key} | {show(value)} |"
-        for key, value in flatten({k: v for k, v in report.items() if k not in skip})
+        for key, value in flatten({k: v for k, v in report.items() if k not in skip}).items()
         if not key.endswith("top_ops")
     ]
     lines += ["", *scale_planning_table(report[f"planning_{report['settings']['planning_scale']}"])]

@@ -39,7 +39,7 @@ from tokenizer.data.registry import build_dataset
 from tokenizer.model import Tokenizer
 from tokenizer.runtime.cli import parse_run_config, run_cli
 from tokenizer.runtime.config import to_object
-from tokenizer.runtime.devices import launched_on_cpu
+from tokenizer.runtime.devices import launched_on_cpu, mixed_precision
 from tokenizer.runtime.errors import CheckpointError, ConfigError
 from tokenizer.runtime.files import atomic_write_text, load_weights, save_safetensors, weights_digest
 from worldmodel.readout import summarize
@@ -187,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = load_tokenizer(to_object(run.tokenizer))
     tokenizer.backbone.grid(data.frame_size, data.frame_size)
     cpu = launched_on_cpu()
-    accelerator = Accelerator(cpu=cpu, mixed_precision="bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no")
+    accelerator = Accelerator(cpu=cpu, mixed_precision=mixed_precision())
     plan = {
         "format": 1,
         "tokenizer": tokenizer_fingerprint(tokenizer),

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Iterable, TypeVar
 
@@ -33,6 +34,20 @@ def schema_keys(schema: Any, prefix: str = "") -> list[str]:
         if dataclasses.is_dataclass(value):
             keys.extend(schema_keys(value, key + "."))
     return keys
+
+
+def flatten(node: Any, separator: str = ".", prefix: str = "") -> dict[str, Any]:
+    """Nested mappings as one level of keys joined by `separator`: {"a": {"b": 1, "c": [2]}} -> {"a.b": 1, "a.c": [2]}.
+
+    Lists and scalars are leaves; an empty mapping leaves no key. Keys start with `prefix` (and `separator`) when
+    one is given, and a `node` that is not a mapping is the one leaf `{prefix: node}`.
+    """
+    if not isinstance(node, Mapping):
+        return {prefix: node}
+    flat = {}
+    for key, value in node.items():
+        flat.update(flatten(value, separator, f"{prefix}{separator}{key}" if prefix else str(key)))
+    return flat
 
 
 def _nearest(key: str, schema: Any) -> str:

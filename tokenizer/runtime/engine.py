@@ -34,7 +34,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from tokenizer.attention import set_attention_backend
 from tokenizer.runtime.checkpoints import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
-from tokenizer.runtime.config import save_config
+from tokenizer.runtime.config import flatten, save_config
 from tokenizer.runtime.devices import launched_on_cpu, mixed_precision
 from tokenizer.runtime.ema import EMA, EMA_FILE
 from tokenizer.runtime.errors import ConfigError, TrainingError
@@ -95,18 +95,10 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
-def _flat_hparams(run: DictConfig) -> dict:
-    flat = {}
-
-    def walk(node, prefix):
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(value, f"{prefix}{key}/")
-            else:
-                flat[f"{prefix}{key}"] = value if isinstance(value, (int, float, str, bool)) else str(value)
-
-    walk(OmegaConf.to_container(run, resolve=True), "")
-    return flat
+def _tracker_config(run: DictConfig) -> dict[str, int | float | str | bool]:
+    """The run config as trackers take hyper-parameters: one level of "section/key" names, other values as text."""
+    flat = flatten(OmegaConf.to_container(run, resolve=True), separator="/")
+    return {key: value if isinstance(value, (int, float, str, bool)) else str(value) for key, value in flat.items()}
 
 
 def validate(accelerator: Accelerator, task: Task, model: nn.Module, val_set: Dataset, batch_size: int) -> dict[str, float]:
@@ -195,7 +187,7 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
     if accelerator.is_main_process:
         save_config(run, output_dir / RUN_CONFIG)
         loss_log.truncate(start_step)
-    accelerator.init_trackers(task.name, config=_flat_hparams(run))
+    accelerator.init_trackers(task.name, config=_tracker_config(run))
 
     accelerator.print(
         f"training {task.name} on {accelerator.device.type} ({accelerator.mixed_precision if accelerator.mixed_precision != 'no' else 'fp32'}), "

@@ -21,6 +21,7 @@ from typing import Callable
 from omegaconf import DictConfig, OmegaConf
 
 from tokenizer.runtime.checkpoints import latest_checkpoint
+from tokenizer.runtime.config import flatten
 from tokenizer.runtime.errors import CheckpointError, ConfigError, TrainingError
 from tokenizer.runtime.files import atomic_write_text
 
@@ -70,15 +71,6 @@ def weights_to_start_from(run: DictConfig) -> str:
     return "" if latest_checkpoint(output_dir / CHECKPOINTS) is not None else run.init_from
 
 
-def _leaves(node, prefix: str = "") -> dict:
-    if not isinstance(node, dict):
-        return {prefix.rstrip("."): node}
-    flat = {}
-    for key, value in node.items():
-        flat.update(_leaves(value, f"{prefix}{key}."))
-    return flat
-
-
 def check_same_model(output_dir: Path, run: DictConfig) -> None:
     """Resuming with a different model config, or other lr_scale prefixes, would load mismatched state: name what changed."""
     saved_path = output_dir / RUN_CONFIG
@@ -88,8 +80,8 @@ def check_same_model(output_dir: Path, run: DictConfig) -> None:
     changed = []
     for section in ("backbone", "model"):
         if section in run and section in saved:
-            old = _leaves(OmegaConf.to_container(saved[section]), f"{section}.")
-            new = _leaves(OmegaConf.to_container(run[section]), f"{section}.")
+            old = flatten(OmegaConf.to_container(saved[section]), prefix=section)
+            new = flatten(OmegaConf.to_container(run[section]), prefix=section)
             changed += [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
     if changed:
         raise CheckpointError(
