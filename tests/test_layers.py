@@ -48,6 +48,20 @@ def test_packages_import_only_layers_below_them():
     assert not wrong, wrong
 
 
+def test_runtime_imports_nothing_else_of_the_tokenizer():
+    # tokenizer.runtime trains the tokenizer and the world models alike, so it sits under the model modules:
+    # they reach it through the Task they hand to the engine, and it never reaches up to them.
+    wrong = []
+    for name, path in MODULES.items():
+        if _in_runtime(name):
+            wrong += [f"{name} imports {target}" for target in _imports(path, set(MODULES), module_level_only=False) if not _in_runtime(target)]
+    assert not wrong, wrong
+
+
+def _in_runtime(name: str) -> bool:
+    return name == "tokenizer.runtime" or name.startswith("tokenizer.runtime.")
+
+
 def test_only_envs_knows_gymnasium():
     # Training a tokenizer or a world model must not need the Gymnasium side.
     wrong = []

@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm.auto import tqdm
 
+from tokenizer.attention import set_attention_backend
 from tokenizer.data.sampling import UNBOUNDED_CLIPS
 from tokenizer.deltatok import log_cosh
 from tokenizer.model import Tokenizer
@@ -66,6 +67,9 @@ class TokenizerTask:
 
     def to(self, device: torch.device) -> None:
         self.tokenizer.to(device)
+
+    def use_attention_backend(self, backend: str) -> None:
+        set_attention_backend(self.module, backend)
 
     def loss(self, model: nn.Module, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]:
         if "features" in batch:  # from a FeaturePool

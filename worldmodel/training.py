@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from tokenizer.attention import set_attention_backend
 from tokenizer.runtime.errors import ConfigError
 from worldmodel.objectives import regression_loss
 from worldmodel.readout import ObjectiveWithReadout
@@ -53,6 +54,9 @@ class WorldModelTask:
 
     def to(self, device: torch.device) -> None:
         self.world.to(device)
+
+    def use_attention_backend(self, backend: str) -> None:
+        set_attention_backend(self.module, backend)
 
     def _actions(self, batch: dict) -> torch.Tensor | None:
         return batch.get("actions") if self.world.action_conditioned else None

@@ -32,7 +32,6 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from tokenizer.attention import set_attention_backend
 from tokenizer.runtime.checkpoints import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from tokenizer.runtime.config import flatten, save_config
 from tokenizer.runtime.devices import launched_on_cpu, mixed_precision
@@ -51,6 +50,14 @@ class Task(Protocol):
     module: nn.Module
 
     def to(self, device: torch.device) -> None: ...
+
+    def use_attention_backend(self, backend: str) -> None:
+        """Run the trained module's attention with `backend` (train.attention_backend: sdpa | xformers).
+
+        The task does it, not the engine: which layers attend is the model layer's knowledge, and the
+        runtime imports nothing from it.
+        """
+        ...
 
     def loss(self, model: nn.Module, batch: dict, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, float]]: ...
 
@@ -157,7 +164,7 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
         check_same_model(output_dir, run)
 
     module = task.module
-    set_attention_backend(module, cfg.attention_backend)
+    task.use_attention_backend(cfg.attention_backend)
     optimizer = build_optimizer(module, cfg)
     start_step = 0
     checkpoint_dir = output_dir / "checkpoints"
