@@ -45,7 +45,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 
 from benchmarks.plan_config import PlanBenchConfig
 from envs.goals import FeatureGoalCost, StepCost, TokenGoalCost, goal_cost
-from envs.planners import Planner, PlannerConfig, expand_dream, sequence_costs
+from envs.planners import Planner, PlannerConfig, sequence_costs
 from envs.shapes import ShapesEnv
 from tokenizer.data.shapes import ShapesConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
@@ -400,7 +400,7 @@ def planning_step_flops(planner: PlannerConfig, scale: Scale) -> dict:
     actions = torch.zeros(planner.candidates, planner.horizon, PLANNING_ACTION_DIM, device=device)
 
     def search(world: WorldModel, cost: StepCost) -> int:
-        rows = expand_dream(world.start(clip["frames"], clip["timestamps"], 1), planner.candidates)
+        rows = world.start(clip["frames"], clip["timestamps"], 1).repeat(planner.candidates)
         return planner.iterations * count_flops(lambda: sequence_costs(world, rows, actions, DT, cost, None))
 
     context_features = tokenizer.features(clip["frames"])  # already known from earlier steps

@@ -67,17 +67,6 @@ class PlannerConfig:
         return self.receding_horizon or self.horizon
 
 
-def expand_dream(dream: Dream, times: int) -> Dream:
-    """A one-row dream with nothing pending -> `times` identical rows (the candidates)."""
-    return Dream(
-        dream.cache.repeat(times),
-        dream.features.repeat_interleave(times, 0),
-        dream.time.repeat_interleave(times, 0),
-        dream.grid,
-        readout=dream.readout.repeat(times) if dream.readout is not None else None,
-    )
-
-
 @torch.no_grad()
 def sequence_costs(
     world: WorldModel,
@@ -129,7 +118,7 @@ class Planner:
         low, high = self.low.to(device), self.high.to(device)
         mean = init.to(device, copy=True) if init is not None else torch.zeros(shape, device=device)
         std = torch.full(shape, cfg.init_std, device=device)
-        rows = expand_dream(dream, cfg.candidates)
+        rows = dream.repeat(cfg.candidates)
         for _ in range(cfg.iterations):
             noise = torch.randn((cfg.candidates, *shape), generator=generator, device=device)
             noise[0] = 0  # the current mean always competes

@@ -80,7 +80,7 @@ class TokenizerTask:
         rope = self.tokenizer.deltatok.rope(grid, features.device, generator)
         return log_cosh(model(prev, nxt, rope), nxt).mean(), {}
 
-    def validate(self, model: nn.Module, batch: dict) -> dict[str, tuple[torch.Tensor, int]]:
+    def val_figures(self, model: nn.Module, batch: dict) -> dict[str, tuple[torch.Tensor, int]]:
         frames = batch["frames"]
         features = self.tokenizer.features(frames)
         prev, nxt = consecutive_pairs(features)

@@ -79,7 +79,7 @@ class WorldModelTask:
             inputs["readout_inputs"] = {"tokens": tokens, "summaries": summaries, "timestamps": batch["timestamps"]}
         return model(**inputs, generator=generator)
 
-    def validate(self, model: nn.Module, batch: dict) -> dict[str, tuple[torch.Tensor, int]]:
+    def val_figures(self, model: nn.Module, batch: dict) -> dict[str, tuple[torch.Tensor, int]]:
         frames = batch["frames"]
         generator = torch.Generator(frames.device).manual_seed(self.seed)
         out = self.world.rollout(

@@ -62,6 +62,18 @@ class Dream:
     pending: tuple[torch.Tensor, ...] = ()
     readout: ReadoutState | None = None
 
+    def repeat(self, times: int) -> "Dream":
+        """Each of the R rows `times` times in a row (R * times rows): one dream per sample or candidate."""
+        if self.pending:
+            raise InputError("decode a dream's pending tokens (WorldModel.decoded) before repeating it")
+        return Dream(
+            self.cache.repeat(times),
+            self.features.repeat_interleave(times, 0),
+            self.time.repeat_interleave(times, 0),
+            self.grid,
+            readout=self.readout.repeat(times) if self.readout is not None else None,
+        )
+
 
 def check_clip(frames: torch.Tensor, timestamps: torch.Tensor, context: int, horizon: int) -> None:
     if frames.ndim != 5:
@@ -127,14 +139,8 @@ class WorldModel(nn.Module):
         cache = self.encode_context(features, timestamps, frames.shape[-2:])
         readout = None
         if self.readout is not None:
-            readout = self.readout.start(self.readout.summarize(features[:, -1], grid), timestamps[:, -1]).repeat(num_samples)
-        return Dream(
-            cache=cache.repeat(num_samples),
-            features=features[:, -1].repeat_interleave(num_samples, 0),
-            time=timestamps[:, -1].repeat_interleave(num_samples, 0),
-            grid=grid,
-            readout=readout,
-        )
+            readout = self.readout.start(self.readout.summarize(features[:, -1], grid), timestamps[:, -1])
+        return Dream(cache, features[:, -1], timestamps[:, -1], grid, readout=readout).repeat(num_samples)
 
     def imagine(self, dream: Dream, time: torch.Tensor, actions=None, generator=None, noise=None) -> tuple[torch.Tensor, Dream]:
         """Imagine the frame at `time` (R,) after `actions` (R, A) -> (its tokens, next dream), decoding only what

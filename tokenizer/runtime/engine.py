@@ -76,7 +76,7 @@ class Task(Protocol):
         """
         ...
 
-    def validate(self, model: nn.Module, batch: dict) -> dict[str, tuple[torch.Tensor, int]]:
+    def val_figures(self, model: nn.Module, batch: dict) -> dict[str, tuple[torch.Tensor, int]]:
         """Validation figures of one batch: name -> (values, count). The values (any shape) are summed over the
         batches and processes, as are the counts; the figure is their ratio."""
         ...
@@ -125,7 +125,7 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
-def validate(accelerator: Accelerator, task: Task, model: nn.Module, val_set: Dataset, batch_size: int) -> dict[str, float]:
+def evaluate(accelerator: Accelerator, task: Task, model: nn.Module, val_set: Dataset, batch_size: int) -> dict[str, float]:
     """The mean of each of the task's validation figures over `val_set`, then the task's derived figures.
 
     Each process takes every world-th clip; sums and counts are reduced over processes.
@@ -138,7 +138,7 @@ def validate(accelerator: Accelerator, task: Task, model: nn.Module, val_set: Da
     with torch.no_grad(), accelerator.autocast():
         progress = tqdm(loader, desc="validating", unit="batch", disable=not accelerator.is_local_main_process, dynamic_ncols=True, leave=False)
         for batch in progress:
-            for name, (value, count) in task.validate(model, _to_device(batch, accelerator.device)).items():
+            for name, (value, count) in task.val_figures(model, _to_device(batch, accelerator.device)).items():
                 pair = torch.stack([value.detach().float().sum(), torch.tensor(float(count), device=value.device)])
                 sums[name] = sums.get(name, torch.zeros(2, device=accelerator.device)) + pair
     model.train(was_training)
@@ -366,7 +366,7 @@ def _step_loop(
                     _save_checkpoint(run, cfg, accelerator, trained, done)
                 if val_set is not None and cfg.val_every and done % cfg.val_every == 0 and done != cfg.max_steps:
                     with trained.ema.swapped_in() if trained.ema is not None else nullcontext():
-                        _validate_and_log(accelerator, task, trained.module, val_set, cfg.batch_size, done)
+                        _evaluate_and_log(accelerator, task, trained.module, val_set, cfg.batch_size, done)
     finally:
         bar.close()
     return skipped_files, None
@@ -428,9 +428,9 @@ def _save_checkpoint(run: DictConfig, cfg: TrainConfig, accelerator: Accelerator
     trained.last_checkpoint = checkpoint_path(checkpoint_dir, done)
 
 
-def _validate_and_log(accelerator: Accelerator, task: Task, module: nn.Module, val_set: Dataset, batch_size: int, step: int) -> dict[str, float]:
-    """`validate`, its figures logged to the trackers as val/<name> at `step`."""
-    metrics = validate(accelerator, task, module, val_set, batch_size)
+def _evaluate_and_log(accelerator: Accelerator, task: Task, module: nn.Module, val_set: Dataset, batch_size: int, step: int) -> dict[str, float]:
+    """`evaluate`, its figures logged to the trackers as val/<name> at `step`."""
+    metrics = evaluate(accelerator, task, module, val_set, batch_size)
     accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=step)
     return metrics
 
@@ -462,7 +462,7 @@ def _finish(
         trained.ema.copy_to_module()  # the final weights, validation and the replicas' digest are the average's
     metrics = {}
     if val_set is not None:
-        metrics = _validate_and_log(accelerator, task, trained.module, val_set, cfg.batch_size, cfg.max_steps)
+        metrics = _evaluate_and_log(accelerator, task, trained.module, val_set, cfg.batch_size, cfg.max_steps)
     skipped_files = int(accelerator.reduce(torch.tensor(skipped_files, device=accelerator.device), "sum").item())
     # Replicas that drifted apart would mean a broken gradient sync; every process hashes what it holds.
     ranks_agree = len(set(gather_object([weights_digest(trained.module)]))) == 1
