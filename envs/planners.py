@@ -42,9 +42,9 @@ class PlannerConfig:
     # objective: end at the goal), which also scores each candidate once instead of `horizon` times.
     cost_steps: str = "all"
     context: int = 4  # real frames the imagination starts from
-    # Planned steps applied before planning again (`MPCAgent.plan_steps`), 0 = the whole horizon, as DINO-WM's,
+    # Planned steps applied before planning again (`MPCAgent.plan_steps`); null = the whole horizon, as DINO-WM's,
     # PLDM's and LeWM's evaluations apply (their horizon is 5). `MPCAgent.act` always applies one.
-    receding_horizon: int = 0
+    receding_horizon: int | None = None
 
     def validate(self) -> None:
         if self.kind not in ("cem", "mppi"):
@@ -54,8 +54,11 @@ class PlannerConfig:
         for name in ("horizon", "candidates", "iterations", "elites", "context"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"planner.{name} must be at least 1, got {getattr(self, name)}")
-        if not 0 <= self.receding_horizon <= self.horizon:
-            raise ConfigError(f"planner.receding_horizon must be 0 (the whole horizon) to planner.horizon ({self.horizon}), got {self.receding_horizon}")
+        if self.receding_horizon is not None and not 1 <= self.receding_horizon <= self.horizon:
+            raise ConfigError(
+                f"planner.receding_horizon must be 1 to planner.horizon ({self.horizon}), or null for the whole horizon, "
+                f"got {self.receding_horizon}"
+            )
         if self.elites > self.candidates:
             raise ConfigError(f"planner.elites ({self.elites}) cannot exceed planner.candidates ({self.candidates})")
         if not (self.init_std > 0 and self.min_std >= 0 and self.temperature > 0):
@@ -64,7 +67,7 @@ class PlannerConfig:
     @property
     def steps_applied(self) -> int:
         """Planned steps applied before planning again."""
-        return self.receding_horizon or self.horizon
+        return self.horizon if self.receding_horizon is None else self.receding_horizon
 
 
 @torch.no_grad()

@@ -240,8 +240,9 @@ def test_agent_applies_several_planned_steps_and_warm_starts_from_the_rest(token
     torch.testing.assert_close(inits[1], torch.stack([kept[2], kept[2], kept[2]]))
     with pytest.raises(ConfigError, match="1 to planner.horizon"):
         agent.plan_steps(4)
-    with pytest.raises(ConfigError, match="receding_horizon"):
-        PlannerConfig(horizon=2, receding_horizon=3).validate()
+    for bad in (3, 0):
+        with pytest.raises(ConfigError, match="receding_horizon"):
+            PlannerConfig(horizon=2, receding_horizon=bad).validate()
 
 
 def test_planning_config_errors(tokenizer):

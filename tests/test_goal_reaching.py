@@ -165,7 +165,7 @@ def test_wilson_interval_and_summary():
     assert summary["success_rate"] == 0.5 and summary["mean_final_distance"] == 1.0 and summary["seconds_per_step"] == 0.1
 
 
-def planning_controller(tokenizer, blocks: gr.ActionBlocks, receding: int = 0) -> gr.PlanningController:
+def planning_controller(tokenizer, blocks: gr.ActionBlocks, receding: int | None = None) -> gr.PlanningController:
     world = micro_world(tokenizer, actions=ActionSpace(dim=blocks.dim), readout=True)
     planner = Planner(PlannerConfig(horizon=2, candidates=4, iterations=1, elites=2, context=2, receding_horizon=receding), -np.ones(blocks.dim), np.ones(blocks.dim))
     return gr.PlanningController(MPCAgent(world, planner, dt=0.2, seed=0), blocks)
