@@ -101,7 +101,7 @@ FLAGS = {
     "--batch-size": Flag("data.batch_size", "clips per batch", int),
     "--context": Flag("eval.context", "true frames before the imagined ones", int),
     "--horizon": Flag("eval.horizons", "frames ahead to score, e.g. --horizon 1 2 3", int, nargs="+"),
-    "--samples": Flag("eval.num_samples", "K imagined futures per clip (0 = the world model's own)", int),
+    "--samples": Flag("eval.num_samples", "K imagined futures per clip (default: the world model's own)", int),
     "--seed": Flag("eval.seed", "sampling seed", int),
     "--pictures": Flag("eval.num_pictures", "clips drawn as pictures", int),
     "--protocol": Flag("eval.protocol", "auto | one_rollout | per_horizon", choices=("auto", *PROTOCOLS)),

@@ -23,9 +23,11 @@ from tokenizer.data.vspw import VSPW_NUM_CLASSES
 from tokenizer.model import Tokenizer
 from tokenizer.runtime.cli import parse_run_config, resolve_device, run_cli
 from tokenizer.runtime.config import save_config, to_object
-from tokenizer.runtime.errors import TrainingError
+from tokenizer.runtime.errors import ConfigError, TrainingError
 from tokenizer.runtime.files import atomic_write_text
-from worldmodel.head_training import HeadTrainConfig, fit_heads, score_heads
+from worldmodel.evaluation import score_heads
+from worldmodel.head_training import HeadTrainConfig, new_rgb_head, train_heads, training_batches
+from worldmodel.heads import TaskHeads
 
 # Class count (and names, where we have them) of each labelled source; KITTI has depth only.
 SOURCE_CLASSES = {"shapes": list(SHAPES_CLASS_NAMES), "vspw": VSPW_NUM_CLASSES, "cityscapes": CITYSCAPES_NUM_CLASSES}
@@ -50,15 +52,36 @@ def main(argv: list[str] | None = None) -> None:
         raise TrainingError(f"output_dir {output_dir} already holds heads ({', '.join(held)}); pass overwrite=true or another output_dir")
     device = resolve_device(run.device)
     options: HeadTrainConfig = to_object(run.heads)
+    options.validate()
     if options.threads > 0:
         torch.set_num_threads(options.threads)
     torch.manual_seed(run.seed)
     tokenizer = Tokenizer.from_pretrained(run.tokenizer).to(device)
     data = to_object(run.data)
     known = SOURCE_CLASSES.get(data.source)
-    class_names = known if isinstance(known, list) and options.num_classes in (0, len(known)) else None
-    num_classes = options.num_classes or (len(known) if isinstance(known, list) else known)
-    heads, log = fit_heads(tokenizer, build_dataset(data, "train", run.seed), num_classes, options, run.seed, device, class_names)
+    class_names = known if isinstance(known, list) and options.num_classes in (None, len(known)) else None
+    num_classes = options.num_classes
+    if num_classes is None:
+        num_classes = len(known) if isinstance(known, list) else known
+    if options.segmentation and num_classes is None:
+        raise ConfigError(f"a segmentation head needs heads.num_classes for data.source {data.source!r}")
+    train_set = build_dataset(data, "train", run.seed)
+    rgb_head = new_rgb_head(tokenizer, train_set, options, run.seed) if options.rgb else None
+    seg_head, depth_head, log = train_heads(
+        tokenizer.features,
+        training_batches(train_set, options.batch_size, options.steps, run.seed),
+        tokenizer.grid,
+        num_classes=num_classes if options.segmentation else None,
+        min_depth=options.min_depth if options.depth else None,
+        max_depth=options.max_depth if options.depth else None,
+        steps=options.steps,
+        lr=options.lr,
+        device=device,
+        class_names=class_names,
+        rgb_head=rgb_head,
+        rgb_lr=options.rgb_lr,
+    )
+    heads = TaskHeads(seg_head, depth_head, rgb_head)
     metrics = score_heads(tokenizer, heads, build_dataset(data, "val", run.seed), options.batch_size, device)
     heads.save(output_dir)
     save_config(run, output_dir / "config.yaml")

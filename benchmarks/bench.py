@@ -52,6 +52,7 @@ from tokenizer.model import Tokenizer, TokenizerConfig
 from tokenizer.run_config import TokenizerRunConfig
 from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
 from tokenizer.runtime.config import flatten, load_config, to_object
+from tokenizer.runtime.devices import autocast
 from tokenizer.runtime.files import atomic_write_text
 from tokenizer.runtime.optim import build_optimizer
 from tokenizer.runtime.run_config import TrainConfig
@@ -167,11 +168,6 @@ QUICK = Settings(
 
 
 # --- measuring ---------------------------------------------------------------------------------------
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA, as the training engine uses there; plain fp32 on CPU."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def synchronize(device: torch.device) -> None:

@@ -22,7 +22,7 @@ from tokenizer.deltatok import DeltaTok, log_cosh
 from tokenizer.model import Tokenizer
 from tokenizer.runtime.files import atomic_write_text
 from worldmodel.evaluation import gap_closed
-from worldmodel.heads import SEG_KEY, TaskHeads
+from worldmodel.heads import SEGMENTATION, TaskHeads
 from worldmodel.metrics import MeanIoU
 
 
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict:
     heads = TaskHeads.load(args.heads, in_dim=tokenizer.dim) if args.heads else None
     data = DataConfig(source="shapes", val_split="val", frame_size=args.frame_size, val_clips=args.clips, shapes_strides=[args.stride])
     batch = next(iter(DataLoader(build_dataset(data, "val", args.seed, num_frames=2), batch_size=args.clips)))
-    result = headroom(tokenizer, batch["frames"], batch[SEG_KEY][:, 1], heads, args.steps, args.lr)
+    result = headroom(tokenizer, batch["frames"], batch[SEGMENTATION][:, 1], heads, args.steps, args.lr)
     text = json.dumps(result, indent=1)
     print(text)
     if args.out:

@@ -13,9 +13,11 @@ from safetensors.torch import save_file
 import train_heads as train_heads_script
 from tokenizer.data.kitti import MAX_DEPTH_M, MIN_DEPTH_M
 from tokenizer.data.registry import DataConfig, build_dataset
+from tokenizer.data.squares import split_into_squares
 from tokenizer.model import Tokenizer
-from tokenizer.runtime.errors import CheckpointError, InputError, TrainingError
-from worldmodel.head_training import score_heads
+from tokenizer.runtime.errors import CheckpointError, ConfigError, InputError, TrainingError
+from worldmodel.evaluation import score_heads
+from worldmodel.head_training import HeadTrainConfig, train_heads
 from worldmodel.heads import (
     DEPTH,
     SEGMENTATION,
@@ -24,8 +26,7 @@ from worldmodel.heads import (
     TaskHeads,
     load_head,
     save_head,
-    train_heads,
-    upsample_to,
+    to_label_size,
 )
 from worldmodel.metrics import DepthRMSE, MeanIoU
 
@@ -73,7 +74,7 @@ def test_head_output_shapes_and_depth_range():
     assert (d >= 2.0).all() and (d <= 10.0).all()
     assert seg.predict(feats[:, 0], (3, 4), (12, 16)).shape == (2, 12, 16)
     assert depth.predict(feats[:, 0], (3, 4), (12, 16)).shape == (2, 12, 16)
-    assert upsample_to(torch.randn(2, 5, 3, 4), (6, 8)).shape == (2, 5, 6, 8)
+    assert to_label_size(torch.randn(2, 5, 3, 4), (6, 8)).shape == (2, 5, 6, 8)
     with pytest.raises(InputError):
         seg(torch.randn(2, 11, 16), (3, 4))
 
@@ -203,6 +204,25 @@ def test_rmse_pools_valid_pixels_over_the_stream():
         metric.update(torch.zeros(1, 2, 2), torch.zeros(1, 2, 3))
 
 
+@pytest.mark.parametrize("frame_shape", [(48, 80), (80, 48), (40, 80)])
+def test_upsampled_predictions_land_on_their_label_half(frame_shape):
+    height, width = frame_shape
+    wide = width > height
+    scale = 2  # labels at twice the frame resolution
+    # Each frame pixel holds the label-space coordinate of its centre along the long side.
+    along = (torch.arange(max(frame_shape)) + 0.5) * scale
+    frames = (along.view(1, 1, 1, -1) if wide else along.view(1, 1, -1, 1)).expand(1, 1, height, width)
+    labels = torch.zeros(1, height * scale, width * scale, dtype=torch.int64)
+    squares, halves, split = split_into_squares(frames, labels)
+    predictions = to_label_size(squares, tuple(halves.shape[-2:]), split)
+    assert predictions.shape == (2, 1, *halves.shape[-2:])
+    half_length = halves.shape[-1] if wide else halves.shape[-2]
+    expected = torch.arange(half_length) + 0.5
+    for part, offset in ((0, 0), (1, max(frame_shape) * scale - half_length)):
+        got = predictions[part, 0, 0, :] if wide else predictions[part, 0, :, 0]
+        assert torch.allclose(got, expected + offset, atol=scale / 2 + 1e-4)
+
+
 def _synthetic_clips(num_batches: int, seed: int):
     """Frames whose 4x4 patches carry a class id in their red channel; depth = 2 + 3 * class."""
     g = torch.Generator().manual_seed(seed)
@@ -277,3 +297,12 @@ def test_train_heads_script_on_shapes_learns_and_refuses_to_overwrite(tmp_path, 
     assert "heads on true validation features" in capsys.readouterr().out
     with pytest.raises(TrainingError, match="already holds heads"):
         train_heads_script.main(args)
+
+
+def test_head_config_refuses_nothing_to_train_and_a_class_count_below_one():
+    HeadTrainConfig(num_classes=None).validate()
+    with pytest.raises(ConfigError, match="heads.num_classes must be at least 1, or null"):
+        HeadTrainConfig(num_classes=0).validate()
+    with pytest.raises(ConfigError, match="nothing to train"):
+        HeadTrainConfig(segmentation=False, depth=False).validate()
+

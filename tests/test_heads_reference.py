@@ -13,7 +13,18 @@ from safetensors.torch import load_file
 
 from tokenizer.backbone import IMAGENET_MEAN, IMAGENET_STD
 from tokenizer.runtime.errors import CheckpointError, InputError
-from worldmodel.heads import DEPTH, RGB, SEGMENTATION, WEIGHTS_FILE, DepthHead, SegmentationHead, TaskHeads, load_head, save_head, train_heads
+from worldmodel.head_training import train_heads
+from worldmodel.heads import (
+    DEPTH,
+    RGB,
+    SEGMENTATION,
+    WEIGHTS_FILE,
+    DepthHead,
+    SegmentationHead,
+    TaskHeads,
+    load_head,
+    save_head,
+)
 from worldmodel.rgb_head import POSITION_KEY, RGBHead, RGBHeadConfig, sincos_table
 
 HEADS_GOLDEN = REPO.parent / "shared" / "golden" / "heads_reference_tiny.pt"

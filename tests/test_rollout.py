@@ -14,13 +14,13 @@ from footage import make_vspw, write_video
 
 from tokenizer.model import Tokenizer
 from tokenizer.runtime.cli import run_cli
-from tokenizer.runtime.errors import InputError
+from tokenizer.runtime.errors import ConfigError, InputError
 from worldmodel.evaluation import RolloutEvalConfig, RolloutEvaluator, gap_closed
 from worldmodel.heads import DepthHead, SegmentationHead, TaskHeads
-from worldmodel.pictures import ROLLOUT_CELL
-from worldmodel.rgb_head import RGBHead, RGBHeadConfig
 from worldmodel.loading import build_world_model
 from worldmodel.objectives import ObjectiveConfig
+from worldmodel.pictures import ROLLOUT_CELL
+from worldmodel.rgb_head import RGBHead, RGBHeadConfig
 from worldmodel.world import WorldModelConfig
 
 sys.path.insert(0, str(REPO))
@@ -169,6 +169,20 @@ def test_bad_input_is_one_line_and_exit_2(saved, tmp_path, monkeypatch, capsys, 
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"num_samples": 0}, "eval.num_samples must be at least 1, or null"),
+        ({"context": 0}, "eval.context must be at least 1"),
+        ({"protocol": "sometimes"}, "eval.protocol 'sometimes'"),
+    ],
+)
+def test_eval_config_checks_are_config_errors(options, message):
+    RolloutEvalConfig(num_samples=None).validate()
+    with pytest.raises(ConfigError, match=message):
+        RolloutEvalConfig(**options).validate()
 
 
 def test_evaluation_runs_the_backbone_once_per_window_for_every_method_and_model(saved):

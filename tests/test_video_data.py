@@ -24,7 +24,6 @@ from tokenizer.data import (
     build_video_dataset,
     open_source,
     split_into_squares,
-    upsample_to_labels,
 )
 from tokenizer.data.kitti import KB_CROP_HEIGHT, KB_CROP_WIDTH
 from tokenizer.data.sampling import UNBOUNDED_CLIPS, centered_clip_indices, random_clip_indices, snap_to_frames
@@ -301,25 +300,6 @@ def test_label_halves_cover_every_pixel_once(shape):
     if odd:  # the padding sits at the far end of the first half
         assert (halves[:2, ..., -1] == IGNORE_INDEX).all() if wide else (halves[:2, ..., -1, :] == IGNORE_INDEX).all()
     assert split.is_wide == wide and split.overlap == (max(shape) / side < 2)
-
-
-@pytest.mark.parametrize("frame_shape", [(48, 80), (80, 48), (40, 80)])
-def test_upsampled_predictions_land_on_their_label_half(frame_shape):
-    height, width = frame_shape
-    wide = width > height
-    scale = 2  # labels at twice the frame resolution
-    # Each frame pixel holds the label-space coordinate of its centre along the long side.
-    along = (torch.arange(max(frame_shape)) + 0.5) * scale
-    frames = (along.view(1, 1, 1, -1) if wide else along.view(1, 1, -1, 1)).expand(1, 1, height, width)
-    labels = torch.zeros(1, height * scale, width * scale, dtype=torch.int64)
-    squares, halves, split = split_into_squares(frames, labels)
-    predictions = upsample_to_labels(squares, tuple(halves.shape[-2:]), split)
-    assert predictions.shape == (2, 1, *halves.shape[-2:])
-    half_length = halves.shape[-1] if wide else halves.shape[-2]
-    expected = torch.arange(half_length) + 0.5
-    for part, offset in ((0, 0), (1, max(frame_shape) * scale - half_length)):
-        got = predictions[part, 0, 0, :] if wide else predictions[part, 0, :, 0]
-        assert torch.allclose(got, expected + offset, atol=scale / 2 + 1e-4)
 
 
 # ---------------------------------------------------------------- bad data

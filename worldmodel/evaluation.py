@@ -35,6 +35,8 @@ context + max(h) frames. Datasets that label only a clip's last frame
 from the `context` frames that end h frames before the clip's last frame.
 Rectangular frames are cut into two squares as the readers prescribe
 (`tokenizer.data.squares`); each square is scored on its own label half.
+
+`score_heads` scores task heads alone, on true features of every frame of a dataset (train_heads.py's metrics).
 """
 
 from __future__ import annotations
@@ -44,13 +46,17 @@ import math
 from dataclasses import dataclass, field
 
 import torch
+from torch.utils.data import DataLoader, Dataset
 
-from tokenizer.data.squares import SquareSplit, split_into_squares
+from tokenizer.data.squares import SquareSplit, split_into_squares, split_labelled
 from tokenizer.model import Tokenizer
-from tokenizer.runtime.errors import InputError
+from tokenizer.released import DEPTH, RGB, SEGMENTATION
+from tokenizer.runtime.devices import autocast
+from tokenizer.runtime.errors import ConfigError, InputError
 from tokenizer.usage import token_usage, usage_losses
-from worldmodel.heads import DEPTH_KEY, RGB_KEY, SEG_KEY, TaskHeads, to_label_size
+from worldmodel.heads import LABEL_KINDS, TaskHeads
 from worldmodel.metrics import DepthRMSE, MeanIoU
+from worldmodel.rgb_head import pixel_target
 from worldmodel.training import feature_loss
 from worldmodel.world import WorldModel
 
@@ -92,7 +98,8 @@ class RolloutEvalConfig:
 
     context: int = 4  # true frames the world model sees before the imagined ones
     horizons: list[int] = field(default_factory=lambda: [1])  # frames ahead that are scored
-    num_samples: int = 0  # K imagined futures per clip; 0 = the first world model's own num_samples (the paper's 20)
+    # K imagined futures per clip; null = the first world model's own num_samples (the paper's 20)
+    num_samples: int | None = None
     seed: int = 0  # seeds the sampling of imagined futures
     protocol: str = "one_rollout"  # one_rollout | per_horizon (see the module docstring)
     num_pictures: int = 2  # clips whose rollouts are kept for pictures
@@ -100,13 +107,15 @@ class RolloutEvalConfig:
 
     def validate(self) -> None:
         if self.context < 1:
-            raise InputError(f"context must be at least 1 frame, got {self.context}")
+            raise ConfigError(f"eval.context must be at least 1 frame, got {self.context}")
         if not self.horizons or min(self.horizons) < 1:
-            raise InputError(f"every horizon must be at least 1 frame ahead, got {list(self.horizons)}")
-        if self.num_samples < 0:
-            raise InputError(f"the number of samples must be at least 1 (or 0 for the world model's own), got {self.num_samples}")
+            raise ConfigError(f"eval.horizons: every horizon must be at least 1 frame ahead, got {list(self.horizons)}")
+        if self.num_samples is not None and self.num_samples < 1:
+            raise ConfigError(
+                f"eval.num_samples must be at least 1, or null for the world model's own, got {self.num_samples}"
+            )
         if self.protocol not in PROTOCOLS:
-            raise InputError(f"protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
+            raise ConfigError(f"eval.protocol {self.protocol!r} is not one of {', '.join(PROTOCOLS)}")
 
     @property
     def clip_frames(self) -> int:
@@ -134,10 +143,10 @@ class MethodScores:
 
     def update(self, maps: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], loss: torch.Tensor | None) -> None:
         """maps and labels keyed like clip dicts, (M, H_l, W_l); loss (M,) or None."""
-        if self.miou is not None and SEG_KEY in maps and SEG_KEY in labels:
-            self.miou.update(maps[SEG_KEY], labels[SEG_KEY])
-        if self.rmse is not None and DEPTH_KEY in maps and DEPTH_KEY in labels:
-            self.rmse.update(maps[DEPTH_KEY], labels[DEPTH_KEY])
+        if self.miou is not None and SEGMENTATION in maps and SEGMENTATION in labels:
+            self.miou.update(maps[SEGMENTATION], labels[SEGMENTATION])
+        if self.rmse is not None and DEPTH in maps and DEPTH in labels:
+            self.rmse.update(maps[DEPTH], labels[DEPTH])
         if loss is not None:
             self.loss_sum += loss.double().sum().item()
             self.loss_count += loss.numel()
@@ -161,21 +170,6 @@ def gap_closed(method: float | None, copy_last: float | None, present: float | N
     return (method - copy_last) / (present - copy_last)
 
 
-def head_maps(
-    heads: TaskHeads | None, features: torch.Tensor, grid: tuple[int, int], size: tuple[int, int], split: SquareSplit | None
-) -> dict[str, torch.Tensor]:
-    """Features (M, N, D) -> {"segmentation": class ids (M, H_l, W_l), "depth": metres (M, H_l, W_l)} at label size."""
-    features = features.float()
-    maps = {}
-    if heads is None:
-        return maps
-    if heads.segmentation is not None:
-        maps[SEG_KEY] = to_label_size(heads.segmentation(features, grid), size, split).argmax(1)
-    if heads.depth is not None:
-        maps[DEPTH_KEY] = to_label_size(heads.depth(features, grid), size, split).squeeze(1)
-    return maps
-
-
 @dataclass
 class PictureRecord:
     """One clip's rollout kept for pictures (first square of rectangular frames). S steps, P samples shown."""
@@ -197,12 +191,7 @@ class PictureRecord:
 def _split_clip(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor], SquareSplit]:
     """Frames, timestamps, actions and labels of a batch, rectangular frames cut into squares (batch doubled)."""
     frames = batch["frames"]
-    labels = {}
-    split = None
-    squares = frames
-    for key in (SEG_KEY, DEPTH_KEY):
-        if key in batch:
-            squares, labels[key], split = split_into_squares(frames, batch[key])
+    squares, labels, split = split_labelled(frames, {kind: batch[kind] for kind in LABEL_KINDS if kind in batch})
     if split is None:
         squares, _, split = split_into_squares(frames)
     repeat = 2 if split.is_wide is not None else 1
@@ -219,7 +208,7 @@ class RolloutEvaluator:
         config.validate()
         if not worlds:
             raise InputError("give at least one world model to evaluate")
-        if not config.num_samples:
+        if config.num_samples is None:
             config = dataclasses.replace(config, num_samples=next(iter(worlds.values())).config.num_samples)
         self.tokenizer, self.worlds, self.heads, self.config, self.device = tokenizer, worlds, heads, config, device
         for name, world in worlds.items():
@@ -238,8 +227,9 @@ class RolloutEvaluator:
 
     def _start_scores(self, labels: dict[str, torch.Tensor]) -> None:
         heads = self.heads
-        seg = heads.segmentation.num_classes if heads is not None and heads.segmentation is not None and SEG_KEY in labels else None
-        depth = heads is not None and heads.depth is not None and DEPTH_KEY in labels
+        seg_head = heads.segmentation if heads is not None else None
+        seg = seg_head.num_classes if seg_head is not None and SEGMENTATION in labels else None
+        depth = heads is not None and heads.depth is not None and DEPTH in labels
         # Without heads (or labels) every method is scored by feature loss and energy alone; heads that can
         # score none of the labels given are a mistake.
         if heads is not None and labels and seg is None and not depth:
@@ -283,21 +273,24 @@ class RolloutEvaluator:
         clips = len(prev) // 2 if split.is_wide is not None else len(prev)
         if clips < 2:
             return
-        with self._autocast():
+        with autocast(self.device):
             # Squares of one clip are `clips` rows apart, so rolling by one row always takes another clip's token.
             losses = usage_losses(self.tokenizer.deltatok, prev, nxt, self.tokenizer.rope(grid, prev.device))
         for name, value in losses.items():
             self.usage_sums[name] += value.double().sum().item()
         self.usage_sums["pairs"] += len(prev)
 
-    def _autocast(self):
-        return torch.autocast("cuda", dtype=torch.bfloat16) if self.device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    def _maps(
+        self, features: torch.Tensor, grid: tuple[int, int], size: tuple[int, int], split: SquareSplit | None
+    ) -> dict[str, torch.Tensor]:
+        """The heads' label-size maps of features (M, N, D) (`TaskHeads.predict`); none without heads."""
+        return self.heads.predict(features, grid, size, split) if self.heads is not None else {}
 
     def _window(self, frames, timestamps, actions, labels, split, steps: int, scored: list[int], picture_slots: int) -> None:
         cfg, c = self.config, self.config.context
         grid = self.tokenizer.grid(frames)
         size = next(iter(labels.values())).shape[-2:] if labels else frames.shape[-2:]
-        with self._autocast():
+        with autocast(self.device):
             # The backbone runs once per window; every method and world model starts from these features.
             encoded = self.tokenizer.features(frames)  # (B, c + S, N, D)
             reconstructed = self.tokenizer.rollout(frames, steps, encoded)["preds"].float()  # (B, S, N, D)
@@ -327,7 +320,7 @@ class RolloutEvaluator:
                     sample_sets[WORLD_SAMPLES + suffix] = samples[:, :, step]
             for method, predicted in candidates.items():
                 loss = None if method == "present" else feature_loss(predicted, target)
-                self.scores[h][method].update(head_maps(self.heads, predicted, grid, size, split), frame_labels, loss)
+                self.scores[h][method].update(self._maps(predicted, grid, size, split), frame_labels, loss)
             for method, samples in sample_sets.items():
                 sums = self.energy[h][method]
                 for term, values in energy_terms(samples, target).items():
@@ -357,11 +350,11 @@ class RolloutEvaluator:
                 **{f"sample {k + 1}": samples[b, k] for k in range(min(self.config.picture_samples, samples.shape[1]))},
             }
             # Pictures show one square at frame resolution, so no label-half mapping here.
-            maps = {name: head_maps(self.heads, value, grid, frames.shape[-2:], None) for name, value in rows.items()}
+            maps = {name: self._maps(value, grid, frames.shape[-2:], None) for name, value in rows.items()}
             if self.heads is not None and self.heads.rgb is not None:
-                # Only pictures draw the RGB head, so it runs here and not in head_maps, which every method's score calls.
+                # Only pictures draw the RGB head, so it runs here and not in _maps, which every method's score calls.
                 for name, value in rows.items():
-                    maps[name][RGB_KEY] = self.heads.rgb.render(value.float(), grid)
+                    maps[name][RGB] = self.heads.rgb.render(value.float(), grid)
             self.pictures.append(
                 PictureRecord(
                     frames=frames[b].cpu(),
@@ -425,3 +418,49 @@ def report_table(report: dict) -> str:
             cells = ["-" if values.get(c) is None else f"{values[c]:.4f}" for c in columns]
             lines.append(f"| {h} | {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+class PixelScores:
+    """Streaming L1 and PSNR of predicted pixels against frames, both over [0, 1] and every pixel of the stream."""
+
+    def __init__(self):
+        self.abs_sum, self.sq_sum, self.count = 0.0, 0.0, 0
+
+    def update(self, pixels: torch.Tensor, frames: torch.Tensor) -> None:
+        """pixels (M, 3, h, w) float in [0, 1] units (clamped here, as pictures show them), frames (M, 3, H, W) uint8."""
+        error = pixels.float().clamp(0, 1) - pixel_target(frames, pixels.shape[-2:])
+        self.abs_sum += error.abs().double().sum().item()
+        self.sq_sum += error.pow(2).double().sum().item()
+        self.count += error.numel()
+
+    def result(self) -> dict[str, float | None]:
+        if not self.count:
+            return {"rgb_l1": None, "rgb_psnr": None}
+        mse = self.sq_sum / self.count
+        # Floored so a perfect fit reads 120 dB rather than an infinity JSON cannot hold.
+        return {"rgb_l1": self.abs_sum / self.count, "rgb_psnr": 10 * math.log10(1 / max(mse, 1e-12))}
+
+
+@torch.no_grad()
+def score_heads(
+    tokenizer: Tokenizer, heads: TaskHeads, dataset: Dataset, batch_size: int, device: torch.device
+) -> dict[str, float | None]:
+    """mIoU (ignore 255) and depth RMSE (valid pixels) of the heads on true features of every frame of `dataset`,
+    and with an RGB head its pixel L1 and PSNR (`rgb_l1`, `rgb_psnr`) against the frames."""
+    seg = heads.segmentation.num_classes if heads.segmentation is not None else None
+    scores = MethodScores(seg, heads.depth is not None)
+    pixels = PixelScores()
+    for batch in DataLoader(dataset, batch_size=batch_size):
+        given = {kind: batch[kind] for kind in LABEL_KINDS if kind in batch}
+        frames, labels, split = split_labelled(batch["frames"], given)
+        frames = frames.to(device)
+        features = tokenizer.features(frames).flatten(0, 1)
+        grid = tokenizer.grid(frames)
+        if heads.rgb is not None:
+            pixels.update(heads.rgb(features.float(), grid), frames.flatten(0, 1))
+        if not labels:
+            continue
+        labels = {kind: values.to(device).flatten(0, 1) for kind, values in labels.items()}
+        size = next(iter(labels.values())).shape[-2:]
+        scores.update(heads.predict(features, grid, size, split), labels, None)
+    return {**scores.result(with_loss=False), **(pixels.result() if heads.rgb is not None else {})}

@@ -9,8 +9,9 @@ so those state dicts load unchanged:
     head.weight (C, D, 1, 1), head.bias (C,)
 
 Heads see features (..., N, D) with N = h * w patches in row-major order and
-answer at patch resolution (..., C, h, w); `upsample_to` brings that to label
-size with bilinear interpolation, as the paper's evaluation does.
+answer at patch resolution (..., C, h, w); `to_label_size` brings that to label
+size with bilinear interpolation, as the paper's evaluation does, and is the one
+place predictions are brought there (`predict`, `TaskHeads.predict`, training).
 
 The RGB head (`worldmodel.rgb_head.RGBHead`, kind "rgb") is a small ViT decoder
 from the features to pixels, laid out like the released rgb-head-imagenet; it
@@ -27,46 +28,29 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from tokenizer.data.clip import IGNORE_INDEX
 from tokenizer.data.kitti import MAX_DEPTH_M, MIN_DEPTH_M
-from tokenizer.data.squares import SquareSplit, upsample_to_labels
+from tokenizer.data.squares import SquareSplit
 from tokenizer.model import Tokenizer
 from tokenizer.released import DEPTH, RELEASED_FILE, RGB, SEGMENTATION, ReleasedModel, released_model
-from tokenizer.runtime.errors import CheckpointError, DataError, InputError, TrainingError
+from tokenizer.runtime.errors import CheckpointError, InputError
 from tokenizer.runtime.files import atomic_write_text, load_module_weights, load_weights, save_safetensors
 from tokenizer.runtime.hub import is_repo_id, push_folder, resolve
+from worldmodel.feature_maps import features_to_map
 from worldmodel.rgb_head import RGBHead, RGBHeadConfig
 
 log = logging.getLogger(__name__)
 
 KINDS = (SEGMENTATION, DEPTH, RGB)
+# The kinds scored against labels; a clip dict holds those labels under the same names (tokenizer.data.clip).
+LABEL_KINDS = (SEGMENTATION, DEPTH)
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "head.json"
-# Keys of a clip dict given to `train_heads`.
-FRAMES_KEY = "frames"
-SEG_KEY = "segmentation"
-DEPTH_KEY = "depth"
-# Optional clip-dict entry: how rectangular frames were cut into squares (tokenizer.data.squares).
-SPLIT_KEY = "square_split"
-# Beside SEG_KEY and DEPTH_KEY in a picture's head maps: an RGB head's uint8 frames.
-RGB_KEY = RGB
-
-
-def features_to_map(features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-    """Patch features (B, N, D), N = h * w row-major -> feature map (B, D, h, w)."""
-    h, w = grid
-    if features.ndim != 3 or features.shape[1] != h * w:
-        raise InputError(
-            f"features must have shape (B, N, D) with N = {h}*{w} = {h * w} patches, got {tuple(features.shape)}"
-        )
-    return features.transpose(1, 2).reshape(features.shape[0], features.shape[2], h, w)
 
 
 def _apply(fn: Callable[[torch.Tensor], torch.Tensor], features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
@@ -78,25 +62,31 @@ def _apply(fn: Callable[[torch.Tensor], torch.Tensor], features: torch.Tensor, g
     return out.reshape(*lead, *out.shape[1:])
 
 
-def upsample_to(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of the last two dims: (*, C, h, w) -> (*, C, H, W)."""
+def to_label_size(maps: torch.Tensor, size: tuple[int, int], split: SquareSplit | None = None) -> torch.Tensor:
+    """Patch-resolution maps (*, C, h, w) -> (*, C, H_l, W_l) over their labels, by bilinear interpolation.
+
+    With the `split` of rectangular frames cut into overlapping squares (tokenizer.data.squares), maps are
+    (2B, C, h, w), [first squares; second squares], and `size` is that of the label halves: each square is
+    resized to a square of side max(H_l, W_l) in label pixels and the part over its own half is kept. Without
+    overlap each square maps onto its whole half, which is a plain resize.
+    """
     if maps.ndim < 3:
         raise InputError(f"maps must have shape (..., C, h, w), got {tuple(maps.shape)}")
+    half_h, half_w = size
+    if split is not None and split.overlap:
+        if maps.ndim != 4:
+            raise InputError(f"maps of split frames must have shape (2B, C, h, w), got {tuple(maps.shape)}")
+        side = max(half_h, half_w)
+        up = F.interpolate(maps, size=(side, side), mode="bilinear", align_corners=False)
+        count = maps.shape[0] // 2
+        first = up[:count, :, :half_h, :half_w]
+        # The second square ends where the frame ends, so its half sits at the square's far end.
+        second = up[count:, :, side - half_h :, side - half_w :]
+        return torch.cat([first, second], dim=0)
     lead = maps.shape[:-3]
     flat = maps.reshape(-1, *maps.shape[-3:])
-    out = F.interpolate(flat, size=tuple(size), mode="bilinear", align_corners=False)
+    out = F.interpolate(flat, size=(half_h, half_w), mode="bilinear", align_corners=False)
     return out.reshape(*lead, *out.shape[1:])
-
-
-def to_label_size(maps: torch.Tensor, size: tuple[int, int], split: SquareSplit | None = None) -> torch.Tensor:
-    """Patch-resolution maps (M, C, h, w) -> (M, C, H_l, W_l) over their labels.
-
-    With a `split` of rectangular frames, M stacks [first squares; second squares]
-    and each square lands on its own label half (`upsample_to_labels`).
-    """
-    if split is not None and split.is_wide is not None:
-        return upsample_to_labels(maps, tuple(size), split)
-    return upsample_to(maps, size)
 
 
 class SegmentationHead(nn.Module):
@@ -122,9 +112,11 @@ class SegmentationHead(nn.Module):
         return _apply(self._map, features, grid)
 
     @torch.no_grad()
-    def predict(self, features: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-        """(*, N, D) -> class ids (*, H, W): logits upsampled to label size, then argmax."""
-        return upsample_to(self(features, grid), size).argmax(-3)
+    def predict(
+        self, features: torch.Tensor, grid: tuple[int, int], size: tuple[int, int], split: SquareSplit | None = None
+    ) -> torch.Tensor:
+        """(*, N, D) -> class ids (*, H, W): logits brought to label size (`to_label_size`), then argmax."""
+        return to_label_size(self(features, grid), size, split).argmax(-3)
 
     def config(self) -> dict:
         return {"kind": self.kind, "in_dim": self.in_dim, "num_classes": self.num_classes, "class_names": self.class_names}
@@ -166,9 +158,11 @@ class DepthHead(nn.Module):
         return _apply(self._map, features, grid)
 
     @torch.no_grad()
-    def predict(self, features: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
-        """(*, N, D) -> depth (*, H, W), upsampled to label size."""
-        return upsample_to(self(features, grid), size).squeeze(-3)
+    def predict(
+        self, features: torch.Tensor, grid: tuple[int, int], size: tuple[int, int], split: SquareSplit | None = None
+    ) -> torch.Tensor:
+        """(*, N, D) -> depth (*, H, W), brought to label size (`to_label_size`)."""
+        return to_label_size(self(features, grid), size, split).squeeze(-3)
 
     def config(self) -> dict:
         return {
@@ -358,6 +352,18 @@ class TaskHeads:
         heads = ((SEGMENTATION, self.segmentation), (DEPTH, self.depth), (RGB, self.rgb))
         return [(kind, head) for kind, head in heads if head is not None]
 
+    def predict(
+        self, features: torch.Tensor, grid: tuple[int, int], size: tuple[int, int], split: SquareSplit | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Features (M, N, D) -> {"segmentation": class ids, "depth": metres}, each (M, H_l, W_l) at label size.
+
+        Keyed like a clip dict's labels, for the heads present; the RGB head answers with pixels, not labels
+        (`RGBHead.render`). With a `split`, M stacks the squares of rectangular frames (`to_label_size`).
+        """
+        features = features.float()
+        heads = ((SEGMENTATION, self.segmentation), (DEPTH, self.depth))
+        return {kind: head.predict(features, grid, size, split) for kind, head in heads if head is not None}
+
     def to(self, device: str | torch.device) -> "TaskHeads":
         for _, head in self.items():
             head.to(device)
@@ -463,173 +469,3 @@ def load_heads(
         raise InputError("no heads given")
     heads = TaskHeads(found.get(SEGMENTATION), found.get(DEPTH), found.get(RGB))
     return heads.to(device) if device is not None else heads
-
-
-def _silog_loss(pred: torch.Tensor, target: torch.Tensor, variance_focus: float = 0.85) -> torch.Tensor:
-    """Scale-invariant log loss (Eigen et al.) over matching valid pixels, both (M,).
-
-    Chosen over L1/L2 in metres because KITTI depth spans 1-80 m: an error in log
-    space weighs near and far pixels alike, whereas L2 in metres is dominated by the
-    few far ones. With variance_focus < 1 the global scale is still penalised, so the
-    head learns metric depth, which the RMSE metric needs.
-    """
-    diff = torch.log(pred.clamp_min(1e-6)) - torch.log(target)
-    # The small constant keeps the square root's gradient finite at a perfect fit.
-    return torch.sqrt((diff.pow(2).mean() - variance_focus * diff.mean().pow(2)).clamp_min(0) + 1e-8)
-
-
-def pixel_target(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 frames (M, 3, H, W) -> float pixels (M, 3, h, w) in [0, 1], resized (antialiased) when an RGB head's size differs."""
-    pixels = frames.float() / 255.0
-    if tuple(pixels.shape[-2:]) != tuple(size):
-        pixels = F.interpolate(pixels, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)
-    return pixels
-
-
-def _flat_labels(batch: Mapping, key: str, frames: torch.Tensor) -> torch.Tensor | None:
-    """Labels (B, T, H, W) of a clip dict flattened to (B*T, H, W), or None when absent."""
-    labels = batch.get(key)
-    if labels is None:
-        return None
-    if labels.ndim != 4 or tuple(labels.shape[:2]) != tuple(frames.shape[:2]):
-        raise InputError(
-            f"clip {key!r} labels must have shape (B, T, H, W) = ({frames.shape[0]}, {frames.shape[1]}, H, W), "
-            f"got {tuple(labels.shape)}"
-        )
-    return labels.flatten(0, 1)
-
-
-def train_heads(
-    feature_fn: Callable[[torch.Tensor], torch.Tensor],
-    batches: Iterable[Mapping[str, torch.Tensor]],
-    grid: tuple[int, int] | Callable[[torch.Tensor], tuple[int, int]],
-    num_classes: int | None = None,
-    min_depth: float | None = None,
-    max_depth: float | None = None,
-    steps: int = 500,
-    lr: float = 1e-3,
-    device: str | torch.device = "cpu",
-    class_names: list[str] | None = None,
-    rgb_head: RGBHead | None = None,
-    rgb_lr: float | None = None,
-) -> tuple[SegmentationHead | None, DepthHead | None, list[dict[str, float]]]:
-    """Fit heads on frozen features; returns (seg head, depth head, per-step log), heads in eval mode.
-
-    A segmentation head is trained when `num_classes` is given, a depth head when
-    `min_depth` and `max_depth` are. `rgb_head`, when given, is trained in place (at
-    `rgb_lr`, default `lr`) to give back each frame's pixels: unlike the probes it
-    cannot be sized from the features alone (it needs the backbone's norm affine and
-    an image size), so the caller builds it. Each clip dict holds `frames` uint8
-    (B, T, 3, H, W) and optionally `segmentation` int (B, T, H', W') with 255 =
-    unlabelled, `depth` float (B, T, H', W') in metres with 0 = no measurement, and
-    `square_split` (a SquareSplit when B stacks the two squares of rectangular frames
-    against label halves); every frame of a clip is a sample. `feature_fn` maps frames
-    (B, T, 3, H, W) to features (B, T, N, D), N = h * w of `grid` (or of `grid(frames)`
-    when frame sizes vary).
-
-    One optimiser step per batch holding at least one valid label (with an RGB head,
-    every batch: its label is the frame itself); `batches` is iterated again when
-    exhausted (a one-shot iterator then ends training early). BatchNorm statistics
-    are learned alongside and frozen by the final eval().
-    """
-    if num_classes is None and (min_depth is None or max_depth is None) and rgb_head is None:
-        raise InputError(
-            "nothing to train: give num_classes for a segmentation head, min_depth and max_depth for a depth head, "
-            "and/or an rgb_head"
-        )
-    if (min_depth is None) != (max_depth is None):
-        raise InputError("a depth head needs both min_depth and max_depth")
-    rgb_lr = lr if rgb_lr is None else rgb_lr
-    if steps < 1 or lr <= 0 or rgb_lr <= 0:
-        raise InputError(f"steps must be >= 1 and lr, rgb_lr > 0, got steps={steps}, lr={lr}, rgb_lr={rgb_lr}")
-    device = torch.device(device)
-    if rgb_head is not None:
-        rgb_head.to(device).train()
-    seg_head: SegmentationHead | None = None
-    depth_head: DepthHead | None = None
-    optimizer: torch.optim.Optimizer | None = None
-    log: list[dict[str, float]] = []
-    bar = tqdm(total=steps, desc="training heads", unit="step", dynamic_ncols=True, leave=False)
-
-    while len(log) < steps:
-        seen_any = False
-        for batch in batches:
-            seen_any = True
-            if FRAMES_KEY not in batch:
-                raise InputError(f"clip dicts must hold {FRAMES_KEY!r} (B, T, 3, H, W); got keys {sorted(batch)}")
-            frames = batch[FRAMES_KEY].to(device)
-            with torch.no_grad():
-                features = feature_fn(frames)
-            if features.ndim != 4 or tuple(features.shape[:2]) != tuple(frames.shape[:2]):
-                raise InputError(
-                    f"feature_fn must map frames {tuple(frames.shape)} to features (B, T, N, D), got {tuple(features.shape)}"
-                )
-            features = features.flatten(0, 1).float()
-            frame_grid = grid(frames) if callable(grid) else grid
-            split = batch.get(SPLIT_KEY)
-            if optimizer is None:
-                # Heads are built lazily: the feature width is known only once the backbone has run.
-                in_dim = features.shape[-1]
-                if num_classes is not None:
-                    seg_head = SegmentationHead(in_dim, num_classes, class_names).to(device).train()
-                if min_depth is not None and max_depth is not None:
-                    depth_head = DepthHead(in_dim, min_depth, max_depth).to(device).train()
-                probes = [p for h in (seg_head, depth_head) if h is not None for p in h.parameters()]
-                groups = [{"params": probes, "lr": lr}] if probes else []
-                if rgb_head is not None:
-                    groups.append({"params": list(rgb_head.parameters()), "lr": rgb_lr})
-                optimizer = torch.optim.AdamW(groups, weight_decay=1e-4)
-
-            losses: dict[str, torch.Tensor] = {}
-            seg = _flat_labels(batch, SEG_KEY, frames) if seg_head is not None else None
-            if seg is not None:
-                seg = seg.to(device).long()
-                labelled = seg != IGNORE_INDEX
-                if ((seg[labelled] < 0) | (seg[labelled] >= num_classes)).any():
-                    raise InputError(f"seg labels must lie in [0, {num_classes}) or be {IGNORE_INDEX}; got values {seg.unique().tolist()}")
-                if labelled.any():
-                    # Flattening (2B, T) keeps [first squares; second squares] in order, as the split expects.
-                    logits = to_label_size(seg_head(features, frame_grid), seg.shape[-2:], split)
-                    losses["seg_loss"] = F.cross_entropy(logits, seg, ignore_index=IGNORE_INDEX)
-            depth = _flat_labels(batch, DEPTH_KEY, frames) if depth_head is not None else None
-            if depth is not None:
-                depth = depth.to(device).float()
-                valid = depth > 0
-                if valid.any():
-                    pred = to_label_size(depth_head(features, frame_grid), depth.shape[-2:], split).squeeze(1)
-                    losses["depth_loss"] = _silog_loss(pred[valid], depth[valid])
-            if rgb_head is not None:
-                pixels = rgb_head(features, frame_grid)
-                # L1 rather than MSE: where the features leave a pixel's colour uncertain (a patch holding
-                # an edge), MSE pulls it to the mean of the possible colours, a blur, while L1 picks their
-                # median, which keeps the flat-coloured shapes' edges sharper.
-                losses["rgb_loss"] = F.l1_loss(pixels, pixel_target(frames.flatten(0, 1), pixels.shape[-2:]))
-            if not losses:
-                continue
-
-            total = sum(losses.values())
-            if not torch.isfinite(total):
-                values = ", ".join(f"{k}={v.item()}" for k, v in losses.items())
-                raise TrainingError(f"head training loss became non-finite at step {len(log)} ({values}); lower lr")
-            optimizer.zero_grad(set_to_none=True)
-            total.backward()
-            optimizer.step()
-            log.append({"step": len(log), **{k: v.item() for k, v in losses.items()}})
-            bar.update()
-            if len(log) >= steps:
-                break
-        if not seen_any:
-            break
-        if not log:
-            raise DataError("no batch holds a valid label for the heads being trained (all seg 255, all depth 0, or keys missing)")
-
-    bar.close()
-    if not log:
-        raise DataError("the batches yielded nothing to train the heads on")
-    if rgb_head is not None:
-        rgb_head.eval()
-    return (
-        seg_head.eval() if seg_head is not None else None,
-        depth_head.eval() if depth_head is not None else None,
-        log,
-    )

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tokenizer.runtime.errors import ConfigError, InputError
-from worldmodel.heads import features_to_map
+from worldmodel.feature_maps import features_to_map
 from worldmodel.objectives import Objective, regression_loss
 from worldmodel.predictor import HistoryCache, Predictor, PredictorConfig
 

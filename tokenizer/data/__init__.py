@@ -13,7 +13,7 @@ from tokenizer.data.config import VideoDataConfig
 from tokenizer.data.kitti import KittiDepthDataset
 from tokenizer.data.readers import ClipReader
 from tokenizer.data.sources import open_source
-from tokenizer.data.squares import SquareSplit, split_into_squares, upsample_to_labels
+from tokenizer.data.squares import SquareSplit, split_into_squares
 from tokenizer.data.vspw import VSPWDataset
 
 __all__ = [
@@ -32,5 +32,4 @@ __all__ = [
     "open_source",
     "resolve_root",
     "split_into_squares",
-    "upsample_to_labels",
 ]

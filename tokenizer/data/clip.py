@@ -8,7 +8,7 @@ Keys (T frames, H x W pixels):
     depth        float32 (T, H_l, W_l) metres, 0 where invalid (evaluation sets only)
 
 Labels keep their own resolution (H_l, W_l), usually the source resolution,
-so metrics are computed there; `squares.upsample_to_labels` maps predictions onto it.
+so metrics are computed there; the task heads bring predictions to it (worldmodel.heads.to_label_size).
 """
 
 from __future__ import annotations

@@ -3,13 +3,15 @@
 Frames of H x W (H != W) become two squares of side min(H, W) at the two ends
 of the long side, which overlap when the aspect ratio is below 2. Labels are
 cut instead into two halves that share no pixel, so every labelled pixel is
-scored exactly once; `upsample_to_labels` brings each square's prediction onto
-its half. Both stack the two parts along dim 0: [first parts; second parts].
+scored exactly once; the task heads bring each square's prediction onto its
+half (worldmodel.heads.to_label_size). Both stack the two parts along dim 0:
+[first parts; second parts].
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -57,6 +59,19 @@ def split_into_squares(
     return squares, _split_labels(labels, is_wide), split
 
 
+def split_labelled(
+    frames: torch.Tensor, labels: Mapping[str, torch.Tensor]
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], SquareSplit | None]:
+    """Frames (B, ..., H, W) and named labels (B, ..., H_l, W_l) cut alike by `split_into_squares`.
+
+    Returns (squares, {name: halves}, split); without labels, the frames unchanged, {} and None.
+    """
+    squares, halves, split = frames, {}, None
+    for name, values in labels.items():
+        squares, halves[name], split = split_into_squares(frames, values)
+    return squares, halves, split
+
+
 def _split_labels(labels: torch.Tensor, is_wide: bool) -> torch.Tensor:
     dim = -1 if is_wide else -2
     length = labels.shape[dim]
@@ -65,25 +80,4 @@ def _split_labels(labels: torch.Tensor, is_wide: bool) -> torch.Tensor:
         fill = IGNORE_INDEX if not labels.is_floating_point() else 0
         pad = [0, 1, 0, 0] if is_wide else [0, 0, 0, 1]
         first = F.pad(first, pad, value=fill)
-    return torch.cat([first, second], dim=0)
-
-
-def upsample_to_labels(predictions: torch.Tensor, label_shape: tuple[int, int], split: SquareSplit) -> torch.Tensor:
-    """Per-square predictions (2B, C, h, w) -> (2B, C, H_h, W_h) aligned with the label halves.
-
-    `label_shape` is (H_h, W_h), the last two dims of the halves that
-    `split_into_squares` returned. Without overlap each square maps onto its
-    whole half; with overlap each square is resized to a square of side
-    max(H_h, W_h) in label pixels and the part over its own half is kept.
-    Square frames (split.is_wide is None) are simply resized, batch unchanged.
-    """
-    half_h, half_w = label_shape
-    if not split.overlap:
-        return F.interpolate(predictions, size=(half_h, half_w), mode="bilinear", align_corners=False)
-    side = max(half_h, half_w)
-    up = F.interpolate(predictions, size=(side, side), mode="bilinear", align_corners=False)
-    count = predictions.shape[0] // 2
-    first = up[:count, :, :half_h, :half_w]
-    # The second square ends where the frame ends, so its half sits at the square's far end.
-    second = up[count:, :, side - half_h :, side - half_w :]
     return torch.cat([first, second], dim=0)

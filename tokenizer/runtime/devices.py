@@ -1,11 +1,13 @@
 """Where the launched processes compute: joined into one group on the CPU or the GPUs, and in which precision.
 
 Both the training engine and the token cache (worldmodel.token_cache) build their Accelerator from these,
-so a command launched alike runs alike.
+so a command launched alike runs alike; evaluation and benchmarks, which run without an Accelerator, take
+their autocast from `autocast`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -37,3 +39,10 @@ def mixed_precision(choice: str = "auto") -> str:
             raise ConfigError(f"train.mixed_precision {choice!r} is not one of auto, {', '.join(MIXED_PRECISIONS)}")
         return choice
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast on a CUDA device where `mixed_precision()` picks bf16 for training too; plain fp32 elsewhere."""
+    if device.type == "cuda" and mixed_precision() == "bf16":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
