@@ -69,9 +69,8 @@ class RolloutRunConfig:
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads; 0 = PyTorch's default
     batch_size: int = 0  # clips per batch; 0 = 8 for shapes, 1 for datasets of varying frame size
-    # The clips whose futures are imagined and scored: the validation set of data.* (data.val_split, data.val_clips;
-    # data.frame_size is the short side of the frames, as the tokenizer was trained; data.shapes_strides [2] spaces
-    # Shapes frames 0.2 s apart, the spacing of VSPW and KITTI).
+    # The clips whose futures are imagined and scored: the validation clips of data.*, each eval.context +
+    # max(eval.horizons) frames long; data.frame_size is their short side, as the tokenizer was trained.
     data: DataConfig = field(default_factory=DataConfig)
     # protocol "auto": per_horizon for datasets labelling only the last frame (cityscapes, kitti), else one_rollout.
     eval: RolloutEvalConfig = field(default_factory=lambda: RolloutEvalConfig(protocol="auto"))
