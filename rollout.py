@@ -88,7 +88,7 @@ FLAGS = {
     "--data-root": Flag("data.root", "dataset folder"),
     "--val-split": Flag("data.val_split", "evaluation split of the dataset"),
     "--frame-size": Flag("data.frame_size", "short side of the frames", int),
-    "--shapes-strides": Flag("data.shapes_strides", "shapes only: simulator steps between clip frames, drawn per clip", int, nargs="+"),
+    "--shapes-strides": Flag("data.shapes_strides", "shapes only: simulator steps between clip frames", int, nargs="+"),
     "--val-clips": Flag("data.val_clips", "evaluation clips (at most)", int),
     "--batch-size": Flag("batch_size", "clips per batch", int),
     "--context": Flag("eval.context", "true frames before the imagined ones", int),
@@ -132,7 +132,8 @@ def load_dataset(run: RolloutRunConfig, num_frames: int):
         except DataError:
             raise err from None
         raise InputError(
-            f"context {run.eval.context} + horizon {max(run.eval.horizons)} = {num_frames} frames is longer than any {run.data.source} clip gives"
+            f"context {run.eval.context} + horizon {max(run.eval.horizons)} = {num_frames} frames "
+            f"is longer than any {run.data.source} clip gives"
         ) from None
 
 
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> None:
     extra = {"models": dict(zip(worlds, run.world_models)), "tokenizer": run.tokenizer, "heads": run.heads}
     if run.data.source == "shapes":
         strides = run.data.shapes_strides
-        extra["shapes_stride"] = strides[0] if len(strides) == 1 else strides  # report.json gives one stride as a number
+        extra["shapes_stride"] = strides[0] if len(strides) == 1 else strides  # one stride: a number in report.json
     report = evaluator.report(run.data.source, extra)
 
     out = Path(run.out)

@@ -40,7 +40,8 @@ def test_shipped_config_loads(path: Path):
 
 @pytest.mark.parametrize("schema", [TokenizerRunConfig, WorldModelRunConfig, HeadsRunConfig, RolloutRunConfig])
 @pytest.mark.parametrize(
-    "other, key", [("data.split=val", "data.val_split"), ("data.num_clips=2", "data.val_clips"), ("data.shapes_stride=[2]", "data.shapes_strides")]
+    "other, key",
+    [("data.split=val", "data.val_split"), ("data.num_clips=2", "data.val_clips"), ("data.shapes_stride=[2]", "data.shapes_strides")],
 )
 def test_data_keys_have_one_name_in_every_command(schema, other, key):
     """Every command reads the one DataConfig; another name for one of its keys is refused with a pointer to the key."""

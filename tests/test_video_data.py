@@ -255,9 +255,11 @@ def test_cityscapes_protocol(tmp_path):
 
 def test_every_source_declares_whether_it_labels_only_its_last_frame(tmp_path):
     """Evaluation reads this from the dataset class (rollout.py's protocol "auto"), not from the source's name."""
-    assert {name for name, source in SOURCES.items() if source.dataset.labels_last_frame_only} == {"cityscapes", "kitti"}
+    last_frame_only = {name for name, source in SOURCES.items() if source.dataset.labels_last_frame_only}
+    assert last_frame_only == {"cityscapes", "kitti"}
     make_cityscapes(tmp_path)
-    dataset = build_dataset(DataConfig(source="cityscapes", root=str(tmp_path), frame_size=8, val_num_frames=7), "val", 0)
+    data = DataConfig(source="cityscapes", root=str(tmp_path), frame_size=8, val_num_frames=7)
+    dataset = build_dataset(data, "val", 0)
     assert type(dataset).labels_last_frame_only and (dataset[0]["segmentation"][:6] == IGNORE_INDEX).all()
 
 

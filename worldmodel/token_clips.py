@@ -81,7 +81,14 @@ class TokenClips(Dataset):
 
 
 def build_token_clips(
-    cfg: DataConfig, root: str, train: bool, num_frames: int, seed: int, world: WorldModel | None = None, tokenizer_name: str = "", **context: Any
+    cfg: DataConfig,
+    root: str,
+    train: bool,
+    num_frames: int,
+    seed: int,
+    world: WorldModel | None = None,
+    tokenizer_name: str = "",
+    **context: Any,
 ) -> TokenClips:
     """The clips of the cache at data.root for training `world`; `tokenizer_name` is where its tokenizer came from."""
     if world is None:

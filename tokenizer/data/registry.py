@@ -49,14 +49,19 @@ class DataConfig:
     video: VideoDataConfig = field(default_factory=VideoDataConfig)
 
     # Other names for these keys, refused with the key to use (one name per thing across commands).
-    REFUSED_KEYS: ClassVar[dict[str, str]] = {"split": "val_split", "num_clips": "val_clips", "shapes_stride": "shapes_strides"}
+    REFUSED_KEYS: ClassVar[dict[str, str]] = {
+        "split": "val_split",
+        "num_clips": "val_clips",
+        "shapes_stride": "shapes_strides",
+    }
 
     def validate(self) -> None:
         """Raise ConfigError naming the first key whose value cannot work."""
         if self.val_clips < 1:
             raise ConfigError(f"data.val_clips must be at least 1, got {self.val_clips}")
         if not self.shapes_strides or min(self.shapes_strides) < 1:
-            raise ConfigError(f"data.shapes_strides must be a non-empty list of steps of at least 1, got {list(self.shapes_strides)}")
+            got = list(self.shapes_strides)
+            raise ConfigError(f"data.shapes_strides must be a non-empty list of steps of at least 1, got {got}")
 
 
 @dataclass(frozen=True)
@@ -79,19 +84,22 @@ def _shapes(cfg: DataConfig, root: str, train: bool, num_frames: int, seed: int,
     if cfg.shapes.frame_size not in (cfg.frame_size, ShapesConfig.frame_size):
         raise ConfigError("data.shapes.frame_size follows data.frame_size; set data.frame_size instead")
     shapes = dataclasses.replace(cfg.shapes, frame_size=cfg.frame_size)
-    return ShapesClips(
-        shapes, num_frames, seed, split="train" if train else "val", num_clips=None if train else cfg.val_clips, strides=tuple(cfg.shapes_strides)
-    )
+    split, num_clips = ("train", None) if train else ("val", cfg.val_clips)
+    return ShapesClips(shapes, num_frames, seed, split=split, num_clips=num_clips, strides=tuple(cfg.shapes_strides))
 
 
 def _episodes(cfg: DataConfig, root: str, train: bool, num_frames: int, seed: int, **context: Any) -> EpisodeClips:
     if not root:
-        raise ConfigError("data.source=episodes needs data.root, the folder written by `python -m envs.recording --out DIR`")
-    return EpisodeClips(root, num_frames, cfg.frame_size, seed, "train" if train else "val", None if train else cfg.val_clips)
+        raise ConfigError(
+            "data.source=episodes needs data.root, the folder written by `python -m envs.recording --out DIR`"
+        )
+    split, num_clips = ("train", None) if train else ("val", cfg.val_clips)
+    return EpisodeClips(root, num_frames, cfg.frame_size, seed, split, num_clips)
 
 
 def _video(source: str, cfg: DataConfig, root: str, train: bool, num_frames: int, seed: int, **context: Any) -> Dataset:
-    return build_video_dataset(source, root or None, "train" if train else cfg.val_split, num_frames, cfg.frame_size, seed, cfg.video)
+    split = "train" if train else cfg.val_split
+    return build_video_dataset(source, root or None, split, num_frames, cfg.frame_size, seed, cfg.video)
 
 
 SOURCES: dict[str, Source] = {
@@ -111,7 +119,12 @@ def register_source(name: str, dataset: type[Dataset], build: Callable[..., Data
 
 
 def build_dataset(
-    cfg: DataConfig, split: str, seed: int, num_frames: int | None = None, tokenizer: FrameSizeCheck | None = None, **context: Any
+    cfg: DataConfig,
+    split: str,
+    seed: int,
+    num_frames: int | None = None,
+    tokenizer: FrameSizeCheck | None = None,
+    **context: Any,
 ) -> Dataset:
     """The `split` clips of the configured source: "train", or the validation set for any other split.
 
