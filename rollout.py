@@ -105,6 +105,8 @@ def parse_args(argv: list[str] | None) -> RolloutRunConfig:
     data = run.data
     if data.source not in DATASETS:
         raise ConfigError(f"data.source {data.source!r} is not one of {', '.join(DATASETS)}")
+    if data.val_source:
+        raise ConfigError("rollout.py scores the validation clips of data.source; data.val_source is for training runs")
     data.validate()
     for key, value, least in (("batch_size", run.batch_size, 0), ("eval.num_pictures", run.eval.num_pictures, 0)):
         if value < least:

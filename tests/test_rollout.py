@@ -154,6 +154,7 @@ def test_rollout_on_a_miniature_vspw_tree(saved, tmp_path):
         (["data.val_clips=0"], "data.val_clips must be at least 1, got 0"),
         (["data.num_clips=2"], "unknown config key 'data.num_clips'; did you mean 'data.val_clips'?"),
         (["data.batch_size=2"], "unknown config key 'data.batch_size'; did you mean 'batch_size'?"),
+        (["data.val_source=vspw"], "data.val_source is for training runs"),
         (["eval.contxt=2"], "unknown config key 'eval.contxt'; did you mean 'eval.context'?"),
         (["--config", "{missing}"], "does not exist"),
         (["--world-model", "{missing}"], "does not exist"),
