@@ -22,12 +22,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from tokenizer.data.registry import DataConfig, build_dataset
+from tokenizer.data.registry import SOURCES, DataConfig, build_dataset
 from tokenizer.model import Tokenizer
 from tokenizer.released import released_model
 from tokenizer.runtime.cli import Flag, parse_run_config, resolve_device, run_cli
@@ -41,30 +42,18 @@ from worldmodel.heads import load_heads
 from worldmodel.loading import load_world_model
 from worldmodel.pictures import plot_metric_vs_horizon, rollout_animation, rollout_picture, save_animation, save_png
 
+# The sources whose validation clips rollout.py scores (data.source).
 DATASETS = ("shapes", "vspw", "cityscapes", "kitti", "videos")
-# These label only a clip's last frame, so each horizon needs its own rollout ending there.
-LAST_FRAME_LABELLED = ("cityscapes", "kitti")
 PLOTTED = ("miou", "rmse", "feature_loss")
-
-
-@dataclass
-class RolloutDataConfig:
-    """The clips whose futures are imagined and scored."""
-
-    source: str = "shapes"  # shapes | vspw | cityscapes | kitti | videos
-    root: str = ""  # dataset folder; "" = the source's variable (VSPW_ROOT, ...)
-    split: str = "val"  # the dataset split evaluated
-    frame_size: int = 64  # short side of the frames, as the tokenizer was trained
-    # Shapes only: simulator steps between clip frames (10 per second; 2 = 0.2 s, the spacing of VSPW and KITTI).
-    shapes_stride: int = 1
-    num_clips: int = 64  # evaluation clips, at most
-    batch_size: int = 0  # clips per batch; 0 = 8 for shapes, 1 for datasets of varying frame size
 
 
 @dataclass
 class RolloutRunConfig:
     """What rollout.py reads. Each checkpoint is a local folder or file, or a Hub id (ORG/NAME[@REVISION]): our pushed
     folders, or the released Amazon-FAR models (tokenizer.released), fetched through the Hugging Face cache."""
+
+    # Another name for a key of this config, refused with the key to use (one name per thing across commands).
+    REFUSED_KEYS: ClassVar[dict[str, str]] = {"data.batch_size": "batch_size"}
 
     # The tokenizer whose backbone gives the true features and whose decoding is scored; "" = the first world model's.
     tokenizer: str = ""
@@ -79,7 +68,10 @@ class RolloutRunConfig:
     out: str = "runs/rollout"  # folder for report.json, report.md, pictures and plots
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
     threads: int = 0  # torch CPU threads; 0 = PyTorch's default
-    data: RolloutDataConfig = field(default_factory=RolloutDataConfig)
+    batch_size: int = 0  # clips per batch; 0 = 8 for shapes, 1 for datasets of varying frame size
+    # The clips whose futures are imagined and scored: the validation clips of data.*, each eval.context +
+    # max(eval.horizons) frames long; data.frame_size is their short side, as the tokenizer was trained.
+    data: DataConfig = field(default_factory=DataConfig)
     # protocol "auto": per_horizon for datasets labelling only the last frame (cityscapes, kitti), else one_rollout.
     eval: RolloutEvalConfig = field(default_factory=lambda: RolloutEvalConfig(protocol="auto"))
 
@@ -94,11 +86,11 @@ FLAGS = {
     "--threads": Flag("threads", "torch CPU threads", int),
     "--dataset": Flag("data.source", "evaluation data", choices=DATASETS),
     "--data-root": Flag("data.root", "dataset folder"),
-    "--split": Flag("data.split", "evaluation split of the dataset"),
+    "--val-split": Flag("data.val_split", "evaluation split of the dataset"),
     "--frame-size": Flag("data.frame_size", "short side of the frames", int),
-    "--shapes-stride": Flag("data.shapes_stride", "shapes only: simulator steps between clip frames", int),
-    "--num-clips": Flag("data.num_clips", "evaluation clips (at most)", int),
-    "--batch-size": Flag("data.batch_size", "clips per batch", int),
+    "--shapes-strides": Flag("data.shapes_strides", "shapes only: simulator steps between clip frames", int, nargs="+"),
+    "--val-clips": Flag("data.val_clips", "evaluation clips (at most)", int),
+    "--batch-size": Flag("batch_size", "clips per batch", int),
     "--context": Flag("eval.context", "true frames before the imagined ones", int),
     "--horizon": Flag("eval.horizons", "frames ahead to score, e.g. --horizon 1 2 3", int, nargs="+"),
     "--samples": Flag("eval.num_samples", "K imagined futures per clip (default: the world model's own)", int),
@@ -113,12 +105,14 @@ def parse_args(argv: list[str] | None) -> RolloutRunConfig:
     data = run.data
     if data.source not in DATASETS:
         raise ConfigError(f"data.source {data.source!r} is not one of {', '.join(DATASETS)}")
-    for key, value, least in (("data.num_clips", data.num_clips, 1), ("data.shapes_stride", data.shapes_stride, 1),
-                              ("data.batch_size", data.batch_size, 0), ("eval.num_pictures", run.eval.num_pictures, 0)):
+    if data.val_source:
+        raise ConfigError("rollout.py scores the validation clips of data.source; data.val_source is for training runs")
+    data.validate()
+    for key, value, least in (("batch_size", run.batch_size, 0), ("eval.num_pictures", run.eval.num_pictures, 0)):
         if value < least:
             raise ConfigError(f"{key} must be at least {least}, got {value}")
     if run.eval.protocol == "auto":
-        run.eval.protocol = "per_horizon" if data.source in LAST_FRAME_LABELLED else "one_rollout"
+        run.eval.protocol = "per_horizon" if SOURCES[data.source].dataset.labels_last_frame_only else "one_rollout"
     run.eval.horizons = sorted(set(run.eval.horizons))
     return run
 
@@ -131,20 +125,17 @@ def _existing(source: str, what: str, hint: str) -> str:
 
 
 def load_dataset(run: RolloutRunConfig, num_frames: int):
-    cfg = run.data
-    data = DataConfig(
-        source=cfg.source, root=cfg.root, val_split=cfg.split, frame_size=cfg.frame_size, val_clips=cfg.num_clips, shapes_strides=[cfg.shapes_stride]
-    )
     try:
-        return build_dataset(data, "val", run.eval.seed, num_frames=num_frames)
+        return build_dataset(run.data, "val", run.eval.seed, num_frames=num_frames)
     except DataError as err:
         # A reader with no clip of this length says so in its own terms; if shorter clips exist, length is the problem.
         try:
-            build_dataset(data, "val", run.eval.seed, num_frames=2)
+            build_dataset(run.data, "val", run.eval.seed, num_frames=2)
         except DataError:
             raise err from None
         raise InputError(
-            f"context {run.eval.context} + horizon {max(run.eval.horizons)} = {num_frames} frames is longer than any {cfg.source} clip gives"
+            f"context {run.eval.context} + horizon {max(run.eval.horizons)} = {num_frames} frames "
+            f"is longer than any {run.data.source} clip gives"
         ) from None
 
 
@@ -190,13 +181,14 @@ def main(argv: list[str] | None = None) -> None:
     heads = load_heads(sources, tokenizer, device=device) if sources else None
     evaluator = RolloutEvaluator(tokenizer, worlds, heads, run.eval, device)
     dataset = load_dataset(run, evaluator.config.clip_frames)
-    batch_size = run.data.batch_size or (8 if run.data.source == "shapes" else 1)
+    batch_size = run.batch_size or (8 if run.data.source == "shapes" else 1)
     batches = DataLoader(dataset, batch_size=batch_size)
     for batch in tqdm(batches, desc=f"imagining futures of {len(dataset)} clips", unit="batch", dynamic_ncols=True, leave=False):
         evaluator.update(batch)
     extra = {"models": dict(zip(worlds, run.world_models)), "tokenizer": run.tokenizer, "heads": run.heads}
     if run.data.source == "shapes":
-        extra["shapes_stride"] = run.data.shapes_stride
+        strides = run.data.shapes_strides
+        extra["shapes_stride"] = strides[0] if len(strides) == 1 else strides  # one stride: a number in report.json
     report = evaluator.report(run.data.source, extra)
 
     out = Path(run.out)

@@ -37,8 +37,7 @@ def main(argv: list[str] | None = None) -> None:
             # A random-init backbone is part of what was trained on: the next stage reads the same features.
             load_module_weights(tokenizer.backbone.model, source.backbone.model.state_dict(), f"init_from {init_from} backbone")
     data = to_object(run.data)
-    tokenizer.backbone.grid(data.frame_size, data.frame_size)  # a bad frame size fails here, before output_dir is touched
-    train_set, task = build_dataset(data, "train", run.seed), TokenizerTask(tokenizer)
+    train_set, task = build_dataset(data, "train", run.seed, tokenizer=tokenizer), TokenizerTask(tokenizer)
     if run.feature_pool:
         # A run the engine would refuse is refused before the pool's minute of encoding.
         to_object(run.train).validate(task.module)

@@ -15,12 +15,10 @@ from tokenizer.data.registry import build_dataset
 from tokenizer.runtime.cli import parse_run_config, run_cli
 from tokenizer.runtime.config import to_object
 from tokenizer.runtime.engine import train
-from tokenizer.runtime.errors import ConfigError
 from tokenizer.runtime.files import load_module_weights
 from tokenizer.runtime.run_folder import weights_to_start_from
 from worldmodel.loading import build_world_model, load_world_model
 from worldmodel.run_config import WorldModelRunConfig, load_tokenizer
-from worldmodel.token_cache import TOKENS_SOURCE, TokenClips, tokenizer_fingerprint
 from worldmodel.training import WorldModelTask
 from worldmodel.world import WorldModel
 
@@ -52,19 +50,10 @@ def main(argv: list[str] | None = None) -> None:
     if init_from:
         start_from(world, init_from)
     data = to_object(run.data)
-    tokenizer.backbone.grid(data.frame_size, data.frame_size)  # a bad frame size fails here, before output_dir is touched
     task = WorldModelTask(world, run.eval.context, run.eval.horizon, run.model.num_samples, run.seed)
+    # A token cache (data.source=tokens, worldmodel.token_clips) reads the world model and where its tokenizer came from.
+    train_set = build_dataset(data, "train", run.seed, tokenizer=tokenizer, world=world, tokenizer_name=run.tokenizer.checkpoint)
     val_frames = run.eval.context + run.eval.horizon
-    if data.source == TOKENS_SOURCE:
-        if not hasattr(world, "inputs_from_tokens"):
-            raise ConfigError(f"data.source={TOKENS_SOURCE} trains on delta tokens; model.kind={run.model.kind} needs frames")
-        if not data.val_source or data.val_source == TOKENS_SOURCE:
-            raise ConfigError(
-                f"data.source={TOKENS_SOURCE} needs data.val_source, a source of frames (e.g. shapes): validation imagines and decodes features"
-            )
-        train_set = TokenClips(data.root, data.num_frames, tokenizer_fingerprint(tokenizer), run.tokenizer.checkpoint)
-    else:
-        train_set = build_dataset(data, "train", run.seed)
     train(run, task, train_set, build_dataset(data, "val", run.seed, num_frames=val_frames))
 
 

@@ -38,6 +38,17 @@ def test_shipped_config_loads(path: Path):
         assert run.output_dir and run.train.max_steps > 0
 
 
+@pytest.mark.parametrize("schema", [TokenizerRunConfig, WorldModelRunConfig, HeadsRunConfig, RolloutRunConfig])
+@pytest.mark.parametrize(
+    "other, key",
+    [("data.split=val", "data.val_split"), ("data.num_clips=2", "data.val_clips"), ("data.shapes_stride=[2]", "data.shapes_strides")],
+)
+def test_data_keys_have_one_name_in_every_command(schema, other, key):
+    """Every command reads the one DataConfig; another name for one of its keys is refused with a pointer to the key."""
+    with pytest.raises(ConfigError, match=f"did you mean '{key}'"):
+        load_config(schema, None, [other])
+
+
 def test_paper_recipes_match_the_published_sizes():
     tok = load_config(TokenizerRunConfig, REPO / "configs/tokenizer/vitb_dinov3_kinetics.yaml", [])
     assert tok.backbone.name == "facebook/dinov3-vitb16-pretrain-lvd1689m"

@@ -261,7 +261,7 @@ TINY_EXTRA = {
     "train_tokenizer": [item for item in MICRO_TOKENIZER if not item.startswith("feature_pool")] + ["train.max_steps=2"],
     "worldmodel.token_cache": MICRO_PREDICTOR + ["cache.num_clips=8"],
     "train_world_model": MICRO_WORLD_RUN,
-    "rollout": ["--num-clips", "2", "--samples", "2", "--context", "2"],
+    "rollout": ["--val-clips", "2", "--samples", "2", "--context", "2"],
     "envs.recording": ["--episodes", "3", "--max-steps", "12"],
 }
 

@@ -97,7 +97,7 @@ def test_rollout_cli_on_released_ids_and_the_offline_error(tiny_released, tmp_pa
     out = tmp_path / "out"
     rollout.main(
         ["--world-model", WORLD_ID, "--heads", SEG_ID, DEPTH_ID, RGB_ID, "--dataset", "videos", "--data-root", str(tmp_path / "videos"),
-         "--frame-size", "64", "--horizon", "1", "2", "--samples", "2", "--num-clips", "2", "--pictures", "1", "--out", str(out)]
+         "--frame-size", "64", "--horizon", "1", "2", "--samples", "2", "--val-clips", "2", "--pictures", "1", "--out", str(out)]
     )
     report = json.loads((out / "report.json").read_text())
     assert report["models"] == {"bom": WORLD_ID} and report["heads"] == [SEG_ID, DEPTH_ID, RGB_ID]

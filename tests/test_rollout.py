@@ -63,7 +63,7 @@ def saved(tmp_path_factory) -> dict[str, Path]:
 def run_rollout(saved, out: Path, *extra: str) -> None:
     rollout.main(
         ["--tokenizer", str(saved["tokenizer"]), "--heads", str(saved["heads"]), "--frame-size", "32", "--context", "2",
-         "--samples", "3", "--num-clips", "3", "--batch-size", "2", "--threads", "2", "--out", str(out), *extra]
+         "--samples", "3", "--val-clips", "3", "--batch-size", "2", "--threads", "2", "--out", str(out), *extra]
     )
 
 
@@ -150,8 +150,11 @@ def test_rollout_on_a_miniature_vspw_tree(saved, tmp_path):
     "args, message",
     [
         (["--horizon", "0"], "horizon must be at least 1"),
-        (["--shapes-stride", "0"], "data.shapes_stride must be at least 1, got 0"),
-        (["data.num_clips=0"], "data.num_clips must be at least 1, got 0"),
+        (["--shapes-strides", "0"], "data.shapes_strides must be a non-empty list of steps of at least 1, got [0]"),
+        (["data.val_clips=0"], "data.val_clips must be at least 1, got 0"),
+        (["data.num_clips=2"], "unknown config key 'data.num_clips'; did you mean 'data.val_clips'?"),
+        (["data.batch_size=2"], "unknown config key 'data.batch_size'; did you mean 'batch_size'?"),
+        (["data.val_source=vspw"], "data.val_source is for training runs"),
         (["eval.contxt=2"], "unknown config key 'eval.contxt'; did you mean 'eval.context'?"),
         (["--config", "{missing}"], "does not exist"),
         (["--world-model", "{missing}"], "does not exist"),
@@ -218,7 +221,7 @@ def test_config_file_overrides_and_flags_compose(saved, tmp_path):
     assert run.eval.protocol == "one_rollout" and run.world_models == [str(saved["bom"])]
     assert rollout.parse_args(["--dataset", "kitti"]).eval.protocol == "per_horizon"
     # Without --samples the world model's own K (3 for the micro models) is used and reported.
-    rollout.main(["--config", str(config), "--frame-size", "32", "--num-clips", "2", "--pictures", "0", "--out", str(tmp_path / "o")])
+    rollout.main(["--config", str(config), "--frame-size", "32", "--val-clips", "2", "--pictures", "0", "--out", str(tmp_path / "o")])
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["num_samples"] == 3 and list(report["horizons"]) == ["2"] and report["context"] == 3
     assert report["protocol"] == "one_rollout"
@@ -256,7 +259,7 @@ def test_an_rgb_head_adds_rgb_rows_to_the_pictures_and_leaves_the_scores(saved, 
     torch.manual_seed(0)
     rgb = RGBHead(tokenizer.dim, tokenizer.backbone.feature_norm, RGBHeadConfig(32, 1, 2, 64, patch_size=8, image_size=32))
     TaskHeads(plain.segmentation, plain.depth, rgb).save(tmp_path / "rgb_heads")
-    args = ("--world-model", str(saved["bom"]), "--horizon", "1", "--pictures", "1", "--num-clips", "1")
+    args = ("--world-model", str(saved["bom"]), "--horizon", "1", "--pictures", "1", "--val-clips", "1")
     run_rollout(saved, tmp_path / "plain", *args)
     run_rollout({**saved, "heads": tmp_path / "rgb_heads"}, tmp_path / "rgb", *args)
     reports = [json.loads((tmp_path / name / "report.json").read_text()) for name in ("plain", "rgb")]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -12,9 +13,13 @@ from conftest import REPO, micro_tokenizer_config
 from safetensors.torch import load_file
 
 from runs import ACCELERATE, MICRO_WORLD, PYTHON, WORLD_CONFIG, assert_ok, assert_user_error, losses, train_world
+from tokenizer.data.registry import DataConfig, build_dataset
 from tokenizer.data.shapes import ShapesClips, ShapesConfig
 from tokenizer.model import Tokenizer
 from tokenizer.runtime.config import load_config
+from tokenizer.runtime.errors import ConfigError, InputError
+from worldmodel.deltaworld import DeltaWorld
+from worldmodel.dinoworld import DINOWorld
 from worldmodel.run_config import WorldModelRunConfig
 
 NUM_CLIPS = 12
@@ -81,6 +86,24 @@ def test_a_cache_from_another_tokenizer_or_too_short_is_refused(tokenizers, cach
     before = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
     assert_user_error(make_cache(str(tokenizers / "seed1"), cache), "another configuration", "tokenizer")
     assert {p.name: p.stat().st_mtime_ns for p in cache.iterdir()} == before
+
+
+def test_the_data_entry_point_serves_a_cache_to_a_world_model_that_trains_on_tokens(tokenizers, cache):
+    """data.source=tokens is built by tokenizer.data.registry.build_dataset like any source; the world model declares
+    whether it reads tokens, and the tokenizer refuses a frame size it cannot cut into patches."""
+    assert DeltaWorld.trains_on_tokens and not DINOWorld.trains_on_tokens
+    tokenizer = Tokenizer.from_pretrained(tokenizers / "seed0")
+    data = DataConfig(source="tokens", root=str(cache), num_frames=4, val_source="shapes", frame_size=32)
+    reads_tokens = SimpleNamespace(trains_on_tokens=True, tokenizer=tokenizer)
+    clips = build_dataset(data, "train", 0, tokenizer=tokenizer, world=reads_tokens, tokenizer_name="seed0")
+    assert len(clips) == NUM_CLIPS and clips[NUM_CLIPS]["tokens"].shape == (4, 32)
+    needs_frames = SimpleNamespace(trains_on_tokens=False, config=SimpleNamespace(kind="dinoworld"))
+    with pytest.raises(ConfigError, match="model.kind=dinoworld needs frames"):
+        build_dataset(data, "train", 0, world=needs_frames)
+    with pytest.raises(ConfigError, match="this command needs frames"):
+        build_dataset(data, "train", 0)
+    with pytest.raises(InputError, match="not a multiple of the backbone patch size 8"):
+        build_dataset(DataConfig(frame_size=30), "train", 0, tokenizer=tokenizer)
 
 
 def test_an_interrupted_cache_is_finished_by_running_again(tokenizers, cache, tmp_path):

@@ -20,7 +20,10 @@ from torch.utils.data import DataLoader
 
 from tokenizer.data import (
     IGNORE_INDEX,
+    SOURCES,
+    DataConfig,
     VideoDataConfig,
+    build_dataset,
     build_video_dataset,
     open_source,
     split_into_squares,
@@ -247,6 +250,16 @@ def test_cityscapes_protocol(tmp_path):
     assert segmentation.shape == (7, 16, 32)
     assert (segmentation[:6] == IGNORE_INDEX).all()
     assert segmentation[6, 0, :6].tolist() == [0, 1, 13, IGNORE_INDEX, 18, IGNORE_INDEX]
+
+
+def test_every_source_declares_whether_it_labels_only_its_last_frame(tmp_path):
+    """Evaluation reads this from the dataset class (rollout.py's protocol "auto"), not from the source's name."""
+    last_frame_only = {name for name, source in SOURCES.items() if source.dataset.labels_last_frame_only}
+    assert last_frame_only == {"cityscapes", "kitti"}
+    make_cityscapes(tmp_path)
+    data = DataConfig(source="cityscapes", root=str(tmp_path), frame_size=8, val_num_frames=7)
+    dataset = build_dataset(data, "val", 0)
+    assert type(dataset).labels_last_frame_only and (dataset[0]["segmentation"][:6] == IGNORE_INDEX).all()
 
 
 def test_kitti_protocol_crop_mask_and_depth(tmp_path, caplog):

@@ -57,6 +57,11 @@ class Tokenizer(nn.Module):
     def grid(self, frames: torch.Tensor) -> tuple[int, int]:
         return self.backbone.grid(frames.shape[-2], frames.shape[-1])
 
+    def check_frame_size(self, size: int) -> None:
+        """Raise InputError unless square frames of `size` pixels cut into whole patches; a run checks its
+        data.frame_size with this (through tokenizer.data.registry.build_dataset) before it writes anything."""
+        self.backbone.grid(size, size)
+
     def rope(self, grid: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         return self.deltatok.rope(grid, device)
 

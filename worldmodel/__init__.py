@@ -19,6 +19,9 @@ import importlib
 import worldmodel.deltaworld  # noqa: F401
 import worldmodel.dinoworld  # noqa: F401
 
+# The token cache registers itself as data.source=tokens with tokenizer.data.registry when its reader runs.
+import worldmodel.token_clips  # noqa: F401
+
 _EXPORTS = {
     "WorldModel": "worldmodel.world",
     "WorldModelConfig": "worldmodel.world",

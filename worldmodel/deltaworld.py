@@ -21,6 +21,8 @@ from worldmodel.world import Dream, WorldModel, WorldModelConfig
 
 
 class DeltaWorld(WorldModel, kind="deltaworld"):
+    trains_on_tokens = True
+
     @classmethod
     def build(cls, tokenizer: Tokenizer, config: WorldModelConfig) -> "DeltaWorld":
         predictor = Predictor(config.predictor, tokenizer.dim)

@@ -18,12 +18,11 @@ fingerprint, data config, clip count; written first, so a resumed run can check 
 is making the same cache) and `manifest.json` (the plan plus the shards and their
 sizes; written last, so a cache with a manifest is complete). Every file is written
 atomically: an interrupted run is resumed by running the same command again, and
-only the missing shards are made.
+only the missing shards are made. Training reads a cache through `worldmodel.token_clips`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -40,31 +39,17 @@ from tokenizer.model import Tokenizer
 from tokenizer.runtime.cli import parse_run_config, run_cli
 from tokenizer.runtime.config import to_object
 from tokenizer.runtime.devices import launched_on_cpu, mixed_precision
-from tokenizer.runtime.errors import CheckpointError, ConfigError
-from tokenizer.runtime.files import atomic_write_text, load_weights, save_safetensors, weights_digest
+from tokenizer.runtime.errors import ConfigError
+from tokenizer.runtime.files import atomic_write_text, save_safetensors
 from worldmodel.readout import summarize
 from worldmodel.run_config import TokenCacheConfig, WorldModelRunConfig, load_tokenizer
+from worldmodel.token_clips import MANIFEST, PLAN, TOKENS_SOURCE, read_json, tokenizer_fingerprint
 
-TOKENS_SOURCE = "tokens"
-PLAN, MANIFEST = "plan.json", "manifest.json"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
-
-
-def tokenizer_fingerprint(tokenizer: Tokenizer) -> str:
-    """sha256 of the tokenizer's config and of every weight (backbone and DeltaTok): equal iff it tokenizes alike."""
-    config = OmegaConf.to_yaml(OmegaConf.structured(tokenizer.config))
-    return hashlib.sha256(config.encode() + weights_digest(tokenizer).encode()).hexdigest()
 
 
 def shard_name(index: int) -> str:
     return f"shard_{index:05d}.safetensors"
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is not readable JSON ({err})") from None
 
 
 def write_token_cache(tokenizer: Tokenizer, dataset: Dataset, cfg: TokenCacheConfig, plan: dict, accelerator: Accelerator) -> dict:
@@ -86,7 +71,7 @@ def write_token_cache(tokenizer: Tokenizer, dataset: Dataset, cfg: TokenCacheCon
     accelerator.wait_for_everyone()
     if (out / MANIFEST).is_file():
         accelerator.print(f"token cache {out} is already complete")
-        return _read_json(out / MANIFEST)
+        return read_json(out / MANIFEST)
 
     shards = [range(start, min(start + cfg.shard_clips, cfg.num_clips)) for start in range(0, cfg.num_clips, cfg.shard_clips)]
     mine = [i for i in range(accelerator.process_index, len(shards), accelerator.num_processes) if not (out / shard_name(i)).is_file()]
@@ -120,7 +105,7 @@ def write_token_cache(tokenizer: Tokenizer, dataset: Dataset, cfg: TokenCacheCon
         manifest = {**plan, "num_frames": shape[1], "dim": shape[2], "shards": files, "bytes": sum(f["bytes"] for f in files)}
         atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     accelerator.wait_for_everyone()
-    return _read_json(out / MANIFEST)
+    return read_json(out / MANIFEST)
 
 
 def _check_out(out: Path, plan: dict, overwrite: bool) -> bool | None:
@@ -129,7 +114,7 @@ def _check_out(out: Path, plan: dict, overwrite: bool) -> bool | None:
     An empty or missing `out` is fine; another cache is replaced only with `overwrite`; anything else is refused.
     """
     if (out / PLAN).is_file():
-        held = _read_json(out / PLAN)
+        held = read_json(out / PLAN)
         if held == plan:
             return None
         if not overwrite:
@@ -141,51 +126,12 @@ def _check_out(out: Path, plan: dict, overwrite: bool) -> bool | None:
     return False
 
 
-class TokenClips(Dataset):
-    """A token cache as training clips: item i = cached clip i % num_clips, {"tokens" (T, D), "timestamps" (T,), "actions"?}.
-
-    Refuses a cache made with another tokenizer than the one training decodes with, and
-    one whose clips are shorter than `num_frames`; longer clips are cut to their first frames.
-    """
-
-    def __init__(self, root: str | Path, num_frames: int, fingerprint: str, tokenizer_name: str):
-        root = Path(root)
-        if not (root / MANIFEST).is_file():
-            hint = "it is incomplete: run the same cache command again to finish it" if (root / PLAN).is_file() else "make one with python -m worldmodel.token_cache"
-            raise ConfigError(f"data.root={root} is not a token cache ({MANIFEST} missing); {hint}")
-        manifest = _read_json(root / MANIFEST)
-        if manifest["tokenizer"] != fingerprint:
-            raise ConfigError(
-                f"token cache {root} was made with tokenizer {manifest['tokenizer_checkpoint']} ({manifest['tokenizer'][:12]}), "
-                f"not with tokenizer.checkpoint={tokenizer_name} ({fingerprint[:12]}); make the cache again with this tokenizer"
-            )
-        if manifest["num_frames"] < num_frames:
-            raise ConfigError(f"token cache {root} holds clips of {manifest['num_frames']} frames; data.num_frames={num_frames} asks for more")
-        parts: dict[str, list[torch.Tensor]] = {}
-        for shard in manifest["shards"]:
-            state = load_weights(root / shard["file"], f"token cache shard {root / shard['file']}")
-            for key, value in state.items():
-                parts.setdefault(key, []).append(value[:, :num_frames])
-        self.tensors = {key: torch.cat(values) for key, values in parts.items()}
-        self.num_clips = len(self.tensors["tokens"])
-        if self.num_clips != manifest["num_clips"]:
-            raise CheckpointError(f"token cache {root} holds {self.num_clips} clips, its manifest says {manifest['num_clips']}")
-
-    def __len__(self) -> int:
-        return self.num_clips
-
-    def __getitem__(self, sample_id: int) -> dict[str, torch.Tensor]:
-        index = int(sample_id) % self.num_clips
-        return {key: value[index].float() for key, value in self.tensors.items()}
-
-
 def main(argv: list[str] | None = None) -> None:
     run = parse_run_config(WorldModelRunConfig, __doc__, "configs/world_model/tiny.yaml", argv)
     cfg, data = to_object(run.cache), to_object(run.data)
     if data.source == TOKENS_SOURCE:
         raise ConfigError(f"data.source={TOKENS_SOURCE} reads a cache; give the source of frames to tokenize (e.g. data.source=shapes)")
     tokenizer = load_tokenizer(to_object(run.tokenizer))
-    tokenizer.backbone.grid(data.frame_size, data.frame_size)
     cpu = launched_on_cpu()
     accelerator = Accelerator(cpu=cpu, mixed_precision=mixed_precision())
     plan = {
@@ -200,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         # The readout's training targets: pooled features of every frame (0 = none).
         "summary_grid": run.model.readout.grid if run.model.readout.enabled else 0,
     }
-    manifest = write_token_cache(tokenizer, build_dataset(data, "train", run.seed), cfg, plan, accelerator)
+    manifest = write_token_cache(tokenizer, build_dataset(data, "train", run.seed, tokenizer=tokenizer), cfg, plan, accelerator)
     accelerator.print(
         f"token cache {cfg.out}: {manifest['num_clips']} clips of {manifest['num_frames']} frames, "
         f"{manifest['bytes'] / 2**20:.1f} MiB ({manifest['bytes'] / manifest['num_clips'] * 1000 / 2**20:.2f} MiB per 1,000 clips)"

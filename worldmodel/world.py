@@ -89,6 +89,8 @@ def check_clip(frames: torch.Tensor, timestamps: torch.Tensor, context: int, hor
 class WorldModel(nn.Module):
     # model.kind -> the subclass that makes it, filled as each is defined (`class DeltaWorld(WorldModel, kind=...)`).
     kinds: dict[str, type["WorldModel"]] = {}
+    # Whether training can read a token cache (data.source=tokens) instead of frames: `inputs_from_tokens`.
+    trains_on_tokens = False
 
     def __init_subclass__(cls, kind: str | None = None, **kwargs) -> None:
         super().__init_subclass__(**kwargs)

@@ -69,6 +69,7 @@ class CityscapesDataset(FrameSequenceEvalDataset):
     name = "Cityscapes"
     fps = CITYSCAPES_FPS
     layout = CITYSCAPES_LAYOUT
+    labels_last_frame_only = True
 
     def __init__(self, root: Path, split: str, num_frames: int, frame_size: int, config: VideoDataConfig) -> None:
         super().__init__(cityscapes_samples(root, split, num_frames), frame_size, config, root)

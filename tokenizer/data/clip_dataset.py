@@ -37,6 +37,8 @@ class VideoClipDataset(Dataset):
     (num_frames, 3, frame_size, frame_size), timestamps float32 (num_frames,).
     """
 
+    labels_last_frame_only = False  # no labels at all
+
     def __init__(
         self,
         sources: Sequence[str],

@@ -54,6 +54,8 @@ class EpisodeClips(torch.utils.data.Dataset):
     where actions[t] leads into frame t (actions[0] is the action into the clip's first frame).
     """
 
+    labels_last_frame_only = False  # no labels at all
+
     def __init__(self, root: str | Path, num_frames: int, frame_size: int, seed: int, split: str = "train", num_clips: int | None = None):
         files = episode_files(root)
         validation = held_out(files)

@@ -50,6 +50,8 @@ class FrameSequenceEvalDataset(Dataset):
     name: str
     fps: float
     layout: str
+    # True where the protocol labels only a clip's last frame: evaluation then ends one rollout per horizon there.
+    labels_last_frame_only = False
 
     def __init__(self, samples: list[EvalSample], frame_size: int, config: VideoDataConfig, root: Path) -> None:
         if not samples:

@@ -100,6 +100,7 @@ class KittiDepthDataset(FrameSequenceEvalDataset):
     name = "KITTI"
     fps = KITTI_FPS
     layout = KITTI_LAYOUT
+    labels_last_frame_only = True  # the protocol scores the Eigen test frame each clip ends on
 
     def __init__(self, root: Path, num_frames: int, frame_size: int, config: VideoDataConfig) -> None:
         super().__init__(kitti_samples(root, num_frames), frame_size, config, root)

@@ -1,26 +1,31 @@
-"""Every clip source a run can name, behind one config section (`data.*`).
+"""The one entry point to clips: `build_dataset(DataConfig, split, seed)` for every source `data.source` names.
 
 The synthetic Shapes world, episodes recorded from Gymnasium envs (`python -m envs.recording`),
-video files and frame folders, and the paper's datasets. Every source yields the same clip dicts:
+video files and frame folders, and the paper's datasets are built here. A package above this one adds
+a source of its own with `register_source` when it is imported (`worldmodel` adds `tokens`, a cache of
+delta tokens), so this package imports nothing from the models. Every source yields the same clip dicts:
 frames uint8 (T, 3, H, W), timestamps (T,), and optionally actions (T, A),
-segmentation (T, H, W) and depth (T, H, W).
+segmentation (T, H, W) and depth (T, H, W); a token cache yields tokens (T, D) in place of frames.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from functools import partial
+from typing import Any, Callable, ClassVar, Protocol
 
 from torch.utils.data import Dataset, Subset
 
-from tokenizer.data.build import SOURCES as VIDEO_SOURCES
-from tokenizer.data.build import build_video_dataset
+from tokenizer.data.cityscapes import CityscapesDataset
+from tokenizer.data.clip_dataset import VideoClipDataset
 from tokenizer.data.config import VideoDataConfig
 from tokenizer.data.episodes import EpisodeClips
+from tokenizer.data.kitti import KittiDepthDataset
 from tokenizer.data.shapes import ShapesClips, ShapesConfig
+from tokenizer.data.video_datasets import build_video_dataset
+from tokenizer.data.vspw import VSPWDataset
 from tokenizer.runtime.errors import ConfigError
-
-SOURCES = ("shapes", "episodes") + VIDEO_SOURCES
 
 
 @dataclass
@@ -43,9 +48,91 @@ class DataConfig:
     shapes_strides: list[int] = field(default_factory=lambda: [1])  # simulator frames between clip frames, drawn per clip
     video: VideoDataConfig = field(default_factory=VideoDataConfig)
 
+    # Other names for these keys, refused with the key to use (one name per thing across commands).
+    REFUSED_KEYS: ClassVar[dict[str, str]] = {
+        "split": "val_split",
+        "num_clips": "val_clips",
+        "shapes_stride": "shapes_strides",
+    }
 
-def build_dataset(cfg: DataConfig, split: str, seed: int, num_frames: int | None = None) -> Dataset:
-    """The `split` clips of the configured source: "train", or the validation set for any other split."""
+    def validate(self) -> None:
+        """Raise ConfigError naming the first key whose value cannot work."""
+        if self.val_clips < 1:
+            raise ConfigError(f"data.val_clips must be at least 1, got {self.val_clips}")
+        if not self.shapes_strides or min(self.shapes_strides) < 1:
+            got = list(self.shapes_strides)
+            raise ConfigError(f"data.shapes_strides must be a non-empty list of steps of at least 1, got {got}")
+
+
+@dataclass(frozen=True)
+class Source:
+    """A clip source `data.source` can name: the dataset class it yields and the function that builds one."""
+
+    # Its class attributes describe the clips to their readers (`labels_last_frame_only`: evaluation's protocol).
+    dataset: type[Dataset]
+    # (cfg, root, train, num_frames, seed, **context) -> a `dataset`; root "" means the source's own default.
+    build: Callable[..., Dataset]
+
+
+class FrameSizeCheck(Protocol):
+    """The model clips are built for (tokenizer.model.Tokenizer), as far as build_dataset needs it."""
+
+    def check_frame_size(self, size: int) -> None: ...
+
+
+def _shapes(cfg: DataConfig, root: str, train: bool, num_frames: int, seed: int, **context: Any) -> ShapesClips:
+    if cfg.shapes.frame_size not in (cfg.frame_size, ShapesConfig.frame_size):
+        raise ConfigError("data.shapes.frame_size follows data.frame_size; set data.frame_size instead")
+    shapes = dataclasses.replace(cfg.shapes, frame_size=cfg.frame_size)
+    split, num_clips = ("train", None) if train else ("val", cfg.val_clips)
+    return ShapesClips(shapes, num_frames, seed, split=split, num_clips=num_clips, strides=tuple(cfg.shapes_strides))
+
+
+def _episodes(cfg: DataConfig, root: str, train: bool, num_frames: int, seed: int, **context: Any) -> EpisodeClips:
+    if not root:
+        raise ConfigError(
+            "data.source=episodes needs data.root, the folder written by `python -m envs.recording --out DIR`"
+        )
+    split, num_clips = ("train", None) if train else ("val", cfg.val_clips)
+    return EpisodeClips(root, num_frames, cfg.frame_size, seed, split, num_clips)
+
+
+def _video(source: str, cfg: DataConfig, root: str, train: bool, num_frames: int, seed: int, **context: Any) -> Dataset:
+    split = "train" if train else cfg.val_split
+    return build_video_dataset(source, root or None, split, num_frames, cfg.frame_size, seed, cfg.video)
+
+
+SOURCES: dict[str, Source] = {
+    "shapes": Source(ShapesClips, _shapes),
+    "episodes": Source(EpisodeClips, _episodes),
+    "videos": Source(VideoClipDataset, partial(_video, "videos")),
+    "kinetics": Source(VideoClipDataset, partial(_video, "kinetics")),
+    "vspw": Source(VSPWDataset, partial(_video, "vspw")),
+    "cityscapes": Source(CityscapesDataset, partial(_video, "cityscapes")),
+    "kitti": Source(KittiDepthDataset, partial(_video, "kitti")),
+}
+
+
+def register_source(name: str, dataset: type[Dataset], build: Callable[..., Dataset]) -> None:
+    """Make `name` a value of data.source, built by `build` into a `dataset` (see Source)."""
+    SOURCES[name] = Source(dataset, build)
+
+
+def build_dataset(
+    cfg: DataConfig,
+    split: str,
+    seed: int,
+    num_frames: int | None = None,
+    tokenizer: FrameSizeCheck | None = None,
+    **context: Any,
+) -> Dataset:
+    """The `split` clips of the configured source: "train", or the validation set for any other split.
+
+    `num_frames` replaces data.num_frames (training) or data.val_num_frames (validation). `tokenizer`, the model
+    the clips are for, refuses a data.frame_size its backbone cannot cut into patches before anything is read.
+    `context` goes to the source's builder: what a registered source needs beyond the config (worldmodel.token_clips).
+    """
+    cfg.validate()
     train = split == "train"
     source = cfg.source if train or not cfg.val_source else cfg.val_source
     root = cfg.root if train or not cfg.val_source else cfg.val_root
@@ -54,18 +141,9 @@ def build_dataset(cfg: DataConfig, split: str, seed: int, num_frames: int | None
     frames = num_frames or (cfg.num_frames if train else cfg.val_num_frames)
     if frames < 2:
         raise ConfigError(f"clips need at least 2 frames to hold a change, got {frames}")
-    if source == "shapes":
-        if cfg.shapes.frame_size not in (cfg.frame_size, ShapesConfig.frame_size):
-            raise ConfigError("data.shapes.frame_size follows data.frame_size; set data.frame_size instead")
-        shapes = dataclasses.replace(cfg.shapes, frame_size=cfg.frame_size)
-        return ShapesClips(
-            shapes, frames, seed, split="train" if train else "val", num_clips=None if train else cfg.val_clips, strides=tuple(cfg.shapes_strides)
-        )
-    if source == "episodes":
-        if not root:
-            raise ConfigError("data.source=episodes needs data.root, the folder written by `python -m envs.recording --out DIR`")
-        return EpisodeClips(root, frames, cfg.frame_size, seed, "train" if train else "val", None if train else cfg.val_clips)
-    dataset = build_video_dataset(source, root or None, "train" if train else cfg.val_split, frames, cfg.frame_size, seed, cfg.video)
+    if tokenizer is not None:
+        tokenizer.check_frame_size(cfg.frame_size)
+    dataset = SOURCES[source].build(cfg, root, train, frames, seed, **context)
     if not train and len(dataset) > cfg.val_clips:
         dataset = Subset(dataset, range(cfg.val_clips))
     return dataset

@@ -223,6 +223,8 @@ class ShapesClips(torch.utils.data.Dataset):
       "depth"         (T, S, S) float32 metres (0 = invalid, never produced here)
     """
 
+    labels_last_frame_only = False  # every frame carries its labels
+
     def __init__(
         self,
         config: ShapesConfig,

@@ -4,7 +4,8 @@ Every run config is a dataclass (the schema); `load_config` merges the schema's
 defaults, the YAML file and `key.sub=value` overrides, in that order. A YAML file
 may start from another with `_base_: other.yaml` (a path relative to it). A key
 the schema does not know is an error that names it and the nearest valid key,
-so a typo never silently trains with a default.
+so a typo never silently trains with a default; a schema's `REFUSED_KEYS` class
+attribute maps other names for its keys to the key each one means.
 """
 
 from __future__ import annotations
@@ -51,6 +52,18 @@ def flatten(node: Any, separator: str = ".", prefix: str = "") -> dict[str, Any]
 
 
 def _nearest(key: str, schema: Any) -> str:
+    """The key meant by unknown `key`: the one named by the REFUSED_KEYS (another name -> the key) of the schema or
+    of a section holding `key`, else the closest key."""
+    section, prefix, parts = schema, "", key.split(".")
+    for depth, part in enumerate(parts):
+        refused = getattr(section, "REFUSED_KEYS", {})
+        if ".".join(parts[depth:]) in refused:
+            return prefix + refused[".".join(parts[depth:])]
+        field = next((f for f in dataclasses.fields(section) if f.name == part), None)
+        value = None if field is None else field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        if not dataclasses.is_dataclass(value):
+            break
+        section, prefix = value, f"{prefix}{part}."
     keys = schema_keys(schema)
     match = difflib.get_close_matches(key, keys, n=1, cutoff=0.0)
     return match[0] if match else ""

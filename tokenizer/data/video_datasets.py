@@ -1,4 +1,7 @@
-"""The one entry point: a dataset from a source name, a root, a split and clip options."""
+"""The datasets of video folders and the paper's evaluation sets, from a source name, a root, a split and clip options.
+
+Behind the one entry point, `tokenizer.data.registry.build_dataset`, which also serves Shapes and episodes.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from tokenizer.data.kitti import KittiDepthDataset
 from tokenizer.data.vspw import VSPWDataset
 from tokenizer.runtime.errors import ConfigError, DataError
 
-SOURCES = ("videos", "kinetics", "vspw", "cityscapes", "kitti")
+VIDEO_SOURCES = ("videos", "kinetics", "vspw", "cityscapes", "kitti")
 ROOT_ENV_VARS = {
     "kinetics": "KINETICS_ROOT",
     "vspw": "VSPW_ROOT",
@@ -80,8 +83,8 @@ def build_video_dataset(
     `root` None or "" reads the source's environment variable. `options` override
     fields of `config` (VideoDataConfig). Training items depend only on (seed, sample id).
     """
-    if source not in SOURCES:
-        raise ConfigError(f"unknown video source {source!r}; choose one of {', '.join(SOURCES)}")
+    if source not in VIDEO_SOURCES:
+        raise ConfigError(f"unknown video source {source!r}; choose one of {', '.join(VIDEO_SOURCES)}")
     if int(num_frames) < 1 or int(frame_size) < 1 or int(seed) < 0:
         raise ConfigError(f"need num_frames >= 1, frame_size >= 1 and seed >= 0, not {num_frames}, {frame_size} and {seed}")
     config = make_video_config(config, **options)
