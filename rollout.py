@@ -2,9 +2,9 @@
 
     python rollout.py --horizon 3
     python rollout.py --config configs/rollout/tiny.yaml eval.num_samples=50 --out runs/k50
-    python rollout.py --horizon 1 2 3 --world-model runs/world_model_tiny/final runs/world_model_tiny_flow/final
+    python rollout.py --horizon 1 2 3 --world-models runs/world_model_tiny/final runs/world_model_tiny_flow/final
     python rollout.py --dataset vspw --data-root /data/VSPW --heads path/to/heads --horizon 1 2
-    python rollout.py --world-model Amazon-FAR/deltaworld-kinetics --heads Amazon-FAR/seg-head-vspw Amazon-FAR/rgb-head-imagenet \
+    python rollout.py --world-models Amazon-FAR/deltaworld-kinetics --heads Amazon-FAR/seg-head-vspw Amazon-FAR/rgb-head-imagenet \
         --dataset vspw --data-root /data/VSPW --frame-size 512 --horizon 1 3
 
 Like every command it takes `--config FILE` and dotted overrides (`eval.context=2`); the
@@ -33,6 +33,7 @@ from tokenizer.model import Tokenizer
 from tokenizer.released import released_model
 from tokenizer.runtime.cli import Flag, parse_run_config, resolve_device, run_cli
 from tokenizer.runtime.config import to_object
+from tokenizer.runtime.devices import use_threads
 from tokenizer.runtime.errors import CheckpointError, ConfigError, DataError, InputError
 from tokenizer.runtime.files import atomic_write_text
 from tokenizer.runtime.hub import is_repo_id
@@ -67,8 +68,8 @@ class RolloutRunConfig:
     heads: list[str] = field(default_factory=lambda: ["runs/heads_tiny"])
     out: str = "runs/rollout"  # folder for report.json, report.md, pictures and plots
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
-    threads: int = 0  # torch CPU threads; 0 = PyTorch's default
-    batch_size: int = 0  # clips per batch; 0 = 8 for shapes, 1 for datasets of varying frame size
+    threads: int | None = None  # torch CPU threads; null = PyTorch's default
+    batch_size: int | None = None  # clips per batch; null = 8 for shapes, 1 for datasets of varying frame size
     # The clips whose futures are imagined and scored: the validation clips of data.*, each eval.context +
     # max(eval.horizons) frames long; data.frame_size is their short side, as the tokenizer was trained.
     data: DataConfig = field(default_factory=DataConfig)
@@ -78,7 +79,7 @@ class RolloutRunConfig:
 
 FLAGS = {
     "--tokenizer": Flag("tokenizer", "tokenizer folder, file or Hub id ('' = the first world model's)"),
-    "--world-model": Flag("world_models", "world-model folder(s), file(s) or Hub id(s)", nargs="+"),
+    "--world-models": Flag("world_models", "world-model folder(s), file(s) or Hub id(s)", nargs="+"),
     "--backbone": Flag("backbone", "local DINOv3 folder (or hub id) for released models' backbone"),
     "--heads": Flag("heads", "heads folder(s), released head id(s) or KIND:FILE; '' = none", nargs="+"),
     "--out": Flag("out", "output folder"),
@@ -108,7 +109,7 @@ def parse_args(argv: list[str] | None) -> RolloutRunConfig:
     if data.val_source:
         raise ConfigError("rollout.py scores the validation clips of data.source; data.val_source is for training runs")
     data.validate()
-    for key, value, least in (("batch_size", run.batch_size, 0), ("eval.num_pictures", run.eval.num_pictures, 0)):
+    for key, value, least in (("batch_size", run.batch_size or 1, 1), ("eval.num_pictures", run.eval.num_pictures, 0)):
         if value < least:
             raise ConfigError(f"{key} must be at least {least}, got {value}")
     if run.eval.protocol == "auto":
@@ -153,8 +154,7 @@ def horizon_series(report: dict, metric: str, several_models: bool) -> dict[str,
 
 def main(argv: list[str] | None = None) -> None:
     run = parse_args(argv)
-    if run.threads > 0:
-        torch.set_num_threads(run.threads)
+    use_threads(run.threads, "threads")
     device = resolve_device(run.device)
 
     backbone = run.backbone or None
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
         tokenizer = Tokenizer.from_pretrained(_existing(run.tokenizer, "tokenizer", hint), backbone=backbone, device=device)
     worlds = {}
     for source in run.world_models:
-        hint = "train one with train_world_model.py or pass --world-model"
+        hint = "train one with train_world_model.py or pass --world-models"
         # A released predictor decodes with the given tokenizer (e.g. a local copy of the released one); our
         # folders carry their own, which the evaluator checks against it.
         given = tokenizer if released_model(source) is not None else None
@@ -175,13 +175,13 @@ def main(argv: list[str] | None = None) -> None:
         worlds[name] = world
     if tokenizer is None:
         if not worlds:
-            raise ConfigError("rollout.py needs a world model (--world-model) or a tokenizer (--tokenizer)")
+            raise ConfigError("rollout.py needs a world model (--world-models) or a tokenizer (--tokenizer)")
         tokenizer = next(iter(worlds.values())).tokenizer
     sources = [source for source in run.heads if source]
     heads = load_heads(sources, tokenizer, device=device) if sources else None
     evaluator = RolloutEvaluator(tokenizer, worlds, heads, run.eval, device)
     dataset = load_dataset(run, evaluator.config.clip_frames)
-    batch_size = run.batch_size or (8 if run.data.source == "shapes" else 1)
+    batch_size = run.batch_size if run.batch_size is not None else 8 if run.data.source == "shapes" else 1
     batches = DataLoader(dataset, batch_size=batch_size)
     for batch in tqdm(batches, desc=f"imagining futures of {len(dataset)} clips", unit="batch", dynamic_ncols=True, leave=False):
         evaluator.update(batch)

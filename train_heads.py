@@ -23,6 +23,7 @@ from tokenizer.data.vspw import VSPW_NUM_CLASSES
 from tokenizer.model import Tokenizer
 from tokenizer.runtime.cli import parse_run_config, resolve_device, run_cli
 from tokenizer.runtime.config import save_config, to_object
+from tokenizer.runtime.devices import use_threads
 from tokenizer.runtime.errors import ConfigError, TrainingError
 from tokenizer.runtime.files import atomic_write_text
 from worldmodel.evaluation import score_heads
@@ -53,8 +54,7 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(run.device)
     options: HeadTrainConfig = to_object(run.heads)
     options.validate()
-    if options.threads > 0:
-        torch.set_num_threads(options.threads)
+    use_threads(options.threads, "heads.threads")
     torch.manual_seed(run.seed)
     tokenizer = Tokenizer.from_pretrained(run.tokenizer).to(device)
     data = to_object(run.data)

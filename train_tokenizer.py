@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> None:
         prepare_output_dir(Path(run.output_dir), run.resume, run.overwrite, remove=False)
         state = PartialState(cpu=launched_on_cpu())
         device = state.device  # this process's device, as the engine's Accelerator picks it
-        per_step = max(run.train.effective_batch_size, run.train.batch_size * state.num_processes)
+        per_step = max(run.train.effective_batch_size or 0, run.train.batch_size * state.num_processes)
         train_set = FeaturePool(tokenizer.to(device), train_set, run.feature_pool, run.train.batch_size, device, run.train.max_steps * per_step)
         task = TokenizerTask(tokenizer, feature_grid=train_set.grid)
     train(run, task, train_set, build_dataset(data, "val", run.seed))

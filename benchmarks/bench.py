@@ -52,7 +52,7 @@ from tokenizer.model import Tokenizer, TokenizerConfig
 from tokenizer.run_config import TokenizerRunConfig
 from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
 from tokenizer.runtime.config import flatten, load_config, to_object
-from tokenizer.runtime.devices import autocast
+from tokenizer.runtime.devices import autocast, use_threads
 from tokenizer.runtime.files import atomic_write_text
 from tokenizer.runtime.optim import build_optimizer
 from tokenizer.runtime.run_config import TrainConfig
@@ -138,7 +138,7 @@ class Settings:
     matmul_sizes: tuple[int, ...]  # square fp32 matmuls on CPU
     matmul_sizes_cuda: tuple[int, ...]  # square bf16 matmuls on CUDA (small ones do not fill a GPU)
     horizon: int  # imagined frames per timed rollout
-    train_batch: int = 0  # clips per training step; 0 = the config's train.batch_size
+    train_batch: int | None = None  # clips per training step; None = the config's train.batch_size
     profile_steps: int = 3  # tokenizer training steps under the profiler for the per-operator breakdown
     planner_overrides: tuple[str, ...] = ()  # on top of configs/plan_bench/shapes.yaml
     # Planning speed at a size where a planning step is FLOP-bound (a SCALES key). Each method gets `scale_warmup`
@@ -674,7 +674,7 @@ def tokenizer_training(settings: Settings, device: torch.device, peak_gflops: fl
     tokenizer = Tokenizer.build(TokenizerConfig(backbone=run.backbone, model=run.model))
     task = TokenizerTask(tokenizer, feature_grid=tokenizer.backbone.grid(run.data.frame_size, run.data.frame_size))
     task.to(device)
-    batch_size = settings.train_batch or run.train.batch_size
+    batch_size = run.train.batch_size if settings.train_batch is None else settings.train_batch
     batch = random_clip(batch_size, run.data.num_frames, run.data.frame_size, device)
     step = train_step(task, batch, run.train, device)
     seconds = median_seconds(step, settings, device)
@@ -712,7 +712,7 @@ def world_model_training(settings: Settings, device: torch.device) -> dict:
         world = build_world_model(tokenizer, run.model)
         task = WorldModelTask(world, run.eval.context, run.eval.horizon, run.model.num_samples, run.seed)
         task.to(device)
-        batch_size = settings.train_batch or run.train.batch_size
+        batch_size = run.train.batch_size if settings.train_batch is None else settings.train_batch
         batch = random_clip(batch_size, run.data.num_frames, run.data.frame_size, device)
         seconds = median_seconds(train_step(task, batch, run.train, device), settings, device)
         results[f"bom{hypotheses}"] = {
@@ -914,22 +914,21 @@ def run_benchmark(settings: Settings, quick: bool) -> dict:
 class BenchRunConfig:
     out: str = "runs/bench"  # folder for report.json and report.md
     quick: bool = False  # few repeats and small batches: checks the benchmark runs, timings mean little
-    # Torch CPU threads; 0 = PyTorch's default (one per core). On a busy machine ask for no more than the idle
+    # Torch CPU threads; null = PyTorch's default (one per core). On a busy machine ask for no more than the idle
     # cores: OpenMP threads waiting on a preempted peer slow small ops tenfold and more.
-    threads: int = 0
+    threads: int | None = None
 
 
 FLAGS = {
     "--out": Flag("out", "folder for report.json and report.md"),
     "--quick": Flag("quick", "few repeats and small batches (timings mean little)", bool),
-    "--threads": Flag("threads", "torch CPU threads; 0 = one per core", int),
+    "--threads": Flag("threads", "torch CPU threads (default: one per core)", int),
 }
 
 
 def main(argv: list[str] | None = None) -> dict:
     run = to_object(parse_run_config(BenchRunConfig, __doc__, "a YAML with out: and threads:", argv, FLAGS, default_config=None))
-    if run.threads > 0:
-        torch.set_num_threads(run.threads)
+    use_threads(run.threads, "threads")
     report = run_benchmark(QUICK if run.quick else FULL, run.quick)
     out = Path(run.out)
     table = markdown(report)

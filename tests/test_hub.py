@@ -96,7 +96,7 @@ def test_rollout_cli_on_released_ids_and_the_offline_error(tiny_released, tmp_pa
         write_video(tmp_path / "videos" / f"{name}.mp4", num_frames=30)
     out = tmp_path / "out"
     rollout.main(
-        ["--world-model", WORLD_ID, "--heads", SEG_ID, DEPTH_ID, RGB_ID, "--dataset", "videos", "--data-root", str(tmp_path / "videos"),
+        ["--world-models", WORLD_ID, "--heads", SEG_ID, DEPTH_ID, RGB_ID, "--dataset", "videos", "--data-root", str(tmp_path / "videos"),
          "--frame-size", "64", "--horizon", "1", "2", "--samples", "2", "--val-clips", "2", "--pictures", "1", "--out", str(out)]
     )
     report = json.loads((out / "report.json").read_text())
@@ -106,7 +106,7 @@ def test_rollout_cli_on_released_ids_and_the_offline_error(tiny_released, tmp_pa
     # An id the cache lacks, offline: one line on stderr naming both ways out, exit 2, nothing written.
     capsys.readouterr()
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(lambda: rollout.main(["--world-model", "Amazon-FAR/not-downloaded", "--out", str(tmp_path / "none")]))
+        run_cli(lambda: rollout.main(["--world-models", "Amazon-FAR/not-downloaded", "--out", str(tmp_path / "none")]))
     assert exit_info.value.code == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "hf download Amazon-FAR/not-downloaded" in err and "--local-dir DIR" in err

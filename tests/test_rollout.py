@@ -68,7 +68,7 @@ def run_rollout(saved, out: Path, *extra: str) -> None:
 
 
 def test_report_structure_pictures_and_two_models(saved, tmp_path, capsys):
-    run_rollout(saved, tmp_path, "--world-model", str(saved["bom"]), str(saved["flow"]), "--horizon", "2", "1", "--pictures", "1")
+    run_rollout(saved, tmp_path, "--world-models", str(saved["bom"]), str(saved["flow"]), "--horizon", "2", "1", "--pictures", "1")
     report = json.loads((tmp_path / "report.json").read_text())
     assert (report["dataset"], report["context"], report["num_samples"], report["num_clips"]) == ("shapes", 2, 3, 3)
     assert list(report["horizons"]) == ["1", "2"]
@@ -135,7 +135,7 @@ def test_horizon_one_of_a_shared_rollout_equals_a_separate_rollout(saved):
 def test_rollout_on_a_miniature_vspw_tree(saved, tmp_path):
     make_vspw(tmp_path / "vspw", num_frames=45)
     run_rollout(
-        {**saved, "heads": saved["vspw_heads"]}, tmp_path / "out", "--world-model", str(saved["bom"]), "--dataset", "vspw",
+        {**saved, "heads": saved["vspw_heads"]}, tmp_path / "out", "--world-models", str(saved["bom"]), "--dataset", "vspw",
         "--data-root", str(tmp_path / "vspw"), "--frame-size", "16", "--horizon", "1", "3",
     )
     report = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -156,8 +156,10 @@ def test_rollout_on_a_miniature_vspw_tree(saved, tmp_path):
         (["data.batch_size=2"], "unknown config key 'data.batch_size'; did you mean 'batch_size'?"),
         (["data.val_source=vspw"], "data.val_source is for training runs"),
         (["eval.contxt=2"], "unknown config key 'eval.contxt'; did you mean 'eval.context'?"),
+        (["--world-model", "{missing}"], "unknown flag --world-model; did you mean --world-models?"),
+        (["--num-clips", "2"], "unknown flag --num-clips; did you mean --val-clips?"),
         (["--config", "{missing}"], "does not exist"),
-        (["--world-model", "{missing}"], "does not exist"),
+        (["--world-models", "{missing}"], "does not exist"),
         (["--heads", "{missing}"], "does not exist"),
         (["--dataset", "vspw", "--data-root", "{vspw}", "--frame-size", "16", "--horizon", "20"], "longer than any vspw clip"),
     ],
@@ -165,7 +167,7 @@ def test_rollout_on_a_miniature_vspw_tree(saved, tmp_path):
 def test_bad_input_is_one_line_and_exit_2(saved, tmp_path, monkeypatch, capsys, args, message):
     make_vspw(tmp_path / "vspw", num_frames=45)
     args = [a.format(missing=tmp_path / "nowhere", vspw=tmp_path / "vspw") for a in args]
-    base = ["--tokenizer", str(saved["tokenizer"]), "--world-model", str(saved["bom"]), "--heads", str(saved["heads"]), "--out", str(tmp_path / "o")]
+    base = ["--tokenizer", str(saved["tokenizer"]), "--world-models", str(saved["bom"]), "--heads", str(saved["heads"]), "--out", str(tmp_path / "o")]
     monkeypatch.setattr(sys, "argv", ["rollout.py", *base, *args])
     with pytest.raises(SystemExit) as exit_info:
         run_cli(rollout.main)
@@ -232,7 +234,7 @@ def test_unlabelled_footage_is_scored_by_feature_loss_and_pictured_without_heads
     for name in ("a", "b"):
         write_video(tmp_path / "videos" / f"{name}.mp4", num_frames=30)
     run_rollout(
-        {**saved, "heads": ""}, tmp_path / "out", "--world-model", str(saved["bom"]), "--dataset", "videos",
+        {**saved, "heads": ""}, tmp_path / "out", "--world-models", str(saved["bom"]), "--dataset", "videos",
         "--data-root", str(tmp_path / "videos"), "--frame-size", "16", "--horizon", "1", "2", "--pictures", "1",
     )
     report = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -249,7 +251,7 @@ def test_labels_that_no_head_can_score_are_refused(saved, tmp_path):
     TaskHeads(None, DepthHead(Tokenizer.from_pretrained(saved["tokenizer"]).dim, 1.0, 16.0)).save(depth_only)
     make_vspw(tmp_path / "vspw", num_frames=45)
     with pytest.raises(InputError, match="no task in common"):
-        run_rollout({**saved, "heads": depth_only}, tmp_path / "out", "--world-model", str(saved["bom"]), "--dataset", "vspw",
+        run_rollout({**saved, "heads": depth_only}, tmp_path / "out", "--world-models", str(saved["bom"]), "--dataset", "vspw",
                     "--data-root", str(tmp_path / "vspw"), "--frame-size", "16")
 
 
@@ -259,7 +261,7 @@ def test_an_rgb_head_adds_rgb_rows_to_the_pictures_and_leaves_the_scores(saved, 
     torch.manual_seed(0)
     rgb = RGBHead(tokenizer.dim, tokenizer.backbone.feature_norm, RGBHeadConfig(32, 1, 2, 64, patch_size=8, image_size=32))
     TaskHeads(plain.segmentation, plain.depth, rgb).save(tmp_path / "rgb_heads")
-    args = ("--world-model", str(saved["bom"]), "--horizon", "1", "--pictures", "1", "--val-clips", "1")
+    args = ("--world-models", str(saved["bom"]), "--horizon", "1", "--pictures", "1", "--val-clips", "1")
     run_rollout(saved, tmp_path / "plain", *args)
     run_rollout({**saved, "heads": tmp_path / "rgb_heads"}, tmp_path / "rgb", *args)
     reports = [json.loads((tmp_path / name / "report.json").read_text()) for name in ("plain", "rgb")]

@@ -143,6 +143,8 @@ def test_an_output_dir_holding_a_run_is_refused_and_left_untouched(tokenizer_run
         (["train.lr=fast"], ["train.lr"]),
         (["resume=true", "overwrite=true"], ["contradict"]),
         (["train.effective_batch_size=6"], ["not a multiple"]),
+        (["train.effective_batch_size=0"], ["train.effective_batch_size", "at least 1, or null"]),
+        (["train.threads=0"], ["train.threads", "at least 1, or null"]),
         (["train.optimizer=adam"], ["train.optimizer", "adamw, muon"]),
         (["train.lr_schedule=cosin"], ["train.lr_schedule", "constant, cosine"]),
         (["train.ema_decay=1.0"], ["train.ema_decay", "[0, 1)"]),
@@ -283,7 +285,7 @@ def test_readmes_recipe_stages_run_as_written_at_micro_size(tmp_path):
     # The recipe's config with micro sizes, offline: only README's key names are under test, not its sizes.
     # The recipe's encoder reads whole frames, so it keeps every patch (no encoder_top_k).
     micro = [*(o for o in MICRO_TOKENIZER if not o.startswith("model.encoder_top_k=")), "backbone.name=random-init-dinov3",
-             "data.source=shapes", "data.val_source=shapes", "train.effective_batch_size=0", "train.num_workers=0",
+             "data.source=shapes", "data.val_source=shapes", "train.effective_batch_size=null", "train.num_workers=0",
              "train.val_every=0", "train.checkpoint_every=1"]  # fmt: skip
     micro_values = {
         "init_from": str(stage1 / "final"),

@@ -46,7 +46,7 @@ class HeadTrainConfig:
     steps: int = 300  # AdamW steps
     batch_size: int = 16  # clips per step
     lr: float = 1e-3  # the probes' learning rate
-    threads: int = 0  # torch CPU threads; 0 = PyTorch's default
+    threads: int | None = None  # torch CPU threads; null = PyTorch's default
     # An RGB head (a ViT decoder from features to pixels, trained with an L1 pixel loss); its native image
     # size is the training frames' short side, and its patch the backbone's unless set.
     rgb: bool = False
@@ -54,7 +54,7 @@ class HeadTrainConfig:
     rgb_num_layers: int = 2  # its transformer blocks
     rgb_num_heads: int = 4  # its attention heads
     rgb_mlp_size: int = 256  # its MLP hidden size
-    rgb_patch_size: int = 0  # 0 = the backbone's patch size: one output patch per feature patch, frames' size out
+    rgb_patch_size: int | None = None  # null = the backbone's patch size: one output patch per feature patch, frames' size out
     rgb_lr: float = 1e-3  # the RGB head's learning rate
 
     def validate(self) -> None:
@@ -90,7 +90,7 @@ def training_batches(dataset: Dataset, batch_size: int, steps: int, seed: int) -
 
 def new_rgb_head(tokenizer: Tokenizer, dataset: Dataset, options: HeadTrainConfig, seed: int) -> RGBHead:
     """An untrained RGB head for `tokenizer`'s features, native at the short side of `dataset`'s first frames."""
-    patch = options.rgb_patch_size or tokenizer.backbone.patch_size
+    patch = tokenizer.backbone.patch_size if options.rgb_patch_size is None else options.rgb_patch_size
     side = min(dataset[0][FRAMES_KEY].shape[-2:])
     if side < patch:
         raise ConfigError(f"heads.rgb_patch_size {patch} is larger than the frames' short side {side}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 from dataclasses import dataclass
@@ -12,7 +13,7 @@ import torch
 from omegaconf import DictConfig
 
 from tokenizer.runtime.config import load_config
-from tokenizer.runtime.errors import DeltaWorldError
+from tokenizer.runtime.errors import ConfigError, DeltaWorldError
 
 USER_ERROR_EXIT = 2
 
@@ -51,7 +52,14 @@ def parse_run_config(
     flags = flags or {}
     argv = sys.argv[1:] if argv is None else list(argv)
     overrides = [a for a in argv if "=" in a and not a.startswith("-")]
+    known = ["--config", "--help", *flags]
+    for arg in argv:
+        name = arg.split("=", 1)[0]
+        if name.startswith("--") and name not in known:
+            nearest = difflib.get_close_matches(name, known, n=1, cutoff=0.0)
+            raise ConfigError(f"unknown flag {name}; did you mean {nearest[0]}?")
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,  # a flag is its whole name: an abbreviation would hide a renamed flag
         description=description,
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Any config key may be set as a dotted override, key.sub=value.",

@@ -41,6 +41,15 @@ def mixed_precision(choice: str = "auto") -> str:
     return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
 
 
+def use_threads(threads: int | None, key: str) -> None:
+    """Set torch's CPU threads to `threads` (the config key `key`); None leaves PyTorch's default (one per core)."""
+    if threads is None:
+        return
+    if threads < 1:
+        raise ConfigError(f"{key} must be at least 1, or null for PyTorch's default, got {threads}")
+    torch.set_num_threads(threads)
+
+
 def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast on a CUDA device where `mixed_precision()` picks bf16 for training too; plain fp32 elsewhere."""
     if device.type == "cuda" and mixed_precision() == "bf16":

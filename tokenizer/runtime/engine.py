@@ -41,7 +41,7 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from tokenizer.runtime.checkpoints import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from tokenizer.runtime.config import flatten, save_config
-from tokenizer.runtime.devices import launched_on_cpu, mixed_precision
+from tokenizer.runtime.devices import launched_on_cpu, mixed_precision, use_threads
 from tokenizer.runtime.ema import EMA, EMA_FILE
 from tokenizer.runtime.errors import ConfigError, TrainingError
 from tokenizer.runtime.files import weights_digest
@@ -203,8 +203,7 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
     """Train `task` as configured by `run` (output_dir, seed, resume, overwrite, train.*); returns final validation metrics."""
     cfg: TrainConfig = OmegaConf.to_object(run.train)
     cfg.validate(task.module)
-    if cfg.threads > 0:
-        torch.set_num_threads(cfg.threads)
+    use_threads(cfg.threads, "train.threads")
     procs = _set_up_accelerator(cfg, Path(run.output_dir))
     _claim_output_dir(run, procs.accelerator)
     trained = _restore_or_start(run, cfg, task, procs.accelerator)
@@ -223,7 +222,7 @@ def _set_up_accelerator(cfg: TrainConfig, output_dir: Path) -> _Processes:
     state = PartialState(cpu=cpu)
     world, rank = state.num_processes, state.process_index
     per_step = cfg.batch_size * world
-    effective = cfg.effective_batch_size or per_step
+    effective = per_step if cfg.effective_batch_size is None else cfg.effective_batch_size
     if effective % per_step:
         raise ConfigError(
             f"train.effective_batch_size {effective} is not a multiple of train.batch_size {cfg.batch_size} x {world} processes"

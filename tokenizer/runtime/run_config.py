@@ -38,7 +38,7 @@ class TrainConfig:
 
     max_steps: int = 1000  # optimizer steps of the whole run; a resumed run continues up to it
     batch_size: int = 16  # clips per process per micro-step
-    effective_batch_size: int = 0  # clips per optimizer step over all processes; 0 = no accumulation
+    effective_batch_size: int | None = None  # clips per optimizer step over all processes; null = no accumulation
     lr: float = 1e-3  # peak learning rate, reached after warmup_steps
     # adamw | muon: Muon for the weight matrices of linear layers (their update RMS-matched to AdamW's, so lr and
     # weight_decay carry over), AdamW for the rest (tokenizer.runtime.muon)
@@ -69,7 +69,7 @@ class TrainConfig:
     trackers: list[str] = field(default_factory=lambda: ["tensorboard"])  # tensorboard, wandb, ...; [] = none
     compile: bool = False  # torch.compile the trained module
     attention_backend: str = "sdpa"  # sdpa | xformers (GPU)
-    threads: int = 0  # torch CPU threads per process; 0 = PyTorch's default
+    threads: int | None = None  # torch CPU threads per process; null = PyTorch's default
 
     def validate(self, module: nn.Module | None = None) -> None:
         """Raise ConfigError naming the first choice that is not one of its options (and, given the trained module,
@@ -79,6 +79,8 @@ class TrainConfig:
                 raise ConfigError(f"train.{key} {value!r} is not one of {', '.join(options)}")
         if not 0 < self.lr_decay_fraction <= 1:
             raise ConfigError(f"train.lr_decay_fraction must be in (0, 1], got {self.lr_decay_fraction}")
+        if self.effective_batch_size is not None and self.effective_batch_size < 1:
+            raise ConfigError(f"train.effective_batch_size must be at least 1, or null for no accumulation, got {self.effective_batch_size}")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"train.ema_decay must be in [0, 1) (0 = no average), got {self.ema_decay}")
         for prefix, scale in self.lr_scale.items():
