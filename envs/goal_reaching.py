@@ -143,8 +143,8 @@ def check_env_fits(env: gymnasium.Env, env_id: str) -> None:
         raise ConfigError(f"{env_id} does not render rgb_array frames (its render modes: {env.metadata.get('render_modes', [])}); world models plan from images")
 
 
-def env_frame(env: gymnasium.Env, size: int) -> np.ndarray:
-    """The env's current frame as recording stores it: centre square, `size` px (0 = as rendered) -> (S, S, 3) uint8."""
+def env_frame(env: gymnasium.Env, size: int | None) -> np.ndarray:
+    """The env's current frame as recording stores it: centre square, `size` px (None = as rendered) -> (S, S, 3) uint8."""
     frame = env.render()
     return square_frames(np.asarray(frame)[None], size)[0].permute(1, 2, 0).numpy()
 

@@ -89,11 +89,11 @@ def frame_interval(env: gymnasium.Env) -> float:
     return 1.0 / float(fps)
 
 
-def square_frames(frames: np.ndarray, size: int) -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> uint8 (T, 3, size, size): centre square crop, then resize; size 0 keeps the crop."""
+def square_frames(frames: np.ndarray, size: int | None) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> uint8 (T, 3, size, size): centre square crop, then resize; size None keeps the crop."""
     top, left, side, _ = center_square_box(frames.shape[1], frames.shape[2])
     frames = to_channels_first(frames[:, top : top + side, left : left + side])
-    return resize_frames(frames, size, size) if size else frames.contiguous()
+    return frames.contiguous() if size is None else resize_frames(frames, size, size)
 
 
 def has_vector_state(env: gymnasium.Env) -> bool:
@@ -115,7 +115,7 @@ def state_vector(env: gymnasium.Env, obs: Any, info: dict[str, Any], state_key: 
 
 
 def record_episode(
-    env: gymnasium.Env, policy: Policy, rng: np.random.Generator, seed: int, max_steps: int, frame_size: int, state_key: str = ""
+    env: gymnasium.Env, policy: Policy, rng: np.random.Generator, seed: int, max_steps: int, frame_size: int | None, state_key: str = ""
 ) -> dict[str, torch.Tensor]:
     """Run one episode from reset(seed) until it ends or reaches `max_steps` steps; -> the episode's tensors."""
     store = action_vector(env.action_space)
@@ -151,7 +151,7 @@ def record(
     policy: str = "random",
     seed: int = 0,
     max_steps: int = 100,
-    frame_size: int = 0,
+    frame_size: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
     state_key: str = "",
 ) -> list[Path]:
@@ -160,8 +160,8 @@ def record(
     Episode i is reset with seed `seed * 1_000_003 + i`, stored in its file with the states (`state_vector`)."""
     if episodes < 1 or max_steps < 1:
         raise ConfigError(f"--episodes ({episodes}) and --max-steps ({max_steps}) must both be at least 1")
-    if frame_size < 0 or frame_size % 8:
-        raise ConfigError(f"--frame-size must be 0 (keep the env's size) or a positive multiple of 8, got {frame_size}")
+    if frame_size is not None and (frame_size < 8 or frame_size % 8):
+        raise ConfigError(f"frame_size must be a positive multiple of 8, or null to keep the env's size, got {frame_size}")
     try:
         env = gymnasium.make(env_id, render_mode="rgb_array", **(env_kwargs or {}))
     except gymnasium.error.Error as err:
@@ -194,7 +194,7 @@ class RecordConfig:
     policy: str = "random"  # "random" (uniform) or "package.module:factory" (factory(action_space) -> policy(obs, rng))
     seed: int = 0
     max_steps: int = 100  # steps per episode at most (the env may end it sooner)
-    frame_size: int = 0  # store square frames of this size (0 = the env's own, centre-cropped)
+    frame_size: int | None = None  # store square frames of this size (null = the env's own, centre-cropped)
     state_key: str = ""  # info entry stored as the state ("" = the observation, when it is a vector)
     env_kwargs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of gymnasium.make, e.g. {obs_type: state}
 
@@ -206,7 +206,7 @@ FLAGS = {
     "--policy": Flag("policy", "random, or package.module:factory"),
     "--seed": Flag("seed", "seed of the episodes and the policy", int),
     "--max-steps": Flag("max_steps", "steps per episode at most", int),
-    "--frame-size": Flag("frame_size", "square frame size (0 = the env's own)", int),
+    "--frame-size": Flag("frame_size", "square frame size (default: the env's own)", int),
     "--state-key": Flag("state_key", "info entry stored as the state (default: the observation vector)"),
 }
 

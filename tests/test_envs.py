@@ -159,6 +159,8 @@ def test_episode_source_errors(tmp_path):
         EpisodeClips(tmp_path, 4, 32, 0)
     with pytest.raises(ConfigError, match="cannot make env"):
         record("NoSuchEnv-v9", 1, tmp_path)
+    with pytest.raises(ConfigError, match="or null to keep the env's size"):
+        record("deltaworld/Shapes-v0", 1, tmp_path, frame_size=0)
 
 
 def test_sequence_costs_are_one_batched_rollout(tokenizer):
