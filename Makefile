@@ -25,7 +25,11 @@ $(VENV)/.installed: pyproject.toml
 	PYTHONDONTWRITEBYTECODE= $(PY) -c "$(WARM_IMPORTS)"
 	touch $@
 
+# Lint first: it takes a second, and a lint error fails CI the same way a failing test does
+# (rules and line length in pyproject.toml's [tool.ruff]; `ruff format .` and `ruff check --fix .` fix most).
 test: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -q
 
 # The whole pipeline on the embedded default: tokenizer, heads, a token cache of 2,048 Shapes training

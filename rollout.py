@@ -102,7 +102,9 @@ FLAGS = {
 
 
 def parse_args(argv: list[str] | None) -> RolloutRunConfig:
-    run = to_object(parse_run_config(RolloutRunConfig, __doc__, "configs/rollout/tiny.yaml", argv, FLAGS, default_config=None))
+    run = to_object(
+        parse_run_config(RolloutRunConfig, __doc__, "configs/rollout/tiny.yaml", argv, FLAGS, default_config=None)
+    )
     data = run.data
     if data.source not in DATASETS:
         raise ConfigError(f"data.source {data.source!r} is not one of {', '.join(DATASETS)}")
@@ -145,7 +147,11 @@ def horizon_series(report: dict, metric: str, several_models: bool) -> dict[str,
     world_best / world_mean rows repeat the first model's own rows, so each series is drawn once."""
     repeated = {WORLD_BEST, WORLD_MEAN} if several_models else set()
     series = {
-        method: {int(h): values[metric] for h, per_method in report["horizons"].items() if (values := per_method[method]).get(metric) is not None}
+        method: {
+            int(h): values[metric]
+            for h, per_method in report["horizons"].items()
+            if (values := per_method[method]).get(metric) is not None
+        }
         for method in next(iter(report["horizons"].values()))
         if method not in repeated
     }
@@ -161,7 +167,9 @@ def main(argv: list[str] | None = None) -> None:
     tokenizer = None
     if run.tokenizer:
         hint = "train one with train_tokenizer.py or pass --tokenizer"
-        tokenizer = Tokenizer.from_pretrained(_existing(run.tokenizer, "tokenizer", hint), backbone=backbone, device=device)
+        tokenizer = Tokenizer.from_pretrained(
+            _existing(run.tokenizer, "tokenizer", hint), backbone=backbone, device=device
+        )
     worlds = {}
     for source in run.world_models:
         hint = "train one with train_world_model.py or pass --world-models"
@@ -183,7 +191,9 @@ def main(argv: list[str] | None = None) -> None:
     dataset = load_dataset(run, evaluator.config.clip_frames)
     batch_size = run.batch_size if run.batch_size is not None else 8 if run.data.source == "shapes" else 1
     batches = DataLoader(dataset, batch_size=batch_size)
-    for batch in tqdm(batches, desc=f"imagining futures of {len(dataset)} clips", unit="batch", dynamic_ncols=True, leave=False):
+    for batch in tqdm(
+        batches, desc=f"imagining futures of {len(dataset)} clips", unit="batch", dynamic_ncols=True, leave=False
+    ):
         evaluator.update(batch)
     extra = {"models": dict(zip(worlds, run.world_models)), "tokenizer": run.tokenizer, "heads": run.heads}
     if run.data.source == "shapes":
@@ -195,7 +205,11 @@ def main(argv: list[str] | None = None) -> None:
     table = report_table(report)
     usage = report["token_usage"]
     printed_usage = (
-        usage_lines(usage["own_loss"], usage["shuffled_loss"], usage["copy_loss"], f" on {usage['pairs']} horizon-1 pairs") if usage["pairs"] else []
+        usage_lines(
+            usage["own_loss"], usage["shuffled_loss"], usage["copy_loss"], f" on {usage['pairs']} horizon-1 pairs"
+        )
+        if usage["pairs"]
+        else []
     )
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
     title = f"# Rollout on {run.data.source}: context {run.eval.context}, K={report['num_samples']}, {report['num_clips']} clips\n\n"
@@ -208,7 +222,9 @@ def main(argv: list[str] | None = None) -> None:
     for metric in PLOTTED:
         series = horizon_series(report, metric, several_models=len(evaluator.worlds) > 1)
         if series:
-            plot_metric_vs_horizon(series, metric, out / f"{metric}_vs_horizon.png", title=f"{metric} vs horizon ({run.data.source})")
+            plot_metric_vs_horizon(
+                series, metric, out / f"{metric}_vs_horizon.png", title=f"{metric} vs horizon ({run.data.source})"
+            )
             written.append(out / f"{metric}_vs_horizon.png")
     print(table)
     if printed_usage:

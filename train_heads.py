@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> None:
     output_dir = Path(run.output_dir)
     held = [name for name in ("segmentation", "depth", "rgb", "metrics.json") if (output_dir / name).exists()]
     if held and not run.overwrite:
-        raise TrainingError(f"output_dir {output_dir} already holds heads ({', '.join(held)}); pass overwrite=true or another output_dir")
+        raise TrainingError(
+            f"output_dir {output_dir} already holds heads ({', '.join(held)}); pass overwrite=true or another output_dir"
+        )
     device = resolve_device(run.device)
     options: HeadTrainConfig = to_object(run.heads)
     options.validate()
@@ -86,9 +88,13 @@ def main(argv: list[str] | None = None) -> None:
     heads.save(output_dir)
     save_config(run, output_dir / "config.yaml")
     final_losses = {k: v for k, v in log[-1].items() if k != "step"}
-    atomic_write_text(output_dir / "metrics.json", json.dumps({"steps": len(log), **final_losses, **metrics}, indent=1) + "\n")
+    atomic_write_text(
+        output_dir / "metrics.json", json.dumps({"steps": len(log), **final_losses, **metrics}, indent=1) + "\n"
+    )
     scores = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if v is not None)
-    print(f"heads on true validation features: {scores}; saved {', '.join(str(output_dir / k) for k, _ in heads.items())}")
+    print(
+        f"heads on true validation features: {scores}; saved {', '.join(str(output_dir / k) for k, _ in heads.items())}"
+    )
 
 
 if __name__ == "__main__":

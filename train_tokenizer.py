@@ -1,7 +1,7 @@
 """Train the DeltaTok tokenizer.
 
-    python train_tokenizer.py --config configs/tokenizer/tiny.yaml [dotted.key=value ...]
-    accelerate launch --multi_gpu --num_processes 8 train_tokenizer.py --config configs/tokenizer/vitb_dinov3_kinetics.yaml
+python train_tokenizer.py --config configs/tokenizer/tiny.yaml [dotted.key=value ...]
+accelerate launch --multi_gpu --num_processes 8 train_tokenizer.py --config configs/tokenizer/vitb_dinov3_kinetics.yaml
 """
 
 from __future__ import annotations
@@ -35,7 +35,9 @@ def main(argv: list[str] | None = None) -> None:
         load_module_weights(tokenizer.deltatok, source.deltatok.state_dict(), f"init_from {init_from}")
         if not tokenizer.backbone.is_pretrained and not source.backbone.is_pretrained:
             # A random-init backbone is part of what was trained on: the next stage reads the same features.
-            load_module_weights(tokenizer.backbone.model, source.backbone.model.state_dict(), f"init_from {init_from} backbone")
+            load_module_weights(
+                tokenizer.backbone.model, source.backbone.model.state_dict(), f"init_from {init_from} backbone"
+            )
     data = to_object(run.data)
     train_set, task = build_dataset(data, "train", run.seed, tokenizer=tokenizer), TokenizerTask(tokenizer)
     if run.feature_pool:
@@ -45,7 +47,14 @@ def main(argv: list[str] | None = None) -> None:
         state = PartialState(cpu=launched_on_cpu())
         device = state.device  # this process's device, as the engine's Accelerator picks it
         per_step = max(run.train.effective_batch_size or 0, run.train.batch_size * state.num_processes)
-        train_set = FeaturePool(tokenizer.to(device), train_set, run.feature_pool, run.train.batch_size, device, run.train.max_steps * per_step)
+        train_set = FeaturePool(
+            tokenizer.to(device),
+            train_set,
+            run.feature_pool,
+            run.train.batch_size,
+            device,
+            run.train.max_steps * per_step,
+        )
         task = TokenizerTask(tokenizer, feature_grid=train_set.grid)
     train(run, task, train_set, build_dataset(data, "val", run.seed))
 

@@ -287,7 +287,9 @@ def inference_world(tokenizer: Tokenizer, run: WorldModelRunConfig) -> WorldMode
     return build_world_model(tokenizer, run.model).eval().requires_grad_(False)
 
 
-def random_clip(batch: int, num_frames: int, size: int, device: torch.device | str, seed: int = 0) -> dict[str, torch.Tensor]:
+def random_clip(
+    batch: int, num_frames: int, size: int, device: torch.device | str, seed: int = 0
+) -> dict[str, torch.Tensor]:
     """Seeded uint8 frames (B, T, 3, S, S) at timestamps (B, T) DT apart: compute does not depend on content."""
     generator = torch.Generator().manual_seed(seed)
     frames = torch.randint(0, 256, (batch, num_frames, 3, size, size), dtype=torch.uint8, generator=generator)
@@ -302,7 +304,10 @@ def machine_info(device: torch.device) -> dict:
     """What the numbers were measured on."""
     cpuinfo = Path("/proc/cpuinfo")
     lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
-    cpu_model = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor() or "unknown")
+    cpu_model = next(
+        (line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
+        platform.processor() or "unknown",
+    )
     return {
         "cpu_model": cpu_model,
         "cores": os.cpu_count(),
@@ -376,7 +381,11 @@ def planning_worlds(scale: Scale, device: torch.device | str) -> tuple[Tokenizer
     with torch.device(device):
         torch.manual_seed(0)
         tokenizer = load_tokenizer(scale.tokenizer).eval()
-        delta_run = load_world_run(ModelSource(scale.deltaworld.path, (*scale.deltaworld.overrides, *conditioned, "model.readout.enabled=true")))
+        delta_run = load_world_run(
+            ModelSource(
+                scale.deltaworld.path, (*scale.deltaworld.overrides, *conditioned, "model.readout.enabled=true")
+            )
+        )
         dino_run = load_world_run(ModelSource(scale.dinoworld.path, (*scale.dinoworld.overrides, *conditioned)))
         delta, dino = inference_world(tokenizer, delta_run), inference_world(tokenizer, dino_run)
     return tokenizer, delta, dino, delta_run.data.frame_size
@@ -415,7 +424,14 @@ def planning_step_flops(planner: PlannerConfig, scale: Scale) -> dict:
         "observe": {"deltaworld": observe(delta), "dinoworld": observe(dino)},
         "dinoworld_over_deltaworld_token_search": search_flops["dinoworld"] / search_flops["deltaworld_token"],
         "deltaworld_feature_over_token_search": search_flops["deltaworld_feature"] / search_flops["deltaworld_token"],
-        "settings": {"frame_size": size, "candidates": planner.candidates, "horizon": planner.horizon, "iterations": planner.iterations, "context": planner.context, "counted_on": device},
+        "settings": {
+            "frame_size": size,
+            "candidates": planner.candidates,
+            "horizon": planner.horizon,
+            "iterations": planner.iterations,
+            "context": planner.context,
+            "counted_on": device,
+        },
     }
 
 
@@ -451,7 +467,9 @@ def goal_image(size: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def planning_search(world: WorldModel, planner: Planner, context: int, size: int, cost: StepCost, device: torch.device) -> Callable[[], None]:
+def planning_search(
+    world: WorldModel, planner: Planner, context: int, size: int, cost: StepCost, device: torch.device
+) -> Callable[[], None]:
     """One `Planner.plan` call (CEM: iterations x horizon batched steps over every candidate) from `context`
     real frames of `size` px toward a goal, on `device` where the world model is (bf16 autocast on CUDA)."""
     clip = random_clip(1, context, size, device)
@@ -467,7 +485,9 @@ def planning_search(world: WorldModel, planner: Planner, context: int, size: int
     return search
 
 
-def planning_ms(world: WorldModel, planner: Planner, context: int, size: int, cost: StepCost, settings: Settings) -> float:
+def planning_ms(
+    world: WorldModel, planner: Planner, context: int, size: int, cost: StepCost, settings: Settings
+) -> float:
     """Milliseconds per planning step (`planning_search`) on the CPU, where `make plan-bench` plans at tiny."""
     cpu = torch.device("cpu")
     return 1000 * median_seconds(planning_search(world, planner, context, size, cost, cpu), settings, cpu)
@@ -495,7 +515,9 @@ def planning(settings: Settings) -> dict:
         kinds = ("token", "features") if world.readout is not None else ("features",)
         for kind in kinds:
             key = f"{name}_tiny" if kind == kinds[0] else f"{name}_{kind}_tiny"
-            results[key] = planning_ms(world, planner, cfg.planner.context, size, goal_cost(world, goal_image(size), kind), settings)
+            results[key] = planning_ms(
+                world, planner, cfg.planner.context, size, goal_cost(world, goal_image(size), kind), settings
+            )
     return {"ms_per_planning_step": results, "planner": vars(cfg.planner), "device": "cpu"}
 
 
@@ -550,8 +572,15 @@ def scale_planning(scale_name: str, planner_config: PlannerConfig, settings: Set
     )
     tokenizer, delta, dino, size = planning_worlds(SCALES[scale_name], device)
     context = planner_config.context
-    searches = {"deltaworld_token": (delta, "token"), "deltaworld_feature": (delta, "features"), "dinoworld": (dino, "features")}
-    repeats = {name: settings.scale_repeats if name == "deltaworld_token" else settings.scale_repeats_dense for name in SEARCHES}
+    searches = {
+        "deltaworld_token": (delta, "token"),
+        "deltaworld_feature": (delta, "features"),
+        "dinoworld": (dino, "features"),
+    }
+    repeats = {
+        name: settings.scale_repeats if name == "deltaworld_token" else settings.scale_repeats_dense
+        for name in SEARCHES
+    }
     per_iteration: dict[str, list[float]] = {}
     costs: dict[str, StepCost] = {}
     for name, (world, kind) in searches.items():
@@ -567,7 +596,8 @@ def scale_planning(scale_name: str, planner_config: PlannerConfig, settings: Set
     whole_token = median_seconds(whole_search, replace(settings, warmup=0, repeats=repeats["deltaworld_token"]), device)
     observe_settings = replace(settings, warmup=settings.scale_warmup, repeats=settings.scale_repeats)
     observe = {
-        name: median_seconds(observing(world, context, size, device), observe_settings, device) for name, world in (("deltaworld", delta), ("dinoworld", dino))
+        name: median_seconds(observing(world, context, size, device), observe_settings, device)
+        for name, world in (("deltaworld", delta), ("dinoworld", dino))
     }
     env_step = {name: seconds[name] + observe[name.split("_")[0]] for name in SEARCHES}
     flops = planning_step_flops(planner_config, SCALES[scale_name])
@@ -579,7 +609,10 @@ def scale_planning(scale_name: str, planner_config: PlannerConfig, settings: Set
         "flop_ratios": ratios(flops["search"]),
         "achieved_gflops": {name: flops["search"][name] / seconds[name] / 1e9 for name in SEARCHES},
         "seconds_per_iteration": per_iteration,
-        "deltaworld_token_whole_step": {"seconds": whole_token, "over_iterations_times_one": whole_token / seconds["deltaworld_token"]},
+        "deltaworld_token_whole_step": {
+            "seconds": whole_token,
+            "over_iterations_times_one": whole_token / seconds["deltaworld_token"],
+        },
         # An env step is taking in the new frame, then the search; the first does not depend on the cost.
         "seconds_to_observe": observe,
         "flops_to_observe": flops["observe"],
@@ -590,10 +623,13 @@ def scale_planning(scale_name: str, planner_config: PlannerConfig, settings: Set
             "frame_size": size,
             "patches": grid[0] * grid[1],
             "width": tokenizer.dim,
-            "backbone": fields_of(tokenizer.config.backbone, "num_layers", "num_heads", "intermediate_size", "patch_size"),
+            "backbone": fields_of(
+                tokenizer.config.backbone, "num_layers", "num_heads", "intermediate_size", "patch_size"
+            ),
             "deltatok": fields_of(tokenizer.config.model, "num_layers", "mlp_hidden_size"),
             "predictor": fields_of(delta.config.predictor, "hidden_size", "num_layers", "num_heads"),
-            "readout": {"grid": delta.config.readout.grid} | fields_of(delta.config.readout.predictor, "hidden_size", "num_layers", "num_heads"),
+            "readout": {"grid": delta.config.readout.grid}
+            | fields_of(delta.config.readout.predictor, "hidden_size", "num_layers", "num_heads"),
             "planner": vars(planner_config),
             "timed": "one CEM iteration per call, median; seconds per planning step = iterations x that median",
             "warmup_one_step_searches": settings.scale_warmup,
@@ -725,7 +761,11 @@ def world_model_training(settings: Settings, device: torch.device) -> dict:
             # The same step on the batch's tokens as a token cache holds them (worldmodel.token_cache).
             with torch.no_grad():
                 tokens, _ = tokenizer.tokenize(batch["frames"])
-            cached = median_seconds(train_step(task, {"tokens": tokens, "timestamps": batch["timestamps"]}, run.train, device), settings, device)
+            cached = median_seconds(
+                train_step(task, {"tokens": tokens, "timestamps": batch["timestamps"]}, run.train, device),
+                settings,
+                device,
+            )
             token_bytes = run.data.num_frames * (tokens.shape[-1] * 4 + 4)  # fp32 tokens and timestamps per clip
             results["cached_tokens"] = {
                 "num_hypotheses": hypotheses,
@@ -741,26 +781,41 @@ def world_model_training(settings: Settings, device: torch.device) -> dict:
 
 
 def target(name: str, value: float, bound: float, at_most: bool) -> dict:
-    return {"name": name, "value": value, "target": f"{'<=' if at_most else '>='} {bound:g}", "met": bool(value <= bound if at_most else value >= bound)}
+    return {
+        "name": name,
+        "value": value,
+        "target": f"{'<=' if at_most else '>='} {bound:g}",
+        "met": bool(value <= bound if at_most else value >= bound),
+    }
 
 
 def targets(report: dict) -> list[dict]:
     return [
         # The predictor should cost at most 5% of decoding an imagined frame at the paper's size.
-        target("predictor_over_decode_flops_vitb_512", report["flop_ratios"]["vitb_512"]["predictor_over_decode"], 0.05, at_most=True),
+        target(
+            "predictor_over_decode_flops_vitb_512",
+            report["flop_ratios"]["vitb_512"]["predictor_over_decode"],
+            0.05,
+            at_most=True,
+        ),
         target("bom256_over_bom1_step_time", report["bom256_over_bom1_step_time"], 2.0, at_most=True),
         target("mfu_train_tokenizer_tiny", report["mfu_train_tokenizer_tiny"], 0.5, at_most=False),
         # At a size where planning is FLOP-bound, the token cost plans at least 50x faster than DINOWorld
         # (LeWM reports up to 48x over DINO-WM).
         target(
             f"dinoworld_over_deltaworld_token_planning_step_{report['settings']['planning_scale']}",
-            report[f"planning_{report['settings']['planning_scale']}"]["time_ratios"]["dinoworld_over_deltaworld_token"],
+            report[f"planning_{report['settings']['planning_scale']}"]["time_ratios"][
+                "dinoworld_over_deltaworld_token"
+            ],
             50.0,
             at_most=False,
         ),
         # Training on a token cache skips the frozen tokenizer: at least 5x the clips/s of tokenizing every step.
         target(
-            "world_model_cached_over_on_the_fly_speedup", report["world_model_training"]["cached_over_on_the_fly_speedup"], 5.0, at_most=False
+            "world_model_cached_over_on_the_fly_speedup",
+            report["world_model_training"]["cached_over_on_the_fly_speedup"],
+            5.0,
+            at_most=False,
         ),
     ]
 
@@ -811,13 +866,19 @@ def markdown(report: dict) -> str:
         f"load average at start {', '.join(f'{x:.2f}' for x in machine['load_average_at_start'])} | {report['seconds']:.0f} s",
         "",
         *(
-            [f"**Other processes took CPU during {', '.join(report['disturbed_phases'])}: those timings are disturbed (see phases.*.other_processes_cpu_share).**", ""]
+            [
+                f"**Other processes took CPU during {', '.join(report['disturbed_phases'])}: those timings are disturbed (see phases.*.other_processes_cpu_share).**",
+                "",
+            ]
             if report["disturbed_phases"]
             else []
         ),
         "| target | value | target | met |",
         "| --- | --- | --- | --- |",
-        *(f"| {t['name']} | {show(t['value'])} | {t['target']} | {'yes' if t['met'] else 'NO'} |" for t in report["targets"]),
+        *(
+            f"| {t['name']} | {show(t['value'])} | {t['target']} | {'yes' if t['met'] else 'NO'} |"
+            for t in report["targets"]
+        ),
         "",
         "| measurement | value |",
         "| --- | --- |",
@@ -860,16 +921,21 @@ def run_benchmark(settings: Settings, quick: bool) -> dict:
     report["flops_per_imagined_frame"] = {name: cost["flops"] for name, cost in costs.items()}
     report["flop_ratios"] = {name: flop_ratios(cost["flops"]) for name, cost in costs.items()}
     report["flop_settings"] = {
-        name: {key: cost[key] for key in ("frame_size", "patches", "context")} | {"samples": 1, "counted_on": "meta"} for name, cost in costs.items()
+        name: {key: cost[key] for key in ("frame_size", "patches", "context")} | {"samples": 1, "counted_on": "meta"}
+        for name, cost in costs.items()
     }
     report["flops_meta_matches_real_tiny"] = real_tiny["flops"] == costs["tiny"]["flops"]
 
     with phases("imagination_latency"):
         torch.manual_seed(0)
         tokenizer = load_tokenizer(TINY_TOKENIZER).to(device).eval()
-        runs = {"deltaworld": load_world_run(SCALES["tiny"].deltaworld), "dinoworld": load_world_run(SCALES["tiny"].dinoworld)}
+        runs = {
+            "deltaworld": load_world_run(SCALES["tiny"].deltaworld),
+            "dinoworld": load_world_run(SCALES["tiny"].dinoworld),
+        }
         report["latency_ms_per_imagined_frame"] = {
-            f"{name}_tiny": imagination_ms(inference_world(tokenizer, run).to(device), run, settings, device) for name, run in runs.items()
+            f"{name}_tiny": imagination_ms(inference_world(tokenizer, run).to(device), run, settings, device)
+            for name, run in runs.items()
         }
         report["latency_settings"] = {
             "batch": 1,
@@ -884,14 +950,19 @@ def run_benchmark(settings: Settings, quick: bool) -> dict:
     report["planning_settings"] = {**plan["planner"], "device": plan["device"]}
 
     with phases(f"planning_{settings.planning_scale}"):
-        report[f"planning_{settings.planning_scale}"] = scale_planning(settings.planning_scale, plan_bench_config(settings).planner, settings, device)
+        report[f"planning_{settings.planning_scale}"] = scale_planning(
+            settings.planning_scale, plan_bench_config(settings).planner, settings, device
+        )
 
     with phases("train_tokenizer"):
         tokenizer_train = tokenizer_training(settings, device, peak["gflops"])
     with phases("train_world_model"):
         world_train = world_model_training(settings, device)
     configured = world_train[f"bom{world_train['configured_num_hypotheses']}"]
-    report["train_clips_per_s"] = {"tokenizer_tiny": tokenizer_train["clips_per_s"], "world_model_tiny": configured["clips_per_s"]}
+    report["train_clips_per_s"] = {
+        "tokenizer_tiny": tokenizer_train["clips_per_s"],
+        "world_model_tiny": configured["clips_per_s"],
+    }
     report["train_tokenizer_tiny"] = tokenizer_train
     report["train_world_model_tiny"] = world_train
     report["world_model_training"] = {
@@ -902,7 +973,9 @@ def run_benchmark(settings: Settings, quick: bool) -> dict:
     report["mfu_train_tokenizer_tiny"] = tokenizer_train["mfu"]
 
     report["phases"] = phases.records
-    report["disturbed_phases"] = [name for name, record in phases.records.items() if record["other_processes_cpu_share"] > DISTURBED_SHARE]
+    report["disturbed_phases"] = [
+        name for name, record in phases.records.items() if record["other_processes_cpu_share"] > DISTURBED_SHARE
+    ]
     report["peak_memory_mb"] = max(record["peak_memory_mb"] for record in phases.records.values())
     report["peak_memory_kind"] = "cuda_max_memory_allocated" if device.type == "cuda" else "cpu_peak_rss_cumulative"
     report["targets"] = targets(report)
@@ -927,7 +1000,9 @@ FLAGS = {
 
 
 def main(argv: list[str] | None = None) -> dict:
-    run = to_object(parse_run_config(BenchRunConfig, __doc__, "a YAML with out: and threads:", argv, FLAGS, default_config=None))
+    run = to_object(
+        parse_run_config(BenchRunConfig, __doc__, "a YAML with out: and threads:", argv, FLAGS, default_config=None)
+    )
     use_threads(run.threads, "threads")
     report = run_benchmark(QUICK if run.quick else FULL, run.quick)
     out = Path(run.out)

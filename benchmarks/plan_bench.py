@@ -96,7 +96,17 @@ def prepare(cfg: PlanBenchConfig, out: Path, blocks: gr.ActionBlocks, phases: Ph
         phases.start("record")
         rec = cfg.record
         print(f"recording {rec.episodes} {rec.policy}-policy episodes of {cfg.env} into {recorded}", flush=True)
-        record(cfg.env, rec.episodes, recorded, rec.policy, cfg.seed, rec.max_steps, rec.frame_size, dict(cfg.env_kwargs), rec.state_key)
+        record(
+            cfg.env,
+            rec.episodes,
+            recorded,
+            rec.policy,
+            cfg.seed,
+            rec.max_steps,
+            rec.frame_size,
+            dict(cfg.env_kwargs),
+            rec.state_key,
+        )
     # Refuse a non-deterministic env before spending minutes on training for it.
     phases.start("replay_check")
     with gr.make_env(cfg.env, dict(cfg.env_kwargs)) as env:
@@ -112,7 +122,14 @@ def prepare(cfg: PlanBenchConfig, out: Path, blocks: gr.ActionBlocks, phases: Ph
             section = cfg.tokenizer_train
             phases.start("tokenizer")
             print(f"training the tokenizer ({section.config}) on the episodes into {tokenizer.parent}", flush=True)
-            own = [f"output_dir={tokenizer.parent}", "overwrite=true", "data.source=episodes", f"data.root={episodes}", size, f"seed={cfg.seed}"]
+            own = [
+                f"output_dir={tokenizer.parent}",
+                "overwrite=true",
+                "data.source=episodes",
+                f"data.root={episodes}",
+                size,
+                f"seed={cfg.seed}",
+            ]
             run_python([str(REPO / "train_tokenizer.py"), "--config", section.config, *own, *section.overrides])
     models = {"tokenizer": tokenizer}
     for name in ("deltaworld", "dinoworld"):
@@ -121,15 +138,40 @@ def prepare(cfg: PlanBenchConfig, out: Path, blocks: gr.ActionBlocks, phases: Ph
         if models[name].is_dir():
             continue
         # The block's actions, concatenated, are the model's action; the bench sets the size so configs need not.
-        own = [f"output_dir={out / name}", "overwrite=true", "data.source=episodes", f"data.root={episodes}", size, f"tokenizer.checkpoint={tokenizer}", f"seed={cfg.seed}"]
+        own = [
+            f"output_dir={out / name}",
+            "overwrite=true",
+            "data.source=episodes",
+            f"data.root={episodes}",
+            size,
+            f"tokenizer.checkpoint={tokenizer}",
+            f"seed={cfg.seed}",
+        ]
         dims = [f"model.actions.dim={blocks.dim}"]
         if name == "deltaworld":
             # DeltaWorld trains on the episodes' tokens, tokenized once (worldmodel.token_cache).
             tokens = out / "tokens"
             phases.start("token_cache")
             print(f"tokenizing episode clips once into {tokens}", flush=True)
-            run_python(["-m", "worldmodel.token_cache", "--config", section.config, *own, *section.overrides, *dims, f"cache.out={tokens}", "cache.overwrite=true"])
-            own += ["data.source=tokens", f"data.root={tokens}", "data.val_source=episodes", f"data.val_root={episodes}"]
+            run_python(
+                [
+                    "-m",
+                    "worldmodel.token_cache",
+                    "--config",
+                    section.config,
+                    *own,
+                    *section.overrides,
+                    *dims,
+                    f"cache.out={tokens}",
+                    "cache.overwrite=true",
+                ]
+            )
+            own += [
+                "data.source=tokens",
+                f"data.root={tokens}",
+                "data.val_source=episodes",
+                f"data.val_root={episodes}",
+            ]
         phases.start(name)
         print(f"training {name} ({section.config}) on the episodes", flush=True)
         run_python([str(REPO / "train_world_model.py"), "--config", section.config, *own, *section.overrides, *dims])
@@ -137,7 +179,15 @@ def prepare(cfg: PlanBenchConfig, out: Path, blocks: gr.ActionBlocks, phases: Ph
     return models
 
 
-def controller_for(name: str, cfg: PlanBenchConfig, models: dict[str, Path], blocks: gr.ActionBlocks, dt: float, low: np.ndarray, high: np.ndarray):
+def controller_for(
+    name: str,
+    cfg: PlanBenchConfig,
+    models: dict[str, Path],
+    blocks: gr.ActionBlocks,
+    dt: float,
+    low: np.ndarray,
+    high: np.ndarray,
+):
     if name == "random":
         return gr.RandomController(low, high, cfg.seed)
     if name == "replay":
@@ -145,7 +195,9 @@ def controller_for(name: str, cfg: PlanBenchConfig, models: dict[str, Path], blo
     model, cost, kind = PLANNED[name]
     world = load_world_model(models[model])
     planner = Planner(replace(cfg.planner, kind=kind), -np.ones(blocks.dim), np.ones(blocks.dim))
-    return gr.PlanningController(MPCAgent(world, planner, dt=dt, seed=cfg.seed, cost_kind=cost, device=cfg.device), blocks)
+    return gr.PlanningController(
+        MPCAgent(world, planner, dt=dt, seed=cfg.seed, cost_kind=cost, device=cfg.device), blocks
+    )
 
 
 def planning_flops(controller: gr.PlanningController, env, task: gr.Task, cfg: PlanBenchConfig) -> int:
@@ -157,25 +209,43 @@ def planning_flops(controller: gr.PlanningController, env, task: gr.Task, cfg: P
     return count_flops(lambda: (agent.observe(frames[task.start]), agent.plan_steps(cfg.planner.steps_applied)))
 
 
-def evaluate(name: str, controller, env, tasks: list[gr.Task], cfg: PlanBenchConfig, success: gr.Success, out: Path) -> dict[str, Any]:
+def evaluate(
+    name: str, controller, env, tasks: list[gr.Task], cfg: PlanBenchConfig, success: gr.Success, out: Path
+) -> dict[str, Any]:
     results = []
     for index, task in enumerate(tasks):
         result = gr.run_task(
-            env, task, controller, success, cfg.eval.budget, cfg.action_repeat, cfg.record.frame_size, cfg.planner.context, keep_frames=index == 0
+            env,
+            task,
+            controller,
+            success,
+            cfg.eval.budget,
+            cfg.action_repeat,
+            cfg.record.frame_size,
+            cfg.planner.context,
+            keep_frames=index == 0,
         )
         if index == 0:
             gif = out / "gifs" / f"{name}.gif"
             gif.parent.mkdir(parents=True, exist_ok=True)
-            beside = [upscale_nearest(np.concatenate([frame, task.goal_frame], axis=1), GIF_UPSCALE) for frame in result.frames]
+            beside = [
+                upscale_nearest(np.concatenate([frame, task.goal_frame], axis=1), GIF_UPSCALE)
+                for frame in result.frames
+            ]
             save_animation(gif, beside, fps=1.0 / frame_interval(env))
             result.frames = None
         results.append(result)
         verdict = "success" if result.success else "failure"
-        print(f"  {name} task {index} ({task.name}): {verdict} after {result.steps} steps, distance {result.final_distance:.3f}", flush=True)
+        print(
+            f"  {name} task {index} ({task.name}): {verdict} after {result.steps} steps, distance {result.final_distance:.3f}",
+            flush=True,
+        )
     row = gr.summarize(results)
     row["flops_per_planning_step"] = planning_flops(controller, env, tasks[0], cfg) if name in PLANNED else 0
     row["gif"] = str(out / "gifs" / f"{name}.gif")
-    row["tasks"] = [{"task": r.task, "success": r.success, "steps": r.steps, "final_distance": r.final_distance} for r in results]
+    row["tasks"] = [
+        {"task": r.task, "success": r.success, "steps": r.steps, "final_distance": r.final_distance} for r in results
+    ]
     return row
 
 
@@ -229,13 +299,17 @@ def markdown(report: dict, methods: dict[str, dict]) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     flags = {"--out": Flag("out", "folder for report.json, report.md, the GIFs and the trained models")}
-    cfg: PlanBenchConfig = to_object(parse_run_config(PlanBenchConfig, __doc__, DEFAULT_CONFIG, argv, flags, str(REPO / DEFAULT_CONFIG)))
+    cfg: PlanBenchConfig = to_object(
+        parse_run_config(PlanBenchConfig, __doc__, DEFAULT_CONFIG, argv, flags, str(REPO / DEFAULT_CONFIG))
+    )
     cfg.planner.validate()
     unknown = sorted(set(cfg.eval.methods) - set(METHODS))
     if unknown or not cfg.eval.methods:
         raise ConfigError(f"eval.methods {unknown or '[]'}: choose from {', '.join(METHODS)}")
     if cfg.record.frame_size < 8 or cfg.record.frame_size % 8:
-        raise ConfigError(f"record.frame_size must be a positive multiple of 8 (the models' frame size), got {cfg.record.frame_size}")
+        raise ConfigError(
+            f"record.frame_size must be a positive multiple of 8 (the models' frame size), got {cfg.record.frame_size}"
+        )
     out = Path(cfg.out).resolve()
     started, load_before = time.perf_counter(), load_average()
     # Refuses an env the protocol cannot run (Discrete actions, no rgb_array) before anything is made.
@@ -248,7 +322,9 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(min(torch.get_num_threads(), 2))
     min_start = (cfg.planner.context - 1) * cfg.action_repeat
     tasks = gr.held_out_tasks(out / "recorded", cfg.eval.episodes, cfg.eval.goal_offset, min_start, cfg.eval.seed)
-    success = gr.Success(cfg.eval.tolerance, list(cfg.eval.state_dims), list(cfg.eval.state_scale), list(cfg.eval.state_angles))
+    success = gr.Success(
+        cfg.eval.tolerance, list(cfg.eval.state_dims), list(cfg.eval.state_scale), list(cfg.eval.state_angles)
+    )
     success.validate(tasks[0].goal_state.shape[0])
     # Long enough for the longest run: replay to the last start step, then the whole budget.
     env = gr.make_env(cfg.env, dict(cfg.env_kwargs), max_episode_steps=cfg.record.max_steps + cfg.eval.budget + 1)
@@ -265,7 +341,9 @@ def main(argv: list[str] | None = None) -> None:
         delta, rand, dino = methods["deltaworld_token_cem"], methods["random"], methods["dinoworld_cem"]
         report["deltaworld_token_success_over_random_points"] = 100 * (delta["success_rate"] - rand["success_rate"])
         report["deltaworld_token_success_over_dinoworld_points"] = 100 * (delta["success_rate"] - dino["success_rate"])
-        report["dinoworld_over_deltaworld_token_seconds_per_step"] = dino["seconds_per_step"] / max(delta["seconds_per_step"], 1e-12)
+        report["dinoworld_over_deltaworld_token_seconds_per_step"] = dino["seconds_per_step"] / max(
+            delta["seconds_per_step"], 1e-12
+        )
     report.update(
         {
             "protocol": {

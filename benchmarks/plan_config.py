@@ -8,7 +8,14 @@ from typing import Any
 
 from envs.planners import PlannerConfig
 
-METHODS = ("deltaworld_token_cem", "deltaworld_token_mppi", "deltaworld_feature_cem", "dinoworld_cem", "random", "replay")
+METHODS = (
+    "deltaworld_token_cem",
+    "deltaworld_token_mppi",
+    "deltaworld_feature_cem",
+    "dinoworld_cem",
+    "random",
+    "replay",
+)
 
 
 @dataclass
@@ -23,7 +30,9 @@ class RecordSection:
 @dataclass
 class TrainSection:
     config: str = "configs/world_model/tiny_actions.yaml"
-    overrides: list[str] = field(default_factory=list)  # dotted overrides after the bench's own (output_dir, data.root, tokenizer)
+    overrides: list[str] = field(
+        default_factory=list
+    )  # dotted overrides after the bench's own (output_dir, data.root, tokenizer)
 
 
 @dataclass
@@ -55,6 +64,8 @@ class PlanBenchConfig:
     tokenizer_train: TrainSection = field(default_factory=lambda: TrainSection(config="configs/tokenizer/tiny.yaml"))
     record: RecordSection = field(default_factory=RecordSection)
     deltaworld: TrainSection = field(default_factory=TrainSection)
-    dinoworld: TrainSection = field(default_factory=lambda: TrainSection(config="configs/world_model/tiny_dinoworld.yaml"))
+    dinoworld: TrainSection = field(
+        default_factory=lambda: TrainSection(config="configs/world_model/tiny_dinoworld.yaml")
+    )
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     eval: EvalSection = field(default_factory=EvalSection)

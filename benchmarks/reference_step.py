@@ -71,7 +71,9 @@ def build(reference, template: dict, width: int, heads: int, blocks: int, hidden
 
 def make_step(model, rope, fused: bool, compile_: bool = False):
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
-    encode, decode = (torch.compile(model.encode), torch.compile(model.decode)) if compile_ else (model.encode, model.decode)
+    encode, decode = (
+        (torch.compile(model.encode), torch.compile(model.decode)) if compile_ else (model.encode, model.decode)
+    )
 
     def step(prev: torch.Tensor, nxt: torch.Tensor) -> None:
         table = rope()
@@ -100,12 +102,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--compile", action="store_true", help="also time ours under torch.compile")
-    parser.add_argument("--profile", type=int, default=-1, help="print both profiles (top ops by self time) for this config instead")
+    parser.add_argument(
+        "--profile", type=int, default=-1, help="print both profiles (top ops by self time) for this config instead"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     reference, template = import_reference(args.reference)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32")
-    print("| width, heads, blocks, patches, batch, SwiGLU hidden | params | ours ms | reference ms | reference / ours |" + (" ours compiled ms |" if args.compile else ""))
+    print(
+        "| width, heads, blocks, patches, batch, SwiGLU hidden | params | ours ms | reference ms | reference / ours |"
+        + (" ours compiled ms |" if args.compile else "")
+    )
     for index in map(int, args.configs.split(",")):
         width, heads, blocks, patches, batch, hidden = CONFIGS[index]
         ours, theirs, count = build(reference, template, width, heads, blocks, hidden)
@@ -133,7 +140,12 @@ def main(argv: list[str] | None = None) -> None:
         row = f"| {width}, {heads}, {blocks}+{blocks}, {patches}, {batch}, {hidden} | {count / 1e6:.2f} M | {min(ours_ms):.1f} | {min(theirs_ms):.1f} | {min(theirs_ms) / min(ours_ms):.2f}x |"
         if args.compile:
             compiled, _, _ = build(reference, template, width, heads, blocks, hidden)
-            compiled_ms = median_ms(make_step(compiled, lambda: compiled.rope((side, side)), fused=True, compile_=True), prev, nxt, args.steps)
+            compiled_ms = median_ms(
+                make_step(compiled, lambda: compiled.rope((side, side)), fused=True, compile_=True),
+                prev,
+                nxt,
+                args.steps,
+            )
             row += f" {compiled_ms:.1f} ({min(ours_ms) / compiled_ms:.2f}x eager) |"
         print(row, flush=True)
 

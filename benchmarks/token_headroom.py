@@ -26,7 +26,9 @@ from worldmodel.heads import SEGMENTATION, TaskHeads
 from worldmodel.metrics import MeanIoU
 
 
-def optimised_tokens(deltatok: DeltaTok, prev: torch.Tensor, nxt: torch.Tensor, rope, steps: int, lr: float) -> torch.Tensor:
+def optimised_tokens(
+    deltatok: DeltaTok, prev: torch.Tensor, nxt: torch.Tensor, rope, steps: int, lr: float
+) -> torch.Tensor:
     """The encoder's tokens (B, 1, D) for prev -> nxt (B, N, D), then `steps` Adam steps on their decoding's log-cosh loss."""
     with torch.no_grad():
         start = deltatok.encode(prev, nxt, rope)
@@ -40,7 +42,14 @@ def optimised_tokens(deltatok: DeltaTok, prev: torch.Tensor, nxt: torch.Tensor, 
     return tokens.detach()
 
 
-def headroom(tokenizer: Tokenizer, frames: torch.Tensor, labels: torch.Tensor | None, heads: TaskHeads | None, steps: int, lr: float) -> dict:
+def headroom(
+    tokenizer: Tokenizer,
+    frames: torch.Tensor,
+    labels: torch.Tensor | None,
+    heads: TaskHeads | None,
+    steps: int,
+    lr: float,
+) -> dict:
     """frames (B, 2, 3, H, W) uint8, labels (B, H_l, W_l) of the second frame or None -> losses and, with both, mIoU gaps."""
     tokenizer.eval().requires_grad_(False)
     with torch.no_grad():
@@ -64,7 +73,9 @@ def headroom(tokenizer: Tokenizer, frames: torch.Tensor, labels: torch.Tensor | 
             metric.update(segmentation.predict(pred, grid, labels.shape[-2:]), labels)
             miou[name] = metric.compute()
         result["miou"] = miou
-        result["gap_closed_miou"] = {name: gap_closed(miou[name], miou["copy_previous"], miou["present"]) for name in decoded}
+        result["gap_closed_miou"] = {
+            name: gap_closed(miou[name], miou["copy_previous"], miou["present"]) for name in decoded
+        }
     return result
 
 
@@ -73,7 +84,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tokenizer", default="runs/tokenizer_tiny/final")
     parser.add_argument("--heads", default="runs/heads_tiny", help="segmentation heads folder; '' = losses only")
     parser.add_argument("--clips", type=int, default=64, help="Shapes validation clips, one pair each")
-    parser.add_argument("--stride", type=int, default=2, help="simulator steps between the two frames (2 = 0.2 s, as make demo scores)")
+    parser.add_argument(
+        "--stride", type=int, default=2, help="simulator steps between the two frames (2 = 0.2 s, as make demo scores)"
+    )
     parser.add_argument("--frame-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=300, help="Adam steps per token")
     parser.add_argument("--lr", type=float, default=0.05)
@@ -82,7 +95,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     tokenizer = Tokenizer.from_pretrained(args.tokenizer)
     heads = TaskHeads.load(args.heads, in_dim=tokenizer.dim) if args.heads else None
-    data = DataConfig(source="shapes", val_split="val", frame_size=args.frame_size, val_clips=args.clips, shapes_strides=[args.stride])
+    data = DataConfig(
+        source="shapes", val_split="val", frame_size=args.frame_size, val_clips=args.clips, shapes_strides=[args.stride]
+    )
     batch = next(iter(DataLoader(build_dataset(data, "val", args.seed, num_frames=2), batch_size=args.clips)))
     result = headroom(tokenizer, batch["frames"], batch[SEGMENTATION][:, 1], heads, args.steps, args.lr)
     text = json.dumps(result, indent=1)

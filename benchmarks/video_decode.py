@@ -68,7 +68,13 @@ def measure(
         clips += batch["frames"].shape[0]
         skipped += int(batch["num_skipped"].sum())
     seconds = time.perf_counter() - start
-    return {"num_workers": num_workers, "clips": clips, "seconds": seconds, "clips_per_s": clips / seconds, "skipped": skipped}
+    return {
+        "num_workers": num_workers,
+        "clips": clips,
+        "seconds": seconds,
+        "clips_per_s": clips / seconds,
+        "skipped": skipped,
+    }
 
 
 def run_benchmark(args: argparse.Namespace) -> list[dict[str, float]]:
@@ -119,7 +125,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     )
     print(f"{'workers':>8} {'clips':>6} {'seconds':>8} {'clips/s':>8} {'skipped':>8}")
     for row in results:
-        print(f"{row['num_workers']:>8} {row['clips']:>6} {row['seconds']:>8.2f} {row['clips_per_s']:>8.1f} {row['skipped']:>8}")
+        print(
+            f"{row['num_workers']:>8} {row['clips']:>6} {row['seconds']:>8.2f} {row['clips_per_s']:>8.1f} {row['skipped']:>8}"
+        )
     return results
 
 

@@ -15,4 +15,14 @@ if SHAPES_ENV_ID not in registry:
 if DREAM_ENV_ID not in registry:
     register(id=DREAM_ENV_ID, entry_point="envs.dream:DreamEnv", max_episode_steps=50)
 
-__all__ = ["CLASS_NAMES", "DREAM_ENV_ID", "NUM_CLASSES", "SHAPES_ENV_ID", "ShapesClips", "ShapesConfig", "ShapesEnv", "ShapesFrame", "ShapesWorld"]
+__all__ = [
+    "CLASS_NAMES",
+    "DREAM_ENV_ID",
+    "NUM_CLASSES",
+    "SHAPES_ENV_ID",
+    "ShapesClips",
+    "ShapesConfig",
+    "ShapesEnv",
+    "ShapesFrame",
+    "ShapesWorld",
+]

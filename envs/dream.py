@@ -41,6 +41,7 @@ from worldmodel.world import WorldModel
 
 RewardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (tokens (K, ...), features (K, N, D)) -> (K,)
 
+
 def context_frames(frames: Any, device: torch.device | str = "cpu") -> torch.Tensor:
     """(c, H, W, 3) uint8 frames -> (1, c, 3, H, W) on `device`."""
     frames = np.asarray(frames)
@@ -118,7 +119,11 @@ class DreamEnv(gymnasium.Env):
         dim, count = self.world.tokenizer.dim, num_samples
         tokens = spaces.Box(-np.inf, np.inf, (count, *self.world.token_shape(rows * cols)), np.float32)
         self.observation_space = (
-            spaces.Dict({"token": tokens, "features": spaces.Box(-np.inf, np.inf, (count, rows * cols, dim), np.float32)}) if features else tokens
+            spaces.Dict(
+                {"token": tokens, "features": spaces.Box(-np.inf, np.inf, (count, rows * cols, dim), np.float32)}
+            )
+            if features
+            else tokens
         )
         self._goal = None if goal_frame is None else goal_cost(self.world, goal_frame, cost)
         self._dream = None
@@ -127,7 +132,9 @@ class DreamEnv(gymnasium.Env):
         # The model draws its samples' noise on its own device with this generator; a CPU one gives the CPU stream.
         self._generator = torch.Generator(self.device)
 
-    def _picture_head_of(self, heads: str | Path | list[str | Path] | TaskHeads | None) -> RGBHead | SegmentationHead | None:
+    def _picture_head_of(
+        self, heads: str | Path | list[str | Path] | TaskHeads | None
+    ) -> RGBHead | SegmentationHead | None:
         """The head render() draws with: the RGB head when there is one (frames as they would look), else segmentation."""
         if heads is None:
             return None
@@ -135,7 +142,9 @@ class DreamEnv(gymnasium.Env):
         loaded = heads if isinstance(heads, TaskHeads) else load_heads(heads, tokenizer)
         head = loaded.rgb if loaded.rgb is not None else loaded.segmentation
         if head is None:
-            raise ConfigError(f"heads {heads} hold neither an RGB nor a segmentation head to draw the imagined frames with")
+            raise ConfigError(
+                f"heads {heads} hold neither an RGB nor a segmentation head to draw the imagined frames with"
+            )
         return head.to(self.device).eval()
 
     def _model_action_space(self) -> spaces.Space:
@@ -145,7 +154,9 @@ class DreamEnv(gymnasium.Env):
         # An unconditioned model ignores actions; a single no-op keeps the Gymnasium API whole.
         return spaces.Discrete(actions.num_actions or 1)
 
-    def _read_context(self, context: Any, timestamps: Any, episode: str | Path | None) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def _read_context(
+        self, context: Any, timestamps: Any, episode: str | Path | None
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
         if episode is not None:
             context, timestamps = episode_context(episode, self.context_length)
         if context is None:
@@ -166,9 +177,14 @@ class DreamEnv(gymnasium.Env):
         options = options or {}
         if "goal_frame" in options:
             self._goal = goal_cost(self.world, options["goal_frame"], self.cost_kind)
-        start = self._read_context(options.get("context"), options.get("timestamps"), options.get("episode")) or self._default_context
+        start = (
+            self._read_context(options.get("context"), options.get("timestamps"), options.get("episode"))
+            or self._default_context
+        )
         if start is None:
-            raise ConfigError(f"{DREAM_ENV_ID} has no context frames: pass context= or episode= to make(), or options={{'context': frames}} to reset()")
+            raise ConfigError(
+                f"{DREAM_ENV_ID} has no context frames: pass context= or episode= to make(), or options={{'context': frames}} to reset()"
+            )
         self._generator.manual_seed(int(self.np_random.integers(2**62)))
         frames, times = start
         with torch.no_grad():
@@ -193,7 +209,9 @@ class DreamEnv(gymnasium.Env):
         if array.ndim == 1:
             array = np.tile(array, (self.num_samples, 1))
         if array.shape[0] != self.num_samples:
-            raise InputError(f"an action is {self.action_space.shape} for all samples or one per sample ({self.num_samples}, ...), got {array.shape}")
+            raise InputError(
+                f"an action is {self.action_space.shape} for all samples or one per sample ({self.num_samples}, ...), got {array.shape}"
+            )
         return torch.from_numpy(array).to(self.device)
 
     @torch.no_grad()

@@ -62,7 +62,9 @@ class Success:
                 raise ConfigError(f"eval.{name} {dims} must index the recorded state's {state_size} entries")
         size = len(self.dims) if self.dims else state_size
         if self.scale and (len(self.scale) != size or min(self.scale) <= 0):
-            raise ConfigError(f"eval.state_scale needs {size} positive entries (one per compared state entry), got {self.scale}")
+            raise ConfigError(
+                f"eval.state_scale needs {size} positive entries (one per compared state entry), got {self.scale}"
+            )
 
     def distance(self, state: np.ndarray, goal: np.ndarray) -> float:
         difference = np.asarray(state, dtype=np.float64) - np.asarray(goal, dtype=np.float64)
@@ -117,7 +119,9 @@ def load_episode(path: str | Path) -> RecordedEpisode:
     )
 
 
-def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, max_episode_steps: int | None = None) -> gymnasium.Env:
+def make_env(
+    env_id: str, env_kwargs: dict[str, Any] | None = None, max_episode_steps: int | None = None
+) -> gymnasium.Env:
     """`env_id` made with render_mode="rgb_array", refused in one line unless the protocol can run on it."""
     kwargs = dict(env_kwargs or {})
     if max_episode_steps is not None:
@@ -125,7 +129,9 @@ def make_env(env_id: str, env_kwargs: dict[str, Any] | None = None, max_episode_
     try:
         env = gymnasium.make(env_id, render_mode="rgb_array", **kwargs)
     except gymnasium.error.DependencyNotInstalled as err:
-        raise ConfigError(f"{env_id} cannot be made here ({err}); for Gymnasium's classic-control envs: pip install -e '.[gym-render]'") from None
+        raise ConfigError(
+            f"{env_id} cannot be made here ({err}); for Gymnasium's classic-control envs: pip install -e '.[gym-render]'"
+        ) from None
     except gymnasium.error.Error as err:
         raise ConfigError(f"cannot make env {env_id!r}: {err}") from None
     check_env_fits(env, env_id)
@@ -136,11 +142,17 @@ def check_env_fits(env: gymnasium.Env, env_id: str) -> None:
     """Planners search continuous actions in a box, and world models see rendered frames."""
     space = env.action_space
     if not isinstance(space, spaces.Box):
-        raise ConfigError(f"{env_id} has a {type(space).__name__} action space: goal reaching plans continuous actions and needs a Box")
+        raise ConfigError(
+            f"{env_id} has a {type(space).__name__} action space: goal reaching plans continuous actions and needs a Box"
+        )
     if not space.is_bounded() or len(space.shape) != 1:
-        raise ConfigError(f"{env_id}'s action space {space} must be a bounded 1-D Box: planners sample inside its bounds")
+        raise ConfigError(
+            f"{env_id}'s action space {space} must be a bounded 1-D Box: planners sample inside its bounds"
+        )
     if "rgb_array" not in env.metadata.get("render_modes", ()) or env.render_mode != "rgb_array":
-        raise ConfigError(f"{env_id} does not render rgb_array frames (its render modes: {env.metadata.get('render_modes', [])}); world models plan from images")
+        raise ConfigError(
+            f"{env_id} does not render rgb_array frames (its render modes: {env.metadata.get('render_modes', [])}); world models plan from images"
+        )
 
 
 def env_frame(env: gymnasium.Env, size: int | None) -> np.ndarray:
@@ -170,7 +182,9 @@ class Task:
         return f"{self.episode.path.stem}@{self.start}"
 
 
-def select_tasks(episodes: Sequence[RecordedEpisode], count: int, goal_offset: int, min_start: int, seed: int) -> list[Task]:
+def select_tasks(
+    episodes: Sequence[RecordedEpisode], count: int, goal_offset: int, min_start: int, seed: int
+) -> list[Task]:
     """`count` distinct (episode, start) pairs drawn with `seed` among every start from `min_start` on whose goal,
     `goal_offset` steps later, is in the episode."""
     if count < 1 or goal_offset < 1:
@@ -193,14 +207,20 @@ def held_out_tasks(root: str | Path, count: int, goal_offset: int, min_start: in
 def check_replayed(episode: RecordedEpisode, step: int, state: np.ndarray | None) -> None:
     expected = episode.states[step]
     if state is None or state.shape != expected.shape or not np.allclose(state, expected, rtol=0, atol=REPLAY_ATOL):
-        gap = "a state of another shape" if state is None or state.shape != expected.shape else f"a state {np.abs(state - expected).max():.3g} away"
+        gap = (
+            "a state of another shape"
+            if state is None or state.shape != expected.shape
+            else f"a state {np.abs(state - expected).max():.3g} away"
+        )
         raise InputError(
             f"{episode.env_id or 'the env'} is not deterministic: reset with seed {episode.seed} and replaying {episode.path.name}'s "
             f"recorded actions reached {gap} from the recorded one at step {step}; goal reaching needs an env that replays exactly"
         )
 
 
-def reach_start(env: gymnasium.Env, task: Task, frame_size: int, frame_steps: Sequence[int] = ()) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+def reach_start(
+    env: gymnasium.Env, task: Task, frame_size: int, frame_steps: Sequence[int] = ()
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """Reset with the recorded seed and replay the recorded actions up to `task.start`.
 
     -> the state reached (checked against the recorded one: `check_replayed`) and the frames at `frame_steps`
@@ -214,7 +234,9 @@ def reach_start(env: gymnasium.Env, task: Task, frame_size: int, frame_steps: Se
         if step in wanted:
             frames[step] = env_frame(env, frame_size)
         if (terminated or truncated) and step < task.start:
-            raise InputError(f"replaying {episode.path.name} ended the episode at step {step}, before the start step {task.start}")
+            raise InputError(
+                f"replaying {episode.path.name} ended the episode at step {step}, before the start step {task.start}"
+            )
     state = state_vector(env, obs, info, episode.state_key)
     check_replayed(episode, task.start, state)
     return state, frames
@@ -277,7 +299,11 @@ def block_episodes(recorded: str | Path, out: str | Path, blocks: ActionBlocks) 
         grouped += [blocks.to_model(actions[t - blocks.repeat + 1 : t + 1]) for t in kept[1:]]
         target = episode_path(out, index)
         save_safetensors(
-            {"frames": frames[list(kept)], "actions": torch.from_numpy(np.stack(grouped)), "timestamps": episode["timestamps"][list(kept)]},
+            {
+                "frames": frames[list(kept)],
+                "actions": torch.from_numpy(np.stack(grouped)),
+                "timestamps": episode["timestamps"][list(kept)],
+            },
             target,
             metadata={"action_repeat": str(blocks.repeat), "recorded": str(path)},
         )

@@ -97,5 +97,7 @@ def goal_cost(world: WorldModel, goal_frame: np.ndarray, kind: str = "auto") -> 
     if kind == "features":
         return FeatureGoalCost(features)
     if world.readout is None:
-        raise ConfigError("the token cost reads the world model's readout, and this model has none (train one with model.readout.enabled=true)")
+        raise ConfigError(
+            "the token cost reads the world model's readout, and this model has none (train one with model.readout.enabled=true)"
+        )
     return TokenGoalCost(world.readout.summarize(features, world.tokenizer.grid(frames)))

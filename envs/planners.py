@@ -62,7 +62,9 @@ class PlannerConfig:
         if self.elites > self.candidates:
             raise ConfigError(f"planner.elites ({self.elites}) cannot exceed planner.candidates ({self.candidates})")
         if not (self.init_std > 0 and self.min_std >= 0 and self.temperature > 0):
-            raise ConfigError("planner.init_std and planner.temperature must be positive and planner.min_std non-negative")
+            raise ConfigError(
+                "planner.init_std and planner.temperature must be positive and planner.min_std non-negative"
+            )
 
     @property
     def steps_applied(self) -> int:
@@ -108,7 +110,13 @@ class Planner:
             raise ConfigError("planners need a bounded 1-D Box action space with high > low")
 
     def plan(
-        self, world: WorldModel, dream: Dream, dt: float, cost: CostArg, generator: torch.Generator, init: torch.Tensor | None = None
+        self,
+        world: WorldModel,
+        dream: Dream,
+        dt: float,
+        cost: CostArg,
+        generator: torch.Generator,
+        init: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Refine a Gaussian over sequences for `iterations` rounds from `dream` (one row) -> best mean sequence (h, A).
 
@@ -162,7 +170,9 @@ class MPCAgent:
         if not world.action_conditioned or not world.config.actions.dim:
             raise ConfigError("planning needs a world model conditioned on continuous actions (model.actions.dim > 0)")
         if world.config.actions.dim != planner.low.shape[0]:
-            raise ConfigError(f"the world model takes {world.config.actions.dim}-D actions, the planner's action space has {planner.low.shape[0]}")
+            raise ConfigError(
+                f"the world model takes {world.config.actions.dim}-D actions, the planner's action space has {planner.low.shape[0]}"
+            )
         self.world, self.planner, self.dt = (world if device is None else world.to(device)).eval(), planner, dt
         self.device = model_device(self.world)
         self.cost = cost
@@ -200,7 +210,9 @@ class MPCAgent:
         if not self.frames:
             raise ConfigError("the agent has seen no frame: observe(frame) before planning")
         if not 1 <= count <= self.planner.config.horizon:
-            raise ConfigError(f"can apply 1 to planner.horizon ({self.planner.config.horizon}) planned steps, not {count}")
+            raise ConfigError(
+                f"can apply 1 to planner.horizon ({self.planner.config.horizon}) planned steps, not {count}"
+            )
         frames, features = torch.cat(list(self.frames), 1), torch.cat(list(self.features), 1)
         timestamps = torch.arange(frames.shape[1], dtype=torch.float32, device=self.device)[None] * self.dt
         dream = self.world.start(frames, timestamps, 1, features)

@@ -65,7 +65,7 @@ def random_policy(space: spaces.Space) -> Policy:
 
 
 def load_policy(spec: str, space: spaces.Space) -> Policy:
-    """"random", or "package.module:factory" where factory(action_space) returns a Policy."""
+    """ "random", or "package.module:factory" where factory(action_space) returns a Policy."""
     if spec == "random":
         return random_policy(space)
     module_name, _, attr = spec.partition(":")
@@ -107,7 +107,9 @@ def state_vector(env: gymnasium.Env, obs: Any, info: dict[str, Any], state_key: 
     when it is a vector (`has_vector_state`), else None (the episode is recorded without states)."""
     if state_key:
         if state_key not in info:
-            raise ConfigError(f"state_key {state_key!r} is not in this env's info (it has: {', '.join(sorted(info)) or 'nothing'})")
+            raise ConfigError(
+                f"state_key {state_key!r} is not in this env's info (it has: {', '.join(sorted(info)) or 'nothing'})"
+            )
         return np.asarray(info[state_key], dtype=np.float64).reshape(-1).copy()
     if has_vector_state(env):
         return np.asarray(obs, dtype=np.float64).reshape(-1).copy()
@@ -115,7 +117,13 @@ def state_vector(env: gymnasium.Env, obs: Any, info: dict[str, Any], state_key: 
 
 
 def record_episode(
-    env: gymnasium.Env, policy: Policy, rng: np.random.Generator, seed: int, max_steps: int, frame_size: int | None, state_key: str = ""
+    env: gymnasium.Env,
+    policy: Policy,
+    rng: np.random.Generator,
+    seed: int,
+    max_steps: int,
+    frame_size: int | None,
+    state_key: str = "",
 ) -> dict[str, torch.Tensor]:
     """Run one episode from reset(seed) until it ends or reaches `max_steps` steps; -> the episode's tensors."""
     store = action_vector(env.action_space)
@@ -132,7 +140,9 @@ def record_episode(
             break
     stacked = np.stack(frames)
     if stacked.ndim != 4 or stacked.shape[-1] != 3 or stacked.dtype != np.uint8:
-        raise InputError(f"env.render() must return (H, W, 3) uint8 frames (render_mode='rgb_array'), got {stacked.dtype} {stacked.shape[1:]}")
+        raise InputError(
+            f"env.render() must return (H, W, 3) uint8 frames (render_mode='rgb_array'), got {stacked.dtype} {stacked.shape[1:]}"
+        )
     episode = {
         "frames": square_frames(stacked, frame_size),
         "actions": torch.from_numpy(np.stack(actions)),
@@ -161,7 +171,9 @@ def record(
     if episodes < 1 or max_steps < 1:
         raise ConfigError(f"--episodes ({episodes}) and --max-steps ({max_steps}) must both be at least 1")
     if frame_size is not None and (frame_size < 8 or frame_size % 8):
-        raise ConfigError(f"frame_size must be a positive multiple of 8, or null to keep the env's size, got {frame_size}")
+        raise ConfigError(
+            f"frame_size must be a positive multiple of 8, or null to keep the env's size, got {frame_size}"
+        )
     try:
         env = gymnasium.make(env_id, render_mode="rgb_array", **(env_kwargs or {}))
     except gymnasium.error.Error as err:
@@ -172,14 +184,21 @@ def record(
     rng = np.random.default_rng(seed)
     paths = []
     # Keyword values JSON cannot hold (a config object) are kept as their repr: a record, not a recipe.
-    metadata = {"env_id": env_id, "policy": policy, "env_kwargs": json.dumps(env_kwargs or {}, default=repr), "state_key": state_key}
+    metadata = {
+        "env_id": env_id,
+        "policy": policy,
+        "env_kwargs": json.dumps(env_kwargs or {}, default=repr),
+        "state_key": state_key,
+    }
     with env:
         for index in range(episodes):
             try:
                 episode = record_episode(env, act, rng, seed * 1_000_003 + index, max_steps, frame_size, state_key)
             except gymnasium.error.DependencyNotInstalled as err:
                 # Gymnasium's classic-control and Box2D envs draw with pygame, which is not a dependency of ours.
-                raise ConfigError(f"{env_id} cannot render here ({err}); install the extra: pip install -e '.[gym-render]'") from None
+                raise ConfigError(
+                    f"{env_id} cannot render here ({err}); install the extra: pip install -e '.[gym-render]'"
+                ) from None
             path = episode_path(out, index)
             save_safetensors(episode, path, metadata=metadata)
             paths.append(path)
@@ -196,7 +215,9 @@ class RecordConfig:
     max_steps: int = 100  # steps per episode at most (the env may end it sooner)
     frame_size: int | None = None  # store square frames of this size (null = the env's own, centre-cropped)
     state_key: str = ""  # info entry stored as the state ("" = the observation, when it is a vector)
-    env_kwargs: dict[str, Any] = field(default_factory=dict)  # keyword arguments of gymnasium.make, e.g. {obs_type: state}
+    env_kwargs: dict[str, Any] = field(
+        default_factory=dict
+    )  # keyword arguments of gymnasium.make, e.g. {obs_type: state}
 
 
 FLAGS = {
@@ -212,8 +233,20 @@ FLAGS = {
 
 
 def main(argv: list[str] | None = None) -> None:
-    cfg = to_object(parse_run_config(RecordConfig, __doc__, "a YAML with env: and episodes:", argv, FLAGS, default_config=None))
-    paths = record(cfg.env, cfg.episodes, cfg.out, cfg.policy, cfg.seed, cfg.max_steps, cfg.frame_size, dict(cfg.env_kwargs), cfg.state_key)
+    cfg = to_object(
+        parse_run_config(RecordConfig, __doc__, "a YAML with env: and episodes:", argv, FLAGS, default_config=None)
+    )
+    paths = record(
+        cfg.env,
+        cfg.episodes,
+        cfg.out,
+        cfg.policy,
+        cfg.seed,
+        cfg.max_steps,
+        cfg.frame_size,
+        dict(cfg.env_kwargs),
+        cfg.state_key,
+    )
     print(f"recorded {len(paths)} episodes of {cfg.env} into {cfg.out}")
 
 

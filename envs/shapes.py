@@ -54,7 +54,9 @@ class ShapesEnv(gymnasium.Env):
         """(2,) float64 copy of the goal position."""
         return self._goal.copy()
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
         """Draw a new scene and goal; options={"goal": (x, y)} in [0, 1]^2 fixes the goal."""
         super().reset(seed=seed)
         self._world = ShapesWorld(self.config, self.np_random)

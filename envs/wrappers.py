@@ -56,13 +56,17 @@ class DeltaTokenObservation(gymnasium.ObservationWrapper):
         self.frame_size = frame_size
         self._from_observation = is_image_space(env.observation_space)
         if not self._from_observation and env.render_mode != "rgb_array":
-            raise InputError("DeltaTokenObservation needs image observations or an env made with render_mode='rgb_array'")
+            raise InputError(
+                "DeltaTokenObservation needs image observations or an env made with render_mode='rgb_array'"
+            )
         if frame_size:
             height = width = frame_size
         elif self._from_observation:
             height, width = env.observation_space.shape[:2]
         else:
-            raise InputError("this env's observations are not images: pass frame_size, the square size its rendered frames are resized to")
+            raise InputError(
+                "this env's observations are not images: pass frame_size, the square size its rendered frames are resized to"
+            )
         rows, cols = tokenizer.backbone.grid(height, width)
         dim = tokenizer.dim
         token_space = spaces.Box(-np.inf, np.inf, (dim,), np.float32)
@@ -79,7 +83,9 @@ class DeltaTokenObservation(gymnasium.ObservationWrapper):
 
     @torch.no_grad()
     def observation(self, observation: Any) -> np.ndarray | dict[str, np.ndarray]:
-        frame = frame_tensor(observation if self._from_observation else self.env.render(), self.frame_size, model_device(self.tokenizer))
+        frame = frame_tensor(
+            observation if self._from_observation else self.env.render(), self.frame_size, model_device(self.tokenizer)
+        )
         features = self.tokenizer.features(frame)  # (1, 1, N, D)
         token = self.tokenizer.tokenize_features(features, frame.shape[-2:], self._prev)[0, 0]
         self._prev = features[:, 0]

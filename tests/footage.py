@@ -47,7 +47,9 @@ def make_kitti(root: Path) -> None:
     """Odd frames 47..69 of a drive whose Eigen test frames include 51, 57, 63 and 69; no depth for 61."""
     drive = "2011_09_26_drive_0002_sync"
     for n in range(47, 70, 2):
-        write_image(root / "2011_09_26" / drive / "image_02/data" / f"{n:010d}.png", np.full((375, 1242, 3), n, np.uint8))
+        write_image(
+            root / "2011_09_26" / drive / "image_02/data" / f"{n:010d}.png", np.full((375, 1242, 3), n, np.uint8)
+        )
         depth = np.full((375, 1242), 10 * 256, np.uint16)
         depth[23 + 300, 13 + 600] = 50 * 256  # inside the Garg crop once the KB crop removes 23 rows, 13 columns
         depth[23 + 301, 13 + 600] = 90 * 256  # beyond the 80 m cap
@@ -58,7 +60,10 @@ def make_kitti(root: Path) -> None:
 
 def make_cityscapes(root: Path) -> None:
     for n in range(20):
-        write_image(root / "leftImg8bit_sequence/val/aachen" / f"aachen_000000_{n:06d}_leftImg8bit.png", np.full((16, 32, 3), n * 10, np.uint8))
+        write_image(
+            root / "leftImg8bit_sequence/val/aachen" / f"aachen_000000_{n:06d}_leftImg8bit.png",
+            np.full((16, 32, 3), n * 10, np.uint8),
+        )
     label_ids = np.zeros((16, 32), np.uint8)
     label_ids[:, :6] = np.array([7, 8, 26, 0, 33, 34])
     write_image(root / "gtFine/val/aachen/aachen_000000_000019_gtFine_labelIds.png", label_ids)

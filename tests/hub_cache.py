@@ -95,7 +95,10 @@ def golden_configs(golden: dict, heads: dict) -> dict[str, dict]:
     }
     depth = heads["depth_head"]
     return {
-        TOKENIZER_ID: {"backbone": {"name": PAPER_BACKBONE}, "model": {"num_layers": tok["num_hidden_layers"], "mlp_hidden_size": tok["swiglu_hidden_size"]}},
+        TOKENIZER_ID: {
+            "backbone": {"name": PAPER_BACKBONE},
+            "model": {"num_layers": tok["num_hidden_layers"], "mlp_hidden_size": tok["swiglu_hidden_size"]},
+        },
         WORLD_ID: {"kind": "deltaworld", "predictor": predictor, "num_samples": world["num_samples_eval"]},
         DEPTH_ID: {"min_depth": depth["min_depth"], "max_depth": depth["max_depth"], "num_bins": depth["num_bins"]},
         RGB_ID: {
@@ -123,7 +126,10 @@ def tiny_released(golden, heads_golden, offline_cache, monkeypatch) -> Path:
         monkeypatch.setitem(RELEASED, repo_id, dataclasses.replace(RELEASED[repo_id], config=config))
     backbone_config = {**golden["backbone_config"], "model_type": "dinov3_vit"}
     backbone_weights = {key: value.contiguous() for key, value in golden["backbone_state_dict"].items()}
-    files = {"config.json": json.dumps(backbone_config).encode(), "model.safetensors": safetensors_bytes(backbone_weights)}
+    files = {
+        "config.json": json.dumps(backbone_config).encode(),
+        "model.safetensors": safetensors_bytes(backbone_weights),
+    }
     add_repo(offline_cache, PAPER_BACKBONE, files)
     states = {
         TOKENIZER_ID: golden["tokenizer_state_dict"],
@@ -137,5 +143,10 @@ def tiny_released(golden, heads_golden, offline_cache, monkeypatch) -> Path:
         states[repo_id] = SegmentationHead(width, RELEASED[repo_id].config["num_classes"]).state_dict()
     for repo_id, state in states.items():
         add_repo(offline_cache, repo_id, {"pytorch_model.bin": torch_bytes(state)})
-    add_repo(offline_cache, SEG_ID, {"pytorch_model.bin": torch_bytes(heads_golden["seg_head"]["state_dict"])}, revision="golden")
+    add_repo(
+        offline_cache,
+        SEG_ID,
+        {"pytorch_model.bin": torch_bytes(heads_golden["seg_head"]["state_dict"])},
+        revision="golden",
+    )
     return offline_cache

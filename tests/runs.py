@@ -43,7 +43,9 @@ def run_script(script: str, *args: str, timeout: float = 240) -> subprocess.Comp
 
 
 def train_tokenizer(output_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
-    return run_script("train_tokenizer.py", "--config", TOKENIZER_CONFIG, *MICRO_TOKENIZER, f"output_dir={output_dir}", *overrides)
+    return run_script(
+        "train_tokenizer.py", "--config", TOKENIZER_CONFIG, *MICRO_TOKENIZER, f"output_dir={output_dir}", *overrides
+    )
 
 
 def refused_in_process(output_dir: Path, *overrides: str) -> subprocess.CompletedProcess:
@@ -61,7 +63,13 @@ def refused_in_process(output_dir: Path, *overrides: str) -> subprocess.Complete
 
 def train_world(output_dir: Path, tokenizer: Path, *overrides: str) -> subprocess.CompletedProcess:
     return run_script(
-        "train_world_model.py", "--config", WORLD_CONFIG, *MICRO_WORLD, f"tokenizer.checkpoint={tokenizer}", f"output_dir={output_dir}", *overrides
+        "train_world_model.py",
+        "--config",
+        WORLD_CONFIG,
+        *MICRO_WORLD,
+        f"tokenizer.checkpoint={tokenizer}",
+        f"output_dir={output_dir}",
+        *overrides,
     )
 
 

@@ -73,7 +73,11 @@ def test_quick_benchmark_reports_every_measurement(tmp_path):
     assert report["flop_settings"]["vitb_512"]["patches"] == 1024
     assert report["flops_meta_matches_real_tiny"] is True
     assert set(report["latency_ms_per_imagined_frame"]) == {"deltaworld_tiny", "dinoworld_tiny"}
-    assert set(report["latency_ms_per_planning_step"]) == {"deltaworld_tiny", "deltaworld_features_tiny", "dinoworld_tiny"}
+    assert set(report["latency_ms_per_planning_step"]) == {
+        "deltaworld_tiny",
+        "deltaworld_features_tiny",
+        "dinoworld_tiny",
+    }
     assert set(report["train_clips_per_s"]) == {"tokenizer_tiny", "world_model_tiny"}
     assert report["settings"]["planning_scale"] == "tiny"
     assert set(report["planning_tiny"]["seconds_per_planning_step"]) == set(bench.SEARCHES)
@@ -125,17 +129,32 @@ def test_scale_planning_reports_ratios_of_what_it_measured():
         observe = section["seconds_to_observe"]["dinoworld" if name == "dinoworld" else "deltaworld"]
         assert section["seconds_per_env_step"][name] == pytest.approx(seconds[name] + observe)
     env_step = section["seconds_per_env_step"]
-    for ratios, values in ((section["time_ratios"], seconds), (section["flop_ratios"], flops), (section["env_step_time_ratios"], env_step)):
-        assert ratios["dinoworld_over_deltaworld_token"] == pytest.approx(values["dinoworld"] / values["deltaworld_token"])
-        assert ratios["dinoworld_over_deltaworld_feature"] == pytest.approx(values["dinoworld"] / values["deltaworld_feature"])
-        assert ratios["deltaworld_feature_over_token"] == pytest.approx(values["deltaworld_feature"] / values["deltaworld_token"])
+    for ratios, values in (
+        (section["time_ratios"], seconds),
+        (section["flop_ratios"], flops),
+        (section["env_step_time_ratios"], env_step),
+    ):
+        assert ratios["dinoworld_over_deltaworld_token"] == pytest.approx(
+            values["dinoworld"] / values["deltaworld_token"]
+        )
+        assert ratios["dinoworld_over_deltaworld_feature"] == pytest.approx(
+            values["dinoworld"] / values["deltaworld_feature"]
+        )
+        assert ratios["deltaworld_feature_over_token"] == pytest.approx(
+            values["deltaworld_feature"] / values["deltaworld_token"]
+        )
     whole = section["deltaworld_token_whole_step"]
     assert whole["over_iterations_times_one"] == pytest.approx(whole["seconds"] / seconds["deltaworld_token"])
     # The same search FLOPs as planning_step_flops counts on its own, and the token cost is the cheapest search.
     assert flops == bench.planning_step_flops(planner, bench.SCALES["tiny"])["search"]
     assert flops["deltaworld_token"] < flops["deltaworld_feature"] and flops["deltaworld_token"] < flops["dinoworld"]
     settings = section["settings"]
-    assert (settings["scale"], settings["frame_size"], settings["patches"], settings["planner"]) == ("tiny", 64, 64, vars(planner))
+    assert (settings["scale"], settings["frame_size"], settings["patches"], settings["planner"]) == (
+        "tiny",
+        64,
+        64,
+        vars(planner),
+    )
     assert settings["device"] == "cpu" and settings["dtype"] == "float32"
     table = "\n".join(bench.scale_planning_table(section))
     assert all(f"| {label} |" in table for label in bench.SEARCH_LABELS.values())
@@ -149,7 +168,11 @@ def test_full_run_plans_at_a_vit_s_size():
     assert size == 224 and tokenizer.backbone.grid(size, size) == (14, 14) and tokenizer.dim == 384
     assert tokenizer.config.backbone.num_layers == tokenizer.config.model.num_layers == 12
     for world in (delta, dino):
-        assert (world.config.predictor.hidden_size, world.config.predictor.num_layers, world.config.predictor.num_heads) == (384, 12, 6)
+        assert (
+            world.config.predictor.hidden_size,
+            world.config.predictor.num_layers,
+            world.config.predictor.num_heads,
+        ) == (384, 12, 6)
     assert delta.readout is not None and dino.config.kind == "dinoworld"
 
 
@@ -169,7 +192,9 @@ def test_token_headroom_fits_tokens_from_the_encoders():
     rope = tokenizer.rope((4, 4), torch.device("cpu"))
     with torch.no_grad():
         encoded = tokenizer.deltatok.encode(features[:, 0], features[:, 1], rope)
-    assert torch.equal(optimised_tokens(tokenizer.deltatok, features[:, 0], features[:, 1], rope, steps=0, lr=0.05), encoded)
+    assert torch.equal(
+        optimised_tokens(tokenizer.deltatok, features[:, 0], features[:, 1], rope, steps=0, lr=0.05), encoded
+    )
     assert set(result["gap_closed_miou"]) == {"own_token", "optimised_token"}
     assert set(result["miou"]) == {"present", "copy_previous", "own_token", "optimised_token"}
     assert all(0 <= value <= 1 for value in result["miou"].values())

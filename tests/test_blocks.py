@@ -29,9 +29,18 @@ def block(seed: int = 0, gated: bool = True) -> Block:
 def test_state_dict_has_the_released_names_and_round_trips(gated):
     source, target = block(0, gated), block(1, gated)
     state = source.state_dict()
-    expected = {"attention.q_proj.weight", "attention.q_proj.bias", "attention.k_proj.weight", "attention.v_proj.weight",
-                "attention.v_proj.bias", "attention.o_proj.weight", "mlp.gate_proj.weight", "mlp.gate_proj.bias",
-                "mlp.up_proj.weight", "mlp.up_proj.bias"}
+    expected = {
+        "attention.q_proj.weight",
+        "attention.q_proj.bias",
+        "attention.k_proj.weight",
+        "attention.v_proj.weight",
+        "attention.v_proj.bias",
+        "attention.o_proj.weight",
+        "mlp.gate_proj.weight",
+        "mlp.gate_proj.bias",
+        "mlp.up_proj.weight",
+        "mlp.up_proj.bias",
+    }
     gate = {"attention.attn_gate.weight", "attention.attn_gate.bias"}
     assert expected <= set(state) and (gate <= set(state)) == gated
     assert not any("qkv" in key or "gate_up" in key for key in state)

@@ -30,7 +30,9 @@ def test_committed_reference_is_current(generated):
         old, new = committed.splitlines(), generated.splitlines()
         line = next((n for n, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
         first = new[line] if line < len(new) else "(end of file)"
-        pytest.fail(f"docs/configuration.md differs from the config dataclasses from line {line + 1} ({first[:120]!r}); {REGENERATE}")
+        pytest.fail(
+            f"docs/configuration.md differs from the config dataclasses from line {line + 1} ({first[:120]!r}); {REGENERATE}"
+        )
 
 
 def test_every_schema_key_is_documented(generated):
@@ -42,7 +44,9 @@ def test_every_schema_key_is_documented(generated):
 
 def _tracked_python_files() -> list[Path]:
     try:
-        listed = subprocess.run(["git", "ls-files", "*.py"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+        listed = subprocess.run(
+            ["git", "ls-files", "*.py"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.split()
     except (OSError, subprocess.CalledProcessError):
         skip = {".venv", "runs", "build", "dist", ".git"}
         return [path for path in REPO.rglob("*.py") if not skip & set(path.relative_to(REPO).parts)]
@@ -57,16 +61,23 @@ def test_every_command_is_documented():
         if path.relative_to(REPO).parts[0] == "tests" or not path.is_file():
             continue
         for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "parse_run_config":
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "id", getattr(node.func, "attr", None)) == "parse_run_config"
+            ):
                 if node.args and isinstance(node.args[0], ast.Name) and node.args[0].id not in documented:
                     undocumented.append(f"{path.relative_to(REPO)}:{node.lineno} ({node.args[0].id})")
-    assert not undocumented, f"commands missing from tokenizer.runtime.config_docs.COMMANDS: {undocumented}; add them, then {REGENERATE}"
+    assert not undocumented, (
+        f"commands missing from tokenizer.runtime.config_docs.COMMANDS: {undocumented}; add them, then {REGENERATE}"
+    )
 
 
 def test_every_shipped_config_is_listed(generated):
     unlisted = [path.relative_to(REPO).as_posix() for path in sorted((REPO / "configs").rglob("*.yaml"))]
     unlisted = [name for name in unlisted if f"]({'../' + name})" not in generated]
-    assert not unlisted, f"configs no command lists as an example: {unlisted}; give their command a `configs` glob in config_docs.COMMANDS"
+    assert not unlisted, (
+        f"configs no command lists as an example: {unlisted}; give their command a `configs` glob in config_docs.COMMANDS"
+    )
 
 
 # --- how descriptions are read ------------------------------------------------------------------------
@@ -131,5 +142,7 @@ def test_check_reports_a_stale_file_in_one_line(tmp_path, monkeypatch, capsys, g
 
 def test_importing_the_generator_stays_light():
     code = "import sys, tokenizer.runtime.config_docs; print(sorted({'torch', 'transformers', 'omegaconf'} & set(sys.modules)))"
-    heavy = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    heavy = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert heavy == "[]"

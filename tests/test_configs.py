@@ -41,7 +41,11 @@ def test_shipped_config_loads(path: Path):
 @pytest.mark.parametrize("schema", [TokenizerRunConfig, WorldModelRunConfig, HeadsRunConfig, RolloutRunConfig])
 @pytest.mark.parametrize(
     "other, key",
-    [("data.split=val", "data.val_split"), ("data.num_clips=2", "data.val_clips"), ("data.shapes_stride=[2]", "data.shapes_strides")],
+    [
+        ("data.split=val", "data.val_split"),
+        ("data.num_clips=2", "data.val_clips"),
+        ("data.shapes_stride=[2]", "data.shapes_strides"),
+    ],
 )
 def test_data_keys_have_one_name_in_every_command(schema, other, key):
     """Every command reads the one DataConfig; another name for one of its keys is refused with a pointer to the key."""
@@ -77,14 +81,20 @@ class _Run:
     section: _Section = field(default_factory=_Section)
 
 
-_FLAGS = {"--out": Flag("out", "folder"), "--quick": Flag("quick", "fast", bool), "--sizes": Flag("section.sizes", "sizes", int, nargs="+")}
+_FLAGS = {
+    "--out": Flag("out", "folder"),
+    "--quick": Flag("quick", "fast", bool),
+    "--sizes": Flag("section.sizes", "sizes", int, nargs="+"),
+}
 
 
 def test_every_command_parses_config_overrides_then_flags(tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text("out: from_file\nsection:\n  name: file\n  sizes: [7]\n")
     # An override after a list flag is not swallowed by it; flags win over overrides, overrides over the file.
-    run = parse_run_config(_Run, "", "", ["--config", str(config), "--sizes", "2", "3", "section.name=cli", "out=x", "--out", "y"], _FLAGS)
+    run = parse_run_config(
+        _Run, "", "", ["--config", str(config), "--sizes", "2", "3", "section.name=cli", "out=x", "--out", "y"], _FLAGS
+    )
     assert (run.out, run.quick, run.section.sizes, run.section.name) == ("y", False, [2, 3], "cli")
     assert parse_run_config(_Run, "", "", ["--quick"], _FLAGS, default_config=None).quick is True
     assert parse_run_config(_Run, "", "", [], _FLAGS, default_config=str(config)).section.name == "file"

@@ -74,7 +74,15 @@ def blocks(runner=...) -> list[Block]:
             end = next(j for j in range(i + 1, len(lines)) if lines[j].startswith("```"))
             mark = MARK.match(lines[i - 1]) if i > 0 else None
             if opening.group(1) in ("bash", "python"):
-                found.append(Block(path, i + 1, opening.group(1), mark.group(1) if mark else None, "\n".join(lines[i + 1 : end]) + "\n"))
+                found.append(
+                    Block(
+                        path,
+                        i + 1,
+                        opening.group(1),
+                        mark.group(1) if mark else None,
+                        "\n".join(lines[i + 1 : end]) + "\n",
+                    )
+                )
             i = end + 1
     return [block for block in found if runner is ... or block.runner == runner]
 
@@ -108,7 +116,9 @@ def parse_only(module_name: str, argv: list[str], monkeypatch) -> None:
     """Let the command's own parser read argv (flags, --config file, dotted keys), then stop."""
     module = importlib.import_module(module_name)
     # The project's parser when the command uses it (flags and config keys), else argparse's.
-    owner, name = (module, "parse_run_config") if hasattr(module, "parse_run_config") else (argparse.ArgumentParser, "parse_args")
+    owner, name = (
+        (module, "parse_run_config") if hasattr(module, "parse_run_config") else (argparse.ArgumentParser, "parse_args")
+    )
     real = getattr(owner, name)
 
     def parse_then_stop(*args, **kwargs):
@@ -173,7 +183,9 @@ def test_every_block_is_checked_and_has_a_runner(monkeypatch):
             try:
                 check_command(words, configs, monkeypatch)
             except (Exception, SystemExit) as err:  # argparse exits; the config loader raises
-                raise AssertionError(f"{block}: {' '.join(words)!r} does not check: {type(err).__name__}: {err}") from None
+                raise AssertionError(
+                    f"{block}: {' '.join(words)!r} does not check: {type(err).__name__}: {err}"
+                ) from None
 
 
 # ---- runners -------------------------------------------------------------------------------------
@@ -186,7 +198,9 @@ def run_command(words: list[str], extra: dict[str, list[str]] | None = None) -> 
     importlib.import_module(module).main(argv + (extra or {}).get(module, []))
 
 
-def run_blocks(found: list[Block], substitutions: dict[str, str], extra: dict[str, list[str]] | None = None, special=None) -> None:
+def run_blocks(
+    found: list[Block], substitutions: dict[str, str], extra: dict[str, list[str]] | None = None, special=None
+) -> None:
     for block in found:
         code = block.code
         for old, new in substitutions.items():
@@ -258,7 +272,8 @@ MICRO_PREDICTOR = [
 MICRO_WORLD_RUN = MICRO_PREDICTOR + ["train.max_steps=2", "train.batch_size=4", "data.val_clips=2", "train.trackers=[]"]
 TINY_EXTRA = {
     # feature_pool stays as the tiny recipe sets it (32,768): cut to the 8 clips two steps draw.
-    "train_tokenizer": [item for item in MICRO_TOKENIZER if not item.startswith("feature_pool")] + ["train.max_steps=2"],
+    "train_tokenizer": [item for item in MICRO_TOKENIZER if not item.startswith("feature_pool")]
+    + ["train.max_steps=2"],
     "worldmodel.token_cache": MICRO_PREDICTOR + ["cache.num_clips=8"],
     "train_world_model": MICRO_WORLD_RUN,
     "rollout": ["--val-clips", "2", "--samples", "2", "--context", "2"],
@@ -272,7 +287,9 @@ def save_demo_stand_ins(runs: Path) -> None:
     tokenizer = Tokenizer.build(micro_tokenizer_config()).eval()
     tokenizer.save_pretrained(runs / "tokenizer_tiny" / "final")
     micro_world(tokenizer).save_pretrained(runs / "world_model_tiny" / "final")
-    rgb = RGBHead(tokenizer.dim, tokenizer.backbone.feature_norm, RGBHeadConfig(32, 1, 2, 64, patch_size=8, image_size=64))
+    rgb = RGBHead(
+        tokenizer.dim, tokenizer.backbone.feature_norm, RGBHeadConfig(32, 1, 2, 64, patch_size=8, image_size=64)
+    )
     TaskHeads(SegmentationHead(tokenizer.dim, 5), DepthHead(tokenizer.dim, 1.0, 16.0), rgb).save(runs / "heads_tiny")
 
 
@@ -286,4 +303,3 @@ def test_tiny_examples(tmp_path, monkeypatch):
     run_blocks(found, {"range(40)": "range(3)"}, TINY_EXTRA)
     assert (tmp_path / "runs/my_rollout/report.json").is_file()
     assert (tmp_path / "runs/shapes_world/final").is_dir() and (tmp_path / "futures.png").stat().st_size > 0
-

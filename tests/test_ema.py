@@ -66,7 +66,10 @@ def test_save_and_load_round_trip_and_a_foreign_file_is_refused(tmp_path):
     save_file({"weight": torch.zeros(3, 4), "bias": torch.zeros(3), "_updates": torch.tensor(1)}, str(other / EMA_FILE))
     with pytest.raises(CheckpointError, match="does not fit the model"):
         fresh.load(other, [EMA_FILE])
-    save_file({"weight": torch.full((2, 4), float("nan")), "bias": torch.zeros(2), "_updates": torch.tensor(1)}, str(other / EMA_FILE))
+    save_file(
+        {"weight": torch.full((2, 4), float("nan")), "bias": torch.zeros(2), "_updates": torch.tensor(1)},
+        str(other / EMA_FILE),
+    )
     with pytest.raises(CheckpointError, match="NaN or inf"):
         fresh.load(other, [EMA_FILE])
 
@@ -75,7 +78,13 @@ def test_a_run_saves_the_average_and_resumes_it_exactly(tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     # Validation every 2 steps swaps the average in and out: the loss curve shows whether the trained weights came
     # back. Two micro-steps per optimizer step: the average must move once per optimizer step, not per micro-step.
-    common = ("train.checkpoint_every=3", "train.ema_decay=0.5", "train.lr=1e-2", "train.val_every=2", "train.effective_batch_size=8")
+    common = (
+        "train.checkpoint_every=3",
+        "train.ema_decay=0.5",
+        "train.lr=1e-2",
+        "train.val_every=2",
+        "train.effective_batch_size=8",
+    )
     assert_ok(train_tokenizer(straight, "train.max_steps=6", *common))
     checkpoint = straight / "checkpoints/step_000006"
     raw, average = load_file(str(checkpoint / "model.safetensors")), load_file(str(checkpoint / EMA_FILE))

@@ -36,7 +36,9 @@ def micro_world(tokenizer, model="deltaworld", actions=ActionSpace(dim=2), objec
     cfg = WorldModelConfig(
         kind=model,
         predictor=micro_predictor_config([12] if model == "deltaworld" else [4, 4, 4], layer_scale_init=1.0),
-        objective=ObjectiveConfig(kind=objective if model == "deltaworld" else "deterministic", num_hypotheses=8, selection_chunk=8),
+        objective=ObjectiveConfig(
+            kind=objective if model == "deltaworld" else "deterministic", num_hypotheses=8, selection_chunk=8
+        ),
         actions=actions,
         num_samples=2,
         readout=ReadoutConfig(enabled=readout, grid=2, predictor=micro_predictor_config(layer_scale_init=1.0)),
@@ -75,7 +77,9 @@ def test_delta_token_observation_spaces_and_tokens(tokenizer):
     np.testing.assert_allclose(first, tokens[0, 0].numpy(), atol=1e-5)
     with_features = DeltaTokenObservation(envs.ShapesEnv(**SHAPES), tokenizer, features=True)
     obs, _ = with_features.reset(seed=0)
-    assert with_features.observation_space["features"].shape == (16, 32) and with_features.observation_space.contains(obs)
+    assert with_features.observation_space["features"].shape == (16, 32) and with_features.observation_space.contains(
+        obs
+    )
     np.testing.assert_allclose(obs["features"], features[0, 0].numpy(), atol=1e-5)
     check_env(with_features, skip_render_check=True)
 
@@ -101,7 +105,9 @@ def test_dream_env_passes_check_env_and_batches_samples(tokenizer):
     assert env.observation_space.contains(obs) and not terminated and not truncated
     assert info["rewards"].shape == (3,) and reward == pytest.approx(float(info["rewards"].mean()), rel=1e-5)
     goal_features = world.tokenizer.features(torch.from_numpy(goal).permute(2, 0, 1)[None, None])[0, 0]
-    np.testing.assert_allclose(info["rewards"], -feature_distance(torch.from_numpy(obs["features"]), goal_features).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(
+        info["rewards"], -feature_distance(torch.from_numpy(obs["features"]), goal_features).numpy(), rtol=1e-5
+    )
     assert obs["token"].std(axis=0).mean() > 1e-5  # best-of-many samples imagine different futures
     # Per-sample actions and a user reward.
     custom = DreamEnv(world, context=frames, num_samples=2, reward_fn=lambda tokens, features: tokens.norm(dim=-1))
@@ -129,7 +135,9 @@ def test_dream_env_over_dinoworld_observes_patches(tokenizer):
 
 
 def test_recording_round_trip_to_training_clips(tmp_path):
-    record_main(["--env", "deltaworld/Shapes-v0", "--episodes", "3", "--max-steps", "6", "--out", str(tmp_path), "--seed", "4"])
+    record_main(
+        ["--env", "deltaworld/Shapes-v0", "--episodes", "3", "--max-steps", "6", "--out", str(tmp_path), "--seed", "4"]
+    )
     files = sorted(tmp_path.glob("episode_*.safetensors"))
     assert len(files) == 3
     cfg = DataConfig(source="episodes", root=str(tmp_path), frame_size=32, num_frames=4)
@@ -200,7 +208,9 @@ def test_last_step_cost_scores_the_final_imagined_step_alone(tokenizer):
 def test_planner_prefers_the_cheaper_actions(tokenizer, kind):
     world = micro_world(tokenizer)
     frames, goal = shapes_frames(2)
-    planner = Planner(PlannerConfig(kind=kind, horizon=2, candidates=16, iterations=2, elites=4, context=2), -np.ones(2), np.ones(2))
+    planner = Planner(
+        PlannerConfig(kind=kind, horizon=2, candidates=16, iterations=2, elites=4, context=2), -np.ones(2), np.ones(2)
+    )
     # A token-space cost whose optimum is known: the token that action (1, 1) imagines.
     frames_t = torch.from_numpy(frames).permute(0, 3, 1, 2)[None]
     dream = world.start(frames_t, torch.tensor([[0.0, 0.1]]), 1)
@@ -251,7 +261,9 @@ def test_planning_config_errors(tokenizer):
     with pytest.raises(ConfigError, match="elites"):
         Planner(PlannerConfig(candidates=4, elites=8), -np.ones(2), np.ones(2))
     with pytest.raises(ConfigError, match="continuous actions"):
-        MPCAgent(micro_world(tokenizer, actions=ActionSpace()), Planner(PlannerConfig(), -np.ones(2), np.ones(2)), dt=0.1)
+        MPCAgent(
+            micro_world(tokenizer, actions=ActionSpace()), Planner(PlannerConfig(), -np.ones(2), np.ones(2)), dt=0.1
+        )
 
 
 def context_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -348,7 +360,11 @@ def test_token_cost_never_decodes(tokenizer, monkeypatch):
     monkeypatch.setattr(world.tokenizer, "decode", no_decoding)
     costs = sequence_costs(world, dream, torch.rand(4, 3, 2) * 2 - 1, 0.1, cost, torch.Generator().manual_seed(0))
     assert costs.shape == (4,) and torch.isfinite(costs).all()
-    agent = MPCAgent(world, Planner(PlannerConfig(horizon=2, candidates=8, iterations=1, elites=2, context=2), -np.ones(2), np.ones(2)), dt=0.1)
+    agent = MPCAgent(
+        world,
+        Planner(PlannerConfig(horizon=2, candidates=8, iterations=1, elites=2, context=2), -np.ones(2), np.ones(2)),
+        dt=0.1,
+    )
     agent.reset(goal)
     assert isinstance(agent.cost, TokenGoalCost) and agent.act(frames[0]).shape == (2,)
     with pytest.raises(AssertionError, match="decoded"):
@@ -388,7 +404,9 @@ def test_a_readout_saved_before_anchored_queries_says_how_to_load_it(tokenizer, 
 def test_dream_env_renders_the_samples_and_records_video(tokenizer, tmp_path):
     world = micro_world(tokenizer, readout=True)
     frames, goal = shapes_frames(3)
-    env = gymnasium.make(envs.DREAM_ENV_ID, model=world, context=frames, goal_frame=goal, num_samples=3, render_mode="rgb_array")
+    env = gymnasium.make(
+        envs.DREAM_ENV_ID, model=world, context=frames, goal_frame=goal, num_samples=3, render_mode="rgb_array"
+    )
     check_env(env.unwrapped)
     env.reset(seed=0)
     picture = env.render()
@@ -397,7 +415,9 @@ def test_dream_env_renders_the_samples_and_records_video(tokenizer, tmp_path):
     assert len(env.unwrapped._dream.pending) == 1  # the token reward did not decode
     assert env.render().shape == picture.shape and env.unwrapped._dream.pending == ()
     recorded = gymnasium.wrappers.RecordVideo(
-        gymnasium.make(envs.DREAM_ENV_ID, model=world, context=frames, num_samples=3, render_mode="rgb_array"), str(tmp_path / "video"), disable_logger=True
+        gymnasium.make(envs.DREAM_ENV_ID, model=world, context=frames, num_samples=3, render_mode="rgb_array"),
+        str(tmp_path / "video"),
+        disable_logger=True,
     )
     recorded.reset(seed=0)
     for _ in range(3):
@@ -412,7 +432,9 @@ def test_dream_env_renders_the_samples_in_rgb_with_an_rgb_head(tokenizer, tmp_pa
     world = micro_world(tokenizer)
     frames, _ = shapes_frames(3)
     torch.manual_seed(0)
-    rgb = RGBHead(tokenizer.dim, tokenizer.backbone.feature_norm, RGBHeadConfig(32, 1, 2, 64, patch_size=8, image_size=SIZE))
+    rgb = RGBHead(
+        tokenizer.dim, tokenizer.backbone.feature_norm, RGBHeadConfig(32, 1, 2, 64, patch_size=8, image_size=SIZE)
+    )
     TaskHeads(SegmentationHead(tokenizer.dim, 5), rgb=rgb).save(tmp_path / "heads")
     pictures, dreams = {}, {}
     for name, heads in (("rgb", tmp_path / "heads"), ("seg", TaskHeads(SegmentationHead(tokenizer.dim, 5)))):
@@ -430,7 +452,9 @@ def test_dream_env_renders_the_samples_in_rgb_with_an_rgb_head(tokenizer, tmp_pa
         assert np.array_equal(cell, sample)
     assert not np.array_equal(pictures["rgb"], pictures["seg"])
     with pytest.raises(ConfigError, match="neither an RGB nor a segmentation head"):
-        DreamEnv(world, context=frames, render_mode="rgb_array", heads=TaskHeads(depth=DepthHead(tokenizer.dim, 1.0, 16.0)))
+        DreamEnv(
+            world, context=frames, render_mode="rgb_array", heads=TaskHeads(depth=DepthHead(tokenizer.dim, 1.0, 16.0))
+        )
 
 
 def test_delta_token_observation_passes_render_through(tokenizer):
@@ -465,8 +489,12 @@ class OnTheModelsDevice(TorchFunctionMode):
         result = func(*args, **(kwargs or {}))
         for value in result if isinstance(result, (tuple, list)) else (result,):  # topk and friends return tuples
             if isinstance(value, torch.Tensor):
-                assert value.device == self.device, f"{func} made a tensor on {value.device}, the model is on {self.device}"
-                assert not value.is_floating_point() or value.dtype == self.dtype, f"{func} made {value.dtype}, the model is {self.dtype}"
+                assert value.device == self.device, (
+                    f"{func} made a tensor on {value.device}, the model is on {self.device}"
+                )
+                assert not value.is_floating_point() or value.dtype == self.dtype, (
+                    f"{func} made {value.dtype}, the model is {self.dtype}"
+                )
         return result
 
 
@@ -474,7 +502,9 @@ class OnTheModelsDevice(TorchFunctionMode):
 def test_planning_and_dreaming_make_every_tensor_on_the_models_device(tokenizer, readout):
     world = micro_world(tokenizer, readout=readout)
     frames, goal = shapes_frames(2)
-    planner = Planner(PlannerConfig(horizon=2, candidates=4, iterations=2, elites=2, context=2), -np.ones(2), np.ones(2))
+    planner = Planner(
+        PlannerConfig(horizon=2, candidates=4, iterations=2, elites=2, context=2), -np.ones(2), np.ones(2)
+    )
     parameter = next(world.parameters())
     with torch.device("meta"), OnTheModelsDevice(parameter.device, parameter.dtype):
         agent = MPCAgent(world, planner, dt=0.1)
@@ -501,7 +531,9 @@ def test_device_moves_the_model_and_none_leaves_it(tokenizer, monkeypatch):
     moves = []
     move = world.to
     monkeypatch.setattr(world, "to", lambda *args, **kwargs: moves.append(args) or move(*args, **kwargs))
-    planner = Planner(PlannerConfig(horizon=1, candidates=2, iterations=1, elites=1, context=2), -np.ones(2), np.ones(2))
+    planner = Planner(
+        PlannerConfig(horizon=1, candidates=2, iterations=1, elites=1, context=2), -np.ones(2), np.ones(2)
+    )
     MPCAgent(world, planner, dt=0.1)
     DreamEnv(world, context=frames)
     assert moves == []

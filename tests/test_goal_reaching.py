@@ -59,7 +59,11 @@ class NoRender(PointEnv):
         super().__init__(None)
 
 
-for env_id, entry in ((POINT_ID, PointEnv), (NOISY_ID, lambda **kw: PointEnv(noisy=True, **kw)), ("deltaworld-test/NoRender-v0", NoRender)):
+for env_id, entry in (
+    (POINT_ID, PointEnv),
+    (NOISY_ID, lambda **kw: PointEnv(noisy=True, **kw)),
+    ("deltaworld-test/NoRender-v0", NoRender),
+):
     if env_id not in gymnasium.registry:
         gymnasium.register(id=env_id, entry_point=entry, max_episode_steps=200)
 
@@ -93,7 +97,9 @@ def test_goal_selection_takes_held_out_starts_and_the_frame_goal_offset_later(re
     files = episode_files(recorded)
     held = gr.held_out(files)
     assert held == [files[9]]
-    assert [p for p, _ in EpisodeClips(recorded, 2, SIZE, 0, split="val").episodes] == held  # the split training leaves out
+    assert [
+        p for p, _ in EpisodeClips(recorded, 2, SIZE, 0, split="val").episodes
+    ] == held  # the split training leaves out
     tasks = gr.held_out_tasks(recorded, 5, goal_offset=10, min_start=4, seed=0)
     assert len({t.start for t in tasks}) == 5 and all(t.episode.path == files[9] for t in tasks)
     assert all(4 <= t.start and t.goal == t.start + 10 <= 30 for t in tasks)
@@ -110,7 +116,9 @@ def test_replay_reaches_the_start_and_the_goal_and_success_reads_the_state(recor
     np.testing.assert_array_equal(state, task.episode.states[task.start])
     np.testing.assert_array_equal(frames[task.start], task.episode.frames[task.start].permute(1, 2, 0).numpy())
     success = gr.Success(tolerance=1e-9)
-    replayed = gr.run_task(env, task, gr.ReplayController(), success, budget=20, repeat=2, frame_size=SIZE, context=3, keep_frames=True)
+    replayed = gr.run_task(
+        env, task, gr.ReplayController(), success, budget=20, repeat=2, frame_size=SIZE, context=3, keep_frames=True
+    )
     assert replayed.success and replayed.steps == 10 and replayed.final_distance == 0.0 and len(replayed.frames) == 11
     np.testing.assert_array_equal(replayed.frames[-1], task.goal_frame)
     standing = gr.run_task(env, task, gr.RandomController(np.zeros(2), np.zeros(2) + 1e-9, 0), success, 20, 2, SIZE)
@@ -119,8 +127,15 @@ def test_replay_reaches_the_start_and_the_goal_and_success_reads_the_state(recor
     assert gr.Success(1.0, [], [1.0, 2.0]).distance(np.array([3.0, 4.0]), np.zeros(2)) == pytest.approx(np.hypot(3, 2))
     assert gr.Success(1.0, [1]).distance(np.array([3.0, 4.0]), np.zeros(2)) == 4.0
     # An angle's difference goes the short way round: 6.2 rad from 0.1 rad is 0.183 rad away.
-    assert gr.Success(1.0, [], [], [1]).distance(np.array([0.0, 6.2]), np.array([0.0, 0.1])) == pytest.approx(2 * np.pi - 6.1)
-    for bad, message in ((gr.Success(0.0), "positive"), (gr.Success(1.0, [2]), "state_dims.*index"), (gr.Success(1.0, [], [], [5]), "state_angles"), (gr.Success(1.0, [], [1.0]), "2 positive")):
+    assert gr.Success(1.0, [], [], [1]).distance(np.array([0.0, 6.2]), np.array([0.0, 0.1])) == pytest.approx(
+        2 * np.pi - 6.1
+    )
+    for bad, message in (
+        (gr.Success(0.0), "positive"),
+        (gr.Success(1.0, [2]), "state_dims.*index"),
+        (gr.Success(1.0, [], [], [5]), "state_angles"),
+        (gr.Success(1.0, [], [1.0]), "2 positive"),
+    ):
         with pytest.raises(ConfigError, match=message):
             bad.validate(2)
 
@@ -162,12 +177,18 @@ def test_wilson_interval_and_summary():
     assert gr.wilson_interval(10, 10)[1] == 1.0
     rows = [gr.EpisodeResult("a", True, 10, 1.0, 0.0), gr.EpisodeResult("b", False, 30, 3.0, 2.0)]
     summary = gr.summarize(rows)
-    assert summary["success_rate"] == 0.5 and summary["mean_final_distance"] == 1.0 and summary["seconds_per_step"] == 0.1
+    assert (
+        summary["success_rate"] == 0.5 and summary["mean_final_distance"] == 1.0 and summary["seconds_per_step"] == 0.1
+    )
 
 
 def planning_controller(tokenizer, blocks: gr.ActionBlocks, receding: int | None = None) -> gr.PlanningController:
     world = micro_world(tokenizer, actions=ActionSpace(dim=blocks.dim), readout=True)
-    planner = Planner(PlannerConfig(horizon=2, candidates=4, iterations=1, elites=2, context=2, receding_horizon=receding), -np.ones(blocks.dim), np.ones(blocks.dim))
+    planner = Planner(
+        PlannerConfig(horizon=2, candidates=4, iterations=1, elites=2, context=2, receding_horizon=receding),
+        -np.ones(blocks.dim),
+        np.ones(blocks.dim),
+    )
     return gr.PlanningController(MPCAgent(world, planner, dt=0.2, seed=0), blocks)
 
 
@@ -212,10 +233,18 @@ def test_the_bench_scores_every_method_on_the_same_tasks_with_a_gif_each(tokeniz
     tasks = gr.held_out_tasks(recorded, 2, goal_offset=4, min_start=2, seed=0)
     rows = {}
     for name in ("deltaworld_token_cem", "replay"):
-        controller = controller_for(name, cfg, {"deltaworld": tmp_path / "deltaworld"}, blocks, 0.2, blocks.low, blocks.high)
+        controller = controller_for(
+            name, cfg, {"deltaworld": tmp_path / "deltaworld"}, blocks, 0.2, blocks.low, blocks.high
+        )
         rows[name] = evaluate(name, controller, env, tasks, cfg, gr.Success(1e-9), tmp_path)
     for row in rows.values():
-        assert {"success_rate", "success_ci95", "mean_final_distance", "seconds_per_step", "flops_per_planning_step"} <= set(row)
+        assert {
+            "success_rate",
+            "success_ci95",
+            "mean_final_distance",
+            "seconds_per_step",
+            "flops_per_planning_step",
+        } <= set(row)
         assert [t["task"] for t in row["tasks"]] == [t.name for t in tasks]
         assert (tmp_path / "gifs" / f"{Path(row['gif']).name}").is_file()
     assert rows["replay"]["success_rate"] == 1.0 and rows["replay"]["flops_per_planning_step"] == 0

@@ -249,8 +249,14 @@ def _features(frames: torch.Tensor) -> torch.Tensor:
 def test_train_heads_learns_a_linear_problem():
     torch.manual_seed(0)  # head initialisation
     seg_head, depth_head, log = train_heads(
-        _features, list(_synthetic_clips(4, seed=0)), grid=(4, 4), num_classes=3,
-        min_depth=0.5, max_depth=12.0, steps=150, lr=0.05,
+        _features,
+        list(_synthetic_clips(4, seed=0)),
+        grid=(4, 4),
+        num_classes=3,
+        min_depth=0.5,
+        max_depth=12.0,
+        steps=150,
+        lr=0.05,
     )
     assert len(log) == 150 and log[-1]["seg_loss"] < log[0]["seg_loss"]
     assert not seg_head.training and not depth_head.training
@@ -282,17 +288,34 @@ def test_train_heads_script_on_shapes_learns_and_refuses_to_overwrite(tmp_path, 
     tokenizer = Tokenizer.build(micro_tokenizer_config()).eval()
     tokenizer.save_pretrained(tmp_path / "tokenizer")
     out = tmp_path / "heads"
-    args = ["--config", "configs/heads/tiny.yaml", f"tokenizer={tmp_path / 'tokenizer'}", f"output_dir={out}",
-            "data.frame_size=32", "data.val_clips=8", "heads.steps=40", "heads.batch_size=8", "heads.threads=2"]
+    args = [
+        "--config",
+        "configs/heads/tiny.yaml",
+        f"tokenizer={tmp_path / 'tokenizer'}",
+        f"output_dir={out}",
+        "data.frame_size=32",
+        "data.val_clips=8",
+        "heads.steps=40",
+        "heads.batch_size=8",
+        "heads.threads=2",
+    ]
     train_heads_script.main(args)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["steps"] == 40 and 0.0 <= metrics["miou"] <= 1.0 and metrics["rmse"] > 0
     heads = TaskHeads.load(out, in_dim=tokenizer.dim)
     assert heads.segmentation.num_classes == 5 and (heads.depth.min_depth, heads.depth.max_depth) == (1.0, 16.0)
     val = build_dataset(DataConfig(frame_size=32, val_clips=8, val_num_frames=2), "val", 0)
-    assert score_heads(tokenizer, heads, val, 8, torch.device("cpu")) == pytest.approx({k: metrics[k] for k in ("miou", "rmse")})
+    assert score_heads(tokenizer, heads, val, 8, torch.device("cpu")) == pytest.approx(
+        {k: metrics[k] for k in ("miou", "rmse")}
+    )
     torch.manual_seed(0)
-    untrained = score_heads(tokenizer, TaskHeads(SegmentationHead(tokenizer.dim, 5), DepthHead(tokenizer.dim, 1.0, 16.0)), val, 8, torch.device("cpu"))
+    untrained = score_heads(
+        tokenizer,
+        TaskHeads(SegmentationHead(tokenizer.dim, 5), DepthHead(tokenizer.dim, 1.0, 16.0)),
+        val,
+        8,
+        torch.device("cpu"),
+    )
     assert metrics["miou"] > untrained["miou"] and metrics["rmse"] < untrained["rmse"]
     assert "heads on true validation features" in capsys.readouterr().out
     with pytest.raises(TrainingError, match="already holds heads"):
@@ -305,4 +328,3 @@ def test_head_config_refuses_nothing_to_train_and_a_class_count_below_one():
         HeadTrainConfig(num_classes=0).validate()
     with pytest.raises(ConfigError, match="nothing to train"):
         HeadTrainConfig(segmentation=False, depth=False).validate()
-

@@ -61,7 +61,9 @@ def test_linear_probes_match_the_published_heads(reference, tmp_path):
     seg = load_head(released_file(tmp_path, "seg", seg_entry["state_dict"]), kind=SEGMENTATION)
     depth = load_head(
         released_file(tmp_path, "depth", depth_entry["state_dict"]),
-        kind=DEPTH, min_depth=depth_entry["min_depth"], max_depth=depth_entry["max_depth"],
+        kind=DEPTH,
+        min_depth=depth_entry["min_depth"],
+        max_depth=depth_entry["max_depth"],
     )
     assert isinstance(seg, SegmentationHead) and seg.num_classes == seg_entry["num_classes"]
     assert isinstance(depth, DepthHead) and depth.num_bins == depth_entry["num_bins"]
@@ -77,7 +79,9 @@ def released_rgb(reference, tmp_path_factory) -> tuple[RGBHead, dict, Path]:
     """The published RGB head loaded from a bare file, its reference entry, and the file."""
     entry = reference["rgb_head"]
     path = released_file(tmp_path_factory.mktemp("rgb"), "rgb", entry["state_dict"])
-    head = load_head(path, kind=RGB, feature_norm=(entry["norm_weight"], entry["norm_bias"]), rgb_config=rgb_sizes(entry))
+    head = load_head(
+        path, kind=RGB, feature_norm=(entry["norm_weight"], entry["norm_bias"]), rgb_config=rgb_sizes(entry)
+    )
     return head, entry, path
 
 
@@ -211,7 +215,9 @@ def _colour_features(frames: torch.Tensor) -> torch.Tensor:
 
 def test_train_heads_fits_an_rgb_head_without_labels():
     head = micro_rgb_head()
-    seg, depth, log = train_heads(_colour_features, list(_colour_clips(4, seed=0)), grid=(4, 4), steps=30, lr=1.0, rgb_head=head, rgb_lr=1e-2)
+    seg, depth, log = train_heads(
+        _colour_features, list(_colour_clips(4, seed=0)), grid=(4, 4), steps=30, lr=1.0, rgb_head=head, rgb_lr=1e-2
+    )
     assert seg is None and depth is None and not head.training
     assert len(log) == 30 and set(log[-1]) == {"step", "rgb_loss"}
     assert log[-1]["rgb_loss"] < 0.2 * log[0]["rgb_loss"]

@@ -71,9 +71,17 @@ def test_released_heads_by_id_match_the_published_outputs(heads_golden, tiny_rel
     tokenizer.backbone.model.norm.weight.data.copy_(rgb["norm_weight"])
     tokenizer.backbone.model.norm.bias.data.copy_(rgb["norm_bias"])
     # The reference segmentation head is a 7-class revision of a released id.
-    monkeypatch.setitem(RELEASED, SEG_ID, dataclasses.replace(RELEASED[SEG_ID], config={"num_classes": heads_golden["seg_head"]["num_classes"]}))
+    monkeypatch.setitem(
+        RELEASED,
+        SEG_ID,
+        dataclasses.replace(RELEASED[SEG_ID], config={"num_classes": heads_golden["seg_head"]["num_classes"]}),
+    )
     heads = load_heads([f"{SEG_ID}@golden", DEPTH_ID, RGB_ID], tokenizer)
-    for head, entry in ((heads.segmentation, heads_golden["seg_head"]), (heads.depth, heads_golden["depth_head"]), (heads.rgb, rgb)):
+    for head, entry in (
+        (heads.segmentation, heads_golden["seg_head"]),
+        (heads.depth, heads_golden["depth_head"]),
+        (heads.rgb, rgb),
+    ):
         maps = entry["input"]
         with torch.no_grad():
             out = head(maps.flatten(2).transpose(1, 2), tuple(maps.shape[-2:]))
@@ -96,8 +104,31 @@ def test_rollout_cli_on_released_ids_and_the_offline_error(tiny_released, tmp_pa
         write_video(tmp_path / "videos" / f"{name}.mp4", num_frames=30)
     out = tmp_path / "out"
     rollout.main(
-        ["--world-models", WORLD_ID, "--heads", SEG_ID, DEPTH_ID, RGB_ID, "--dataset", "videos", "--data-root", str(tmp_path / "videos"),
-         "--frame-size", "64", "--horizon", "1", "2", "--samples", "2", "--val-clips", "2", "--pictures", "1", "--out", str(out)]
+        [
+            "--world-models",
+            WORLD_ID,
+            "--heads",
+            SEG_ID,
+            DEPTH_ID,
+            RGB_ID,
+            "--dataset",
+            "videos",
+            "--data-root",
+            str(tmp_path / "videos"),
+            "--frame-size",
+            "64",
+            "--horizon",
+            "1",
+            "2",
+            "--samples",
+            "2",
+            "--val-clips",
+            "2",
+            "--pictures",
+            "1",
+            "--out",
+            str(out),
+        ]
     )
     report = json.loads((out / "report.json").read_text())
     assert report["models"] == {"bom": WORLD_ID} and report["heads"] == [SEG_ID, DEPTH_ID, RGB_ID]
@@ -115,10 +146,16 @@ def test_rollout_cli_on_released_ids_and_the_offline_error(tiny_released, tmp_pa
 
 def test_revisions_and_a_local_dir_copy(golden, tiny_released, tmp_path):
     # A second revision of the release holding other weights: `@REV` and revision= both pick it.
-    changed = {key: value + 1.0 if value.is_floating_point() else value for key, value in golden["tokenizer_state_dict"].items()}
+    changed = {
+        key: value + 1.0 if value.is_floating_point() else value
+        for key, value in golden["tokenizer_state_dict"].items()
+    }
     add_repo(tiny_released, TOKENIZER_ID, {"pytorch_model.bin": torch_bytes(changed)}, revision="v2")
     main = Tokenizer.from_pretrained(TOKENIZER_ID).deltatok.state_dict()
-    for tagged in (Tokenizer.from_pretrained(f"{TOKENIZER_ID}@v2"), Tokenizer.from_pretrained(TOKENIZER_ID, revision="v2")):
+    for tagged in (
+        Tokenizer.from_pretrained(f"{TOKENIZER_ID}@v2"),
+        Tokenizer.from_pretrained(TOKENIZER_ID, revision="v2"),
+    ):
         state = tagged.deltatok.state_dict()
         assert all(torch.equal(state[k], changed[k]) for k in changed)
         assert not all(torch.equal(state[k], main[k]) for k in changed)
@@ -161,7 +198,9 @@ def test_an_id_missing_from_the_cache_offline_names_both_ways_out(offline_cache)
     with pytest.raises(CheckpointError) as info:
         Tokenizer.from_pretrained(TOKENIZER_ID)
     message = str(info.value)
-    assert "hf download Amazon-FAR/deltatok-kinetics" in message and "--local-dir DIR" in message and "\n" not in message
+    assert (
+        "hf download Amazon-FAR/deltatok-kinetics" in message and "--local-dir DIR" in message and "\n" not in message
+    )
     with pytest.raises(CheckpointError, match="not a world model"):
         load_world_model(TOKENIZER_ID)
 
@@ -191,7 +230,9 @@ def test_our_folders_push_and_load_back_by_id(offline_cache, monkeypatch, tmp_pa
     monkeypatch.setattr("tokenizer.runtime.hub.HfApi", FakeApi)
     torch.manual_seed(0)
     tokenizer = Tokenizer.build(micro_tokenizer_config()).eval()
-    config = WorldModelConfig(predictor=micro_predictor_config(), objective=ObjectiveConfig(kind="flow", sampling_steps=2), num_samples=3)
+    config = WorldModelConfig(
+        predictor=micro_predictor_config(), objective=ObjectiveConfig(kind="flow", sampling_steps=2), num_samples=3
+    )
     world = build_world_model(tokenizer, config).eval()
     tokenizer.push_to_hub("me/micro-tokenizer")
     world.push_to_hub("me/micro-world")

@@ -54,7 +54,11 @@ def test_runtime_imports_nothing_else_of_the_tokenizer():
     wrong = []
     for name, path in MODULES.items():
         if _in_runtime(name):
-            wrong += [f"{name} imports {target}" for target in _imports(path, set(MODULES), module_level_only=False) if not _in_runtime(target)]
+            wrong += [
+                f"{name} imports {target}"
+                for target in _imports(path, set(MODULES), module_level_only=False)
+                if not _in_runtime(target)
+            ]
     assert not wrong, wrong
 
 
@@ -69,7 +73,13 @@ def test_only_envs_knows_gymnasium():
         if name.split(".")[0] != "envs":
             tree = ast.parse(path.read_text())
             for node in ast.walk(tree):
-                modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+                modules = (
+                    [a.name for a in node.names]
+                    if isinstance(node, ast.Import)
+                    else [node.module or ""]
+                    if isinstance(node, ast.ImportFrom)
+                    else []
+                )
                 wrong += [f"{name} imports {m}" for m in modules if m.split(".")[0] == "gymnasium"]
     assert not wrong, wrong
 
@@ -79,7 +89,10 @@ def test_no_import_inside_functions_papers_over_a_cycle():
     late = []
     for name, path in MODULES.items():
         everywhere = _imports(path, set(MODULES), module_level_only=False)
-        late += [f"{name} imports {target} inside a function" for target in everywhere - _imports(path, set(MODULES), module_level_only=True)]
+        late += [
+            f"{name} imports {target} inside a function"
+            for target in everywhere - _imports(path, set(MODULES), module_level_only=True)
+        ]
     assert not late, late
 
 

@@ -31,10 +31,18 @@ def micro_deltatok() -> DeltaTok:
 
 def test_lr_scale_gives_each_module_its_multiplier_and_keeps_the_decay_split():
     model = micro_deltatok()
-    optimizer = build_optimizer(model, TrainConfig(lr_scale={"encoder_blocks": 3.0, "encoder_blocks.0.mlp": 5.0, "z_embed": 3.0}))
+    optimizer = build_optimizer(
+        model, TrainConfig(lr_scale={"encoder_blocks": 3.0, "encoder_blocks.0.mlp": 5.0, "z_embed": 3.0})
+    )
     group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
     for name, p in model.named_parameters():
-        expected = 5.0 if name.startswith("encoder_blocks.0.mlp.") else 3.0 if name.split(".")[0] in ("encoder_blocks", "z_embed") else 1.0
+        expected = (
+            5.0
+            if name.startswith("encoder_blocks.0.mlp.")
+            else 3.0
+            if name.split(".")[0] in ("encoder_blocks", "z_embed")
+            else 1.0
+        )
         assert group_of[id(p)]["lr_scale"] == expected, name
         decayed = name.endswith("weight") and "norm" not in name and "embed" not in name
         assert (group_of[id(p)]["weight_decay"] > 0) == decayed, name
@@ -54,7 +62,10 @@ def test_without_lr_scale_the_groups_are_the_decay_split_alone():
         ({"encoder_blocks": -1.0}, ["train.lr_scale.encoder_blocks", "positive"]),
         ({"encoder_blocks": float("nan")}, ["train.lr_scale.encoder_blocks", "positive"]),
         ({"encoder_blocks": float("inf")}, ["train.lr_scale.encoder_blocks", "positive"]),
-        ({"encoder_blocks": {"0": 2.0}}, ["train.lr_scale.encoder_blocks holds keys", "brackets", "train.lr_scale[encoder_blocks.0]"]),
+        (
+            {"encoder_blocks": {"0": 2.0}},
+            ["train.lr_scale.encoder_blocks holds keys", "brackets", "train.lr_scale[encoder_blocks.0]"],
+        ),
     ],
 )
 def test_a_bad_lr_scale_is_refused_by_name(lr_scale, fragments):
@@ -64,7 +75,9 @@ def test_a_bad_lr_scale_is_refused_by_name(lr_scale, fragments):
 
 
 def test_a_prefix_with_dots_reaches_lr_scale_whole_through_brackets_on_the_command_line():
-    bracketed = load_config(TokenizerRunConfig, "configs/tokenizer/tiny.yaml", ["train.lr_scale[encoder_blocks.0.mlp]=5"])
+    bracketed = load_config(
+        TokenizerRunConfig, "configs/tokenizer/tiny.yaml", ["train.lr_scale[encoder_blocks.0.mlp]=5"]
+    )
     assert to_object(bracketed.train).lr_scale == {"encoder_blocks.0.mlp": 5.0}
     dotted = load_config(TokenizerRunConfig, "configs/tokenizer/tiny.yaml", ["train.lr_scale.encoder_blocks.0.mlp=5"])
     with pytest.raises(ConfigError, match="brackets"):
@@ -74,8 +87,15 @@ def test_a_prefix_with_dots_reaches_lr_scale_whole_through_brackets_on_the_comma
 def test_new_multipliers_keep_the_optimizer_layout_so_a_resume_can_change_them():
     model = micro_deltatok()
     layouts = [
-        [[id(p) for p in group["params"]] for group in build_optimizer(model, TrainConfig(lr_scale=lr_scale)).param_groups]
-        for lr_scale in ({"encoder_blocks": 2.0, "z_embed": 0.5}, {"encoder_blocks": 0.5, "z_embed": 2.0}, {"encoder_blocks": 1.0, "z_embed": 1.0})
+        [
+            [id(p) for p in group["params"]]
+            for group in build_optimizer(model, TrainConfig(lr_scale=lr_scale)).param_groups
+        ]
+        for lr_scale in (
+            {"encoder_blocks": 2.0, "z_embed": 0.5},
+            {"encoder_blocks": 0.5, "z_embed": 2.0},
+            {"encoder_blocks": 1.0, "z_embed": 1.0},
+        )
     ]
     assert layouts[0] == layouts[1] == layouts[2]
     assert len(layouts[0]) > 2  # the prefixes did split the decay groups
@@ -87,7 +107,8 @@ def test_a_resume_may_change_lr_scale_values_but_not_its_prefixes(tmp_path):
     before = sorted(p.name for p in (out / "checkpoints").iterdir())
     assert_user_error(
         train_tokenizer(out, "train.max_steps=3", "resume=true", "train.lr_scale.decoder_blocks=2"),
-        "train.lr_scale names other prefixes", "encoder_blocks -> decoder_blocks",
+        "train.lr_scale names other prefixes",
+        "encoder_blocks -> decoder_blocks",
     )
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == before
     assert_ok(train_tokenizer(out, "train.max_steps=3", "resume=true", "train.lr_scale.encoder_blocks=3"))
@@ -106,7 +127,11 @@ def test_a_training_run_moves_each_module_at_its_scaled_rate(tmp_path):
 
 def test_a_misspelt_lr_scale_prefix_stops_the_run_before_it_replaces_anything(tmp_path):
     out = tmp_path / "typo"
-    assert_user_error(train_tokenizer(out, "train.max_steps=1", "train.lr_scale.encoder_block=2"), "encoder_block", "no trainable parameter")
+    assert_user_error(
+        train_tokenizer(out, "train.max_steps=1", "train.lr_scale.encoder_block=2"),
+        "encoder_block",
+        "no trainable parameter",
+    )
     assert not (out / "checkpoints").exists()
     assert_ok(train_tokenizer(out, "train.max_steps=1"))
     kept = sorted(p.name for p in out.rglob("*"))

@@ -63,7 +63,9 @@ def test_muon_run_trains_resumes_exactly_and_refuses_another_optimizer(tmp_path)
     assert_ok(train_tokenizer(straight, "train.max_steps=6", *common))
     assert_ok(train_tokenizer(halted, "train.max_steps=3", *common))
     assert_user_error(
-        train_tokenizer(halted, "train.max_steps=6", "resume=true", "train.optimizer=adamw", "train.lr_schedule=constant"),
+        train_tokenizer(
+            halted, "train.max_steps=6", "resume=true", "train.optimizer=adamw", "train.lr_schedule=constant"
+        ),
         "another train.optimizer",
     )
     # The momentum buffers are in the checkpoint: the resumed curve is the uninterrupted one.

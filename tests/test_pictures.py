@@ -148,7 +148,10 @@ def rollout_record(rgb: bool, context: int = 2, steps: int = 2, samples: int = 2
     frames = context + steps
     imagined = torch.randn(samples, steps, 64, 16, generator=g)
     rows = {"truth": frames, "best": steps, "mean": steps, **{f"sample {k + 1}": steps for k in range(samples)}}
-    maps = {name: ({"rgb": torch.randint(0, 256, (count, 3, 64, 64), dtype=torch.uint8, generator=g)} if rgb else {}) for name, count in rows.items()}
+    maps = {
+        name: ({"rgb": torch.randint(0, 256, (count, 3, 64, 64), dtype=torch.uint8, generator=g)} if rgb else {})
+        for name, count in rows.items()
+    }
     return PictureRecord(
         frames=torch.randint(0, 256, (frames, 3, 64, 64), dtype=torch.uint8, generator=g),
         true_features=torch.randn(frames, 64, 16, generator=g),

@@ -57,18 +57,54 @@ def saved(tmp_path_factory) -> dict[str, Path]:
     TaskHeads(SegmentationHead(tokenizer.dim, 5), DepthHead(tokenizer.dim, 1.0, 16.0)).save(root / "heads")
     vspw_heads = root / "vspw_heads"
     TaskHeads(SegmentationHead(tokenizer.dim, 124)).save(vspw_heads)
-    return {"tokenizer": root / "tokenizer", "bom": root / "bom", "flow": root / "flow", "heads": root / "heads", "vspw_heads": vspw_heads}
+    return {
+        "tokenizer": root / "tokenizer",
+        "bom": root / "bom",
+        "flow": root / "flow",
+        "heads": root / "heads",
+        "vspw_heads": vspw_heads,
+    }
 
 
 def run_rollout(saved, out: Path, *extra: str) -> None:
     rollout.main(
-        ["--tokenizer", str(saved["tokenizer"]), "--heads", str(saved["heads"]), "--frame-size", "32", "--context", "2",
-         "--samples", "3", "--val-clips", "3", "--batch-size", "2", "--threads", "2", "--out", str(out), *extra]
+        [
+            "--tokenizer",
+            str(saved["tokenizer"]),
+            "--heads",
+            str(saved["heads"]),
+            "--frame-size",
+            "32",
+            "--context",
+            "2",
+            "--samples",
+            "3",
+            "--val-clips",
+            "3",
+            "--batch-size",
+            "2",
+            "--threads",
+            "2",
+            "--out",
+            str(out),
+            *extra,
+        ]
     )
 
 
 def test_report_structure_pictures_and_two_models(saved, tmp_path, capsys):
-    run_rollout(saved, tmp_path, "--world-models", str(saved["bom"]), str(saved["flow"]), "--horizon", "2", "1", "--pictures", "1")
+    run_rollout(
+        saved,
+        tmp_path,
+        "--world-models",
+        str(saved["bom"]),
+        str(saved["flow"]),
+        "--horizon",
+        "2",
+        "1",
+        "--pictures",
+        "1",
+    )
     report = json.loads((tmp_path / "report.json").read_text())
     assert (report["dataset"], report["context"], report["num_samples"], report["num_clips"]) == ("shapes", 2, 3, 3)
     assert list(report["horizons"]) == ["1", "2"]
@@ -87,7 +123,11 @@ def test_report_structure_pictures_and_two_models(saved, tmp_path, capsys):
             assert terms["energy_score"] == pytest.approx(terms["distance_to_truth"] - 0.5 * terms["sample_spread"])
         assert per_method["copy_last"]["sample_spread"] == 0 and per_method["world_samples_flow"]["sample_spread"] > 0
         expected_gap = gap_closed(values["miou"], per_method["copy_last"]["miou"], per_method["present"]["miou"])
-        assert values["gap_closed_miou"] == pytest.approx(expected_gap) if expected_gap is not None else values["gap_closed_miou"] is None
+        assert (
+            values["gap_closed_miou"] == pytest.approx(expected_gap)
+            if expected_gap is not None
+            else values["gap_closed_miou"] is None
+        )
     # Each series is plotted once: the first model's rows under its own name, not twice.
     plotted = rollout.horizon_series(report, "miou", several_models=True)
     assert {"world_best_bom", "world_best_flow", "copy_last"} <= set(plotted) and "world_best" not in plotted
@@ -120,11 +160,19 @@ def test_horizon_one_of_a_shared_rollout_equals_a_separate_rollout(saved):
 
     clips = ShapesClips(ShapesConfig(frame_size=32), 4, seed=0, split="val", num_clips=2)
     batch = torch.utils.data.default_collate([clips[0], clips[1]])
-    shared = RolloutEvaluator(tokenizer, {"bom": world}, heads, RolloutEvalConfig(context=2, horizons=[1, 2], num_samples=3), torch.device("cpu"))
+    shared = RolloutEvaluator(
+        tokenizer,
+        {"bom": world},
+        heads,
+        RolloutEvalConfig(context=2, horizons=[1, 2], num_samples=3),
+        torch.device("cpu"),
+    )
     shared.update(batch)
     bounds_shared = shared.report("shapes")["horizons"]["1"]
     short = {k: v[:, :3] for k, v in batch.items()}
-    alone = RolloutEvaluator(tokenizer, {"bom": world}, heads, RolloutEvalConfig(context=2, horizons=[1], num_samples=3), torch.device("cpu"))
+    alone = RolloutEvaluator(
+        tokenizer, {"bom": world}, heads, RolloutEvalConfig(context=2, horizons=[1], num_samples=3), torch.device("cpu")
+    )
     alone.update(short)
     bounds_alone = alone.report("shapes")["horizons"]["1"]
     # The generator draws step 1's noise first either way, so even the imagined samples agree.
@@ -135,8 +183,19 @@ def test_horizon_one_of_a_shared_rollout_equals_a_separate_rollout(saved):
 def test_rollout_on_a_miniature_vspw_tree(saved, tmp_path):
     make_vspw(tmp_path / "vspw", num_frames=45)
     run_rollout(
-        {**saved, "heads": saved["vspw_heads"]}, tmp_path / "out", "--world-models", str(saved["bom"]), "--dataset", "vspw",
-        "--data-root", str(tmp_path / "vspw"), "--frame-size", "16", "--horizon", "1", "3",
+        {**saved, "heads": saved["vspw_heads"]},
+        tmp_path / "out",
+        "--world-models",
+        str(saved["bom"]),
+        "--dataset",
+        "vspw",
+        "--data-root",
+        str(tmp_path / "vspw"),
+        "--frame-size",
+        "16",
+        "--horizon",
+        "1",
+        "3",
     )
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["dataset"] == "vspw" and report["num_clips"] == 2
@@ -161,13 +220,25 @@ def test_rollout_on_a_miniature_vspw_tree(saved, tmp_path):
         (["--config", "{missing}"], "does not exist"),
         (["--world-models", "{missing}"], "does not exist"),
         (["--heads", "{missing}"], "does not exist"),
-        (["--dataset", "vspw", "--data-root", "{vspw}", "--frame-size", "16", "--horizon", "20"], "longer than any vspw clip"),
+        (
+            ["--dataset", "vspw", "--data-root", "{vspw}", "--frame-size", "16", "--horizon", "20"],
+            "longer than any vspw clip",
+        ),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(saved, tmp_path, monkeypatch, capsys, args, message):
     make_vspw(tmp_path / "vspw", num_frames=45)
     args = [a.format(missing=tmp_path / "nowhere", vspw=tmp_path / "vspw") for a in args]
-    base = ["--tokenizer", str(saved["tokenizer"]), "--world-models", str(saved["bom"]), "--heads", str(saved["heads"]), "--out", str(tmp_path / "o")]
+    base = [
+        "--tokenizer",
+        str(saved["tokenizer"]),
+        "--world-models",
+        str(saved["bom"]),
+        "--heads",
+        str(saved["heads"]),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     monkeypatch.setattr(sys, "argv", ["rollout.py", *base, *args])
     with pytest.raises(SystemExit) as exit_info:
         run_cli(rollout.main)
@@ -192,7 +263,10 @@ def test_eval_config_checks_are_config_errors(options, message):
 
 def test_evaluation_runs_the_backbone_once_per_window_for_every_method_and_model(saved):
     tokenizer = Tokenizer.from_pretrained(saved["tokenizer"])
-    worlds = {"bom": micro_world(Tokenizer.from_pretrained(saved["tokenizer"]), "bom"), "flow": micro_world(tokenizer, "flow")}
+    worlds = {
+        "bom": micro_world(Tokenizer.from_pretrained(saved["tokenizer"]), "bom"),
+        "flow": micro_world(tokenizer, "flow"),
+    }
     from tokenizer.data.shapes import ShapesClips, ShapesConfig
 
     clips = ShapesClips(ShapesConfig(frame_size=32), 4, seed=0, split="val", num_clips=2)
@@ -201,7 +275,9 @@ def test_evaluation_runs_the_backbone_once_per_window_for_every_method_and_model
     backbones = {id(m.backbone): m.backbone for m in [tokenizer, *(w.tokenizer for w in worlds.values())]}
     for backbone in backbones.values():
         # Black-frame features (one frame, cached) are not a pass over the clips.
-        backbone.register_forward_pre_hook(lambda module, args: clip_passes.append(args[0].shape) if args[0].shape[1] > 1 else None)
+        backbone.register_forward_pre_hook(
+            lambda module, args: clip_passes.append(args[0].shape) if args[0].shape[1] > 1 else None
+        )
     config = RolloutEvalConfig(context=2, horizons=[1, 2], num_samples=3)
     evaluator = RolloutEvaluator(tokenizer, worlds, TaskHeads.load(saved["heads"]), config, torch.device("cpu"))
     evaluator.update(batch)
@@ -209,7 +285,9 @@ def test_evaluation_runs_the_backbone_once_per_window_for_every_method_and_model
 
     # Handing a world model the features changes nothing it imagines.
     frames, times = batch["frames"], batch["timestamps"]
-    given = worlds["bom"].rollout(frames, times, 2, 2, 3, generator=torch.Generator().manual_seed(0), features=tokenizer.features(frames))
+    given = worlds["bom"].rollout(
+        frames, times, 2, 2, 3, generator=torch.Generator().manual_seed(0), features=tokenizer.features(frames)
+    )
     computed = worlds["bom"].rollout(frames, times, 2, 2, 3, generator=torch.Generator().manual_seed(0))
     assert torch.equal(given["features"], computed["features"]) and torch.equal(given["targets"], computed["targets"])
 
@@ -217,13 +295,35 @@ def test_evaluation_runs_the_backbone_once_per_window_for_every_method_and_model
 def test_config_file_overrides_and_flags_compose(saved, tmp_path):
     """Schema defaults <- --config file <- dotted overrides <- flags, as every command takes them."""
     config = tmp_path / "rollout.yaml"
-    config.write_text(f"tokenizer: {saved['tokenizer']}\nheads: [{saved['heads']}]\nworld_models: [{saved['bom']}]\neval:\n  context: 3\n  horizons: [2]\n")
-    run = rollout.parse_args(["--config", str(config), "eval.horizons=[1,2]", "--horizon", "3", "1", "data.frame_size=32", "--samples", "4"])
-    assert run.eval.horizons == [1, 3] and run.eval.context == 3 and run.eval.num_samples == 4 and run.data.frame_size == 32
+    config.write_text(
+        f"tokenizer: {saved['tokenizer']}\nheads: [{saved['heads']}]\nworld_models: [{saved['bom']}]\neval:\n  context: 3\n  horizons: [2]\n"
+    )
+    run = rollout.parse_args(
+        ["--config", str(config), "eval.horizons=[1,2]", "--horizon", "3", "1", "data.frame_size=32", "--samples", "4"]
+    )
+    assert (
+        run.eval.horizons == [1, 3]
+        and run.eval.context == 3
+        and run.eval.num_samples == 4
+        and run.data.frame_size == 32
+    )
     assert run.eval.protocol == "one_rollout" and run.world_models == [str(saved["bom"])]
     assert rollout.parse_args(["--dataset", "kitti"]).eval.protocol == "per_horizon"
     # Without --samples the world model's own K (3 for the micro models) is used and reported.
-    rollout.main(["--config", str(config), "--frame-size", "32", "--val-clips", "2", "--pictures", "0", "--out", str(tmp_path / "o")])
+    rollout.main(
+        [
+            "--config",
+            str(config),
+            "--frame-size",
+            "32",
+            "--val-clips",
+            "2",
+            "--pictures",
+            "0",
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["num_samples"] == 3 and list(report["horizons"]) == ["2"] and report["context"] == 3
     assert report["protocol"] == "one_rollout"
@@ -234,8 +334,21 @@ def test_unlabelled_footage_is_scored_by_feature_loss_and_pictured_without_heads
     for name in ("a", "b"):
         write_video(tmp_path / "videos" / f"{name}.mp4", num_frames=30)
     run_rollout(
-        {**saved, "heads": ""}, tmp_path / "out", "--world-models", str(saved["bom"]), "--dataset", "videos",
-        "--data-root", str(tmp_path / "videos"), "--frame-size", "16", "--horizon", "1", "2", "--pictures", "1",
+        {**saved, "heads": ""},
+        tmp_path / "out",
+        "--world-models",
+        str(saved["bom"]),
+        "--dataset",
+        "videos",
+        "--data-root",
+        str(tmp_path / "videos"),
+        "--frame-size",
+        "16",
+        "--horizon",
+        "1",
+        "2",
+        "--pictures",
+        "1",
     )
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["dataset"] == "videos" and report["num_clips"] == 2
@@ -251,15 +364,27 @@ def test_labels_that_no_head_can_score_are_refused(saved, tmp_path):
     TaskHeads(None, DepthHead(Tokenizer.from_pretrained(saved["tokenizer"]).dim, 1.0, 16.0)).save(depth_only)
     make_vspw(tmp_path / "vspw", num_frames=45)
     with pytest.raises(InputError, match="no task in common"):
-        run_rollout({**saved, "heads": depth_only}, tmp_path / "out", "--world-models", str(saved["bom"]), "--dataset", "vspw",
-                    "--data-root", str(tmp_path / "vspw"), "--frame-size", "16")
+        run_rollout(
+            {**saved, "heads": depth_only},
+            tmp_path / "out",
+            "--world-models",
+            str(saved["bom"]),
+            "--dataset",
+            "vspw",
+            "--data-root",
+            str(tmp_path / "vspw"),
+            "--frame-size",
+            "16",
+        )
 
 
 def test_an_rgb_head_adds_rgb_rows_to_the_pictures_and_leaves_the_scores(saved, tmp_path):
     tokenizer = Tokenizer.from_pretrained(saved["tokenizer"])
     plain = TaskHeads.load(saved["heads"])
     torch.manual_seed(0)
-    rgb = RGBHead(tokenizer.dim, tokenizer.backbone.feature_norm, RGBHeadConfig(32, 1, 2, 64, patch_size=8, image_size=32))
+    rgb = RGBHead(
+        tokenizer.dim, tokenizer.backbone.feature_norm, RGBHeadConfig(32, 1, 2, 64, patch_size=8, image_size=32)
+    )
     TaskHeads(plain.segmentation, plain.depth, rgb).save(tmp_path / "rgb_heads")
     args = ("--world-models", str(saved["bom"]), "--horizon", "1", "--pictures", "1", "--val-clips", "1")
     run_rollout(saved, tmp_path / "plain", *args)
@@ -276,7 +401,13 @@ def test_an_rgb_head_adds_rgb_rows_to_the_pictures_and_leaves_the_scores(saved, 
 
     clips = ShapesClips(ShapesConfig(frame_size=32), 3, seed=0, split="val", num_clips=1)
     heads = TaskHeads.load(tmp_path / "rgb_heads", feature_norm=tokenizer.backbone.feature_norm)
-    evaluator = RolloutEvaluator(tokenizer, {"bom": micro_world(tokenizer)}, heads, RolloutEvalConfig(context=2, num_pictures=1), torch.device("cpu"))
+    evaluator = RolloutEvaluator(
+        tokenizer,
+        {"bom": micro_world(tokenizer)},
+        heads,
+        RolloutEvalConfig(context=2, num_pictures=1),
+        torch.device("cpu"),
+    )
     evaluator.update(torch.utils.data.default_collate([clips[0]]))
     maps = evaluator.pictures[0].maps
     assert maps["truth"]["rgb"].shape == (3, 3, 32, 32) and maps["best"]["rgb"].shape == (1, 3, 32, 32)

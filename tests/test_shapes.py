@@ -149,7 +149,10 @@ def test_pixels_agree_with_segmentation_and_depth() -> None:
             # Shape depths come only from shapes of this class.
             assert set(np.unique(depth[mask])) <= set(world.depths[world.classes == cls].astype(np.float32))
             pixels = obs[mask].astype(float)
-            errors = {c: np.abs(pixels - apparent_color(SHAPE_COLORS[c], depth[mask], CONFIG.fog_depth)).max(axis=1) for c in SHAPE_COLORS}
+            errors = {
+                c: np.abs(pixels - apparent_color(SHAPE_COLORS[c], depth[mask], CONFIG.fog_depth)).max(axis=1)
+                for c in SHAPE_COLORS
+            }
             assert errors[cls].max() <= 2 * CONFIG.color_jitter
             assert all((errors[cls] < errors[c]).all() for c in SHAPE_COLORS if c != cls)
         agent = seg == AGENT
@@ -312,7 +315,9 @@ def test_timestamps_follow_stride() -> None:
         assert np.allclose(gaps, gaps[0])
         seen.add(round(float(gaps[0]), 6))
     assert seen == {0.1, 0.3}
-    np.testing.assert_allclose(ShapesClips(CONFIG, 4, 0, strides=(2,))[0]["timestamps"], [0.0, 0.2, 0.4, 0.6], atol=1e-6)
+    np.testing.assert_allclose(
+        ShapesClips(CONFIG, 4, 0, strides=(2,))[0]["timestamps"], [0.0, 0.2, 0.4, 0.6], atol=1e-6
+    )
 
 
 def test_actions_align_with_agent_motion() -> None:

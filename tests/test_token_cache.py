@@ -68,7 +68,11 @@ def test_training_on_the_cache_gives_the_losses_of_training_on_the_clips(tokeniz
     steps = ["train.max_steps=3"]  # 3 steps x 4 clips: clips 0..11, all in the cache
     tokenizer = str(tokenizers / "seed0")
     assert_ok(train_world(tmp_path / "frames", tokenizer, *steps))
-    assert_ok(train_world(tmp_path / "cached", tokenizer, *steps, "data.source=tokens", f"data.root={cache}", "data.val_source=shapes"))
+    assert_ok(
+        train_world(
+            tmp_path / "cached", tokenizer, *steps, "data.source=tokens", f"data.root={cache}", "data.val_source=shapes"
+        )
+    )
     on_the_fly, cached = losses(tmp_path / "frames"), losses(tmp_path / "cached")
     assert sorted(cached) == [1, 2, 3]
     for step in cached:
@@ -80,7 +84,11 @@ def test_a_cache_from_another_tokenizer_or_too_short_is_refused(tokenizers, cach
     result = train_world(tmp_path / "other", str(tokenizers / "seed1"), *cached)
     assert_user_error(result, "was made with tokenizer", str(tokenizers / "seed0"), str(tokenizers / "seed1"))
     assert not (tmp_path / "other").exists()
-    assert_user_error(train_world(tmp_path / "long", str(tokenizers / "seed0"), *cached, "data.num_frames=6"), "clips of 4 frames", "data.num_frames=6")
+    assert_user_error(
+        train_world(tmp_path / "long", str(tokenizers / "seed0"), *cached, "data.num_frames=6"),
+        "clips of 4 frames",
+        "data.num_frames=6",
+    )
     assert_user_error(train_world(tmp_path / "noval", str(tokenizers / "seed0"), *cached[:2]), "needs data.val_source")
     # Making a different cache into the same folder is refused, and the cache is left as it was.
     before = {p.name: p.stat().st_mtime_ns for p in cache.iterdir()}
@@ -113,7 +121,13 @@ def test_an_interrupted_cache_is_finished_by_running_again(tokenizers, cache, tm
     kept = (out / "shard_00000.safetensors").stat().st_mtime_ns
     for name in ("shard_00001.safetensors", "shard_00002.safetensors", "manifest.json"):
         (out / name).unlink()
-    result = train_world(tmp_path / "early", str(tokenizers / "seed0"), "data.source=tokens", f"data.root={out}", "data.val_source=shapes")
+    result = train_world(
+        tmp_path / "early",
+        str(tokenizers / "seed0"),
+        "data.source=tokens",
+        f"data.root={out}",
+        "data.val_source=shapes",
+    )
     assert_user_error(result, "incomplete", "run the same cache command again")
     assert_ok(make_cache(str(tokenizers / "seed0"), out))
     assert (out / "shard_00000.safetensors").stat().st_mtime_ns == kept
@@ -124,7 +138,19 @@ def test_an_interrupted_cache_is_finished_by_running_again(tokenizers, cache, tm
 
 def test_two_processes_write_their_shares(tokenizers, cache, tmp_path):
     out = tmp_path / "ddp"
-    launcher = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launcher = [
+        ACCELERATE,
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
     result = make_cache(str(tokenizers / "seed0"), out, launcher=launcher)
     assert_ok(result)
     # One group of two: the main process alone reports, once.
@@ -132,8 +158,9 @@ def test_two_processes_write_their_shares(tokenizers, cache, tmp_path):
     manifest = json.loads((out / "manifest.json").read_text())
     assert [s["clips"] for s in manifest["shards"]] == [5, 5, 2]
     for shard in manifest["shards"]:
-        assert torch.allclose(load_file(out / shard["file"])["tokens"], load_file(cache / shard["file"])["tokens"], atol=1e-6)
-
+        assert torch.allclose(
+            load_file(out / shard["file"])["tokens"], load_file(cache / shard["file"])["tokens"], atol=1e-6
+        )
 
 
 READOUT = ["model.readout.enabled=true", "model.readout.grid=2", "model.readout.predictor.hidden_size=32", "model.readout.predictor.num_layers=1",
@@ -145,9 +172,14 @@ def test_a_readout_trains_from_the_cache_summaries_and_is_saved(tokenizers, cach
     with_summaries = tmp_path / "tokens"
     assert_ok(make_cache(tokenizer, with_summaries, *READOUT))
     shard = load_file(with_summaries / "shard_00000.safetensors")
-    assert shard["summaries"].shape == (5, 4, 4, 32) and json.loads((with_summaries / "plan.json").read_text())["summary_grid"] == 2
+    assert (
+        shard["summaries"].shape == (5, 4, 4, 32)
+        and json.loads((with_summaries / "plan.json").read_text())["summary_grid"] == 2
+    )
     cached = ["data.source=tokens", "data.val_source=shapes", "train.max_steps=2"]
     assert_ok(train_world(tmp_path / "wm", tokenizer, *READOUT, *cached, f"data.root={with_summaries}"))
     assert (tmp_path / "wm" / "final" / "readout.safetensors").is_file()
     # The plain cache has no summaries for the readout to learn from.
-    assert_user_error(train_world(tmp_path / "refused", tokenizer, *READOUT, *cached, f"data.root={cache}"), "summaries")
+    assert_user_error(
+        train_world(tmp_path / "refused", tokenizer, *READOUT, *cached, f"data.root={cache}"), "summaries"
+    )

@@ -112,7 +112,9 @@ def test_difference_input_hands_the_encoder_next_minus_prev():
     rope = paper.rope((4, 4), torch.device("cpu"))
     with torch.no_grad():
         torch.testing.assert_close(ours.deltatok.encode(prev, nxt, rope), paper.deltatok.encode(prev, nxt - prev, rope))
-        assert not torch.allclose(ours.deltatok.encode(prev, nxt, rope), paper.deltatok.encode(prev, nxt, rope), atol=1e-3)
+        assert not torch.allclose(
+            ours.deltatok.encode(prev, nxt, rope), paper.deltatok.encode(prev, nxt, rope), atol=1e-3
+        )
 
 
 def test_difference_only_input_encodes_the_change_alone():
@@ -135,7 +137,9 @@ def test_difference_only_input_encodes_the_change_alone():
         torch.testing.assert_close(ours.deltatok.encode(prev + 1.0, nxt + 1.0, rope), token)
         assert not torch.allclose(ours.deltatok.encode(prev, prev + 2 * (nxt - prev), rope), token, atol=1e-3)
         # ...while the decoder still starts from the previous frame, as in every delta mode.
-        assert not torch.allclose(ours.deltatok.decode(token, prev + 1.0, rope), ours.deltatok.decode(token, prev, rope), atol=1e-3)
+        assert not torch.allclose(
+            ours.deltatok.decode(token, prev + 1.0, rope), ours.deltatok.decode(token, prev, rope), atol=1e-3
+        )
 
 
 def test_encoder_top_k_reads_the_most_changed_patches_at_their_positions():
@@ -161,18 +165,25 @@ def test_encoder_top_k_reads_the_most_changed_patches_at_their_positions():
         token = picking.deltatok.encode(prev, nxt, (cos, sin))
         for sample, patches in enumerate(changed):
             shuffled = patches[torch.randperm(len(patches))]  # which order they are read in does not matter
-            alone = full.deltatok.encode(prev[sample : sample + 1, shuffled], nxt[sample : sample + 1, shuffled], (cos[shuffled], sin[shuffled]))
+            alone = full.deltatok.encode(
+                prev[sample : sample + 1, shuffled], nxt[sample : sample + 1, shuffled], (cos[shuffled], sin[shuffled])
+            )
             torch.testing.assert_close(token[sample : sample + 1], alone)
         assert not torch.allclose(full.deltatok.encode(prev, nxt, (cos, sin)), token, atol=1e-3)
         # Ties (two identical frames: no patch changes) go to the lowest patch indices, on every device.
         first = torch.arange(5)
         torch.testing.assert_close(
-            picking.deltatok.encode(prev, prev, (cos, sin)), full.deltatok.encode(prev[:, first], prev[:, first], (cos[first], sin[first]))
+            picking.deltatok.encode(prev, prev, (cos, sin)),
+            full.deltatok.encode(prev[:, first], prev[:, first], (cos[first], sin[first])),
         )
         # The decoder is untouched, and a k of at least the patch count reads every patch.
-        torch.testing.assert_close(picking.deltatok.decode(token, prev, (cos, sin)), full.deltatok.decode(token, prev, (cos, sin)))
+        torch.testing.assert_close(
+            picking.deltatok.decode(token, prev, (cos, sin)), full.deltatok.decode(token, prev, (cos, sin))
+        )
         picking.deltatok.cfg.encoder_top_k = 16
-        torch.testing.assert_close(picking.deltatok.encode(prev, nxt, (cos, sin)), full.deltatok.encode(prev, nxt, (cos, sin)))
+        torch.testing.assert_close(
+            picking.deltatok.encode(prev, nxt, (cos, sin)), full.deltatok.encode(prev, nxt, (cos, sin))
+        )
 
 
 def test_encoder_can_be_deeper_than_the_decoder():
@@ -182,7 +193,10 @@ def test_encoder_can_be_deeper_than_the_decoder():
     assert (len(tok.deltatok.encoder_blocks), len(tok.deltatok.decoder_blocks)) == (3, 1)
     features = tok.features(random_frames(2, 2))
     with torch.no_grad():
-        assert tok.deltatok(features[:, 0], features[:, 1], tok.rope((4, 4), torch.device("cpu"))).shape == features[:, 1].shape
+        assert (
+            tok.deltatok(features[:, 0], features[:, 1], tok.rope((4, 4), torch.device("cpu"))).shape
+            == features[:, 1].shape
+        )
 
 
 def test_several_encoder_queries_pool_into_one_token():
@@ -236,7 +250,11 @@ def test_rope_jitter_only_while_training(tokenizer):
 
 def test_save_and_load_round_trip(tokenizer, tmp_path):
     tokenizer.save_pretrained(tmp_path / "tok")
-    assert sorted(p.name for p in (tmp_path / "tok").iterdir()) == ["backbone.safetensors", "config.yaml", "deltatok.safetensors"]
+    assert sorted(p.name for p in (tmp_path / "tok").iterdir()) == [
+        "backbone.safetensors",
+        "config.yaml",
+        "deltatok.safetensors",
+    ]
     loaded = Tokenizer.from_pretrained(tmp_path / "tok")
     frames = random_frames(2, 3, seed=1)
     torch.testing.assert_close(loaded.tokenize(frames)[0], tokenizer.tokenize(frames)[0], rtol=0, atol=0)
@@ -262,7 +280,11 @@ def test_checkpoint_from_another_config_names_every_mismatch(tokenizer, tmp_path
     with pytest.raises(CheckpointError) as err:
         Tokenizer.from_pretrained(path, micro_tokenizer_config())
     message = str(err.value)
-    assert "norm.weight" in message and "extra.weight" in message and "z_embed.weight (file (1, 48), model (1, 32))" in message
+    assert (
+        "norm.weight" in message
+        and "extra.weight" in message
+        and "z_embed.weight (file (1, 48), model (1, 32))" in message
+    )
 
 
 def test_corrupt_truncated_and_missing_checkpoints(tokenizer, tmp_path):
@@ -331,7 +353,13 @@ def test_feature_pool_serves_the_clips_features_and_trains_alike(tokenizer):
     served, _ = task.loss(tokenizer.deltatok, pooled, torch.Generator().manual_seed(3))
     torch.testing.assert_close(served, fresh)
     with pytest.raises(ConfigError, match="feature_pool"):
-        FeaturePool(tokenizer, ShapesClips(ShapesConfig(frame_size=32), 2, seed=0, num_clips=2), size=3, batch_size=2, device=torch.device("cpu"))
+        FeaturePool(
+            tokenizer,
+            ShapesClips(ShapesConfig(frame_size=32), 2, seed=0, num_clips=2),
+            size=3,
+            batch_size=2,
+            device=torch.device("cpu"),
+        )
     # A pool larger than the run's draws keeps only the clips some step serves, which are the same clips.
     cut = FeaturePool(tokenizer, clips, size=8, batch_size=2, device=torch.device("cpu"), clips_drawn=3)
     torch.testing.assert_close(cut.features, pool.features)

@@ -47,7 +47,11 @@ def metrics(output_dir: Path) -> dict:
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
     """Every file under `folder` with its size and modification time, to prove nothing was touched."""
-    return {str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): (p.stat().st_size, p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +66,13 @@ def tokenizer_run(tmp_path_factory) -> Path:
 
 
 def test_tokenizer_run_writes_its_folder_and_reports_both_losses(tokenizer_run):
-    for name in ("config.yaml", "metrics.json", "final/config.yaml", "checkpoints/step_000006/state.json", "checkpoints/step_000003/state.json"):
+    for name in (
+        "config.yaml",
+        "metrics.json",
+        "final/config.yaml",
+        "checkpoints/step_000006/state.json",
+        "checkpoints/step_000003/state.json",
+    ):
         assert (tokenizer_run / name).exists(), name
     record = metrics(tokenizer_run)
     assert record["step"] == 6 and record["num_processes"] == 1
@@ -131,7 +141,9 @@ def test_sigkill_after_a_checkpoint_then_resume_matches_the_uninterrupted_run(to
 
 def test_an_output_dir_holding_a_run_is_refused_and_left_untouched(tokenizer_run):
     before = snapshot(tokenizer_run)
-    assert_user_error(train_tokenizer(tokenizer_run, "train.max_steps=2"), "holds another run", "resume=true", "overwrite=true")
+    assert_user_error(
+        train_tokenizer(tokenizer_run, "train.max_steps=2"), "holds another run", "resume=true", "overwrite=true"
+    )
     assert snapshot(tokenizer_run) == before
 
 
@@ -149,7 +161,10 @@ def test_an_output_dir_holding_a_run_is_refused_and_left_untouched(tokenizer_run
         (["train.lr_schedule=cosin"], ["train.lr_schedule", "constant, cosine"]),
         (["train.ema_decay=1.0"], ["train.ema_decay", "[0, 1)"]),
         (["train.optimizer=sgd", "feature_pool=8"], ["train.optimizer"]),
-        (["resume=true", "init_from=runs/elsewhere/final"], ["init_from=runs/elsewhere/final", "resume=true", "contradict"]),
+        (
+            ["resume=true", "init_from=runs/elsewhere/final"],
+            ["init_from=runs/elsewhere/final", "resume=true", "contradict"],
+        ),
     ],
 )
 def test_bad_config_is_one_line_and_nothing_is_written(tmp_path, overrides, fragments):
@@ -168,7 +183,9 @@ def test_missing_or_broken_yaml(tmp_path):
 def test_non_finite_loss_stops_at_that_step_and_keeps_the_last_good_checkpoint(tmp_path):
     out = tmp_path / "diverged"
     # AdamW moves each weight by about lr per step, so lr 1e30 makes the second step's loss non-finite.
-    result = train_tokenizer(out, "train.max_steps=10", "train.checkpoint_every=1", "train.lr=1e30", "train.grad_clip=0")
+    result = train_tokenizer(
+        out, "train.max_steps=10", "train.checkpoint_every=1", "train.lr=1e30", "train.grad_clip=0"
+    )
     error = assert_user_error(result, "non-finite at step", "last good checkpoint")
     bad_step = int(error.split("non-finite at step ")[1].split()[0])
     kept = sorted(p.name for p in (out / "checkpoints").iterdir())
@@ -206,7 +223,12 @@ def test_world_model_refuses_a_damaged_or_mismatched_tokenizer(tokenizer_run, tm
     assert_user_error(train_world(tmp_path / "w1", damaged), str(damaged))
     # A tokenizer file read with the wrong architecture config names the mismatched keys and shapes.
     weights = tokenizer_run / "final" / WEIGHTS_FILE
-    result = train_world(tmp_path / "w2", weights, "tokenizer.model.num_layers=2", *[o.replace("backbone.", "tokenizer.backbone.") for o in MICRO_TOKENIZER[:5]])
+    result = train_world(
+        tmp_path / "w2",
+        weights,
+        "tokenizer.model.num_layers=2",
+        *[o.replace("backbone.", "tokenizer.backbone.") for o in MICRO_TOKENIZER[:5]],
+    )
     assert_user_error(result, "does not fit the model", "missing keys", "decoder_blocks.1.")
     assert not (tmp_path / "w1").exists() and not (tmp_path / "w2").exists()
 
@@ -217,7 +239,9 @@ def step_one_weights(output_dir: Path) -> dict[str, torch.Tensor]:
 
 def assert_same_weights(got: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
     assert got.keys() == expected.keys()
-    assert all(torch.equal(got[k], expected[k]) for k in expected), [k for k in expected if not torch.equal(got[k], expected[k])]
+    assert all(torch.equal(got[k], expected[k]) for k in expected), [
+        k for k in expected if not torch.equal(got[k], expected[k])
+    ]
 
 
 # With warmup the LR of step 0 is 0, so the weights after step 1 are those the run started from, bit for bit:
@@ -228,7 +252,9 @@ RESTARTED_SCHEDULE = ["train.warmup_steps=2", "train.checkpoint_every=1"]
 def test_init_from_of_another_shape_is_refused_naming_the_keys(tokenizer_run, tmp_path):
     out = tmp_path / "run"
     result = train_tokenizer(out, f"init_from={tokenizer_run / 'final'}", "model.num_layers=2")
-    assert_user_error(result, f"init_from {tokenizer_run / 'final'}", "does not fit the model", "missing keys", "decoder_blocks.1.")
+    assert_user_error(
+        result, f"init_from {tokenizer_run / 'final'}", "does not fit the model", "missing keys", "decoder_blocks.1."
+    )
     assert not out.exists()
 
 
@@ -237,14 +263,23 @@ def test_init_from_the_output_dirs_own_run_reads_it_before_overwriting(tokenizer
     shutil.copytree(tokenizer_run, own)
     weights = load_file(str(own / "final" / WEIGHTS_FILE))
     # overwrite=true deletes final/ only after its weights were read.
-    assert_ok(train_tokenizer(own, f"init_from={own / 'final'}", "overwrite=true", "train.max_steps=1", *RESTARTED_SCHEDULE))
+    assert_ok(
+        train_tokenizer(own, f"init_from={own / 'final'}", "overwrite=true", "train.max_steps=1", *RESTARTED_SCHEDULE)
+    )
     assert_same_weights(step_one_weights(own), weights)
 
 
 def test_world_model_init_from_starts_from_a_trained_world_model(tokenizer_run, tmp_path):
     tokenizer, stage1, stage2 = tokenizer_run / "final", tmp_path / "stage1", tmp_path / "stage2"
     assert_ok(train_world(stage1, tokenizer, "train.max_steps=2"))
-    result = train_world(stage2, tokenizer, f"init_from={stage1 / 'final'}", "data.frame_size=64", "train.max_steps=1", *RESTARTED_SCHEDULE)
+    result = train_world(
+        stage2,
+        tokenizer,
+        f"init_from={stage1 / 'final'}",
+        "data.frame_size=64",
+        "train.max_steps=1",
+        *RESTARTED_SCHEDULE,
+    )
     assert_ok(result)
     assert f"steps 0 -> 1, from the weights of init_from={stage1 / 'final'}" in result.stdout
     assert_same_weights(step_one_weights(stage2), load_file(str(stage1 / "final" / "world_model.safetensors")))
@@ -253,14 +288,29 @@ def test_world_model_init_from_starts_from_a_trained_world_model(tokenizer_run, 
 
     # A bare predictor file, as released, holds no readout: a run that trains one starts it fresh.
     readout = tmp_path / "readout"
-    micro_readout = [o.replace("model.predictor.", "model.readout.predictor.") for o in MICRO_WORLD if o.startswith("model.predictor.")]
+    micro_readout = [
+        o.replace("model.predictor.", "model.readout.predictor.")
+        for o in MICRO_WORLD
+        if o.startswith("model.predictor.")
+    ]
     bare = stage1 / "final" / "world_model.safetensors"
-    result = train_world(readout, tokenizer, f"init_from={bare}", "model.readout.enabled=true", *micro_readout, "train.max_steps=1", *RESTARTED_SCHEDULE)
+    result = train_world(
+        readout,
+        tokenizer,
+        f"init_from={bare}",
+        "model.readout.enabled=true",
+        *micro_readout,
+        "train.max_steps=1",
+        *RESTARTED_SCHEDULE,
+    )
     assert_ok(result)
     assert "holds no readout: the readout starts from its own initialisation" in result.stderr
     started = step_one_weights(readout)
     assert any(k.startswith("readout.") for k in started)
-    assert_same_weights({k.removeprefix("objective."): v for k, v in started.items() if k.startswith("objective.")}, load_file(str(bare)))
+    assert_same_weights(
+        {k.removeprefix("objective."): v for k, v in started.items() if k.startswith("objective.")},
+        load_file(str(bare)),
+    )
 
     other = tmp_path / "other"
     result = train_world(other, tokenizer, f"init_from={stage1 / 'final'}", "model.predictor.num_layers=2")
@@ -314,7 +364,9 @@ def test_readmes_recipe_stages_run_as_written_at_micro_size(tmp_path):
     assert saved.init_from == str(stage1 / "final") and saved.data.frame_size == 64
 
     cooldown = readme_command("resume=true train.lr=1e-5")
-    assert cooldown[cooldown.index("--config") + 1] == f"{overrides(stage2_words)['output_dir']}/config.yaml"  # stage 2's run
+    assert (
+        cooldown[cooldown.index("--config") + 1] == f"{overrides(stage2_words)['output_dir']}/config.yaml"
+    )  # stage 2's run
     micro_values["train.max_steps"] = "3"
     result = run_script("train_tokenizer.py", "--config", str(stage2 / "config.yaml"), *at_micro_size(cooldown))
     # A run started from init_from, resumed with its saved config.yaml (which records init_from): its checkpoint wins.
@@ -326,7 +378,11 @@ def test_readmes_recipe_stages_run_as_written_at_micro_size(tmp_path):
 @pytest.mark.parametrize("script", ["train_tokenizer.py", "train_world_model.py"])
 def test_two_processes_agree_on_weights(tokenizer_run, tmp_path, script):
     out = tmp_path / "ddp"
-    overrides = MICRO_TOKENIZER if script == "train_tokenizer.py" else MICRO_WORLD + [f"tokenizer.checkpoint={tokenizer_run / 'final'}"]
+    overrides = (
+        MICRO_TOKENIZER
+        if script == "train_tokenizer.py"
+        else MICRO_WORLD + [f"tokenizer.checkpoint={tokenizer_run / 'final'}"]
+    )
     config = TOKENIZER_CONFIG if script == "train_tokenizer.py" else WORLD_CONFIG
     # Without GPUs, --multi_gpu starts two gloo processes on the CPU (--cpu would start only one).
     command = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",

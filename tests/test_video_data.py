@@ -144,7 +144,9 @@ def test_random_resized_crop_box_respects_scale_and_ratio():
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_training_clips_match_their_timestamps(video_tree, levels, backend):
-    dataset = build_video_dataset("videos", str(video_tree), "train", num_frames=4, frame_size=24, seed=7, video_backend=backend)
+    dataset = build_video_dataset(
+        "videos", str(video_tree), "train", num_frames=4, frame_size=24, seed=7, video_backend=backend
+    )
     assert len(dataset.sources) == 3 and len(dataset) == UNBOUNDED_CLIPS  # any id draws a clip
     for sample_id in range(6):
         clip = dataset[sample_id]
@@ -206,7 +208,11 @@ def test_clips_batch_through_a_worker(video_tree):
 
 
 def test_kinetics_layout_and_excluded_list(tmp_path, video):
-    for relative in ("train/abseiling/dvEr9R6qkuQ_000026_000036.mp4", "train/abseiling/keep.mp4", "train/luge/other.mkv"):
+    for relative in (
+        "train/abseiling/dvEr9R6qkuQ_000026_000036.mp4",
+        "train/abseiling/keep.mp4",
+        "train/luge/other.mkv",
+    ):
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(video, tmp_path / relative)
     for i in range(4):
@@ -324,7 +330,9 @@ def test_corrupt_video_is_skipped_counted_and_named(tmp_path, video, caplog, bac
         shutil.copy(video, tmp_path / name)
     (tmp_path / "broken.mp4").write_bytes(b"\x00not a video" * 40)
     (tmp_path / "truncated.mp4").write_bytes(video.read_bytes()[: video.stat().st_size // 2])
-    dataset = build_video_dataset("videos", tmp_path, "train", num_frames=3, frame_size=16, seed=3, video_backend=backend)
+    dataset = build_video_dataset(
+        "videos", tmp_path, "train", num_frames=3, frame_size=16, seed=3, video_backend=backend
+    )
     with caplog.at_level(logging.WARNING):
         skipped = [int(dataset[i]["num_skipped"]) for i in range(16)]
     assert sum(skipped) >= 2
@@ -349,7 +357,12 @@ def test_too_short_video_is_skipped(tmp_path, video):
 
 def test_empty_or_missing_root_names_the_path(tmp_path):
     (tmp_path / "empty").mkdir()
-    for source, root in (("videos", tmp_path / "empty"), ("videos", tmp_path / "missing"), ("vspw", tmp_path / "empty"), ("cityscapes", tmp_path / "empty")):
+    for source, root in (
+        ("videos", tmp_path / "empty"),
+        ("videos", tmp_path / "missing"),
+        ("vspw", tmp_path / "empty"),
+        ("cityscapes", tmp_path / "empty"),
+    ):
         with pytest.raises(DataError, match=str(root)):
             build_video_dataset(source, root, "val", 7, 16)
     make_vspw(tmp_path / "vspw_tiny", num_frames=10)  # too short for any clip

@@ -44,7 +44,11 @@ def _files() -> list[Path]:
     """Tracked files and new ones git does not ignore; without git, a walk that skips SKIPPED_DIRS."""
     try:
         listed = subprocess.run(
-            ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO, capture_output=True, text=True, check=True
+            ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout.splitlines()
         paths = [REPO / name for name in listed]
     except (OSError, subprocess.CalledProcessError):
@@ -103,7 +107,14 @@ def test_patterns_catch_the_wording_and_spare_identifiers():
     def caught(text: str) -> bool:
         return any(pattern.search(text) for pattern in WORDING)
 
-    for text in ("as measured today", "on machine B", "this machine's peak", "targets met", "at commit 1a2b3c4", "the latest run"):
+    for text in (
+        "as measured today",
+        "on machine B",
+        "this machine's peak",
+        "targets met",
+        "at commit 1a2b3c4",
+        "the latest run",
+    ):
         assert caught(text), text
     for text in ("latest_checkpoint(folder)", "the previous frame", "a machine a user owns", "the newest checkpoint"):
         assert not caught(text), text
@@ -114,4 +125,7 @@ def test_patterns_catch_the_wording_and_spare_identifiers():
 def test_no_wording_about_the_circumstances_of_writing():
     found = [hit for path in checked_files() for hit in violations(path)]
     if found:
-        pytest.fail("wording that dates the text or ties it to one computer (say what is true instead):\n" + "\n".join(found), pytrace=False)
+        pytest.fail(
+            "wording that dates the text or ties it to one computer (say what is true instead):\n" + "\n".join(found),
+            pytrace=False,
+        )

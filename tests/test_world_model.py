@@ -61,7 +61,9 @@ def test_each_objective_trains_and_imagines(tokenizer, kind):
     out = w.rollout(frames, timestamps, context=2, horizon=3, num_samples=4, generator=torch.Generator().manual_seed(0))
     assert out["features"].shape == (2, 4, 3, 16, 32) and out["tokens"].shape == (2, 4, 3, 32)
     assert out["targets"].shape == (2, 3, 16, 32) and out["context"].shape == (2, 2, 16, 32)
-    again = w.rollout(frames, timestamps, context=2, horizon=3, num_samples=4, generator=torch.Generator().manual_seed(0))
+    again = w.rollout(
+        frames, timestamps, context=2, horizon=3, num_samples=4, generator=torch.Generator().manual_seed(0)
+    )
     torch.testing.assert_close(out["features"], again["features"])
     spread = out["tokens"].std(dim=1).mean().item()
     if kind == "deterministic":
@@ -78,7 +80,10 @@ def test_bom_picks_the_best_hypothesis_and_chunking_does_not_matter(tokenizer):
     whole, preds = w.objective.loss_with_hypotheses(**inputs, hypotheses=[hypotheses])
     chunked, _ = w.objective.loss_with_hypotheses(**inputs, hypotheses=list(hypotheses.split(5, dim=2)))
     torch.testing.assert_close(whole, chunked)
-    single = [w.objective.loss_with_hypotheses(**inputs, hypotheses=[hypotheses[:, :, i : i + 1]])[0].item() for i in range(16)]
+    single = [
+        w.objective.loss_with_hypotheses(**inputs, hypotheses=[hypotheses[:, :, i : i + 1]])[0].item()
+        for i in range(16)
+    ]
     assert whole.item() <= min(single) + 1e-6
     assert preds.shape == (2, 4, 32)
 
@@ -111,10 +116,13 @@ def test_causal_mask_hides_the_future():
     assert not torch.allclose(before[:, 2], after[:, 2])
 
 
-@pytest.mark.parametrize("space, actions", [
-    (ActionSpace(dim=2), torch.randn(2, 5, 2)),
-    (ActionSpace(num_actions=3), torch.randint(0, 3, (2, 5))),
-])
+@pytest.mark.parametrize(
+    "space, actions",
+    [
+        (ActionSpace(dim=2), torch.randn(2, 5, 2)),
+        (ActionSpace(num_actions=3), torch.randint(0, 3, (2, 5))),
+    ],
+)
 def test_actions_condition_the_prediction_of_the_next_frame(tokenizer, space, actions):
     w = world(tokenizer, "deterministic", actions=space)
     with torch.no_grad():
@@ -177,7 +185,9 @@ def test_released_world_layout_and_mismatch(tokenizer, tmp_path):
     torch.save({"state_dict": dict(state)}, tmp_path / "pytorch_model.bin")
     loaded = load_world_model(tmp_path / "pytorch_model.bin", tokenizer, w.config)
     assert torch.equal(loaded.objective.predictor.head.weight, w.objective.predictor.head.weight)
-    bigger = WorldModelConfig(predictor=PredictorConfig(hidden_size=64, num_layers=1, num_heads=2, rope_axis_sizes=[28]))
+    bigger = WorldModelConfig(
+        predictor=PredictorConfig(hidden_size=64, num_layers=1, num_heads=2, rope_axis_sizes=[28])
+    )
     with pytest.raises(CheckpointError, match="shape mismatches"):
         load_world_model(tmp_path / "pytorch_model.bin", tokenizer, bigger)
 
@@ -187,13 +197,19 @@ def test_predict_imagines_past_the_clip_as_rollout_does_within_it(tokenizer, mod
     """predict() on the first 3 frames, at the clip's own spacing, imagines what rollout() imagines for frames 4-5."""
     w = world(tokenizer, "flow", ActionSpace(dim=2), model).eval()
     frames, timestamps, actions = clip()
-    inside = w.rollout(frames, timestamps, context=3, horizon=2, actions=actions, generator=torch.Generator().manual_seed(3))
-    future = w.predict(frames[:, :3], timestamps[:, :3], horizon=2, actions=actions[:, 3:], generator=torch.Generator().manual_seed(3))
+    inside = w.rollout(
+        frames, timestamps, context=3, horizon=2, actions=actions, generator=torch.Generator().manual_seed(3)
+    )
+    future = w.predict(
+        frames[:, :3], timestamps[:, :3], horizon=2, actions=actions[:, 3:], generator=torch.Generator().manual_seed(3)
+    )
     assert future["features"].shape == inside["features"].shape == (2, 3, 2, 16, 32)
     assert torch.allclose(future["features"], inside["features"], atol=1e-6)
     assert torch.allclose(future["times"], timestamps[:, 3:])
     with pytest.raises(InputError, match="pass dt"):
         w.predict(frames[:, :1], timestamps[:, :1], horizon=1, actions=actions[:, :1])
-    assert w.predict(frames[:, :1], timestamps[:, :1], horizon=2, dt=0.5, actions=actions[:, :2])["times"][0].tolist() == [0.5, 1.0]
+    assert w.predict(frames[:, :1], timestamps[:, :1], horizon=2, dt=0.5, actions=actions[:, :2])["times"][
+        0
+    ].tolist() == [0.5, 1.0]
     with pytest.raises(InputError, match="actions must be"):
         w.predict(frames[:, :3], timestamps[:, :3], horizon=2, actions=actions)

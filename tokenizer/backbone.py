@@ -118,12 +118,16 @@ class Backbone(nn.Module):
         local = Path(name).expanduser()
         looks_local = local.exists() or name.startswith((".", "/", "~"))
         if looks_local and not (local / "config.json").is_file():
-            raise ConfigError(f"backbone folder {local} has no config.json; point backbone.name at a downloaded DINOv3 folder")
+            raise ConfigError(
+                f"backbone folder {local} has no config.json; point backbone.name at a downloaded DINOv3 folder"
+            )
         try:
             model = DINOv3ViTModel.from_pretrained(str(local) if looks_local else name, cache_dir=cache_dir)
         except OSError as err:
             if looks_local:
-                raise ConfigError(f"cannot load the DINOv3 backbone from {local}: {' '.join(str(err).split())[:300]}") from None
+                raise ConfigError(
+                    f"cannot load the DINOv3 backbone from {local}: {' '.join(str(err).split())[:300]}"
+                ) from None
             raise ConfigError(
                 f"cannot fetch the DINOv3 backbone {name!r} (offline and not in the Hugging Face cache, or its gated "
                 f"license not accepted at https://huggingface.co/{name}): where you have access, `hf download {name}` "

@@ -84,7 +84,9 @@ class SelfAttention(nn.Module):
         """(B, L, heads * head_dim) -> a strided (B, heads, L, head_dim) view: SDPA reads it in place."""
         return x.unflatten(-1, (self.num_heads, self.head_dim)).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], queries: int | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], queries: int | None = None
+    ) -> torch.Tensor:
         """x (B, L, D); rope: cos and signed sin from `rope_tables`, (L, head_dim) or (B, 1, L, head_dim) -> (B, L, D).
 
         With `queries`, only the first `queries` tokens attend (to all L): -> (B, queries, D).
@@ -143,7 +145,8 @@ class SwiGLU(nn.Module):
         self.down_proj = nn.Linear(hidden, dim)
         pieces = [("gate_proj", hidden), ("up_proj", hidden)]
         save_fused_as_released(
-            self, {f"gate_up.{kind}": [(f"{name}.{kind}", rows) for name, rows in pieces] for kind in ("weight", "bias")}
+            self,
+            {f"gate_up.{kind}": [(f"{name}.{kind}", rows) for name, rows in pieces] for kind in ("weight", "bias")},
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -183,7 +186,9 @@ class Block(nn.Module):
         self.mlp = SwiGLU(dim, mlp_hidden) if swiglu else GeluMLP(dim, mlp_hidden)
         self.layer_scale2 = LayerScale(dim, layer_scale_init)
 
-    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], queries: int | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], queries: int | None = None
+    ) -> torch.Tensor:
         """x (B, L, D), RoPE tables (L, head_dim) -> (B, L, D); with `queries`, only the first `queries` tokens are updated and returned.
 
         A last block whose caller reads a few tokens skips the MLP and output projection of the rest.

@@ -81,7 +81,9 @@ class DeltaTok(nn.Module):
         if cfg.encoder_input not in ENCODER_INPUTS:
             raise ConfigError(f"model.encoder_input {cfg.encoder_input!r} is not one of {', '.join(ENCODER_INPUTS)}")
         if cfg.encoder_top_k < 0:
-            raise ConfigError(f"model.encoder_top_k must be 0 (every patch) or a number of patches, got {cfg.encoder_top_k}")
+            raise ConfigError(
+                f"model.encoder_top_k must be 0 (every patch) or a number of patches, got {cfg.encoder_top_k}"
+            )
         if cfg.encoder_top_k and cfg.encoder_input != "difference_only":
             raise ConfigError(
                 f"model.encoder_top_k={cfg.encoder_top_k} needs model.encoder_input=difference_only: "

@@ -86,7 +86,9 @@ class Tokenizer(nn.Module):
         features = self.features(frames)
         return self.tokenize_features(features, frames.shape[-2:]), features
 
-    def tokenize_features(self, features: torch.Tensor, frame_size: tuple[int, int], prev: torch.Tensor | None = None) -> torch.Tensor:
+    def tokenize_features(
+        self, features: torch.Tensor, frame_size: tuple[int, int], prev: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Tokens (B, T, D) of frames of `frame_size` (H, W) whose features (B, T, N, D) are already known.
 
         Token 0 encodes the change from `prev` (B, N, D), by default the black frame's features.
@@ -103,7 +105,9 @@ class Tokenizer(nn.Module):
         return self.deltatok.decode(tokens.unsqueeze(1), prev, rope)
 
     @torch.no_grad()
-    def rollout(self, frames: torch.Tensor, horizon: int, features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    def rollout(
+        self, frames: torch.Tensor, horizon: int, features: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
         """The paper's tokenizer evaluation at horizon h, from uint8 frames (B, T, 3, H, W).
 
         `features` (B, T, N, D) of those frames may be passed when already computed.
@@ -118,7 +122,11 @@ class Tokenizer(nn.Module):
         rope = self.rope(self.grid(frames), frames.device)
         black = self.black_features(batch, height, width, frames.device)
         preds = self.deltatok.rollout(features, horizon, black, rope)
-        return {"preds": preds, "targets": features[:, num_frames - horizon :], "context": features[:, : num_frames - horizon]}
+        return {
+            "preds": preds,
+            "targets": features[:, num_frames - horizon :],
+            "context": features[:, : num_frames - horizon],
+        }
 
     def save_pretrained(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -128,7 +136,9 @@ class Tokenizer(nn.Module):
             save_safetensors(self.backbone.model.state_dict(), folder / BACKBONE_FILE)
         save_config(self.config, folder / CONFIG_FILE)
 
-    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None, commit_message: str | None = None) -> str:
+    def push_to_hub(
+        self, repo_id: str, private: bool | None = None, token: str | None = None, commit_message: str | None = None
+    ) -> str:
         """Upload the `save_pretrained` folder as model repo `repo_id`; `Tokenizer.from_pretrained(repo_id)` loads it back."""
         return push_folder(self.save_pretrained, repo_id, "tokenizer", private, token, commit_message=commit_message)
 
@@ -159,7 +169,9 @@ class Tokenizer(nn.Module):
             config = read_tokenizer_config(path)
             weights = path / WEIGHTS_FILE
         elif released is not None:
-            config = config or to_object(merge_config(TokenizerConfig, released.config, origin=f"released {released.repo_id}"))
+            config = config or to_object(
+                merge_config(TokenizerConfig, released.config, origin=f"released {released.repo_id}")
+            )
             weights = path / released.filename if path.is_dir() else path
         elif path.is_dir():
             raise CheckpointError(
@@ -181,7 +193,9 @@ class Tokenizer(nn.Module):
         if own_folder and not tokenizer.backbone.is_pretrained:
             if not (path / BACKBONE_FILE).is_file():
                 raise CheckpointError(f"tokenizer folder {path} lacks {BACKBONE_FILE} for its random-init backbone")
-            load_module_weights(tokenizer.backbone.model, load_weights(path / BACKBONE_FILE), f"backbone weights {path / BACKBONE_FILE}")
+            load_module_weights(
+                tokenizer.backbone.model, load_weights(path / BACKBONE_FILE), f"backbone weights {path / BACKBONE_FILE}"
+            )
         state = load_weights(weights, f"tokenizer checkpoint {weights}")
         # Released files may carry the frozen backbone under `backbone.`; it is loaded from its own source.
         state = {key: value for key, value in state.items() if not key.startswith("backbone.")}

@@ -67,7 +67,12 @@ class ReleasedModel:
 RELEASED: dict[str, ReleasedModel] = {
     model.repo_id: model
     for model in (
-        ReleasedModel("Amazon-FAR/deltatok-kinetics", TOKENIZER, "DeltaTok ViT-B/16 trained on Kinetics-700, 512 px", PAPER_TOKENIZER),
+        ReleasedModel(
+            "Amazon-FAR/deltatok-kinetics",
+            TOKENIZER,
+            "DeltaTok ViT-B/16 trained on Kinetics-700, 512 px",
+            PAPER_TOKENIZER,
+        ),
         ReleasedModel(
             "Amazon-FAR/deltaworld-kinetics",
             WORLD_MODEL,
@@ -75,9 +80,17 @@ RELEASED: dict[str, ReleasedModel] = {
             PAPER_WORLD_MODEL,
             tokenizer="Amazon-FAR/deltatok-kinetics",
         ),
-        ReleasedModel("Amazon-FAR/seg-head-vspw", SEGMENTATION, "linear segmentation probe, VSPW's 124 classes", {"num_classes": 124}),
         ReleasedModel(
-            "Amazon-FAR/seg-head-cityscapes", SEGMENTATION, "linear segmentation probe, Cityscapes' 19 classes", {"num_classes": 19}
+            "Amazon-FAR/seg-head-vspw",
+            SEGMENTATION,
+            "linear segmentation probe, VSPW's 124 classes",
+            {"num_classes": 124},
+        ),
+        ReleasedModel(
+            "Amazon-FAR/seg-head-cityscapes",
+            SEGMENTATION,
+            "linear segmentation probe, Cityscapes' 19 classes",
+            {"num_classes": 19},
         ),
         ReleasedModel(
             "Amazon-FAR/depth-head-kitti",
@@ -89,7 +102,14 @@ RELEASED: dict[str, ReleasedModel] = {
             "Amazon-FAR/rgb-head-imagenet",
             RGB,
             "ViT decoder from features to pixels, trained on ImageNet (for pictures only)",
-            {"hidden_size": 1152, "num_layers": 28, "num_heads": 16, "mlp_size": 4096, "patch_size": 16, "image_size": 512},
+            {
+                "hidden_size": 1152,
+                "num_layers": 28,
+                "num_heads": 16,
+                "mlp_size": 4096,
+                "patch_size": 16,
+                "image_size": 512,
+            },
         ),
     )
 }
@@ -111,6 +131,7 @@ def released_model(source: str | Path, kind: str | None = None) -> ReleasedModel
         if model is not None and path.is_dir() and not (path / model.filename).is_file():
             model = None
     if model is not None and kind is not None and model.kind != kind:
-        raise CheckpointError(f"{source} is the released {model.kind.replace('_', ' ')} {model.repo_id}, not a {kind.replace('_', ' ')}")
+        raise CheckpointError(
+            f"{source} is the released {model.kind.replace('_', ' ')} {model.repo_id}, not a {kind.replace('_', ' ')}"
+        )
     return model
-

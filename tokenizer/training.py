@@ -30,13 +30,24 @@ class FeaturePool(Dataset):
     run is pooled clip i % size: {"features": (T, N, D)}; `grid` is the frames' patch grid.
     """
 
-    def __init__(self, tokenizer: Tokenizer, clips: Dataset, size: int, batch_size: int, device: torch.device, clips_drawn: int | None = None):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        clips: Dataset,
+        size: int,
+        batch_size: int,
+        device: torch.device,
+        clips_drawn: int | None = None,
+    ):
         """clips_drawn: how many clips the run draws in all. A pool larger than that would encode clips no
         step serves, so it is cut to it; training is the same, since clip i < clips_drawn is pooled clip i."""
         if size < 1 or size > len(clips):
             raise ConfigError(f"feature_pool must be between 1 and the training set's {len(clips)} clips, got {size}")
         if clips_drawn is not None and size > clips_drawn:
-            print(f"feature_pool={size} is more than the {clips_drawn} clips this run draws: pooling {clips_drawn}", flush=True)
+            print(
+                f"feature_pool={size} is more than the {clips_drawn} clips this run draws: pooling {clips_drawn}",
+                flush=True,
+            )
             size = clips_drawn
         features = []
         loader = DataLoader(Subset(clips, range(size)), batch_size=batch_size)
@@ -95,7 +106,11 @@ class TokenizerTask:
         }
 
     def derived(self, metrics: dict[str, float]) -> dict[str, float]:
-        return {"token_usage": token_usage(metrics["tokenizer_loss"], metrics["shuffled_token_loss"], metrics["copy_previous_loss"])}
+        return {
+            "token_usage": token_usage(
+                metrics["tokenizer_loss"], metrics["shuffled_token_loss"], metrics["copy_previous_loss"]
+            )
+        }
 
     def summary(self, metrics: dict[str, float]) -> str:
         ratio = metrics["copy_previous_loss"] / max(metrics["tokenizer_loss"], 1e-12)

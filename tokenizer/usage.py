@@ -22,7 +22,11 @@ USAGE_WARNING_BELOW = 0.2
 
 
 def usage_losses(
-    deltatok: DeltaTok, prev: torch.Tensor, nxt: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], pairs_per_clip: int = 1
+    deltatok: DeltaTok,
+    prev: torch.Tensor,
+    nxt: torch.Tensor,
+    rope: tuple[torch.Tensor, torch.Tensor],
+    pairs_per_clip: int = 1,
 ) -> dict[str, torch.Tensor]:
     """Per-pair log-cosh losses (P,) of prev, next features (P, N, D): own token, shuffled token, copy prev.
 

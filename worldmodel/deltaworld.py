@@ -55,7 +55,9 @@ class DeltaWorld(WorldModel, kind="deltaworld"):
         }
 
     def encode_context(self, features, timestamps, frame_size):
-        return self.objective.predictor.encode_history(self.tokenizer.tokenize_features(features, frame_size), timestamps)
+        return self.objective.predictor.encode_history(
+            self.tokenizer.tokenize_features(features, frame_size), timestamps
+        )
 
     @torch.no_grad()
     def imagine(self, dream, time, actions=None, generator=None, noise=None):

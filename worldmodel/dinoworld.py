@@ -20,7 +20,9 @@ from worldmodel.world import Dream, WorldModel, WorldModelConfig
 def patch_xy(grid: tuple[int, int], device: torch.device) -> torch.Tensor:
     """(N, 2) patch coordinates (x, y) in [-1, 1], row-major."""
     rows, cols = grid
-    y, x = torch.meshgrid(torch.linspace(-1, 1, rows, device=device), torch.linspace(-1, 1, cols, device=device), indexing="ij")
+    y, x = torch.meshgrid(
+        torch.linspace(-1, 1, rows, device=device), torch.linspace(-1, 1, cols, device=device), indexing="ij"
+    )
     return torch.stack((x.flatten(), y.flatten()), dim=-1)
 
 
@@ -36,9 +38,13 @@ class DINOWorld(WorldModel, kind="dinoworld"):
     @classmethod
     def build(cls, tokenizer: Tokenizer, config: WorldModelConfig) -> "DINOWorld":
         if len(config.predictor.rope_axis_sizes) != 3:
-            raise ConfigError(f"dinoworld needs three RoPE axes (time, x, y), got predictor.rope_axis_sizes={list(config.predictor.rope_axis_sizes)}")
+            raise ConfigError(
+                f"dinoworld needs three RoPE axes (time, x, y), got predictor.rope_axis_sizes={list(config.predictor.rope_axis_sizes)}"
+            )
         if config.readout.enabled:
-            raise ConfigError("model.readout is for DeltaWorld: a patch-level model's imagined frames are already features")
+            raise ConfigError(
+                "model.readout is for DeltaWorld: a patch-level model's imagined frames are already features"
+            )
         predictor = Predictor(config.predictor, tokenizer.dim)
         return cls(tokenizer, build_objective(config.objective, predictor, config.actions), config)
 
@@ -55,7 +61,7 @@ class DINOWorld(WorldModel, kind="dinoworld"):
         positions = patch_positions(timestamps, self.tokenizer.grid(frames))
         patches = features.shape[2]
         frame = torch.arange(frames.shape[1], device=frames.device).repeat_interleave(patches)
-        history_frames, target_frames = frame[: -patches], frame[patches:]
+        history_frames, target_frames = frame[:-patches], frame[patches:]
         return {
             "history": features[:, :-1].flatten(1, 2),
             "history_positions": positions[:, :-1].flatten(1, 2),

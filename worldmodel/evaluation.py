@@ -130,7 +130,9 @@ def check_same_backbone(tokenizer: Tokenizer, world: WorldModel, name: str) -> N
         ours[k].shape == theirs[k].shape and torch.equal(ours[k].cpu(), theirs[k].cpu()) for k in ours
     )
     if not same:
-        raise InputError(f"world model {name} was trained on another backbone than the tokenizer given; pass the tokenizer it was trained with")
+        raise InputError(
+            f"world model {name} was trained on another backbone than the tokenizer given; pass the tokenizer it was trained with"
+        )
 
 
 class MethodScores:
@@ -152,7 +154,10 @@ class MethodScores:
             self.loss_count += loss.numel()
 
     def result(self, with_loss: bool) -> dict[str, float | None]:
-        out = {"miou": _finite(self.miou.compute()) if self.miou else None, "rmse": _finite(self.rmse.compute()) if self.rmse else None}
+        out = {
+            "miou": _finite(self.miou.compute()) if self.miou else None,
+            "rmse": _finite(self.rmse.compute()) if self.rmse else None,
+        }
         if with_loss:
             out["feature_loss"] = self.loss_sum / self.loss_count if self.loss_count else None
         return out
@@ -188,7 +193,9 @@ class PictureRecord:
     model: str
 
 
-def _split_clip(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor], SquareSplit]:
+def _split_clip(
+    batch: dict,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, dict[str, torch.Tensor], SquareSplit]:
     """Frames, timestamps, actions and labels of a batch, rectangular frames cut into squares (batch doubled)."""
     frames = batch["frames"]
     squares, labels, split = split_labelled(frames, {kind: batch[kind] for kind in LABEL_KINDS if kind in batch})
@@ -203,7 +210,14 @@ def _split_clip(batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor |
 class RolloutEvaluator:
     """Runs every method on batches of clips and accumulates the scores of each (horizon, method)."""
 
-    def __init__(self, tokenizer: Tokenizer, worlds: dict[str, WorldModel], heads: TaskHeads | None, config: RolloutEvalConfig, device: torch.device):
+    def __init__(
+        self,
+        tokenizer: Tokenizer,
+        worlds: dict[str, WorldModel],
+        heads: TaskHeads | None,
+        config: RolloutEvalConfig,
+        device: torch.device,
+    ):
         """heads None scores feature losses and energy only (footage without labels); pictures then show PCA alone."""
         config.validate()
         if not worlds:
@@ -218,8 +232,13 @@ class RolloutEvaluator:
             self.methods += [f"{kind}_{name}" for name in worlds for kind in (WORLD_BEST, WORLD_MEAN)]
         self.scores: dict[int, dict[str, MethodScores]] | None = None
         # Every world_best* row has its world_samples* row, scored by the energy score beside copy-last's.
-        energy_methods = ["copy_last"] + [m.replace(WORLD_BEST, WORLD_SAMPLES) for m in self.methods if m.startswith(WORLD_BEST)]
-        self.energy = {h: {m: dict.fromkeys((ENERGY, TO_TRUTH, SPREAD, "count"), 0.0) for m in energy_methods} for h in config.horizons}
+        energy_methods = ["copy_last"] + [
+            m.replace(WORLD_BEST, WORLD_SAMPLES) for m in self.methods if m.startswith(WORLD_BEST)
+        ]
+        self.energy = {
+            h: {m: dict.fromkeys((ENERGY, TO_TRUTH, SPREAD, "count"), 0.0) for m in energy_methods}
+            for h in config.horizons
+        }
         self.usage_sums = {"own": 0.0, "shuffled": 0.0, "copy": 0.0, "pairs": 0}
         self.generator = torch.Generator(device).manual_seed(config.seed)
         self.pictures: list[PictureRecord] = []
@@ -251,7 +270,11 @@ class RolloutEvaluator:
         frames, timestamps, actions, labels, split = _split_clip(batch)
         if self.scores is None:
             self._start_scores(labels)
-        windows = [(h, [h]) for h in cfg.horizons] if cfg.protocol == "per_horizon" else [(max(cfg.horizons), sorted(cfg.horizons))]
+        windows = (
+            [(h, [h]) for h in cfg.horizons]
+            if cfg.protocol == "per_horizon"
+            else [(max(cfg.horizons), sorted(cfg.horizons))]
+        )
         picture_slots = max(0, cfg.num_pictures - len(self.pictures))
         for steps, scored in windows:
             first = num_frames - cfg.context - steps
@@ -286,7 +309,9 @@ class RolloutEvaluator:
         """The heads' label-size maps of features (M, N, D) (`TaskHeads.predict`); none without heads."""
         return self.heads.predict(features, grid, size, split) if self.heads is not None else {}
 
-    def _window(self, frames, timestamps, actions, labels, split, steps: int, scored: list[int], picture_slots: int) -> None:
+    def _window(
+        self, frames, timestamps, actions, labels, split, steps: int, scored: list[int], picture_slots: int
+    ) -> None:
         cfg, c = self.config, self.config.context
         grid = self.tokenizer.grid(frames)
         size = next(iter(labels.values())).shape[-2:] if labels else frames.shape[-2:]
@@ -299,7 +324,9 @@ class RolloutEvaluator:
                 world_actions = actions if world.action_conditioned else None
                 if world.action_conditioned and actions is None:
                     raise InputError(f"world model {name} is action-conditioned but the clips carry no actions")
-                out = world.rollout(frames, timestamps, c, steps, cfg.num_samples, world_actions, self.generator, features=encoded)
+                out = world.rollout(
+                    frames, timestamps, c, steps, cfg.num_samples, world_actions, self.generator, features=encoded
+                )
                 imagined[name] = out["features"].float()  # (B, K, S, N, D)
             features = encoded.float()
         if steps == max(cfg.horizons):  # one horizon-1 pair per clip, also with per-horizon windows
@@ -386,7 +413,9 @@ class RolloutEvaluator:
                 values["gap_closed_rmse"] = gap_closed(values["rmse"], copy["rmse"], present["rmse"])
             for method, sums in self.energy[h].items():
                 count = sums["count"]
-                results.setdefault(method, {}).update({term: sums[term] / count if count else None for term in (ENERGY, TO_TRUTH, SPREAD)})
+                results.setdefault(method, {}).update(
+                    {term: sums[term] / count if count else None for term in (ENERGY, TO_TRUTH, SPREAD)}
+                )
             horizons[str(h)] = results
         cfg = self.config
         return {
@@ -406,13 +435,22 @@ class RolloutEvaluator:
         if not sums["pairs"]:
             return {"usage": None, "own_loss": None, "shuffled_loss": None, "copy_loss": None, "pairs": 0}
         own, shuffled, copy = (sums[k] / sums["pairs"] for k in ("own", "shuffled", "copy"))
-        return {"usage": _finite(token_usage(own, shuffled, copy)), "own_loss": own, "shuffled_loss": shuffled, "copy_loss": copy, "pairs": sums["pairs"]}
+        return {
+            "usage": _finite(token_usage(own, shuffled, copy)),
+            "own_loss": own,
+            "shuffled_loss": shuffled,
+            "copy_loss": copy,
+            "pairs": sums["pairs"],
+        }
 
 
 def report_table(report: dict) -> str:
     """A Markdown table of every (horizon, method) in a report."""
     columns = ("miou", "rmse", "feature_loss", ENERGY, "gap_closed_miou", "gap_closed_rmse")
-    lines = ["| horizon | method | " + " | ".join(columns) + " |", "| --- | --- | " + " | ".join("---:" for _ in columns) + " |"]
+    lines = [
+        "| horizon | method | " + " | ".join(columns) + " |",
+        "| --- | --- | " + " | ".join("---:" for _ in columns) + " |",
+    ]
     for h, methods in report["horizons"].items():
         for method, values in methods.items():
             cells = ["-" if values.get(c) is None else f"{values[c]:.4f}" for c in columns]

@@ -54,14 +54,18 @@ class HeadTrainConfig:
     rgb_num_layers: int = 2  # its transformer blocks
     rgb_num_heads: int = 4  # its attention heads
     rgb_mlp_size: int = 256  # its MLP hidden size
-    rgb_patch_size: int | None = None  # null = the backbone's patch size: one output patch per feature patch, frames' size out
+    rgb_patch_size: int | None = (
+        None  # null = the backbone's patch size: one output patch per feature patch, frames' size out
+    )
     rgb_lr: float = 1e-3  # the RGB head's learning rate
 
     def validate(self) -> None:
         if not self.segmentation and not self.depth and not self.rgb:
             raise ConfigError("heads.segmentation, heads.depth and heads.rgb are all false: nothing to train")
         if self.num_classes is not None and self.num_classes < 1:
-            raise ConfigError(f"heads.num_classes must be at least 1, or null for the data source's own, got {self.num_classes}")
+            raise ConfigError(
+                f"heads.num_classes must be at least 1, or null for the data source's own, got {self.num_classes}"
+            )
 
 
 def _square_batches(loader: Iterable[Mapping[str, torch.Tensor]]) -> Iterator[dict]:
@@ -222,7 +226,9 @@ def train_heads(
                 seg = seg.to(device).long()
                 labelled = seg != IGNORE_INDEX
                 if ((seg[labelled] < 0) | (seg[labelled] >= num_classes)).any():
-                    raise InputError(f"seg labels must lie in [0, {num_classes}) or be {IGNORE_INDEX}; got values {seg.unique().tolist()}")
+                    raise InputError(
+                        f"seg labels must lie in [0, {num_classes}) or be {IGNORE_INDEX}; got values {seg.unique().tolist()}"
+                    )
                 if labelled.any():
                     # Flattening (2B, T) keeps [first squares; second squares] in order, as the split expects.
                     logits = to_label_size(seg_head(features, frame_grid), seg.shape[-2:], split)
@@ -257,7 +263,9 @@ def train_heads(
         if not seen_any:
             break
         if not log:
-            raise DataError("no batch holds a valid label for the heads being trained (all seg 255, all depth 0, or keys missing)")
+            raise DataError(
+                "no batch holds a valid label for the heads being trained (all seg 255, all depth 0, or keys missing)"
+            )
 
     bar.close()
     if not log:

@@ -119,7 +119,12 @@ class SegmentationHead(nn.Module):
         return to_label_size(self(features, grid), size, split).argmax(-3)
 
     def config(self) -> dict:
-        return {"kind": self.kind, "in_dim": self.in_dim, "num_classes": self.num_classes, "class_names": self.class_names}
+        return {
+            "kind": self.kind,
+            "in_dim": self.in_dim,
+            "num_classes": self.num_classes,
+            "class_names": self.class_names,
+        }
 
 
 class DepthHead(nn.Module):
@@ -135,7 +140,9 @@ class DepthHead(nn.Module):
     eps = 0.1
 
     # The default range is KITTI's evaluation range (Eigen split, Garg crop), the one the released head was trained for.
-    def __init__(self, in_dim: int, min_depth: float = MIN_DEPTH_M, max_depth: float = MAX_DEPTH_M, num_bins: int = 256):
+    def __init__(
+        self, in_dim: int, min_depth: float = MIN_DEPTH_M, max_depth: float = MAX_DEPTH_M, num_bins: int = 256
+    ):
         super().__init__()
         if not 0 <= min_depth < max_depth:
             raise InputError(f"depth range must satisfy 0 <= min_depth < max_depth, got [{min_depth}, {max_depth}]")
@@ -240,7 +247,11 @@ def _rgb_from_config(config: Mapping, feature_norm: FeatureNorm, folder: Path) -
     try:
         sizes = RGBHeadConfig(**{name: int(config[name]) for name in RGBHeadConfig.__dataclass_fields__})
         sizes.validate()
-        in_dim, mean, std = int(config["in_dim"]), [float(v) for v in config["image_mean"]], [float(v) for v in config["image_std"]]
+        in_dim, mean, std = (
+            int(config["in_dim"]),
+            [float(v) for v in config["image_mean"]],
+            [float(v) for v in config["image_std"]],
+        )
     except (KeyError, TypeError, ValueError, InputError) as err:
         raise _config_error(folder, err) from None
     return RGBHead(in_dim, feature_norm, sizes, mean, std)
@@ -295,17 +306,24 @@ def load_head(
         if kind is not None and config["kind"] != kind:
             raise CheckpointError(f"head folder {path} holds a {config['kind']} head, not a {kind} head")
         if in_dim is not None and config.get("in_dim") != in_dim:
-            raise CheckpointError(f"head folder {path} reads {config.get('in_dim')}-dim features, not {in_dim}-dim ones")
+            raise CheckpointError(
+                f"head folder {path} reads {config.get('in_dim')}-dim features, not {in_dim}-dim ones"
+            )
         what = f"{config['kind']} head {path}"
         if config["kind"] == RGB:
             head: Head = _rgb_from_config(config, _require_norm(feature_norm, what), path)
         else:
             try:
                 if config["kind"] == SEGMENTATION:
-                    head = SegmentationHead(int(config["in_dim"]), int(config["num_classes"]), config.get("class_names"))
+                    head = SegmentationHead(
+                        int(config["in_dim"]), int(config["num_classes"]), config.get("class_names")
+                    )
                 else:
                     head = DepthHead(
-                        int(config["in_dim"]), float(config["min_depth"]), float(config["max_depth"]), int(config["num_bins"])
+                        int(config["in_dim"]),
+                        float(config["min_depth"]),
+                        float(config["max_depth"]),
+                        int(config["num_bins"]),
                     )
             except (KeyError, TypeError, ValueError, InputError) as err:
                 raise _config_error(path, err) from None
@@ -314,13 +332,17 @@ def load_head(
         what = f"{kind or 'task'} head file {path}"
         state = load_weights(path, what)
         if kind is None:
-            raise InputError(f"{path} is a bare weights file; say whether it is a {SEGMENTATION!r}, {DEPTH!r} or {RGB!r} head")
+            raise InputError(
+                f"{path} is a bare weights file; say whether it is a {SEGMENTATION!r}, {DEPTH!r} or {RGB!r} head"
+            )
         _check_file_kind(state, kind, what)
         if kind == RGB:
             norm = _require_norm(feature_norm, what)
             embed = _shape_of(state, "decoder_embed.weight", 2)
             if in_dim is None and embed is None:
-                raise CheckpointError(f"{what} has no decoder_embed.weight (W, D) to read the feature width from; pass in_dim")
+                raise CheckpointError(
+                    f"{what} has no decoder_embed.weight (W, D) to read the feature width from; pass in_dim"
+                )
             head = RGBHead(in_dim if in_dim is not None else embed[1], norm, rgb_config)
         else:
             num_outputs = num_classes if kind == SEGMENTATION else num_bins
@@ -373,12 +395,16 @@ class TaskHeads:
         for kind, head in self.items():
             save_head(head, Path(folder) / kind)
 
-    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None, commit_message: str | None = None) -> str:
+    def push_to_hub(
+        self, repo_id: str, private: bool | None = None, token: str | None = None, commit_message: str | None = None
+    ) -> str:
         """Upload the `save` folder as model repo `repo_id`; `load_heads(repo_id, tokenizer)` loads it back."""
         return push_folder(self.save, repo_id, "task heads", private, token, commit_message=commit_message)
 
     @classmethod
-    def load(cls, folder: str | Path, in_dim: int | None = None, feature_norm: FeatureNorm | None = None) -> "TaskHeads":
+    def load(
+        cls, folder: str | Path, in_dim: int | None = None, feature_norm: FeatureNorm | None = None
+    ) -> "TaskHeads":
         """Load whichever of `folder/segmentation`, `folder/depth` and `folder/rgb` exist; at least one must.
 
         `rgb/` is loaded only with `feature_norm` (the backbone's final LayerNorm (weight, bias)), which it
@@ -386,7 +412,9 @@ class TaskHeads:
         """
         folder = Path(folder)
         if not folder.is_dir():
-            raise CheckpointError(f"heads folder {folder} does not exist; train heads with train_heads.py or pass --heads")
+            raise CheckpointError(
+                f"heads folder {folder} does not exist; train heads with train_heads.py or pass --heads"
+            )
         kinds = [kind for kind in KINDS if (folder / kind).is_dir()]
         if kinds == [RGB] and feature_norm is None:
             _require_norm(feature_norm, f"the only head in {folder}")
@@ -407,8 +435,21 @@ def _released_head(model: ReleasedModel, path: Path, in_dim: int | None, feature
     if model.kind == SEGMENTATION:
         return load_head(weights, SEGMENTATION, in_dim, num_classes=config["num_classes"])
     if model.kind == DEPTH:
-        return load_head(weights, DEPTH, in_dim, num_bins=config["num_bins"], min_depth=config["min_depth"], max_depth=config["max_depth"])
-    return load_head(weights, RGB, in_dim, feature_norm=_require_norm(feature_norm, model.repo_id), rgb_config=RGBHeadConfig(**config))
+        return load_head(
+            weights,
+            DEPTH,
+            in_dim,
+            num_bins=config["num_bins"],
+            min_depth=config["min_depth"],
+            max_depth=config["max_depth"],
+        )
+    return load_head(
+        weights,
+        RGB,
+        in_dim,
+        feature_norm=_require_norm(feature_norm, model.repo_id),
+        rgb_config=RGBHeadConfig(**config),
+    )
 
 
 def load_heads(
@@ -446,10 +487,21 @@ def load_heads(
             raise InputError(f"{source}: {kind!r} is not a head kind; KIND:FILE takes one of {', '.join(KINDS)}")
         elif (model := released_model(source)) is not None:
             if model.kind not in KINDS:
-                raise CheckpointError(f"{source} is the released {model.kind.replace('_', ' ')} {model.repo_id}, not a task head")
+                raise CheckpointError(
+                    f"{source} is the released {model.kind.replace('_', ' ')} {model.repo_id}, not a task head"
+                )
             # A backbone given as a local folder cannot be compared by name; one given by id can.
-            if tokenizer is not None and is_repo_id(tokenizer.backbone.name) and tokenizer.backbone.name != model.backbone:
-                log.warning("%s was trained on %s features; this tokenizer's backbone is %s", model.repo_id, model.backbone, tokenizer.backbone.name)
+            if (
+                tokenizer is not None
+                and is_repo_id(tokenizer.backbone.name)
+                and tokenizer.backbone.name != model.backbone
+            ):
+                log.warning(
+                    "%s was trained on %s features; this tokenizer's backbone is %s",
+                    model.repo_id,
+                    model.backbone,
+                    tokenizer.backbone.name,
+                )
             path = resolve(source, f"{model.kind} head", revision, cache_dir)
             loaded = {model.kind: _released_head(model, path, in_dim, feature_norm)}
         else:
@@ -460,10 +512,14 @@ def load_heads(
             elif path.is_dir():
                 loaded = dict(TaskHeads.load(path, in_dim, feature_norm).items())
             else:
-                raise InputError(f"{source} is a bare weights file: name its kind, e.g. segmentation:{source} (or depth:, rgb:)")
+                raise InputError(
+                    f"{source} is a bare weights file: name its kind, e.g. segmentation:{source} (or depth:, rgb:)"
+                )
         for kind, head in loaded.items():
             if kind in found:
-                raise InputError(f"two {kind} heads among {', '.join(map(str, sources))}: give one of each kind at most")
+                raise InputError(
+                    f"two {kind} heads among {', '.join(map(str, sources))}: give one of each kind at most"
+                )
             found[kind] = head
     if not found:
         raise InputError("no heads given")

@@ -49,7 +49,9 @@ class MeanIoU:
                 )
             pred = pred.argmax(1)
         elif pred.is_floating_point():
-            raise InputError(f"predicted labels must be integer class ids (or scores with a class dim), got {pred.dtype}")
+            raise InputError(
+                f"predicted labels must be integer class ids (or scores with a class dim), got {pred.dtype}"
+            )
         if pred.shape != target.shape:
             raise InputError(f"predictions {tuple(pred.shape)} and targets {tuple(target.shape)} differ in shape")
 

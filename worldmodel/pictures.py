@@ -203,7 +203,9 @@ def image_grid(
     for r, text in enumerate(row_labels or []):
         draw.text((LABEL_PAD, top_h + r * cell_h + (cell_h - text_size(text)[1]) // 2), text, fill=(0, 0, 0), font=font)
     for c, text in enumerate(col_labels or []):
-        draw.text((left_w + c * cell_w + (cell_w - text_size(text)[0]) // 2, LABEL_PAD), text, fill=(0, 0, 0), font=font)
+        draw.text(
+            (left_w + c * cell_w + (cell_w - text_size(text)[0]) // 2, LABEL_PAD), text, fill=(0, 0, 0), font=font
+        )
     return np.asarray(canvas)
 
 
@@ -220,7 +222,9 @@ def save_animation(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, 
     path = Path(path)
     shapes = {np.shape(frame) for frame in frames}
     if len(shapes) != 1 or len(next(iter(shapes))) != 3:
-        raise InputError(f"save_animation needs a non-empty sequence of (H, W, 3) frames of one size, got shapes {sorted(shapes)}")
+        raise InputError(
+            f"save_animation needs a non-empty sequence of (H, W, 3) frames of one size, got shapes {sorted(shapes)}"
+        )
     video = to_uint8(np.stack([np.asarray(frame) for frame in frames]))
     if fps <= 0:
         raise InputError(f"fps must be positive, got {fps}")
@@ -313,7 +317,9 @@ def _rollout_cells(record) -> dict[str, list[np.ndarray]]:
     best_prev = torch.cat((truth[-steps - 1 : -steps], record.best[:-1]))
     best_change = _rms(record.best - best_prev)
     vmax = max(truth_change.max().item(), best_change.max().item(), record.spread.max().item(), 1e-12)
-    cells["truth change"] = [np.zeros_like(frames[0], dtype=np.float64)] + list(colorize_heat(truth_change.unflatten(-1, rows_cols), vmax))
+    cells["truth change"] = [np.zeros_like(frames[0], dtype=np.float64)] + list(
+        colorize_heat(truth_change.unflatten(-1, rows_cols), vmax)
+    )
     cells["best change"] = list(colorize_heat(best_change.unflatten(-1, rows_cols), vmax))
     cells["sample spread"] = list(colorize_heat(record.spread.unflatten(-1, rows_cols), vmax))
     return {name: [_cell(image) for image in images] for name, images in cells.items()}
@@ -339,7 +345,9 @@ def rollout_picture(record) -> np.ndarray:
     steps = len(cells["frame"]) - context
     order = ["frame", *[n for n in ("label seg", "label depth") if n in cells]]
     for name in ("truth", "best", "mean"):
-        order += [n for n in (f"{name} rgb", f"{name} PCA", f"{name} seg", f"{name} depth", f"{name} change") if n in cells]
+        order += [
+            n for n in (f"{name} rgb", f"{name} PCA", f"{name} seg", f"{name} depth", f"{name} change") if n in cells
+        ]
     order.append("sample spread")
     rows = []
     for name in order:
@@ -364,7 +372,9 @@ def rollout_picture(record) -> np.ndarray:
 
 def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
     """Pad (H, W, 3) with background at the bottom and right to (height, width, 3)."""
-    return np.pad(image, ((0, height - image.shape[0]), (0, width - image.shape[1]), (0, 0)), constant_values=BACKGROUND)
+    return np.pad(
+        image, ((0, height - image.shape[0]), (0, width - image.shape[1]), (0, 0)), constant_values=BACKGROUND
+    )
 
 
 def rollout_animation(record) -> list[np.ndarray]:
@@ -378,7 +388,8 @@ def rollout_animation(record) -> list[np.ndarray]:
         imagined = t >= context
         # Best and mean exist only for imagined steps, so their lists start at the first imagined frame.
         row = [
-            (cells[n][t - context] if imagined else None) if n.startswith(("best", "mean")) else cells[n][t] for n in names
+            (cells[n][t - context] if imagined else None) if n.startswith(("best", "mean")) else cells[n][t]
+            for n in names
         ]
         label = f"+{t - context + 1} imagined" if imagined else f"context {t + 1}/{context}"
         frames.append(image_grid([row], row_labels=[label], col_labels=names))

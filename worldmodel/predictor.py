@@ -38,7 +38,9 @@ class PredictorConfig:
     mlp_ratio: int = 4  # GELU MLP hidden size, as a multiple of hidden_size
     # RoPE channels of each head per position axis, each even: [time] for DeltaWorld, [time, x, y] for DINOWorld.
     rope_axis_sizes: list[int] = field(default_factory=lambda: [28])
-    rope_unrotated_size: int = 4  # channels at the end of each head left unrotated; with the axes they make the head size
+    rope_unrotated_size: int = (
+        4  # channels at the end of each head left unrotated; with the axes they make the head size
+    )
     layer_scale_init: float = 1e-5  # initial LayerScale of every residual branch
     initializer_range: float = 0.02  # std of the truncated-normal initialisation of linear weights
 
@@ -110,7 +112,9 @@ class CrossAttention(nn.Module):
         k, v = self.kv_proj(history).chunk(2, dim=-1)
         return rope(self._heads(k)), self._heads(v)
 
-    def forward(self, q: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], rope: MultiAxisRope, mask) -> torch.Tensor:
+    def forward(
+        self, q: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], rope: MultiAxisRope, mask
+    ) -> torch.Tensor:
         """q (B, Q, W) against projected history -> (B, Q, W)."""
         query = rope(self._heads(self.q_proj(q)))
         out = attention(query, kv[0], kv[1], mask, backend=self.attn_backend)

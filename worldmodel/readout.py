@@ -45,7 +45,9 @@ class ReadoutConfig:
     # Each cell's query also carries its anchor cell's summary, projected (see the module docstring);
     # false: learned cell vectors alone, the first design (readouts saved before this option).
     anchor_queries: bool = True
-    predictor: PredictorConfig = field(default_factory=PredictorConfig)  # the readout's own, over anchor cells and tokens
+    predictor: PredictorConfig = field(
+        default_factory=PredictorConfig
+    )  # the readout's own, over anchor cells and tokens
 
 
 def summarize(features: torch.Tensor, grid: tuple[int, int], cells: int) -> torch.Tensor:
@@ -68,7 +70,9 @@ class ReadoutState:
     queries: torch.Tensor  # (R, g*g, W)
 
     def repeat(self, times: int) -> "ReadoutState":
-        return ReadoutState(self.cache.repeat(times), self.anchor.repeat_interleave(times, 0), self.queries.repeat_interleave(times, 0))
+        return ReadoutState(
+            self.cache.repeat(times), self.anchor.repeat_interleave(times, 0), self.queries.repeat_interleave(times, 0)
+        )
 
 
 class Readout(nn.Module):
@@ -115,15 +119,25 @@ class Readout(nn.Module):
         """Summaries of frames 1..T-1, (B, T-1, g*g, D), each read from frame 0's summary (the anchor) and tokens 1..i."""
         batch, frames = tokens.shape[:2]
         if summaries.shape[:3] != (batch, frames, self.cells):
-            raise InputError(f"readout summaries must be (B, T, {self.cells}, D) = ({batch}, {frames}, {self.cells}, D), got {tuple(summaries.shape)}")
+            raise InputError(
+                f"readout summaries must be (B, T, {self.cells}, D) = ({batch}, {frames}, {self.cells}, D), got {tuple(summaries.shape)}"
+            )
         anchor, anchor_time = self._anchor_entries(summaries[:, 0], timestamps[:, 0])
         history = torch.cat((anchor, tokens[:, 1:].to(anchor.dtype)), dim=1)
         history_time = torch.cat((anchor_time, timestamps[:, 1:]), dim=1)
         read_frame = torch.arange(1, frames, device=tokens.device).repeat_interleave(self.cells)
         token_frame = torch.arange(1, frames, device=tokens.device)
-        mask = torch.cat((read_frame.new_ones(len(read_frame), self.cells, dtype=torch.bool), token_frame[None, :] <= read_frame[:, None]), dim=1)
+        mask = torch.cat(
+            (
+                read_frame.new_ones(len(read_frame), self.cells, dtype=torch.bool),
+                token_frame[None, :] <= read_frame[:, None],
+            ),
+            dim=1,
+        )
         positions = timestamps[:, 1:].repeat_interleave(self.cells, dim=1)
-        delta = self.predictor(self._queries(summaries[:, 0]).repeat(1, frames - 1, 1), positions, history, history_time, mask)
+        delta = self.predictor(
+            self._queries(summaries[:, 0]).repeat(1, frames - 1, 1), positions, history, history_time, mask
+        )
         return summaries[:, :1] + delta.unflatten(1, (frames - 1, self.cells)).to(summaries.dtype)
 
     def start(self, anchor: torch.Tensor, time: torch.Tensor) -> ReadoutState:
@@ -151,7 +165,9 @@ class ObjectiveWithReadout(nn.Module):
         self.objective = objective
         self.readout = readout
 
-    def forward(self, readout_inputs: dict, generator: torch.Generator, **inputs) -> tuple[torch.Tensor, dict[str, float]]:
+    def forward(
+        self, readout_inputs: dict, generator: torch.Generator, **inputs
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         loss, metrics = self.objective(**inputs, generator=generator)
         readout_loss = self.readout.loss(**readout_inputs)
         return loss + readout_loss, {**metrics, "readout_loss": float(readout_loss.detach())}

@@ -80,7 +80,9 @@ def sincos_table(width: int, side: int) -> torch.Tensor:
     """
     quarter = width // 4
     freqs = 1.0 / 10000.0 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
-    rows, cols = torch.meshgrid(torch.arange(side, dtype=torch.float64), torch.arange(side, dtype=torch.float64), indexing="ij")
+    rows, cols = torch.meshgrid(
+        torch.arange(side, dtype=torch.float64), torch.arange(side, dtype=torch.float64), indexing="ij"
+    )
     parts = []
     for coordinate in (rows.flatten(), cols.flatten()):
         angles = coordinate[:, None] * freqs
@@ -101,7 +103,9 @@ class _SelfAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, L, W) -> (B, L, W)."""
-        q, k, v = (proj(x).unflatten(-1, (self.num_heads, -1)).transpose(1, 2) for proj in (self.query, self.key, self.value))
+        q, k, v = (
+            proj(x).unflatten(-1, (self.num_heads, -1)).transpose(1, 2) for proj in (self.query, self.key, self.value)
+        )
         return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2)
 
 
@@ -170,7 +174,9 @@ class RGBHead(nn.Module):
                 f"got {tuple(weight.shape)} and {tuple(bias.shape)}"
             )
         if len(image_mean) != 3 or len(image_std) != 3:
-            raise InputError(f"image_mean and image_std must hold 3 values (R, G, B), got {list(image_mean)} and {list(image_std)}")
+            raise InputError(
+                f"image_mean and image_std must hold 3 values (R, G, B), got {list(image_mean)} and {list(image_std)}"
+            )
         self.in_dim = in_dim
         self.sizes = config
         self.image_mean = [float(v) for v in image_mean]
@@ -178,7 +184,9 @@ class RGBHead(nn.Module):
         width = config.hidden_size
         self.decoder_embed = nn.Linear(in_dim, width)
         self.trainable_cls_token = nn.Parameter(torch.zeros(1, 1, width))
-        self.decoder_layers = nn.ModuleList(_Block(width, config.num_heads, config.mlp_size) for _ in range(config.num_layers))
+        self.decoder_layers = nn.ModuleList(
+            _Block(width, config.num_heads, config.mlp_size) for _ in range(config.num_layers)
+        )
         self.decoder_norm = nn.LayerNorm(width, eps=LAYER_NORM_EPS)
         self.decoder_pred = nn.Linear(width, config.patch_size**2 * 3)
         # Not in a released file: the backbone's affine and the image statistics are the caller's to give.
@@ -243,7 +251,13 @@ class RGBHead(nn.Module):
 
     def config(self) -> dict:
         """Everything but the weights and the backbone's affine: kind, feature width, sizes, image mean/std."""
-        return {"kind": self.kind, "in_dim": self.in_dim, **asdict(self.sizes), "image_mean": self.image_mean, "image_std": self.image_std}
+        return {
+            "kind": self.kind,
+            "in_dim": self.in_dim,
+            **asdict(self.sizes),
+            "image_mean": self.image_mean,
+            "image_std": self.image_std,
+        }
 
 
 def pixel_target(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

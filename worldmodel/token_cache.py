@@ -52,7 +52,9 @@ def shard_name(index: int) -> str:
     return f"shard_{index:05d}.safetensors"
 
 
-def write_token_cache(tokenizer: Tokenizer, dataset: Dataset, cfg: TokenCacheConfig, plan: dict, accelerator: Accelerator) -> dict:
+def write_token_cache(
+    tokenizer: Tokenizer, dataset: Dataset, cfg: TokenCacheConfig, plan: dict, accelerator: Accelerator
+) -> dict:
     """Tokenize clips 0..cfg.num_clips-1 of `dataset` into cfg.out; `plan` describes the cache. Returns the manifest."""
     if cfg.num_clips < 1 or cfg.shard_clips < 1 or cfg.batch_size < 1:
         raise ConfigError("cache.num_clips, cache.shard_clips and cache.batch_size must be at least 1")
@@ -73,9 +75,20 @@ def write_token_cache(tokenizer: Tokenizer, dataset: Dataset, cfg: TokenCacheCon
         accelerator.print(f"token cache {out} is already complete")
         return read_json(out / MANIFEST)
 
-    shards = [range(start, min(start + cfg.shard_clips, cfg.num_clips)) for start in range(0, cfg.num_clips, cfg.shard_clips)]
-    mine = [i for i in range(accelerator.process_index, len(shards), accelerator.num_processes) if not (out / shard_name(i)).is_file()]
-    bar = tqdm(total=sum(len(shards[i]) for i in mine), desc="tokenizing clips", unit="clip", disable=not accelerator.is_main_process)
+    shards = [
+        range(start, min(start + cfg.shard_clips, cfg.num_clips)) for start in range(0, cfg.num_clips, cfg.shard_clips)
+    ]
+    mine = [
+        i
+        for i in range(accelerator.process_index, len(shards), accelerator.num_processes)
+        if not (out / shard_name(i)).is_file()
+    ]
+    bar = tqdm(
+        total=sum(len(shards[i]) for i in mine),
+        desc="tokenizing clips",
+        unit="clip",
+        disable=not accelerator.is_main_process,
+    )
     device = accelerator.device
     tokenizer.to(device).eval()
     for index in mine:
@@ -93,7 +106,11 @@ def write_token_cache(tokenizer: Tokenizer, dataset: Dataset, cfg: TokenCacheCon
                 if key in batch:
                     parts.setdefault(key, []).append(batch[key].float())
             bar.update(len(batch["frames"]))
-        save_safetensors({k: torch.cat(v) for k, v in parts.items()}, out / shard_name(index), metadata={"tokenizer": plan["tokenizer"]})
+        save_safetensors(
+            {k: torch.cat(v) for k, v in parts.items()},
+            out / shard_name(index),
+            metadata={"tokenizer": plan["tokenizer"]},
+        )
     bar.close()
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -101,8 +118,16 @@ def write_token_cache(tokenizer: Tokenizer, dataset: Dataset, cfg: TokenCacheCon
         for index, clips in enumerate(shards):
             with safe_open(out / shard_name(index), "pt") as shard:
                 shape = shard.get_slice("tokens").get_shape()
-            files.append({"file": shard_name(index), "clips": len(clips), "bytes": (out / shard_name(index)).stat().st_size})
-        manifest = {**plan, "num_frames": shape[1], "dim": shape[2], "shards": files, "bytes": sum(f["bytes"] for f in files)}
+            files.append(
+                {"file": shard_name(index), "clips": len(clips), "bytes": (out / shard_name(index)).stat().st_size}
+            )
+        manifest = {
+            **plan,
+            "num_frames": shape[1],
+            "dim": shape[2],
+            "shards": files,
+            "bytes": sum(f["bytes"] for f in files),
+        }
         atomic_write_text(out / MANIFEST, json.dumps(manifest, indent=1) + "\n")
     accelerator.wait_for_everyone()
     return read_json(out / MANIFEST)
@@ -119,7 +144,9 @@ def _check_out(out: Path, plan: dict, overwrite: bool) -> bool | None:
             return None
         if not overwrite:
             differs = sorted(key for key in set(held) | set(plan) if held.get(key) != plan.get(key))
-            raise ConfigError(f"{out} holds a token cache of another configuration (differs in {', '.join(differs)}); pass cache.overwrite=true or another cache.out")
+            raise ConfigError(
+                f"{out} holds a token cache of another configuration (differs in {', '.join(differs)}); pass cache.overwrite=true or another cache.out"
+            )
         return True
     if out.is_dir() and any(out.iterdir()):
         raise ConfigError(f"{out} is not empty and holds no token cache; pass another cache.out")
@@ -130,7 +157,9 @@ def main(argv: list[str] | None = None) -> None:
     run = parse_run_config(WorldModelRunConfig, __doc__, "configs/world_model/tiny.yaml", argv)
     cfg, data = to_object(run.cache), to_object(run.data)
     if data.source == TOKENS_SOURCE:
-        raise ConfigError(f"data.source={TOKENS_SOURCE} reads a cache; give the source of frames to tokenize (e.g. data.source=shapes)")
+        raise ConfigError(
+            f"data.source={TOKENS_SOURCE} reads a cache; give the source of frames to tokenize (e.g. data.source=shapes)"
+        )
     tokenizer = load_tokenizer(to_object(run.tokenizer))
     cpu = launched_on_cpu()
     accelerator = Accelerator(cpu=cpu, mixed_precision=mixed_precision())
@@ -146,7 +175,9 @@ def main(argv: list[str] | None = None) -> None:
         # The readout's training targets: pooled features of every frame (0 = none).
         "summary_grid": run.model.readout.grid if run.model.readout.enabled else 0,
     }
-    manifest = write_token_cache(tokenizer, build_dataset(data, "train", run.seed, tokenizer=tokenizer), cfg, plan, accelerator)
+    manifest = write_token_cache(
+        tokenizer, build_dataset(data, "train", run.seed, tokenizer=tokenizer), cfg, plan, accelerator
+    )
     accelerator.print(
         f"token cache {cfg.out}: {manifest['num_clips']} clips of {manifest['num_frames']} frames, "
         f"{manifest['bytes'] / 2**20:.1f} MiB ({manifest['bytes'] / manifest['num_clips'] * 1000 / 2**20:.2f} MiB per 1,000 clips)"

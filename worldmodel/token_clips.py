@@ -52,7 +52,11 @@ class TokenClips(Dataset):
     def __init__(self, root: str | Path, num_frames: int, fingerprint: str, tokenizer_name: str):
         root = Path(root)
         if not (root / MANIFEST).is_file():
-            hint = "it is incomplete: run the same cache command again to finish it" if (root / PLAN).is_file() else "make one with python -m worldmodel.token_cache"
+            hint = (
+                "it is incomplete: run the same cache command again to finish it"
+                if (root / PLAN).is_file()
+                else "make one with python -m worldmodel.token_cache"
+            )
             raise ConfigError(f"data.root={root} is not a token cache ({MANIFEST} missing); {hint}")
         manifest = read_json(root / MANIFEST)
         if manifest["tokenizer"] != fingerprint:
@@ -61,7 +65,9 @@ class TokenClips(Dataset):
                 f"not with tokenizer.checkpoint={tokenizer_name} ({fingerprint[:12]}); make the cache again with this tokenizer"
             )
         if manifest["num_frames"] < num_frames:
-            raise ConfigError(f"token cache {root} holds clips of {manifest['num_frames']} frames; data.num_frames={num_frames} asks for more")
+            raise ConfigError(
+                f"token cache {root} holds clips of {manifest['num_frames']} frames; data.num_frames={num_frames} asks for more"
+            )
         parts: dict[str, list[torch.Tensor]] = {}
         for shard in manifest["shards"]:
             state = load_weights(root / shard["file"], f"token cache shard {root / shard['file']}")
@@ -70,7 +76,9 @@ class TokenClips(Dataset):
         self.tensors = {key: torch.cat(values) for key, values in parts.items()}
         self.num_clips = len(self.tensors["tokens"])
         if self.num_clips != manifest["num_clips"]:
-            raise CheckpointError(f"token cache {root} holds {self.num_clips} clips, its manifest says {manifest['num_clips']}")
+            raise CheckpointError(
+                f"token cache {root} holds {self.num_clips} clips, its manifest says {manifest['num_clips']}"
+            )
 
     def __len__(self) -> int:
         return self.num_clips
@@ -92,9 +100,13 @@ def build_token_clips(
 ) -> TokenClips:
     """The clips of the cache at data.root for training `world`; `tokenizer_name` is where its tokenizer came from."""
     if world is None:
-        raise ConfigError(f"data.source={TOKENS_SOURCE} holds delta tokens for train_world_model.py; this command needs frames")
+        raise ConfigError(
+            f"data.source={TOKENS_SOURCE} holds delta tokens for train_world_model.py; this command needs frames"
+        )
     if not world.trains_on_tokens:
-        raise ConfigError(f"data.source={TOKENS_SOURCE} trains on delta tokens; model.kind={world.config.kind} needs frames")
+        raise ConfigError(
+            f"data.source={TOKENS_SOURCE} trains on delta tokens; model.kind={world.config.kind} needs frames"
+        )
     if not cfg.val_source or cfg.val_source == TOKENS_SOURCE:
         raise ConfigError(
             f"data.source={TOKENS_SOURCE} needs data.val_source, a source of frames (e.g. shapes): validation imagines and decodes features"

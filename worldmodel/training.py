@@ -49,7 +49,9 @@ class WorldModelTask:
 
     def __init__(self, world: WorldModel, context: int, horizon: int, num_samples: int, seed: int):
         self.world = world
-        self.module: nn.Module = world.objective if world.readout is None else ObjectiveWithReadout(world.objective, world.readout)
+        self.module: nn.Module = (
+            world.objective if world.readout is None else ObjectiveWithReadout(world.objective, world.readout)
+        )
         self.context, self.horizon, self.num_samples, self.seed = context, horizon, num_samples, seed
 
     def to(self, device: torch.device) -> None:
@@ -66,7 +68,9 @@ class WorldModelTask:
         if "tokens" in batch:  # clips from a token cache (worldmodel.token_cache): the tokenizer already ran
             tokens, summaries = batch["tokens"], batch.get("summaries")
             if readout is not None and summaries is None:
-                raise ConfigError("the readout trains on frame summaries, and this token cache has none: rebuild it with this config")
+                raise ConfigError(
+                    "the readout trains on frame summaries, and this token cache has none: rebuild it with this config"
+                )
             inputs = self.world.inputs_from_tokens(tokens, batch["timestamps"], self._actions(batch))
         elif readout is not None:
             with torch.no_grad():
@@ -85,7 +89,10 @@ class WorldModelTask:
         out = self.world.rollout(
             frames, batch["timestamps"], self.context, self.horizon, self.num_samples, self._actions(batch), generator
         )
-        return {name: (value, len(frames)) for name, value in rollout_losses(out["features"], out["targets"], out["context"]).items()}
+        return {
+            name: (value, len(frames))
+            for name, value in rollout_losses(out["features"], out["targets"], out["context"]).items()
+        }
 
     def derived(self, metrics: dict[str, float]) -> dict[str, float]:
         return {}

@@ -97,7 +97,9 @@ class WorldModel(nn.Module):
         if kind is not None:
             WorldModel.kinds[kind] = cls
 
-    def __init__(self, tokenizer: Tokenizer, objective: Objective, config: WorldModelConfig, readout: Readout | None = None):
+    def __init__(
+        self, tokenizer: Tokenizer, objective: Objective, config: WorldModelConfig, readout: Readout | None = None
+    ):
         super().__init__()
         self.tokenizer = tokenizer.requires_grad_(False).eval()
         self.objective = objective
@@ -125,12 +127,16 @@ class WorldModel(nn.Module):
     def training_inputs(self, frames: torch.Tensor, timestamps: torch.Tensor, actions: torch.Tensor | None) -> dict:
         raise NotImplementedError
 
-    def encode_context(self, features: torch.Tensor, timestamps: torch.Tensor, frame_size: tuple[int, int]) -> HistoryCache:
+    def encode_context(
+        self, features: torch.Tensor, timestamps: torch.Tensor, frame_size: tuple[int, int]
+    ) -> HistoryCache:
         """The predictor's history of context frames with features (B, c, N, D) at timestamps (B, c)."""
         raise NotImplementedError
 
     @torch.no_grad()
-    def start(self, frames: torch.Tensor, timestamps: torch.Tensor, num_samples: int, features: torch.Tensor | None = None) -> Dream:
+    def start(
+        self, frames: torch.Tensor, timestamps: torch.Tensor, num_samples: int, features: torch.Tensor | None = None
+    ) -> Dream:
         """Context frames (B, c, 3, H, W) at timestamps (B, c) -> a Dream of B * num_samples rows.
 
         `features` (B, c, N, D) of those frames may be passed when already computed.
@@ -144,7 +150,9 @@ class WorldModel(nn.Module):
             readout = self.readout.start(self.readout.summarize(features[:, -1], grid), timestamps[:, -1])
         return Dream(cache, features[:, -1], timestamps[:, -1], grid, readout=readout).repeat(num_samples)
 
-    def imagine(self, dream: Dream, time: torch.Tensor, actions=None, generator=None, noise=None) -> tuple[torch.Tensor, Dream]:
+    def imagine(
+        self, dream: Dream, time: torch.Tensor, actions=None, generator=None, noise=None
+    ) -> tuple[torch.Tensor, Dream]:
         """Imagine the frame at `time` (R,) after `actions` (R, A) -> (its tokens, next dream), decoding only what
         the model needs to go on (nothing, for DeltaWorld: `decoded` catches up when features are wanted)."""
         raise NotImplementedError
@@ -153,7 +161,9 @@ class WorldModel(nn.Module):
         """The same dream with `features` of its newest frame (pending tokens decoded in order)."""
         return dream
 
-    def step(self, dream: Dream, time: torch.Tensor, actions=None, generator=None, noise=None) -> tuple[torch.Tensor, torch.Tensor, Dream]:
+    def step(
+        self, dream: Dream, time: torch.Tensor, actions=None, generator=None, noise=None
+    ) -> tuple[torch.Tensor, torch.Tensor, Dream]:
         """Imagine the frame at `time` (R,) after `actions` (R, A) -> (its tokens, its features (R, N, D), next dream)."""
         tokens, dream = self.imagine(dream, time, actions, generator, noise)
         dream = self.decoded(dream)
@@ -162,7 +172,9 @@ class WorldModel(nn.Module):
     def summary(self, dream: Dream) -> torch.Tensor:
         """The readout's summary (R, g*g, D) of the dream's newest frame, without decoding."""
         if self.readout is None or dream.readout is None:
-            raise ConfigError("this world model has no readout (model.readout.enabled); use a feature cost, which decodes")
+            raise ConfigError(
+                "this world model has no readout (model.readout.enabled); use a feature cost, which decodes"
+            )
         return self.readout.read(dream.readout, dream.time)
 
     @torch.no_grad()
@@ -227,7 +239,9 @@ class WorldModel(nn.Module):
         Returns features (B, K, h, N, D), tokens (B, K, h, ...) and times (B, h).
         """
         if frames.ndim != 5 or timestamps.shape != frames.shape[:2]:
-            raise InputError(f"frames must be (B, T, 3, H, W) with timestamps (B, T), got {tuple(frames.shape)} and {tuple(timestamps.shape)}")
+            raise InputError(
+                f"frames must be (B, T, 3, H, W) with timestamps (B, T), got {tuple(frames.shape)} and {tuple(timestamps.shape)}"
+            )
         if horizon < 1:
             raise InputError(f"horizon must be at least 1, got {horizon}")
         if dt is None:
@@ -237,7 +251,9 @@ class WorldModel(nn.Module):
         if not dt > 0:
             raise InputError(f"dt must be positive, got {dt}")
         if actions is not None and tuple(actions.shape[:2]) != (frames.shape[0], horizon):
-            raise InputError(f"actions must be (B, horizon, A) = ({frames.shape[0]}, {horizon}, A), got {tuple(actions.shape)}")
+            raise InputError(
+                f"actions must be (B, horizon, A) = ({frames.shape[0]}, {horizon}, A), got {tuple(actions.shape)}"
+            )
         num_samples = num_samples or self.config.num_samples
         batch = frames.shape[0]
         device = next(self.objective.parameters()).device
@@ -248,7 +264,9 @@ class WorldModel(nn.Module):
         tokens, features = [], []
         for step in range(horizon):
             step_actions = actions[:, step].repeat_interleave(num_samples, 0) if actions is not None else None
-            token, feature, dream = self.step(dream, times[:, step].repeat_interleave(num_samples, 0), step_actions, generator)
+            token, feature, dream = self.step(
+                dream, times[:, step].repeat_interleave(num_samples, 0), step_actions, generator
+            )
             tokens.append(token)
             features.append(feature)
         return {
@@ -267,7 +285,9 @@ class WorldModel(nn.Module):
         save_config(self.config, folder / CONFIG_FILE)
         self.tokenizer.save_pretrained(folder / TOKENIZER_DIR)
 
-    def push_to_hub(self, repo_id: str, private: bool | None = None, token: str | None = None, commit_message: str | None = None) -> str:
+    def push_to_hub(
+        self, repo_id: str, private: bool | None = None, token: str | None = None, commit_message: str | None = None
+    ) -> str:
         """Upload the `save_pretrained` folder (tokenizer included) as model repo `repo_id`; loads back by its id."""
         return push_folder(self.save_pretrained, repo_id, "world model", private, token, commit_message=commit_message)
 
@@ -304,10 +324,14 @@ class WorldModel(nn.Module):
         own_folder = path.is_dir() and (path / CONFIG_FILE).is_file()
         if own_folder:
             config = config or read_world_config(path)
-            tokenizer = tokenizer or Tokenizer.from_pretrained(path / TOKENIZER_DIR, backbone=backbone, cache_dir=cache_dir)
+            tokenizer = tokenizer or Tokenizer.from_pretrained(
+                path / TOKENIZER_DIR, backbone=backbone, cache_dir=cache_dir
+            )
             weights = path / WEIGHTS_FILE
         elif released is not None:
-            config = config or to_object(merge_config(WorldModelConfig, released.config, origin=f"released {released.repo_id}"))
+            config = config or to_object(
+                merge_config(WorldModelConfig, released.config, origin=f"released {released.repo_id}")
+            )
             if tokenizer is None:
                 tokenizer_source: str | Path = released.tokenizer
                 if not is_repo_id(source):
@@ -323,11 +347,16 @@ class WorldModel(nn.Module):
                 "one under its repo's name (deltaworld-kinetics/), or a weights file with its config and tokenizer"
             )
         elif config is None or tokenizer is None:
-            raise CheckpointError(f"{source} is a bare weights file: pass the world-model config and the tokenizer it was trained with")
+            raise CheckpointError(
+                f"{source} is a bare weights file: pass the world-model config and the tokenizer it was trained with"
+            )
         else:
             weights = path
         if not own_folder and config.readout.enabled:
-            log.warning("%s is a bare weights file without a readout: loading it without one (planning uses the feature cost)", source)
+            log.warning(
+                "%s is a bare weights file without a readout: loading it without one (planning uses the feature cost)",
+                source,
+            )
             config = replace(config, readout=replace(config.readout, enabled=False))
         world = WorldModel.build(tokenizer, config)
         state = load_weights(weights, f"world-model checkpoint {weights}")

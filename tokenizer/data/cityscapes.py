@@ -30,7 +30,27 @@ CITYSCAPES_LAYOUT = (
 # Cityscapes label id -> training id (road, sidewalk, building, wall, fence, pole,
 # traffic light, traffic sign, vegetation, terrain, sky, person, rider, car,
 # truck, bus, train, motorcycle, bicycle); every other id is ignored.
-_TRAIN_ID_OF_LABEL_ID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+_TRAIN_ID_OF_LABEL_ID = {
+    7: 0,
+    8: 1,
+    11: 2,
+    12: 3,
+    13: 4,
+    17: 5,
+    19: 6,
+    20: 7,
+    21: 8,
+    22: 9,
+    23: 10,
+    24: 11,
+    25: 12,
+    26: 13,
+    27: 14,
+    28: 15,
+    31: 16,
+    32: 17,
+    33: 18,
+}
 LABEL_ID_TO_TRAIN_ID = np.full(256, IGNORE_INDEX, dtype=np.int64)
 for _label_id, _train_id in _TRAIN_ID_OF_LABEL_ID.items():
     LABEL_ID_TO_TRAIN_ID[_label_id] = _train_id
@@ -44,7 +64,9 @@ def cityscapes_samples(root: Path, split: str, num_frames: int) -> list[EvalSamp
     labels_dir = root / "gtFine" / split
     for folder in (frames_dir, labels_dir):
         if not folder.is_dir():
-            raise DataError(f"Cityscapes root {root} has no {folder.relative_to(root)}/ folder; expected {CITYSCAPES_LAYOUT}")
+            raise DataError(
+                f"Cityscapes root {root} has no {folder.relative_to(root)}/ folder; expected {CITYSCAPES_LAYOUT}"
+            )
     stride = round(CITYSCAPES_STRIDE_S * CITYSCAPES_FPS)
     samples = []
     for label in sorted(labels_dir.glob(f"*/*{_LABEL_SUFFIX}")):
@@ -55,7 +77,9 @@ def cityscapes_samples(root: Path, split: str, num_frames: int) -> list[EvalSamp
             continue
         samples.append(
             EvalSample(
-                frames=tuple(frames_dir / label.parent.name / f"{city}_{sequence}_{n:06d}_leftImg8bit.png" for n in numbers),
+                frames=tuple(
+                    frames_dir / label.parent.name / f"{city}_{sequence}_{n:06d}_leftImg8bit.png" for n in numbers
+                ),
                 frame_numbers=tuple(numbers),
                 labels=(None,) * (num_frames - 1) + (label,),
             )

@@ -109,7 +109,9 @@ class VideoClipDataset(Dataset):
 
         def plan(timestamps: np.ndarray) -> np.ndarray:
             if len(timestamps) < self.num_frames:
-                raise UnusableSource(source, f"it has {len(timestamps)} frames, fewer than a {self.num_frames}-frame clip")
+                raise UnusableSource(
+                    source, f"it has {len(timestamps)} frames, fewer than a {self.num_frames}-frame clip"
+                )
             if self.train:
                 return random_clip_indices(timestamps, self.num_frames, config.min_stride_s, config.max_stride_s, rng)
             return centered_clip_indices(timestamps, self.num_frames, config.eval_stride_s)

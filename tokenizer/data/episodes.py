@@ -26,10 +26,14 @@ def episode_path(root: str | Path, index: int) -> Path:
 def episode_files(root: str | Path) -> list[Path]:
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"episode folder {root} does not exist; record one with `python -m envs.recording --out {root}`")
+        raise DataError(
+            f"episode folder {root} does not exist; record one with `python -m envs.recording --out {root}`"
+        )
     files = sorted(root.glob(EPISODE_GLOB))
     if not files:
-        raise DataError(f"{root} holds no {EPISODE_GLOB} files; record some with `python -m envs.recording --out {root}`")
+        raise DataError(
+            f"{root} holds no {EPISODE_GLOB} files; record some with `python -m envs.recording --out {root}`"
+        )
     return files
 
 
@@ -56,21 +60,35 @@ class EpisodeClips(torch.utils.data.Dataset):
 
     labels_last_frame_only = False  # no labels at all
 
-    def __init__(self, root: str | Path, num_frames: int, frame_size: int, seed: int, split: str = "train", num_clips: int | None = None):
+    def __init__(
+        self,
+        root: str | Path,
+        num_frames: int,
+        frame_size: int,
+        seed: int,
+        split: str = "train",
+        num_clips: int | None = None,
+    ):
         files = episode_files(root)
         validation = held_out(files)
         chosen = ([p for p in files if p not in validation] or files) if split == "train" else validation
         lengths = [episode_length(p) for p in chosen]
         self.episodes = [(p, n) for p, n in zip(chosen, lengths) if n >= num_frames]
         if not self.episodes:
-            raise DataError(f"no {split} episode in {root} has the {num_frames} frames a clip needs (longest: {max(lengths)})")
+            raise DataError(
+                f"no {split} episode in {root} has the {num_frames} frames a clip needs (longest: {max(lengths)})"
+            )
         self.num_frames, self.frame_size, self.seed, self.train = num_frames, frame_size, seed, split == "train"
         self._split_key = zlib.crc32(split.encode("utf-8"))
         self._windows = None if self.train else self._val_windows(num_clips)
         self._cache: dict[Path, dict[str, torch.Tensor]] = {}
 
     def _val_windows(self, num_clips: int | None) -> list[tuple[int, int]]:
-        windows = [(e, start) for e, (_, n) in enumerate(self.episodes) for start in range(0, n - self.num_frames + 1, self.num_frames)]
+        windows = [
+            (e, start)
+            for e, (_, n) in enumerate(self.episodes)
+            for start in range(0, n - self.num_frames + 1, self.num_frames)
+        ]
         windows.sort(key=lambda w: (w[1], w[0]))
         return windows[:num_clips] if num_clips else windows
 

@@ -90,7 +90,12 @@ def kitti_samples(root: Path, num_frames: int) -> list[EvalSample]:
             )
         )
     if 0 < len(samples) < len(entries):
-        logger.warning("KITTI: %d of %d Eigen test clips have no image or depth folder under %s", len(entries) - len(samples), len(entries), root)
+        logger.warning(
+            "KITTI: %d of %d Eigen test clips have no image or depth folder under %s",
+            len(entries) - len(samples),
+            len(entries),
+            root,
+        )
     return samples
 
 
@@ -107,7 +112,9 @@ class KittiDepthDataset(FrameSequenceEvalDataset):
 
     def prepare_frames(self, frames: np.ndarray, sample: EvalSample) -> np.ndarray:
         if frames.shape[1] < KB_CROP_HEIGHT or frames.shape[2] < KB_CROP_WIDTH:
-            raise UnusableSource(sample.frames[-1], f"image is smaller than the {KB_CROP_WIDTH}x{KB_CROP_HEIGHT} KB crop")
+            raise UnusableSource(
+                sample.frames[-1], f"image is smaller than the {KB_CROP_WIDTH}x{KB_CROP_HEIGHT} KB crop"
+            )
         return np.stack([kb_crop(frame) for frame in frames])
 
     def load_labels(self, sample: EvalSample, frame_shape: tuple[int, int]) -> dict[str, torch.Tensor]:
@@ -118,7 +125,9 @@ class KittiDepthDataset(FrameSequenceEvalDataset):
                 continue
             raw = read_label_png(path)
             if raw.ndim != 2 or raw.shape[0] < KB_CROP_HEIGHT or raw.shape[1] < KB_CROP_WIDTH:
-                raise UnusableSource(path, f"depth map must be single-channel and at least {KB_CROP_WIDTH}x{KB_CROP_HEIGHT}")
+                raise UnusableSource(
+                    path, f"depth map must be single-channel and at least {KB_CROP_WIDTH}x{KB_CROP_HEIGHT}"
+                )
             depth = kb_crop(raw.astype(np.float32) / DEPTH_PNG_SCALE)
             depths.append(np.where(garg_valid_mask(depth), depth, 0.0).astype(np.float32))
         return {"depth": torch.from_numpy(np.stack(depths))}

@@ -29,9 +29,7 @@ class ClipReader(Protocol):
         ...
 
 
-def read_planned(
-    reader: ClipReader, plan: Callable[[np.ndarray], np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
+def read_planned(reader: ClipReader, plan: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Choose frames with `plan(timestamps) -> indices (T,)` and read them.
 
     Returns frames uint8 (T, H, W, 3) and their timestamps (T,) seconds. A video

@@ -45,7 +45,9 @@ class DataConfig:
     val_num_frames: int = 4  # frames per validation clip
     val_clips: int = 64  # validation clips used (Shapes makes exactly this many)
     shapes: ShapesConfig = field(default_factory=ShapesConfig)
-    shapes_strides: list[int] = field(default_factory=lambda: [1])  # simulator frames between clip frames, drawn per clip
+    shapes_strides: list[int] = field(
+        default_factory=lambda: [1]
+    )  # simulator frames between clip frames, drawn per clip
     video: VideoDataConfig = field(default_factory=VideoDataConfig)
 
     # Other names for these keys, refused with the key to use (one name per thing across commands).

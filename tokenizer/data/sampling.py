@@ -11,7 +11,9 @@ from tokenizer.runtime.errors import InputError
 UNBOUNDED_CLIPS = 2**31 - 1
 
 
-def random_clip_offsets(num_frames: int, min_stride_s: float, max_stride_s: float, rng: np.random.Generator) -> np.ndarray:
+def random_clip_offsets(
+    num_frames: int, min_stride_s: float, max_stride_s: float, rng: np.random.Generator
+) -> np.ndarray:
     """Target times (T,) in seconds relative to the first frame; each gap drawn uniformly from the range."""
     gaps = rng.uniform(min_stride_s, max_stride_s, size=num_frames - 1)
     return np.concatenate([[0.0], np.cumsum(gaps)])

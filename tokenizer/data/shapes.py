@@ -37,7 +37,16 @@ from tokenizer.data.shapes_render import (
 )
 from tokenizer.runtime.errors import ConfigError, InputError
 
-__all__ = ["CLASS_NAMES", "NUM_CLASSES", "SPAWN_MARGIN", "ShapesClips", "ShapesConfig", "ShapesFrame", "ShapesWorld", "check_config"]
+__all__ = [
+    "CLASS_NAMES",
+    "NUM_CLASSES",
+    "SPAWN_MARGIN",
+    "ShapesClips",
+    "ShapesConfig",
+    "ShapesFrame",
+    "ShapesWorld",
+    "check_config",
+]
 
 # Shapes and goals start this far from the walls, so that they begin fully in view.
 SPAWN_MARGIN = 0.1
@@ -71,10 +80,22 @@ class ShapesConfig:
     def validate(self) -> None:
         """Raise ConfigError, in one sentence, on the first value that cannot work."""
         if not isinstance(self.frame_size, int) or self.frame_size < 8 or self.frame_size % 8:
-            raise ConfigError(f"data.shapes.frame_size must be a positive multiple of 8 (the patch size), got {self.frame_size!r}")
+            raise ConfigError(
+                f"data.shapes.frame_size must be a positive multiple of 8 (the patch size), got {self.frame_size!r}"
+            )
         if not isinstance(self.num_distractors, int) or self.num_distractors < 0:
-            raise ConfigError(f"data.shapes.num_distractors must be a non-negative integer, got {self.num_distractors!r}")
-        positive = ("fps", "success_radius", "min_depth", "near_radius", "background_far_depth", "background_near_depth", "policy_timescale")
+            raise ConfigError(
+                f"data.shapes.num_distractors must be a non-negative integer, got {self.num_distractors!r}"
+            )
+        positive = (
+            "fps",
+            "success_radius",
+            "min_depth",
+            "near_radius",
+            "background_far_depth",
+            "background_near_depth",
+            "policy_timescale",
+        )
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigError(f"data.shapes.{name} must be positive, got {getattr(self, name)!r}")
@@ -83,12 +104,16 @@ class ShapesConfig:
                 raise ConfigError(f"data.shapes.{name} must be non-negative, got {getattr(self, name)!r}")
         # Base channels lie in [20, 235] and re-centred jitter reaches 4/3 * color_jitter: more would clip.
         if self.color_jitter > 15:
-            raise ConfigError(f"data.shapes.color_jitter must be at most 15 so colours never clip, got {self.color_jitter!r}")
+            raise ConfigError(
+                f"data.shapes.color_jitter must be at most 15 so colours never clip, got {self.color_jitter!r}"
+            )
         if not self.max_depth >= self.min_depth:
             raise ConfigError(f"data.shapes.max_depth ({self.max_depth}) must be at least min_depth ({self.min_depth})")
         # Beyond fog_depth every surface is pure fog, and depth could no longer be read from colour.
         if not self.fog_depth >= max(self.max_depth, self.background_far_depth, self.background_near_depth):
-            raise ConfigError(f"data.shapes.fog_depth ({self.fog_depth}) must be at least every shape and background depth")
+            raise ConfigError(
+                f"data.shapes.fog_depth ({self.fog_depth}) must be at least every shape and background depth"
+            )
 
 
 class ShapesFrame(NamedTuple):
@@ -115,7 +140,9 @@ class ShapesWorld:
         self.config = config
         self.rng = rng
         count = config.num_distractors + 1
-        self.classes = np.concatenate([[AGENT], rng.choice(DISTRACTOR_CLASSES, size=config.num_distractors)]).astype(np.int64)
+        self.classes = np.concatenate([[AGENT], rng.choice(DISTRACTOR_CLASSES, size=config.num_distractors)]).astype(
+            np.int64
+        )
         self.depths = rng.uniform(config.min_depth, config.max_depth, size=count)
         self.positions = rng.uniform(SPAWN_MARGIN, 1.0 - SPAWN_MARGIN, size=(count, 2))
         self.directions = _unit_vectors(rng.uniform(0.0, 2.0 * math.pi, size=config.num_distractors))
@@ -162,14 +189,18 @@ class ShapesWorld:
         self.positions[1:] = moved
         self.num_steps += 1
 
-    def render_into(self, rgb: np.ndarray, segmentation: np.ndarray, depth: np.ndarray, agent_position: np.ndarray | None = None) -> None:
+    def render_into(
+        self, rgb: np.ndarray, segmentation: np.ndarray, depth: np.ndarray, agent_position: np.ndarray | None = None
+    ) -> None:
         """Render into preallocated arrays: rgb (S, S, 3) uint8, segmentation (S, S) integer, depth (S, S) float32.
 
         agent_position: optional (2,) to draw the agent somewhere else (the goal image).
         """
         config = self.config
         size = config.frame_size
-        background_rgb, background_depth = background(size, config.background_far_depth, config.background_near_depth, config.fog_depth)
+        background_rgb, background_depth = background(
+            size, config.background_far_depth, config.background_near_depth, config.fog_depth
+        )
         rgb[...] = background_rgb
         segmentation[...] = 0
         depth[...] = background_depth
@@ -200,7 +231,9 @@ def _unit_vectors(angles: np.ndarray) -> np.ndarray:
 
 def check_config(config: Any) -> ShapesConfig:
     if not isinstance(config, ShapesConfig):
-        raise ConfigError(f"expected a ShapesConfig, got {type(config).__name__}; build one with ShapesConfig(...) or OmegaConf.to_object")
+        raise ConfigError(
+            f"expected a ShapesConfig, got {type(config).__name__}; build one with ShapesConfig(...) or OmegaConf.to_object"
+        )
     config.validate()
     return config
 

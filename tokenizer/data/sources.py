@@ -39,7 +39,9 @@ def read_clip(
     timestamps (1, T) in seconds from the first.
     """
     if num_frames < 1 or frame_size < 1 or not stride_s > 0 or start_s < 0:
-        raise InputError(f"need num_frames >= 1, frame_size >= 1, stride_s > 0 and start_s >= 0, got {num_frames}, {frame_size}, {stride_s}, {start_s}")
+        raise InputError(
+            f"need num_frames >= 1, frame_size >= 1, stride_s > 0 and start_s >= 0, got {num_frames}, {frame_size}, {stride_s}, {start_s}"
+        )
     reader = open_source(path, config or VideoDataConfig())
     wanted = start_s + stride_s * np.arange(num_frames)
     if wanted[-1] > reader.timestamps[-1] + stride_s / 2:

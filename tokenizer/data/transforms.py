@@ -59,7 +59,9 @@ def resize_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor
         return frames.contiguous()
     # Antialiasing matters: training crops are often shrunk several times. torch
     # resizes uint8 directly, an order of magnitude faster than through float.
-    return F.interpolate(frames, size=(height, width), mode="bilinear", antialias=True, align_corners=False).contiguous()
+    return F.interpolate(
+        frames, size=(height, width), mode="bilinear", antialias=True, align_corners=False
+    ).contiguous()
 
 
 def eval_resize_shape(height: int, width: int, short_side: int, max_aspect_ratio: float) -> tuple[int, int]:

@@ -43,7 +43,9 @@ def resolve_root(source: str, root: str | Path | None) -> Path:
         raise DataError(f"the {source!r} source needs a root folder; set its root in the config")
     value = os.environ.get(variable, "")
     if not value:
-        raise DataError(f"no root given for {source!r} and ${variable} is not set; set one of them to the dataset folder")
+        raise DataError(
+            f"no root given for {source!r} and ${variable} is not set; set one of them to the dataset folder"
+        )
     return Path(value).expanduser()
 
 
@@ -86,14 +88,22 @@ def build_video_dataset(
     if source not in VIDEO_SOURCES:
         raise ConfigError(f"unknown video source {source!r}; choose one of {', '.join(VIDEO_SOURCES)}")
     if int(num_frames) < 1 or int(frame_size) < 1 or int(seed) < 0:
-        raise ConfigError(f"need num_frames >= 1, frame_size >= 1 and seed >= 0, not {num_frames}, {frame_size} and {seed}")
+        raise ConfigError(
+            f"need num_frames >= 1, frame_size >= 1 and seed >= 0, not {num_frames}, {frame_size} and {seed}"
+        )
     config = make_video_config(config, **options)
     path = resolve_root(source, root)
     if not path.is_dir():
         raise DataError(f"{source} root {path} does not exist or is not a folder")
     if source in ("videos", "kinetics"):
-        sources = find_clip_sources(path) if source == "videos" else find_kinetics_sources(path, split, config.kinetics_exclude)
-        return VideoClipDataset(sources, num_frames, frame_size, seed, config, train=split == TRAIN_SPLIT, root=str(path))
+        sources = (
+            find_clip_sources(path)
+            if source == "videos"
+            else find_kinetics_sources(path, split, config.kinetics_exclude)
+        )
+        return VideoClipDataset(
+            sources, num_frames, frame_size, seed, config, train=split == TRAIN_SPLIT, root=str(path)
+        )
     if source == "vspw":
         return VSPWDataset(path, split, num_frames, frame_size, config)
     if source == "cityscapes":

@@ -97,7 +97,18 @@ class FfmpegVideoReader:
         # and stops after the last wanted one, so only the clip crosses the pipe.
         wanted = "+".join(f"eq(n,{int(i)})" for i in indices)
         # One decoder thread: DataLoader workers already keep every core busy.
-        command = [imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-v", "error", "-threads", "1", "-i", str(self.path), "-map", "0:v:0"]
+        command = [
+            imageio_ffmpeg.get_ffmpeg_exe(),
+            "-nostdin",
+            "-v",
+            "error",
+            "-threads",
+            "1",
+            "-i",
+            str(self.path),
+            "-map",
+            "0:v:0",
+        ]
         command += ["-vf", f"select='{wanted}'", "-fps_mode", "passthrough", "-frames:v", str(len(indices))]
         command += ["-f", "rawvideo", "-pix_fmt", "rgb24", "-"]
         try:

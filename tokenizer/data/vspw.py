@@ -68,7 +68,13 @@ def vspw_samples(root: Path, split: str, num_frames: int) -> list[EvalSample]:
                 )
             )
     if missing:
-        logger.warning("VSPW: %d of %d videos in %s have no frames under %s/data/<video>/origin", missing, len(videos), split_file, root)
+        logger.warning(
+            "VSPW: %d of %d videos in %s have no frames under %s/data/<video>/origin",
+            missing,
+            len(videos),
+            split_file,
+            root,
+        )
     return samples
 
 
@@ -90,6 +96,8 @@ class VSPWDataset(FrameSequenceEvalDataset):
                 continue
             mask = read_label_png(path)
             if mask.shape != frame_shape:
-                raise UnusableSource(path, f"mask is {mask.shape[1]}x{mask.shape[0]} but its frame is {frame_shape[1]}x{frame_shape[0]}")
+                raise UnusableSource(
+                    path, f"mask is {mask.shape[1]}x{mask.shape[0]} but its frame is {frame_shape[1]}x{frame_shape[0]}"
+                )
             masks.append(vspw_to_class_ids(mask))
         return {"segmentation": torch.from_numpy(np.stack(masks))}

@@ -51,7 +51,9 @@ def _flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]
                 tensors[f"{index}.{name}"] = value
             else:
                 scalars[f"{index}.{name}"] = value
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()} for group in state_dict["param_groups"]]
+    groups = [
+        {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items()} for group in state_dict["param_groups"]
+    ]
     return tensors, {"param_groups": groups, "scalars": scalars}
 
 
@@ -69,7 +71,12 @@ def checkpoint_path(folder: Path, step: int) -> Path:
 
 
 def save_checkpoint(
-    folder: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, extra: dict, ema: EMA | None = None
+    folder: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    extra: dict,
+    ema: EMA | None = None,
 ) -> Path:
     """Write checkpoints/step_XXXXXX atomically; returns its path."""
     final = checkpoint_path(folder, step)
@@ -137,7 +144,9 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     load_module_weights(model, load_file(str(path / MODEL_FILE)), f"checkpoint {path / MODEL_FILE}")
     optimizer_state = _unflatten_optimizer(load_file(str(path / OPTIMIZER_FILE)), state["optimizer"])
     # Muon groups (tokenizer.runtime.muon) keep other state than AdamW's: refuse a swap by name, not by a missing key.
-    if any(g.get("muon", False) for g in optimizer_state["param_groups"]) != any(g.get("muon", False) for g in optimizer.param_groups):
+    if any(g.get("muon", False) for g in optimizer_state["param_groups"]) != any(
+        g.get("muon", False) for g in optimizer.param_groups
+    ):
         raise CheckpointError(
             f"optimizer state in {path} was made by another train.optimizer than this run's; resume with the one it was "
             "trained with, or start a new output_dir"

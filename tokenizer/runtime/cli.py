@@ -40,7 +40,12 @@ class Flag:
 
 
 def parse_run_config(
-    schema: Any, description: str, example: str, argv: list[str] | None, flags: dict[str, Flag] | None = None, default_config: str | None = ""
+    schema: Any,
+    description: str,
+    example: str,
+    argv: list[str] | None,
+    flags: dict[str, Flag] | None = None,
+    default_config: str | None = "",
 ) -> DictConfig:
     """`--config FILE [dotted.key=value ...] [--flag VALUE ...]` -> the validated run config.
 
@@ -64,12 +69,21 @@ def parse_run_config(
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Any config key may be set as a dotted override, key.sub=value.",
     )
-    parser.add_argument("--config", required=default_config == "", default=default_config, help=f"YAML run config, e.g. {example}")
+    parser.add_argument(
+        "--config", required=default_config == "", default=default_config, help=f"YAML run config, e.g. {example}"
+    )
     for name, flag in flags.items():
         if flag.type is bool:
             parser.add_argument(name, action="store_true", default=None, help=f"{flag.help} (sets {flag.key}=true)")
         else:
-            parser.add_argument(name, type=flag.type, nargs=flag.nargs, choices=flag.choices, default=None, help=f"{flag.help} (sets {flag.key})")
+            parser.add_argument(
+                name,
+                type=flag.type,
+                nargs=flag.nargs,
+                choices=flag.choices,
+                default=None,
+                help=f"{flag.help} (sets {flag.key})",
+            )
     parser.add_argument("overrides", nargs="*", help="dotted overrides such as key.sub=value")
     args = parser.parse_args([a for a in argv if a not in overrides])
     # Left over: words that are neither flags nor key=value; load_config names the first.

@@ -60,7 +60,13 @@ def _nearest(key: str, schema: Any) -> str:
         if ".".join(parts[depth:]) in refused:
             return prefix + refused[".".join(parts[depth:])]
         field = next((f for f in dataclasses.fields(section) if f.name == part), None)
-        value = None if field is None else field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        value = (
+            None
+            if field is None
+            else field.default_factory()
+            if field.default_factory is not dataclasses.MISSING
+            else field.default
+        )
         if not dataclasses.is_dataclass(value):
             break
         section, prefix = value, f"{prefix}{part}."
@@ -75,7 +81,9 @@ BASE_KEY = "_base_"
 def _read_yaml(path: str | Path, seen: tuple[Path, ...] = ()) -> DictConfig:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist; pass --config with a YAML file such as configs/tokenizer/tiny.yaml")
+        raise ConfigError(
+            f"config file {path} does not exist; pass --config with a YAML file such as configs/tokenizer/tiny.yaml"
+        )
     if path.resolve() in seen:
         raise ConfigError(f"config file {path} includes itself through {BASE_KEY}")
     try:
@@ -130,12 +138,16 @@ def merge_config(schema: type[T] | T, *sources: DictConfig | dict, origin: str =
         except ValidationError as err:
             key = err.full_key or ""
             if "is not a ListConfig" in str(err.msg):
-                raise ConfigError(f"{origin} key {key!r} takes a list: {key}=[a,b] on the command line, {key}: [a, b] in YAML") from None
+                raise ConfigError(
+                    f"{origin} key {key!r} takes a list: {key}=[a,b] on the command line, {key}: [a, b] in YAML"
+                ) from None
             raise ConfigError(f"{origin} key {key!r}: {' '.join(str(err.msg).split())}") from None
     return cfg
 
 
-def load_config(schema: type[T], path: str | Path | None = None, overrides: Iterable[str] = (), flags: dict | None = None) -> DictConfig:
+def load_config(
+    schema: type[T], path: str | Path | None = None, overrides: Iterable[str] = (), flags: dict | None = None
+) -> DictConfig:
     """Schema defaults <- YAML file <- dotted overrides <- values of command-line flags (nested), validated against the schema."""
     sources = []
     if path is not None:
@@ -169,4 +181,6 @@ def read_saved_config(schema: type[T], folder: str | Path, what: str) -> T:
     except Exception as err:
         raise CheckpointError(f"{path} is not readable YAML ({' '.join(str(err).split())[:200]})") from None
     fields = [field.name for field in dataclasses.fields(schema)]
-    return to_object(merge_config(schema, {key: raw[key] for key in fields if key in raw}, origin=f"{what} config {path}"))
+    return to_object(
+        merge_config(schema, {key: raw[key] for key in fields if key in raw}, origin=f"{what} config {path}")
+    )

@@ -298,7 +298,13 @@ def build(command: Command) -> Section:
 
     schema = schema_of(command)
     _, class_doc = class_docs(schema)
-    return walk(schema, OmegaConf.structured(schema), "", class_doc, f"{_relative(inspect.getsourcefile(schema))} {schema.__qualname__}")
+    return walk(
+        schema,
+        OmegaConf.structured(schema),
+        "",
+        class_doc,
+        f"{_relative(inspect.getsourcefile(schema))} {schema.__qualname__}",
+    )
 
 
 def sections(root: Section) -> list[Section]:
@@ -355,7 +361,12 @@ def _flags_table(command: Command) -> list[str]:
         return []
     module, _, name = command.flags.partition(":")
     flags = getattr(_import(module), name)
-    lines = ["Flags, each setting one key (they win over the file and the overrides):", "", "| flag | sets | help |", "| --- | --- | --- |"]
+    lines = [
+        "Flags, each setting one key (they win over the file and the overrides):",
+        "",
+        "| flag | sets | help |",
+        "| --- | --- | --- |",
+    ]
     for flag_name, flag in flags.items():
         value = " VALUE ..." if flag.nargs else "" if flag.type is bool else " VALUE"
         text = flag.help + (f" (one of {', '.join(flag.choices)})" if flag.choices else "")
@@ -377,7 +388,16 @@ def command_markdown(command: Command, root: Section, shown: Shown) -> list[str]
     """The command's section. A (sub)section that an earlier command shows with the same keys, defaults and
     descriptions is named with a link to that command instead of repeated, so shared sections (`data`, `train`)
     are read once; `shown` collects the sections shown so far."""
-    lines = [f"## {command.title}", "", _escape(_docstring_summary(REPO / command.source)), "", "```", command.usage, "```", ""]
+    lines = [
+        f"## {command.title}",
+        "",
+        _escape(_docstring_summary(REPO / command.source)),
+        "",
+        "```",
+        command.usage,
+        "```",
+        "",
+    ]
     if command.note:
         lines += [command.note, ""]
     schema = schema_of(command)
@@ -387,7 +407,9 @@ def command_markdown(command: Command, root: Section, shown: Shown) -> list[str]
     lines.append("")
     examples = sorted(REPO.glob(command.configs)) if command.configs else []
     if examples:
-        links = ", ".join(f"[{path.relative_to(REPO).as_posix()}](../{path.relative_to(REPO).as_posix()})" for path in examples)
+        links = ", ".join(
+            f"[{path.relative_to(REPO).as_posix()}](../{path.relative_to(REPO).as_posix()})" for path in examples
+        )
         lines += [f"Example configs: {links}.", ""]
     lines += _flags_table(command)
     body: list[str] = []
@@ -449,7 +471,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help="write docs/configuration.md")
-    mode.add_argument("--check", action="store_true", help="exit 1 when docs/configuration.md is not what --write would write")
+    mode.add_argument(
+        "--check", action="store_true", help="exit 1 when docs/configuration.md is not what --write would write"
+    )
     mode.add_argument("--missing", action="store_true", help="list the fields without a description; exit 1 if any")
     args = parser.parse_args(argv)
     name = _relative(str(OUTPUT))

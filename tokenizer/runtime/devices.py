@@ -28,7 +28,9 @@ def launched_on_cpu() -> bool:
     cpu = not torch.cuda.is_available() and launched > 1
     joined = PartialState(cpu=cpu).num_processes
     if joined != launched:
-        raise TrainingError(f"{launched} processes were launched but {joined} joined the process group; check the accelerate launch flags")
+        raise TrainingError(
+            f"{launched} processes were launched but {joined} joined the process group; check the accelerate launch flags"
+        )
     return cpu
 
 

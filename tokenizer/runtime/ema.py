@@ -76,7 +76,9 @@ class EMA:
         updates = tensors.pop("_updates", None)
         check_state_dict(self.average, tensors, f"weight average {path}")
         if updates is None:
-            raise CheckpointError(f"weight average {path} does not say how many steps it averages; start a new output_dir")
+            raise CheckpointError(
+                f"weight average {path} does not say how many steps it averages; start a new output_dir"
+            )
         with torch.no_grad():
             for name, value in tensors.items():
                 self.average[name].copy_(value)

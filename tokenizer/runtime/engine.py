@@ -39,7 +39,13 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from tokenizer.runtime.checkpoints import checkpoint_path, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from tokenizer.runtime.checkpoints import (
+    checkpoint_path,
+    latest_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from tokenizer.runtime.config import flatten, save_config
 from tokenizer.runtime.devices import launched_on_cpu, mixed_precision, use_threads
 from tokenizer.runtime.ema import EMA, EMA_FILE
@@ -47,7 +53,16 @@ from tokenizer.runtime.errors import ConfigError, TrainingError
 from tokenizer.runtime.files import weights_digest
 from tokenizer.runtime.optim import apply_lr, build_optimizer
 from tokenizer.runtime.run_config import TrainConfig
-from tokenizer.runtime.run_folder import CHECKPOINTS, FINAL, LOSS_LOG, RUN_CONFIG, LossLog, check_same_model, prepare_output_dir, write_final
+from tokenizer.runtime.run_folder import (
+    CHECKPOINTS,
+    FINAL,
+    LOSS_LOG,
+    RUN_CONFIG,
+    LossLog,
+    check_same_model,
+    prepare_output_dir,
+    write_final,
+)
 
 
 class Task(Protocol):
@@ -125,7 +140,9 @@ def _to_device(batch: dict, device: torch.device) -> dict:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
-def evaluate(accelerator: Accelerator, task: Task, model: nn.Module, val_set: Dataset, batch_size: int) -> dict[str, float]:
+def evaluate(
+    accelerator: Accelerator, task: Task, model: nn.Module, val_set: Dataset, batch_size: int
+) -> dict[str, float]:
     """The mean of each of the task's validation figures over `val_set`, then the task's derived figures.
 
     Each process takes every world-th clip; sums and counts are reduced over processes.
@@ -136,7 +153,14 @@ def evaluate(accelerator: Accelerator, task: Task, model: nn.Module, val_set: Da
     was_training = model.training
     model.eval()
     with torch.no_grad(), accelerator.autocast():
-        progress = tqdm(loader, desc="validating", unit="batch", disable=not accelerator.is_local_main_process, dynamic_ncols=True, leave=False)
+        progress = tqdm(
+            loader,
+            desc="validating",
+            unit="batch",
+            disable=not accelerator.is_local_main_process,
+            dynamic_ncols=True,
+            leave=False,
+        )
         for batch in progress:
             for name, (value, count) in task.val_figures(model, _to_device(batch, accelerator.device)).items():
                 pair = torch.stack([value.detach().float().sum(), torch.tensor(float(count), device=value.device)])
@@ -265,13 +289,17 @@ def _restore_or_start(run: DictConfig, cfg: TrainConfig, task: Task, accelerator
     return _Trained(module, model, optimizer, ema, start_step, last_checkpoint)
 
 
-def _resume(checkpoint: Path, module: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig, accelerator: Accelerator) -> tuple[int, list[str]]:
+def _resume(
+    checkpoint: Path, module: nn.Module, optimizer: torch.optim.Optimizer, cfg: TrainConfig, accelerator: Accelerator
+) -> tuple[int, list[str]]:
     """Load `checkpoint` into `module` and `optimizer`; returns its step and the names of the files it checksums."""
     configured = [(group["weight_decay"], group["lr_scale"]) for group in optimizer.param_groups]
     state = load_checkpoint(checkpoint, module, optimizer)
     step, checksummed = state["step"], list(state["sha256"])
     if step > cfg.max_steps:
-        raise ConfigError(f"{checkpoint} is at step {step}, past train.max_steps {cfg.max_steps}; raise train.max_steps to continue")
+        raise ConfigError(
+            f"{checkpoint} is at step {step}, past train.max_steps {cfg.max_steps}; raise train.max_steps to continue"
+        )
     accelerator.print(f"resuming from {checkpoint} at step {step}")
     for group, (weight_decay, lr_scale) in zip(optimizer.param_groups, configured):
         # The config wins over hyper-parameters stored in a checkpoint.
@@ -279,13 +307,17 @@ def _resume(checkpoint: Path, module: nn.Module, optimizer: torch.optim.Optimize
     return step, checksummed
 
 
-def _weight_average(cfg: TrainConfig, module: nn.Module, checkpoint: Path | None, checksummed: list[str], accelerator: Accelerator) -> EMA | None:
+def _weight_average(
+    cfg: TrainConfig, module: nn.Module, checkpoint: Path | None, checksummed: list[str], accelerator: Accelerator
+) -> EMA | None:
     """The moving average of the weights, continued from `checkpoint` where it holds one; None when train.ema_decay=0."""
     ema = EMA(module, cfg.ema_decay) if cfg.ema_decay else None
     if ema is not None and checkpoint is not None and not ema.load(checkpoint, checksummed):
         accelerator.print(f"{checkpoint} holds no weight average: the average starts from its weights")
     if ema is None and EMA_FILE in checksummed:
-        accelerator.print(f"train.ema_decay=0: the weight average in {checkpoint} is left unused, and final/ will hold the last weights")
+        accelerator.print(
+            f"train.ema_decay=0: the weight average in {checkpoint} is left unused, and final/ will hold the last weights"
+        )
     return ema
 
 
@@ -313,7 +345,11 @@ def _announce(run: DictConfig, cfg: TrainConfig, task: Task, procs: _Processes, 
         f"training {task.name} on {accelerator.device.type} ({accelerator.mixed_precision if accelerator.mixed_precision != 'no' else 'fp32'}), "
         f"{world} process{'es' if world > 1 else ''}, effective batch {procs.effective} = {cfg.batch_size} per process x "
         f"{world} x {accum} accumulation step{'s' if accum > 1 else ''}; steps {trained.start_step} -> {cfg.max_steps}"
-        + (f", from the weights of init_from={run.init_from}" if run.init_from and trained.last_checkpoint is None else "")
+        + (
+            f", from the weights of init_from={run.init_from}"
+            if run.init_from and trained.last_checkpoint is None
+            else ""
+        )
     )
 
 
@@ -335,14 +371,21 @@ def _step_loop(
     accelerator = procs.accelerator
     loader = DataLoader(
         train_set,
-        batch_sampler=StepBatches(trained.start_step, cfg.max_steps, procs.accum, cfg.batch_size, procs.rank, procs.world),
+        batch_sampler=StepBatches(
+            trained.start_step, cfg.max_steps, procs.accum, cfg.batch_size, procs.rank, procs.world
+        ),
         num_workers=cfg.num_workers,
         pin_memory=accelerator.device.type == "cuda",
         prefetch_factor=4 if cfg.num_workers > 0 else None,
         persistent_workers=cfg.num_workers > 0,
     )
     batches = iter(loader)
-    bar = tqdm(total=cfg.max_steps, initial=trained.start_step, disable=not accelerator.is_local_main_process, dynamic_ncols=True)
+    bar = tqdm(
+        total=cfg.max_steps,
+        initial=trained.start_step,
+        disable=not accelerator.is_local_main_process,
+        dynamic_ncols=True,
+    )
     trained.model.train()
     skipped_files = 0
     window = _Throughput()
@@ -392,7 +435,9 @@ def _optimizer_step(
             if accelerator.sync_gradients:
                 grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.grad_clip or float("inf"))
                 step_loss = torch.stack(losses).mean()
-                bad = accelerator.reduce((~torch.isfinite(torch.stack([step_loss, grad_norm.float()]))).float().sum(), "sum")
+                bad = accelerator.reduce(
+                    (~torch.isfinite(torch.stack([step_loss, grad_norm.float()]))).float().sum(), "sum"
+                )
                 diverged = bad.item() > 0
                 if not diverged:
                     optimizer.step()
@@ -402,14 +447,22 @@ def _optimizer_step(
     return _Step(step, step_loss, grad_norm, logs, diverged, skipped_files)
 
 
-def _log_step(accelerator: Accelerator, bar: tqdm, loss_log: LossLog, window: _Throughput, done: int, lr: float, result: _Step) -> None:
+def _log_step(
+    accelerator: Accelerator, bar: tqdm, loss_log: LossLog, window: _Throughput, done: int, lr: float, result: _Step
+) -> None:
     """Loss (averaged over processes), LR, gradient norm and throughput to the bar, the trackers and the loss log."""
     rate = window.rate()
     step_loss = accelerator.reduce(result.loss, "mean").item()
     grad_norm = result.grad_norm.item()
     bar.set_postfix(loss=f"{step_loss:.4f}", clips_per_s=f"{rate:.1f}")
     accelerator.log(
-        {"train/loss": step_loss, "train/lr": lr, "train/grad_norm": grad_norm, "train/clips_per_s": rate, **{f"train/{k}": v for k, v in result.logs.items()}},
+        {
+            "train/loss": step_loss,
+            "train/lr": lr,
+            "train/grad_norm": grad_norm,
+            "train/clips_per_s": rate,
+            **{f"train/{k}": v for k, v in result.logs.items()},
+        },
         step=done,
     )
     if accelerator.is_main_process:
@@ -427,7 +480,9 @@ def _save_checkpoint(run: DictConfig, cfg: TrainConfig, accelerator: Accelerator
     trained.last_checkpoint = checkpoint_path(checkpoint_dir, done)
 
 
-def _evaluate_and_log(accelerator: Accelerator, task: Task, module: nn.Module, val_set: Dataset, batch_size: int, step: int) -> dict[str, float]:
+def _evaluate_and_log(
+    accelerator: Accelerator, task: Task, module: nn.Module, val_set: Dataset, batch_size: int, step: int
+) -> dict[str, float]:
     """`evaluate`, its figures logged to the trackers as val/<name> at `step`."""
     metrics = evaluate(accelerator, task, module, val_set, batch_size)
     accelerator.log({f"val/{k}": v for k, v in metrics.items()}, step=step)
@@ -445,7 +500,11 @@ def _release(accelerator: Accelerator, trained: _Trained) -> None:
 def _stop_at_divergence(accelerator: Accelerator, trained: _Trained, result: _Step) -> None:
     """Release the processes, then raise TrainingError naming the step, its loss and the checkpoint to resume from."""
     _release(accelerator, trained)
-    where = f"the last good checkpoint is {trained.last_checkpoint}" if trained.last_checkpoint else "no checkpoint was written yet"
+    where = (
+        f"the last good checkpoint is {trained.last_checkpoint}"
+        if trained.last_checkpoint
+        else "no checkpoint was written yet"
+    )
     raise TrainingError(
         f"loss or gradient became non-finite at step {result.step} (loss {result.loss.item():.4g}); stopped before "
         f"applying it, {where}: lower train.lr or check the data, then resume=true"
@@ -453,7 +512,13 @@ def _stop_at_divergence(accelerator: Accelerator, trained: _Trained, result: _St
 
 
 def _finish(
-    run: DictConfig, cfg: TrainConfig, task: Task, val_set: Dataset | None, procs: _Processes, trained: _Trained, skipped_files: int
+    run: DictConfig,
+    cfg: TrainConfig,
+    task: Task,
+    val_set: Dataset | None,
+    procs: _Processes,
+    trained: _Trained,
+    skipped_files: int,
 ) -> dict[str, float]:
     """The end: validate the final weights, write final/ and metrics.json, release the processes, print a summary."""
     accelerator, world, output_dir = procs.accelerator, procs.world, Path(run.output_dir)
@@ -466,14 +531,25 @@ def _finish(
     # Replicas that drifted apart would mean a broken gradient sync; every process hashes what it holds.
     ranks_agree = len(set(gather_object([weights_digest(trained.module)]))) == 1
     if accelerator.is_main_process:
-        summary = {"step": cfg.max_steps, "skipped_files": skipped_files, "num_processes": world, "ranks_agree": ranks_agree}
+        summary = {
+            "step": cfg.max_steps,
+            "skipped_files": skipped_files,
+            "num_processes": world,
+            "ranks_agree": ranks_agree,
+        }
         write_final(output_dir, lambda folder: task.save_final(trained.module, folder), summary, metrics)
     accelerator.wait_for_everyone()
     _release(accelerator, trained)
     if world > 1:
-        accelerator.print(f"all {world} processes hold identical weights" if ranks_agree else f"warning: the {world} processes ended with different weights")
+        accelerator.print(
+            f"all {world} processes hold identical weights"
+            if ranks_agree
+            else f"warning: the {world} processes ended with different weights"
+        )
     if skipped_files:
-        accelerator.print(f"{skipped_files} clip loads skipped an unreadable data file (the warnings above name the files)")
+        accelerator.print(
+            f"{skipped_files} clip loads skipped an unreadable data file (the warnings above name the files)"
+        )
     if metrics:
         accelerator.print(task.summary(metrics))
     accelerator.print(f"saved {output_dir / FINAL}")

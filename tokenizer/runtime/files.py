@@ -74,7 +74,9 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     atomic_write(path, write)
 
 
-def save_safetensors(state: Mapping[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> None:
+def save_safetensors(
+    state: Mapping[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None
+) -> None:
     """Save tensors atomically; shared or non-contiguous storage is copied out first."""
     tensors = {key: value.detach().to("cpu").contiguous().clone() for key, value in state.items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))

@@ -103,7 +103,9 @@ def _snapshot(repo_id: str, what: str, revision: str | None, cache_dir: str | Pa
             f"or `{fetch} --local-dir DIR` and pass DIR instead of the id"
         ) from None
     except (HfHubHTTPError, OSError) as err:
-        raise CheckpointError(f"cannot fetch {what} {repo_id}{at} from the Hub: {' '.join(str(err).split())[:300]}") from None
+        raise CheckpointError(
+            f"cannot fetch {what} {repo_id}{at} from the Hub: {' '.join(str(err).split())[:300]}"
+        ) from None
 
 
 def push_folder(

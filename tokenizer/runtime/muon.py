@@ -53,7 +53,9 @@ class MuonAdamW(torch.optim.Optimizer):
         for group in groups:
             if group.get("muon") and any(p.ndim != 2 for p in group["params"]):
                 raise ValueError("a Muon param group may hold matrices (2-D parameters) only")
-        defaults = dict(lr=lr, betas=betas, weight_decay=weight_decay, momentum=momentum, ns_steps=ns_steps, eps=eps, muon=False)
+        defaults = dict(
+            lr=lr, betas=betas, weight_decay=weight_decay, momentum=momentum, ns_steps=ns_steps, eps=eps, muon=False
+        )
         super().__init__(groups, defaults)
 
     @torch.no_grad()
@@ -95,7 +97,9 @@ class MuonAdamW(torch.optim.Optimizer):
                 state["step"] = torch.zeros((), dtype=torch.float32, device=param.device)
                 state["exp_avg"] = torch.zeros_like(param)
                 state["exp_avg_sq"] = torch.zeros_like(param)
-            elif state["step"].device != param.device:  # a checkpoint loads it on the CPU; fused kernels want it beside the param
+            elif (
+                state["step"].device != param.device
+            ):  # a checkpoint loads it on the CPU; fused kernels want it beside the param
                 state["step"] = state["step"].to(param.device)
         states = [self.state[p] for p in params]
         beta1, beta2 = group["betas"]

@@ -78,7 +78,9 @@ def build_optimizer(module: nn.Module, cfg: TrainConfig) -> torch.optim.Optimize
     """The configured optimizer; every group carries `lr_scale`, its share of the scheduled LR."""
     cfg.validate()
     prefix_of = lr_scale_prefixes(module, cfg.lr_scale)  # also refuses a prefix that names no parameter
-    groups = _split_by_prefix(param_groups(module, cfg.weight_decay, muon=cfg.optimizer == "muon"), prefix_of, cfg.lr_scale)
+    groups = _split_by_prefix(
+        param_groups(module, cfg.weight_decay, muon=cfg.optimizer == "muon"), prefix_of, cfg.lr_scale
+    )
     if cfg.optimizer == "muon":
         return MuonAdamW(groups, lr=cfg.lr, betas=tuple(cfg.betas))
     # The fused kernel updates every parameter in one pass (CPU and CUDA): the same update rule in less time.

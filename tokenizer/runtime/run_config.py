@@ -74,13 +74,18 @@ class TrainConfig:
     def validate(self, module: nn.Module | None = None) -> None:
         """Raise ConfigError naming the first choice that is not one of its options (and, given the trained module,
         the first lr_scale prefix that names none of its parameters)."""
-        for key, value, options in (("optimizer", self.optimizer, OPTIMIZERS), ("lr_schedule", self.lr_schedule, LR_SCHEDULES)):
+        for key, value, options in (
+            ("optimizer", self.optimizer, OPTIMIZERS),
+            ("lr_schedule", self.lr_schedule, LR_SCHEDULES),
+        ):
             if value not in options:
                 raise ConfigError(f"train.{key} {value!r} is not one of {', '.join(options)}")
         if not 0 < self.lr_decay_fraction <= 1:
             raise ConfigError(f"train.lr_decay_fraction must be in (0, 1], got {self.lr_decay_fraction}")
         if self.effective_batch_size is not None and self.effective_batch_size < 1:
-            raise ConfigError(f"train.effective_batch_size must be at least 1, or null for no accumulation, got {self.effective_batch_size}")
+            raise ConfigError(
+                f"train.effective_batch_size must be at least 1, or null for no accumulation, got {self.effective_batch_size}"
+            )
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"train.ema_decay must be in [0, 1) (0 = no average), got {self.ema_decay}")
         for prefix, scale in self.lr_scale.items():
@@ -89,7 +94,11 @@ class TrainConfig:
                     f"train.lr_scale.{prefix} holds keys, not a number: on the command line a prefix with dots goes in brackets, "
                     f"e.g. train.lr_scale[{prefix}.0]=2"
                 )
-            if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not (math.isfinite(scale) and scale > 0):
+            if (
+                isinstance(scale, bool)
+                or not isinstance(scale, (int, float))
+                or not (math.isfinite(scale) and scale > 0)
+            ):
                 raise ConfigError(f"train.lr_scale.{prefix} must be a positive number, got {scale}")
         if module is not None:
             lr_scale_prefixes(module, self.lr_scale)
@@ -110,5 +119,7 @@ def lr_scale_prefixes(module: nn.Module, lr_scale: dict[str, float]) -> dict[int
             roots.add(name.split(".")[0])
     unused = [prefix for prefix in lr_scale if prefix not in matched]
     if unused:
-        raise ConfigError(f"train.lr_scale names no trainable parameter: {', '.join(unused)} (the module's parameters start with {', '.join(sorted(roots))})")
+        raise ConfigError(
+            f"train.lr_scale names no trainable parameter: {', '.join(unused)} (the module's parameters start with {', '.join(sorted(roots))})"
+        )
     return prefix_of

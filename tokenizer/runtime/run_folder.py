@@ -82,7 +82,11 @@ def check_same_model(output_dir: Path, run: DictConfig) -> None:
         if section in run and section in saved:
             old = flatten(OmegaConf.to_container(saved[section]), prefix=section)
             new = flatten(OmegaConf.to_container(run[section]), prefix=section)
-            changed += [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+            changed += [
+                f"{k}: {old.get(k)!r} -> {new.get(k)!r}"
+                for k in sorted(set(old) | set(new))
+                if old.get(k) != new.get(k)
+            ]
     if changed:
         raise CheckpointError(
             f"cannot resume {output_dir}: its checkpoints were made with another model config ({'; '.join(changed)}); "

@@ -73,7 +73,9 @@ class ActionEncoder(nn.Module):
         if actions.ndim and actions.shape[-1] == 1:
             actions = actions[..., 0]
         if actions.numel() and (actions.min() < 0 or actions.max() >= self.space.num_actions):
-            raise InputError(f"discrete actions must lie in [0, {self.space.num_actions}), got {actions.min().item()}..{actions.max().item()}")
+            raise InputError(
+                f"discrete actions must lie in [0, {self.space.num_actions}), got {actions.min().item()}..{actions.max().item()}"
+            )
         return self.embed(actions)
 
 
@@ -84,7 +86,9 @@ class Objective(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.predictor = predictor
-        self.action_encoder = ActionEncoder(actions, predictor.cfg.hidden_size) if (actions.dim or actions.num_actions) else None
+        self.action_encoder = (
+            ActionEncoder(actions, predictor.cfg.hidden_size) if (actions.dim or actions.num_actions) else None
+        )
 
     @property
     def width(self) -> int:

@@ -20,7 +20,9 @@ class BestOfMany(Objective):
         return torch.randn(*shape, self.width, device=like.device, generator=generator) * self.cfg.query_std
 
     @torch.no_grad()
-    def _select(self, cache, targets, target_positions, mask_frames, actions, hypotheses: Iterable[torch.Tensor]) -> torch.Tensor:
+    def _select(
+        self, cache, targets, target_positions, mask_frames, actions, hypotheses: Iterable[torch.Tensor]
+    ) -> torch.Tensor:
         """Best noise query per group, (B, G, W), by the mean loss over its n tokens.
 
         `hypotheses` yields chunks of noise queries (B, G, s, W); only one chunk is alive at a time.
@@ -45,9 +47,14 @@ class BestOfMany(Objective):
 
     def forward(self, history, history_positions, targets, target_positions, mask, actions, generator):
         batch, groups = targets.shape[:2]
-        sizes = [min(self.cfg.selection_chunk, self.cfg.num_hypotheses - start) for start in range(0, self.cfg.num_hypotheses, self.cfg.selection_chunk)]
+        sizes = [
+            min(self.cfg.selection_chunk, self.cfg.num_hypotheses - start)
+            for start in range(0, self.cfg.num_hypotheses, self.cfg.selection_chunk)
+        ]
         hypotheses = (self._noise((batch, groups, size), targets, generator) for size in sizes)
-        loss, _ = self.loss_with_hypotheses(history, history_positions, targets, target_positions, mask, actions, hypotheses)
+        loss, _ = self.loss_with_hypotheses(
+            history, history_positions, targets, target_positions, mask, actions, hypotheses
+        )
         return loss, {}
 
     def loss_with_hypotheses(self, history, history_positions, targets, target_positions, mask, actions, hypotheses):

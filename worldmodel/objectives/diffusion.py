@@ -18,7 +18,9 @@ from worldmodel.objectives.flow import NoisedTokenObjective
 class Diffusion(NoisedTokenObjective):
     def __init__(self, cfg, predictor, actions):
         if cfg.prediction_type not in ("epsilon", "v_prediction", "sample"):
-            raise ConfigError(f"objective.prediction_type {cfg.prediction_type!r} is not one of epsilon, v_prediction, sample")
+            raise ConfigError(
+                f"objective.prediction_type {cfg.prediction_type!r} is not one of epsilon, v_prediction, sample"
+            )
         super().__init__(cfg, predictor, actions)
         self.train_scheduler = DDPMScheduler(
             num_train_timesteps=cfg.train_timesteps,
@@ -39,9 +41,13 @@ class Diffusion(NoisedTokenObjective):
         cache = self.predictor.encode_history(history, history_positions)
         clean = targets.float().flatten(0, 1)  # (B*G, n, D)
         noise = torch.randn(clean.shape, device=clean.device, generator=generator)
-        timesteps = torch.randint(0, self.cfg.train_timesteps, (batch * groups,), device=clean.device, generator=generator)
+        timesteps = torch.randint(
+            0, self.cfg.train_timesteps, (batch * groups,), device=clean.device, generator=generator
+        )
         noisy = self.train_scheduler.add_noise(clean, noise, timesteps)
-        queries = self.condition_groups(self.query(noisy, timesteps).unflatten(0, (batch, groups)), actions).flatten(1, 2)
+        queries = self.condition_groups(self.query(noisy, timesteps).unflatten(0, (batch, groups)), actions).flatten(
+            1, 2
+        )
         pred = self.predictor.attend(queries, target_positions.flatten(1, 2), cache, mask)
         target = self._target(clean, noise, timesteps).unflatten(0, (batch, groups)).flatten(1, 2)
         return F.mse_loss(pred.float(), target), {}

@@ -63,7 +63,9 @@ class FlowMatching(NoisedTokenObjective):
         noise = torch.randn(targets.shape, device=targets.device, generator=generator)
         sigma = torch.rand(batch, groups, device=targets.device, generator=generator)
         noisy = sigma[..., None, None] * noise + (1 - sigma[..., None, None]) * targets
-        queries = self.query(noisy.flatten(0, 1), sigma.flatten() * self.cfg.train_timesteps).unflatten(0, (batch, groups))
+        queries = self.query(noisy.flatten(0, 1), sigma.flatten() * self.cfg.train_timesteps).unflatten(
+            0, (batch, groups)
+        )
         queries = self.condition_groups(queries, actions).flatten(1, 2)
         velocity = self.predictor.attend(queries, target_positions.flatten(1, 2), cache, mask)
         loss = F.mse_loss(velocity.float(), (noise - targets).flatten(1, 2))
