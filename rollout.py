@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-import torch
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 

@@ -13,7 +13,8 @@ Any callable `(tokens (R, ...), features (R, N, D)) -> (R,)` is a feature cost t
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 import torch

@@ -13,8 +13,8 @@ feature distance to the goal frame (each step decoded).
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch

@@ -9,9 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import MICRO_TOKENIZER, REPO
-
 import train_tokenizer as tokenizer_script
+from conftest import MICRO_TOKENIZER, REPO
 from tokenizer.runtime.cli import run_cli
 from tokenizer.runtime.run_folder import LOSS_LOG
 

@@ -11,10 +11,9 @@ import statistics
 import pytest
 import torch
 
-from conftest import micro_tokenizer_config, random_frames
-
 from benchmarks import bench
 from benchmarks.token_headroom import headroom, optimised_tokens
+from conftest import micro_tokenizer_config, random_frames
 from envs.planners import PlannerConfig
 from tokenizer.model import Tokenizer
 from worldmodel.heads import SegmentationHead, TaskHeads

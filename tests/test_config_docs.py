@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 
+from conftest import REPO
 from tokenizer.runtime import config_docs
 from tokenizer.runtime.config import schema_keys
 

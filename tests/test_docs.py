@@ -22,17 +22,17 @@ import re
 import shlex
 import shutil
 import sys
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import tomllib
 import torch
 from accelerate.commands.launch import launch_command_parser
-from conftest import MICRO_BACKBONE, MICRO_TOKENIZER, REPO, micro_tokenizer_config
+
+from conftest import MICRO_TOKENIZER, REPO, micro_tokenizer_config
 from footage import make_cityscapes, make_kitti, make_vspw, write_video
 from test_rollout import micro_world
-
 from tokenizer.backbone import PAPER_BACKBONE
 from tokenizer.model import Tokenizer
 from tokenizer.released import RELEASED

@@ -6,11 +6,11 @@ import gymnasium
 import numpy as np
 import pytest
 import torch
-from conftest import micro_predictor_config
 from gymnasium.utils.env_checker import check_env
 from torch.overrides import TorchFunctionMode
 
 import envs
+from conftest import micro_predictor_config
 from envs.dream import DreamEnv
 from envs.goals import FeatureGoalCost, TokenGoalCost, feature_distance, goal_cost
 from envs.planners import MPCAgent, Planner, PlannerConfig, sequence_costs

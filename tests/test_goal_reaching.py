@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from test_envs import OnTheModelsDevice, micro_world
 
 from envs import goal_reaching as gr
 from envs.planners import MPCAgent, Planner, PlannerConfig
 from envs.recording import record
+from test_envs import OnTheModelsDevice, micro_world
 from tokenizer.data.episodes import EpisodeClips, episode_files
 from tokenizer.runtime.errors import ConfigError, InputError
 from tokenizer.runtime.files import load_weights

@@ -7,10 +7,10 @@ import math
 
 import pytest
 import torch
-from conftest import micro_tokenizer_config
 from safetensors.torch import save_file
 
 import train_heads as train_heads_script
+from conftest import micro_tokenizer_config
 from tokenizer.data.kitti import MAX_DEPTH_M, MIN_DEPTH_M
 from tokenizer.data.registry import DataConfig, build_dataset
 from tokenizer.data.squares import split_into_squares

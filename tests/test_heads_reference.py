@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO
 from safetensors.torch import load_file
 
+from conftest import REPO
 from tokenizer.backbone import IMAGENET_MEAN, IMAGENET_STD
 from tokenizer.runtime.errors import CheckpointError, InputError
 from worldmodel.head_training import train_heads

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from omegaconf import OmegaConf
+
 from conftest import micro_predictor_config, micro_tokenizer_config
 from footage import write_video
 from hub_cache import DEPTH_ID, RGB_ID, SEG_ID, TOKENIZER_ID, VSPW_ID, WORLD_ID, add_folder, add_repo, torch_bytes
-from omegaconf import OmegaConf
-
 from tokenizer.backbone import PAPER_BACKBONE
 from tokenizer.model import Tokenizer
 from tokenizer.released import PAPER_TOKENIZER, PAPER_WORLD_MODEL, RELEASED, released_model

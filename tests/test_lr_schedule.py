@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-import torch
-from conftest import micro_tokenizer_config
 from safetensors.torch import load_file
 
+from conftest import micro_tokenizer_config
 from runs import assert_ok, assert_user_error, train_tokenizer
 from tokenizer.deltatok import DeltaTok
 from tokenizer.run_config import TokenizerRunConfig

@@ -9,9 +9,9 @@ from pathlib import Path
 import imageio.v3 as iio
 import pytest
 import torch
+
 from conftest import REPO, micro_predictor_config, micro_tokenizer_config
 from footage import make_vspw, write_video
-
 from tokenizer.model import Tokenizer
 from tokenizer.runtime.cli import run_cli
 from tokenizer.runtime.errors import ConfigError, InputError

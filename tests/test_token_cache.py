@@ -9,9 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import REPO, micro_tokenizer_config
 from safetensors.torch import load_file
 
+from conftest import REPO, micro_tokenizer_config
 from runs import ACCELERATE, MICRO_WORLD, PYTHON, WORLD_CONFIG, assert_ok, assert_user_error, losses, train_world
 from tokenizer.data.registry import DataConfig, build_dataset
 from tokenizer.data.shapes import ShapesClips, ShapesConfig

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 import torch
-from conftest import micro_tokenizer_config, random_frames
 from torch.utils.data import default_collate
 
+from conftest import micro_tokenizer_config, random_frames
 from tokenizer.backbone import RANDOM_INIT_NAME, Backbone, BackboneConfig
 from tokenizer.data.shapes import ShapesClips, ShapesConfig
 from tokenizer.model import Tokenizer

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import MICRO_TOKENIZER, REPO
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
+from conftest import MICRO_TOKENIZER, REPO
 from runs import (
     ACCELERATE,
     MICRO_WORLD,

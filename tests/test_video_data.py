@@ -15,9 +15,9 @@ import imageio.v2 as imageio
 import numpy as np
 import pytest
 import torch
-from footage import FPS, LEVEL_STEP, NUM_VIDEO_FRAMES, make_cityscapes, make_kitti, make_vspw, write_image, write_video
 from torch.utils.data import DataLoader
 
+from footage import FPS, LEVEL_STEP, NUM_VIDEO_FRAMES, make_cityscapes, make_kitti, make_vspw, write_image, write_video
 from tokenizer.data import (
     IGNORE_INDEX,
     SOURCES,

@@ -14,6 +14,7 @@ import tokenize
 from pathlib import Path
 
 import pytest
+
 from conftest import REPO
 
 WORDING = [

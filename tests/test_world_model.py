@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import micro_predictor_config, random_frames
 
+from conftest import micro_predictor_config, random_frames
 from tokenizer.runtime.errors import CheckpointError, InputError
 from worldmodel.loading import build_world_model, load_world_model
 from worldmodel.objectives import ActionSpace, ObjectiveConfig

@@ -74,18 +74,18 @@ class Backbone(nn.Module):
         norm = self.model.norm
         return norm.weight.detach().cpu().clone(), norm.bias.detach().cpu().clone()
 
-    def train(self, mode: bool = True) -> "Backbone":
+    def train(self, mode: bool = True) -> Backbone:
         # Frozen means frozen: a parent's .train() must not switch on RoPE jitter or dropout here.
         return super().train(False)
 
     @classmethod
-    def from_config(cls, cfg: BackboneConfig, cache_dir: str | Path | None = None) -> "Backbone":
+    def from_config(cls, cfg: BackboneConfig, cache_dir: str | Path | None = None) -> Backbone:
         if cfg.name == RANDOM_INIT_NAME:
             return cls.random_init(cfg)
         return cls.from_pretrained(cfg.name, cache_dir)
 
     @classmethod
-    def random_init(cls, cfg: BackboneConfig) -> "Backbone":
+    def random_init(cls, cfg: BackboneConfig) -> Backbone:
         if cfg.hidden_size % cfg.num_heads or (cfg.hidden_size // cfg.num_heads) % 4:
             raise ConfigError(
                 f"backbone.hidden_size {cfg.hidden_size} must split into backbone.num_heads {cfg.num_heads} heads "
@@ -106,14 +106,14 @@ class Backbone(nn.Module):
         return cls(model, RANDOM_INIT_NAME)
 
     @classmethod
-    def from_dinov3(cls, config: dict, state_dict: dict[str, torch.Tensor], name: str) -> "Backbone":
+    def from_dinov3(cls, config: dict, state_dict: dict[str, torch.Tensor], name: str) -> Backbone:
         """Build from a DINOv3ViTConfig dict and a DINOv3ViTModel state dict (e.g. the golden file)."""
         model = DINOv3ViTModel(DINOv3ViTConfig(**config))
         load_module_weights(model, state_dict, f"backbone weights for {name}")
         return cls(model, name)
 
     @classmethod
-    def from_pretrained(cls, name: str, cache_dir: str | Path | None = None) -> "Backbone":
+    def from_pretrained(cls, name: str, cache_dir: str | Path | None = None) -> Backbone:
         """A DINOv3 by hub id (through the Hugging Face cache, `cache_dir` or HF_HUB_CACHE) or local folder."""
         local = Path(name).expanduser()
         looks_local = local.exists() or name.startswith((".", "/", "~"))

@@ -44,7 +44,7 @@ class Tokenizer(nn.Module):
         self._black: dict[tuple, torch.Tensor] = {}
 
     @classmethod
-    def build(cls, config: TokenizerConfig, cache_dir: str | Path | None = None) -> "Tokenizer":
+    def build(cls, config: TokenizerConfig, cache_dir: str | Path | None = None) -> Tokenizer:
         """Fresh DeltaTok weights on the configured backbone (a pretrained one through the Hub cache, `cache_dir`)."""
         backbone = Backbone.from_config(config.backbone, cache_dir)
         deltatok = DeltaTok(config.model, backbone.hidden_size, backbone.num_heads)
@@ -152,7 +152,7 @@ class Tokenizer(nn.Module):
         revision: str | None = None,
         cache_dir: str | Path | None = None,
         device: str | torch.device | None = None,
-    ) -> "Tokenizer":
+    ) -> Tokenizer:
         """Load a tokenizer, in eval mode, from a Hub id, our saved folder, or a DeltaTok weights file.
 
         `source`: a released id (`Amazon-FAR/deltatok-kinetics`, its config from tokenizer.released), a Hub

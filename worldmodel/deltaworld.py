@@ -24,7 +24,7 @@ class DeltaWorld(WorldModel, kind="deltaworld"):
     trains_on_tokens = True
 
     @classmethod
-    def build(cls, tokenizer: Tokenizer, config: WorldModelConfig) -> "DeltaWorld":
+    def build(cls, tokenizer: Tokenizer, config: WorldModelConfig) -> DeltaWorld:
         predictor = Predictor(config.predictor, tokenizer.dim)
         readout = Readout(config.readout, tokenizer.dim) if config.readout.enabled else None
         return cls(tokenizer, build_objective(config.objective, predictor, config.actions), config, readout)

@@ -36,7 +36,7 @@ def patch_positions(timestamps: torch.Tensor, grid: tuple[int, int]) -> torch.Te
 
 class DINOWorld(WorldModel, kind="dinoworld"):
     @classmethod
-    def build(cls, tokenizer: Tokenizer, config: WorldModelConfig) -> "DINOWorld":
+    def build(cls, tokenizer: Tokenizer, config: WorldModelConfig) -> DINOWorld:
         if len(config.predictor.rope_axis_sizes) != 3:
             raise ConfigError(
                 f"dinoworld needs three RoPE axes (time, x, y), got predictor.rope_axis_sizes={list(config.predictor.rope_axis_sizes)}"

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -386,7 +386,7 @@ class TaskHeads:
         heads = ((SEGMENTATION, self.segmentation), (DEPTH, self.depth))
         return {kind: head.predict(features, grid, size, split) for kind, head in heads if head is not None}
 
-    def to(self, device: str | torch.device) -> "TaskHeads":
+    def to(self, device: str | torch.device) -> TaskHeads:
         for _, head in self.items():
             head.to(device)
         return self
@@ -402,9 +402,7 @@ class TaskHeads:
         return push_folder(self.save, repo_id, "task heads", private, token, commit_message=commit_message)
 
     @classmethod
-    def load(
-        cls, folder: str | Path, in_dim: int | None = None, feature_norm: FeatureNorm | None = None
-    ) -> "TaskHeads":
+    def load(cls, folder: str | Path, in_dim: int | None = None, feature_norm: FeatureNorm | None = None) -> TaskHeads:
         """Load whichever of `folder/segmentation`, `folder/depth` and `folder/rgb` exist; at least one must.
 
         `rgb/` is loaded only with `feature_norm` (the backbone's final LayerNorm (weight, bias)), which it

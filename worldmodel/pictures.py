@@ -9,9 +9,9 @@ Images here are numpy arrays (H, W, 3), float in [0, 1] or uint8.
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import imageio.v3 as iio
 import matplotlib
@@ -41,7 +41,7 @@ class FeaturePCA:
     span: np.ndarray  # (3,)
 
     @classmethod
-    def fit(cls, features: torch.Tensor | np.ndarray, quantile: float = 0.01) -> "FeaturePCA":
+    def fit(cls, features: torch.Tensor | np.ndarray, quantile: float = 0.01) -> FeaturePCA:
         """Fit on true features (..., D). Each component maps its [q, 1-q] quantile range to [0, 1].
 
         Quantiles rather than min/max keep a few outlier patches (DINO's high-norm

@@ -147,11 +147,11 @@ class HistoryCache:
     def __len__(self) -> int:
         return self.kv[0][0].shape[2]
 
-    def repeat(self, times: int) -> "HistoryCache":
+    def repeat(self, times: int) -> HistoryCache:
         """(B, ...) -> (B * times, ...), each batch element repeated `times` times in a row (samples)."""
         return HistoryCache([(k.repeat_interleave(times, 0), v.repeat_interleave(times, 0)) for k, v in self.kv])
 
-    def append(self, other: "HistoryCache") -> "HistoryCache":
+    def append(self, other: HistoryCache) -> HistoryCache:
         return HistoryCache(
             [(torch.cat((k, k2), dim=2), torch.cat((v, v2), dim=2)) for (k, v), (k2, v2) in zip(self.kv, other.kv)]
         )

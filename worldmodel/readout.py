@@ -69,7 +69,7 @@ class ReadoutState:
     anchor: torch.Tensor  # (R, g*g, D)
     queries: torch.Tensor  # (R, g*g, W)
 
-    def repeat(self, times: int) -> "ReadoutState":
+    def repeat(self, times: int) -> ReadoutState:
         return ReadoutState(
             self.cache.repeat(times), self.anchor.repeat_interleave(times, 0), self.queries.repeat_interleave(times, 0)
         )

@@ -27,8 +27,8 @@ the config gives.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F

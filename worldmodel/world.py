@@ -62,7 +62,7 @@ class Dream:
     pending: tuple[torch.Tensor, ...] = ()
     readout: ReadoutState | None = None
 
-    def repeat(self, times: int) -> "Dream":
+    def repeat(self, times: int) -> Dream:
         """Each of the R rows `times` times in a row (R * times rows): one dream per sample or candidate."""
         if self.pending:
             raise InputError("decode a dream's pending tokens (WorldModel.decoded) before repeating it")
@@ -88,7 +88,7 @@ def check_clip(frames: torch.Tensor, timestamps: torch.Tensor, context: int, hor
 
 class WorldModel(nn.Module):
     # model.kind -> the subclass that makes it, filled as each is defined (`class DeltaWorld(WorldModel, kind=...)`).
-    kinds: dict[str, type["WorldModel"]] = {}
+    kinds: dict[str, type[WorldModel]] = {}
     # Whether training can read a token cache (data.source=tokens) instead of frames: `inputs_from_tokens`.
     trains_on_tokens = False
 
@@ -106,7 +106,7 @@ class WorldModel(nn.Module):
         self.readout = readout
         self.config = config
 
-    def train(self, mode: bool = True) -> "WorldModel":
+    def train(self, mode: bool = True) -> WorldModel:
         super().train(mode)
         self.tokenizer.eval()  # frozen: its RoPE jitter must stay off
         return self
@@ -292,7 +292,7 @@ class WorldModel(nn.Module):
         return push_folder(self.save_pretrained, repo_id, "world model", private, token, commit_message=commit_message)
 
     @classmethod
-    def build(cls, tokenizer: Tokenizer, config: WorldModelConfig) -> "WorldModel":
+    def build(cls, tokenizer: Tokenizer, config: WorldModelConfig) -> WorldModel:
         """A fresh world model of `config.kind` around the frozen `tokenizer` (subclasses build their own kind)."""
         if config.kind not in WorldModel.kinds:
             raise ConfigError(f"model.kind {config.kind!r} is not one of {', '.join(WorldModel.kinds)}")
@@ -309,7 +309,7 @@ class WorldModel(nn.Module):
         revision: str | None = None,
         cache_dir: str | Path | None = None,
         device: str | torch.device | None = None,
-    ) -> "WorldModel":
+    ) -> WorldModel:
         """Load a world model, in eval mode, from a Hub id, our saved folder, or a released predictor file;
         DeltaWorld or DINOWorld, whichever its config names.
 

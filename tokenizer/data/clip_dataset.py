@@ -7,7 +7,7 @@ resumed run that hands out the same ids sees the same clips.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

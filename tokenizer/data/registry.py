@@ -11,9 +11,10 @@ segmentation (T, H, W) and depth (T, H, W); a token cache yields tokens (T, D) i
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol
 
 from torch.utils.data import Dataset, Subset
 

@@ -10,8 +10,8 @@ half (worldmodel.heads.to_label_size). Both stack the two parts along dim 0:
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import torch
 import torch.nn.functional as F

@@ -15,8 +15,8 @@ import importlib.util
 import math
 import os
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import imageio_ffmpeg
 import numpy as np

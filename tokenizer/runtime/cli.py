@@ -6,8 +6,9 @@ import argparse
 import difflib
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from omegaconf import DictConfig

@@ -217,7 +217,7 @@ class Section:
     description: str
     origin: str
     keys: list[Key] = dataclasses.field(default_factory=list)
-    children: list["Section"] = dataclasses.field(default_factory=list)
+    children: list[Section] = dataclasses.field(default_factory=list)
 
 
 def _type_name(annotation: Any) -> str:

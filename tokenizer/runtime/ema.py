@@ -9,9 +9,9 @@ weights for the optimizer and the average beside them in `ema.safetensors`, so a
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import torch
 from safetensors.torch import load_file

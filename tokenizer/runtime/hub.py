@@ -18,8 +18,8 @@ from __future__ import annotations
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from huggingface_hub import HfApi, snapshot_download
 from huggingface_hub.errors import (

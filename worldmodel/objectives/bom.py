@@ -8,7 +8,7 @@ the spread of the K predictions is the model's uncertainty.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 
