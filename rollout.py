@@ -4,7 +4,8 @@
     python rollout.py --config configs/rollout/tiny.yaml eval.num_samples=50 --out runs/k50
     python rollout.py --horizon 1 2 3 --world-models runs/world_model_tiny/final runs/world_model_tiny_flow/final
     python rollout.py --dataset vspw --data-root /data/VSPW --heads path/to/heads --horizon 1 2
-    python rollout.py --world-models Amazon-FAR/deltaworld-kinetics --heads Amazon-FAR/seg-head-vspw Amazon-FAR/rgb-head-imagenet \
+    python rollout.py --world-models Amazon-FAR/deltaworld-kinetics \
+        --heads Amazon-FAR/seg-head-vspw Amazon-FAR/rgb-head-imagenet \
         --dataset vspw --data-root /data/VSPW --frame-size 512 --horizon 1 3
 
 Like every command it takes `--config FILE` and dotted overrides (`eval.context=2`); the
@@ -211,7 +212,10 @@ def main(argv: list[str] | None = None) -> None:
         else []
     )
     atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
-    title = f"# Rollout on {run.data.source}: context {run.eval.context}, K={report['num_samples']}, {report['num_clips']} clips\n\n"
+    title = (
+        f"# Rollout on {run.data.source}: context {run.eval.context}, K={report['num_samples']}, "
+        f"{report['num_clips']} clips\n\n"
+    )
     atomic_write_text(out / "report.md", title + table + "\n" + "".join(f"\n{line}\n" for line in printed_usage))
     written = [out / "report.json", out / "report.md"]
     for i, record in enumerate(evaluator.pictures):

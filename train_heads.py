@@ -1,4 +1,5 @@
-"""Train segmentation and depth heads (linear probes), and optionally an RGB head, on a tokenizer's frozen backbone features.
+"""Train segmentation and depth heads (linear probes), and optionally an RGB head, on a tokenizer's frozen backbone
+features.
 
     python train_heads.py --config configs/heads/tiny.yaml [dotted.key=value ...]
 
@@ -51,7 +52,8 @@ def main(argv: list[str] | None = None) -> None:
     held = [name for name in ("segmentation", "depth", "rgb", "metrics.json") if (output_dir / name).exists()]
     if held and not run.overwrite:
         raise TrainingError(
-            f"output_dir {output_dir} already holds heads ({', '.join(held)}); pass overwrite=true or another output_dir"
+            f"output_dir {output_dir} already holds heads ({', '.join(held)}); pass overwrite=true or another "
+            "output_dir"
         )
     device = resolve_device(run.device)
     options: HeadTrainConfig = to_object(run.heads)

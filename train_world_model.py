@@ -1,7 +1,8 @@
 """Train a world model (DeltaWorld, or the patch-level DINOWorld baseline) on top of a trained tokenizer.
 
     python train_world_model.py --config configs/world_model/tiny.yaml [dotted.key=value ...]
-    accelerate launch --multi_gpu --num_processes 8 train_world_model.py --config configs/world_model/vitb_dinov3_kinetics.yaml \
+    accelerate launch --multi_gpu --num_processes 8 train_world_model.py \
+        --config configs/world_model/vitb_dinov3_kinetics.yaml \
         tokenizer.checkpoint=Amazon-FAR/deltatok-kinetics
 """
 
@@ -27,7 +28,8 @@ log = logging.getLogger(__name__)
 
 def start_from(world: WorldModel, init_from: str) -> None:
     """Copy the trained weights of `init_from` (a saved world-model folder, a released id or predictor file, each
-    read into this run's model config) into `world`'s objective and readout; the frozen tokenizer stays the run's own."""
+    read into this run's model config) into `world`'s objective and readout; the frozen tokenizer stays the run's
+    own."""
     # Loading builds another world model: forking keeps the run's random stream where a fresh run's is.
     with torch.random.fork_rng(devices=[]):
         source = load_world_model(init_from, world.tokenizer, world.config)
@@ -51,7 +53,8 @@ def main(argv: list[str] | None = None) -> None:
         start_from(world, init_from)
     data = to_object(run.data)
     task = WorldModelTask(world, run.eval.context, run.eval.horizon, run.model.num_samples, run.seed)
-    # A token cache (data.source=tokens, worldmodel.token_clips) reads the world model and where its tokenizer came from.
+    # A token cache (data.source=tokens, worldmodel.token_clips) reads the world model and where its tokenizer came
+    # from.
     train_set = build_dataset(
         data, "train", run.seed, tokenizer=tokenizer, world=world, tokenizer_name=run.tokenizer.checkpoint
     )

@@ -330,7 +330,7 @@ def matmul_peak(settings: Settings, device: torch.device) -> dict:
     for n in sizes:
         generator = torch.Generator().manual_seed(n)
         a, b = (torch.randn(n, n, generator=generator).to(device, dtype) for _ in range(2))
-        seconds = min(timings(lambda: torch.mm(a, b), settings, device))
+        seconds = min(timings(lambda a=a, b=b: torch.mm(a, b), settings, device))
         by_size[str(n)] = 2 * n**3 / seconds / 1e9
     return {"gflops": max(by_size.values()), "dtype": str(dtype).removeprefix("torch."), "gflops_by_size": by_size}
 
@@ -545,7 +545,8 @@ def fields_of(config: object, *names: str) -> dict:
 
 
 def ratios(values: dict[str, float]) -> dict[str, float]:
-    """How many times DINOWorld's value, and the feature cost's, is the token cost's (and DINOWorld's the feature cost's)."""
+    """How many times DINOWorld's value, and the feature cost's, is the token cost's (and DINOWorld's the feature
+    cost's)."""
     return {
         "dinoworld_over_deltaworld_token": values["dinoworld"] / values["deltaworld_token"],
         "dinoworld_over_deltaworld_feature": values["dinoworld"] / values["deltaworld_feature"],
@@ -842,14 +843,17 @@ def scale_planning_table(section: dict) -> list[str]:
     cfg, planner = section["settings"], section["settings"]["planner"]
     dino = section["seconds_per_planning_step"]["dinoworld"]
     return [
-        f"CEM planning step at {cfg['scale']} ({cfg['frame_size']} px, {cfg['patches']} patches, width {cfg['width']}; "
-        f"{planner['candidates']} candidates x {planner['horizon']} steps x {planner['iterations']} iterations; {cfg['device']}, {cfg['dtype']}; "
-        f"{cfg['timed']}; repeats {', '.join(f'{k} {v}' for k, v in cfg['repeats'].items())}):",
+        f"CEM planning step at {cfg['scale']} ({cfg['frame_size']} px, {cfg['patches']} patches, width "
+        f"{cfg['width']}; {planner['candidates']} candidates x {planner['horizon']} steps x {planner['iterations']} "
+        f"iterations; {cfg['device']}, {cfg['dtype']}; {cfg['timed']}; repeats "
+        f"{', '.join(f'{k} {v}' for k, v in cfg['repeats'].items())}):",
         "",
-        "| method | s per planning step | DINOWorld / method | GFLOP per planning step | achieved GFLOP/s | s per env step (with observing) |",
+        "| method | s per planning step | DINOWorld / method | GFLOP per planning step | achieved GFLOP/s | s per "
+        "env step (with observing) |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
         *(
-            f"| {SEARCH_LABELS[name]} | {seconds:.4g} | {dino / seconds:.3g}x | {section['flops_per_planning_step'][name] / 1e9:,.1f} | "
+            f"| {SEARCH_LABELS[name]} | {seconds:.4g} | {dino / seconds:.3g}x | "
+            f"{section['flops_per_planning_step'][name] / 1e9:,.1f} | "
             f"{section['achieved_gflops'][name]:.3g} | {section['seconds_per_env_step'][name]:.4g} |"
             for name, seconds in section["seconds_per_planning_step"].items()
         ),
@@ -862,12 +866,14 @@ def markdown(report: dict) -> str:
         "# DeltaWorld benchmark" + (" (--quick: timings are not meaningful)" if report["quick"] else ""),
         "",
         f"{machine['device']} | {machine['cpu_model']}, {machine['usable_cores']} of {machine['cores']} cores, "
-        f"{machine['threads']} torch threads | torch {machine['torch']}, python {machine['python']}, accelerate {machine['accelerate']} | "
-        f"load average at start {', '.join(f'{x:.2f}' for x in machine['load_average_at_start'])} | {report['seconds']:.0f} s",
+        f"{machine['threads']} torch threads | torch {machine['torch']}, python {machine['python']}, accelerate "
+        f"{machine['accelerate']} | load average at start "
+        f"{', '.join(f'{x:.2f}' for x in machine['load_average_at_start'])} | {report['seconds']:.0f} s",
         "",
         *(
             [
-                f"**Other processes took CPU during {', '.join(report['disturbed_phases'])}: those timings are disturbed (see phases.*.other_processes_cpu_share).**",
+                f"**Other processes took CPU during {', '.join(report['disturbed_phases'])}: those timings are "
+                "disturbed (see phases.*.other_processes_cpu_share).**",
                 "",
             ]
             if report["disturbed_phases"]

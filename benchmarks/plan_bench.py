@@ -62,7 +62,8 @@ PLANNED = {
 
 
 def run_python(args: list[str]) -> None:
-    """Run `python ARGS` (a repo script or `-m module`) in the repo as its own process, as a user would; its output streams through."""
+    """Run `python ARGS` (a repo script or `-m module`) in the repo as its own process, as a user would; its output
+    streams through."""
     result = subprocess.run([sys.executable, *args], cwd=REPO)
     if result.returncode != 0:
         raise TrainingError(f"python {' '.join(args)} failed with exit status {result.returncode}; its output is above")
@@ -201,7 +202,8 @@ def controller_for(
 
 
 def planning_flops(controller: gr.PlanningController, env, task: gr.Task, cfg: PlanBenchConfig) -> int:
-    """FLOPs of one planning step on the trained model, as the run takes it: the newest frame observed, then the search."""
+    """FLOPs of one planning step on the trained model, as the run takes it: the newest frame observed, then the
+    search."""
     steps = gr.context_steps(task.start, cfg.planner.context, cfg.action_repeat)
     _, frames = gr.reach_start(env, task, cfg.record.frame_size, steps)
     controller.reset(task, [frames[s] for s in steps[:-1]])
@@ -237,7 +239,8 @@ def evaluate(
         results.append(result)
         verdict = "success" if result.success else "failure"
         print(
-            f"  {name} task {index} ({task.name}): {verdict} after {result.steps} steps, distance {result.final_distance:.3f}",
+            f"  {name} task {index} ({task.name}): {verdict} after {result.steps} steps, distance "
+            f"{result.final_distance:.3f}",
             flush=True,
         )
     row = gr.summarize(results)
@@ -263,7 +266,8 @@ def load_average() -> list[float]:
 
 def table(methods: dict[str, dict]) -> str:
     lines = [
-        "| method | success rate | 95 % interval (Wilson) | mean final distance | seconds / env step | GFLOP / planning step |",
+        "| method | success rate | 95 % interval (Wilson) | mean final distance | seconds / env step | GFLOP / "
+        "planning step |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, row in methods.items():
@@ -281,17 +285,20 @@ def markdown(report: dict, methods: dict[str, dict]) -> str:
     lines = [
         f"# Goal reaching in {report['env']}",
         "",
-        f"{protocol['episodes']} tasks from held-out recorded episodes: start state reached by replaying the recorded actions from the "
-        f"recorded seed, goal = the recorded frame {protocol['goal_offset']} env steps later; budget {protocol['budget']} env steps; "
-        f"success = the env's state within {protocol['tolerance']} of the goal state (entries {protocol['state_dims'] or 'all'}, "
-        f"scaled by {protocol['state_scale'] or 1}, angles {protocol['state_angles'] or 'none'}); actions in blocks of "
-        f"{report['action_repeat']} env steps. Every planner: {planner['horizon']} blocks, {planner['candidates']} candidates x "
-        f"{planner['iterations']} iterations ({planner['elites']} CEM elites), scored on {'the last imagined step' if planner['cost_steps'] == 'last' else 'every imagined step'}, "
+        f"{protocol['episodes']} tasks from held-out recorded episodes: start state reached by replaying the "
+        f"recorded actions from the recorded seed, goal = the recorded frame {protocol['goal_offset']} env steps "
+        f"later; budget {protocol['budget']} env steps; success = the env's state within {protocol['tolerance']} of "
+        f"the goal state (entries {protocol['state_dims'] or 'all'}, scaled by {protocol['state_scale'] or 1}, "
+        f"angles {protocol['state_angles'] or 'none'}); actions in blocks of {report['action_repeat']} env steps. "
+        f"Every planner: {planner['horizon']} blocks, {planner['candidates']} candidates x {planner['iterations']} "
+        f"iterations ({planner['elites']} CEM elites), scored on "
+        f"{'the last imagined step' if planner['cost_steps'] == 'last' else 'every imagined step'}, "
         f"{planner['steps_applied']} blocks applied before planning again, {planner['context']} context frames.",
         "",
         table(methods),
         "",
-        f"Wall time {report['total_seconds'] / 60:.1f} min ({report['prepare_seconds'] / 60:.1f} preparing); {report['machine']}.",
+        f"Wall time {report['total_seconds'] / 60:.1f} min ({report['prepare_seconds'] / 60:.1f} preparing); "
+        f"{report['machine']}.",
         "",
     ]
     return "\n".join(lines)
@@ -363,8 +370,9 @@ def main(argv: list[str] | None = None) -> None:
             "flops_per_planning_step_vitb_512": vitb_flops(cfg),
             "torch_threads": torch.get_num_threads(),
             "device": cfg.device,
-            "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {platform.machine()}; load average at start "
-            f"{', '.join(f'{x:.1f}' for x in load_before)}, at end {', '.join(f'{x:.1f}' for x in load_average())}",
+            "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {platform.machine()}; "
+            f"load average at start {', '.join(f'{x:.1f}' for x in load_before)}, "
+            f"at end {', '.join(f'{x:.1f}' for x in load_average())}",
             "prepare_seconds": prepared,
             "phase_seconds": phases.seconds,
             "total_seconds": time.perf_counter() - started,

@@ -1,7 +1,8 @@
 """The DeltaTok training step side by side with the published implementation's, at identical configuration.
 
     git clone https://github.com/amazon-far/deltatok /tmp/deltatok      # a scratch copy, outside this repository
-    python -m benchmarks.reference_step --reference /tmp/deltatok [--configs 0,1,2] [--steps 10] [--compile] [--profile 1]
+    python -m benchmarks.reference_step --reference /tmp/deltatok [--configs 0,1,2] [--steps 10] [--compile] \
+        [--profile 1]
 
 Both models are built in this process with the same width, heads, blocks, patches, batch and
 SwiGLU hidden size (their parameter counts are checked equal) and trained on the same random
@@ -121,8 +122,10 @@ def main(argv: list[str] | None = None) -> None:
         generator = torch.Generator().manual_seed(1)
         prev = torch.randn(batch, patches, width, generator=generator)
         nxt = prev + 0.3 * torch.randn(batch, patches, width, generator=generator)
-        ours_step = make_step(ours, lambda: ours.rope((side, side)), fused=True)
-        theirs_step = make_step(theirs, lambda: theirs.rope_embeddings(pixels), fused=False)
+        ours_step = make_step(ours, lambda ours=ours, side=side: ours.rope((side, side)), fused=True)
+        theirs_step = make_step(
+            theirs, lambda theirs=theirs, pixels=pixels: theirs.rope_embeddings(pixels), fused=False
+        )
         if args.profile == index:
             from torch.profiler import ProfilerActivity, profile
 
@@ -137,11 +140,19 @@ def main(argv: list[str] | None = None) -> None:
         for _ in range(2):  # interleaved rounds share whatever else the machine is doing
             ours_ms.append(median_ms(ours_step, prev, nxt, args.steps // 2))
             theirs_ms.append(median_ms(theirs_step, prev, nxt, args.steps // 2))
-        row = f"| {width}, {heads}, {blocks}+{blocks}, {patches}, {batch}, {hidden} | {count / 1e6:.2f} M | {min(ours_ms):.1f} | {min(theirs_ms):.1f} | {min(theirs_ms) / min(ours_ms):.2f}x |"
+        row = (
+            f"| {width}, {heads}, {blocks}+{blocks}, {patches}, {batch}, {hidden} | {count / 1e6:.2f} M | "
+            f"{min(ours_ms):.1f} | {min(theirs_ms):.1f} | {min(theirs_ms) / min(ours_ms):.2f}x |"
+        )
         if args.compile:
             compiled, _, _ = build(reference, template, width, heads, blocks, hidden)
             compiled_ms = median_ms(
-                make_step(compiled, lambda: compiled.rope((side, side)), fused=True, compile_=True),
+                make_step(
+                    compiled,
+                    lambda compiled=compiled, side=side: compiled.rope((side, side)),
+                    fused=True,
+                    compile_=True,
+                ),
                 prev,
                 nxt,
                 args.steps,

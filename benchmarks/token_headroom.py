@@ -3,8 +3,9 @@ then with a token optimised for that pair against the frozen decoder.
 
 If the optimised tokens decode far better, the decoder can render the change and the encoder fails to say it
 (encoder capacity is the lever); if they do not, the decoder is the limit. The fitted tokens are free vectors,
-not held to the encoder's final LayerNorm, so their figures bound from above what a better encoder could reach. With heads, both are also scored by
-the share of the copy-previous -> present mIoU gap they close, as `rollout.py` scores its horizon-1 tokenizer.
+not held to the encoder's final LayerNorm, so their figures bound from above what a better encoder could reach. With
+heads, both are also scored by the share of the copy-previous -> present mIoU gap they close, as `rollout.py` scores its
+horizon-1 tokenizer.
 
     python -m benchmarks.token_headroom --tokenizer runs/tokenizer_tiny/final --heads runs/heads_tiny
 """
@@ -29,7 +30,8 @@ from worldmodel.metrics import MeanIoU
 def optimised_tokens(
     deltatok: DeltaTok, prev: torch.Tensor, nxt: torch.Tensor, rope, steps: int, lr: float
 ) -> torch.Tensor:
-    """The encoder's tokens (B, 1, D) for prev -> nxt (B, N, D), then `steps` Adam steps on their decoding's log-cosh loss."""
+    """The encoder's tokens (B, 1, D) for prev -> nxt (B, N, D), then `steps` Adam steps on their decoding's log-cosh
+    loss."""
     with torch.no_grad():
         start = deltatok.encode(prev, nxt, rope)
     tokens = start.clone().requires_grad_(True)
@@ -50,7 +52,8 @@ def headroom(
     steps: int,
     lr: float,
 ) -> dict:
-    """frames (B, 2, 3, H, W) uint8, labels (B, H_l, W_l) of the second frame or None -> losses and, with both, mIoU gaps."""
+    """frames (B, 2, 3, H, W) uint8, labels (B, H_l, W_l) of the second frame or None -> losses and, with both, mIoU
+    gaps."""
     tokenizer.eval().requires_grad_(False)
     with torch.no_grad():
         features = tokenizer.features(frames).float()

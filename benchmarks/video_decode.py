@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     print(f"{'workers':>8} {'clips':>6} {'seconds':>8} {'clips/s':>8} {'skipped':>8}")
     for row in results:
         print(
-            f"{row['num_workers']:>8} {row['clips']:>6} {row['seconds']:>8.2f} {row['clips_per_s']:>8.1f} {row['skipped']:>8}"
+            f"{row['num_workers']:>8} {row['clips']:>6} {row['seconds']:>8.2f} {row['clips_per_s']:>8.1f} "
+            f"{row['skipped']:>8}"
         )
     return results
 

@@ -1,4 +1,5 @@
-"""Gymnasium worlds for DeltaWorld; importing this package registers `deltaworld/Shapes-v0` and `deltaworld/Dream-v0`."""
+"""Gymnasium worlds for DeltaWorld; importing this package registers `deltaworld/Shapes-v0` and
+`deltaworld/Dream-v0`."""
 
 from gymnasium.envs.registration import register, registry
 

@@ -88,10 +88,10 @@ class DreamEnv(gymnasium.Env):
         heads: str | Path | list[str | Path] | TaskHeads | None = None,
         device: torch.device | str | None = None,
     ):
-        """model: a WorldModel, its saved folder, or a Hub id (worldmodel.loading.load_world_model); context (c, H, W, 3) uint8 at `timestamps` (c,) seconds,
-        or `episode`, a recorded episode file; dt: seconds per step (default: the context's last interval, else 0.1);
-        cost: the goal reward's kind, "auto" | "token" | "features"; heads (TaskHeads, or what load_heads takes: folders,
-        ids): render() draws by RGB or segmentation;
+        """model: a WorldModel, its saved folder, or a Hub id (worldmodel.loading.load_world_model);
+        context (c, H, W, 3) uint8 at `timestamps` (c,) seconds, or `episode`, a recorded episode file; dt: seconds per
+        step (default: the context's last interval, else 0.1); cost: the goal reward's kind, "auto" | "token" |
+        "features"; heads (TaskHeads, or what load_heads takes: folders, ids): render() draws by RGB or segmentation;
         device: moves the model there first (default: where it is). The env imagines on the model's device as it
         is when the env is made."""
         if model is None:
@@ -136,7 +136,8 @@ class DreamEnv(gymnasium.Env):
     def _picture_head_of(
         self, heads: str | Path | list[str | Path] | TaskHeads | None
     ) -> RGBHead | SegmentationHead | None:
-        """The head render() draws with: the RGB head when there is one (frames as they would look), else segmentation."""
+        """The head render() draws with: the RGB head when there is one (frames as they would look), else
+        segmentation."""
         if heads is None:
             return None
         tokenizer = self.world.tokenizer
@@ -184,7 +185,8 @@ class DreamEnv(gymnasium.Env):
         )
         if start is None:
             raise ConfigError(
-                f"{DREAM_ENV_ID} has no context frames: pass context= or episode= to make(), or options={{'context': frames}} to reset()"
+                f"{DREAM_ENV_ID} has no context frames: pass context= or episode= to make(), "
+                "or options={'context': frames} to reset()"
             )
         self._generator.manual_seed(int(self.np_random.integers(2**62)))
         frames, times = start
@@ -211,7 +213,8 @@ class DreamEnv(gymnasium.Env):
             array = np.tile(array, (self.num_samples, 1))
         if array.shape[0] != self.num_samples:
             raise InputError(
-                f"an action is {self.action_space.shape} for all samples or one per sample ({self.num_samples}, ...), got {array.shape}"
+                f"an action is {self.action_space.shape} for all samples or one per sample ({self.num_samples}, "
+                f"...), got {array.shape}"
             )
         return torch.from_numpy(array).to(self.device)
 
@@ -242,7 +245,8 @@ class DreamEnv(gymnasium.Env):
 
     @torch.no_grad()
     def render(self) -> np.ndarray | None:
-        """The K imagined frames of the newest step side by side, uint8 (rows * H, cols * W, 3); None without render_mode."""
+        """The K imagined frames of the newest step side by side, uint8 (rows * H, cols * W, 3); None without
+        render_mode."""
         if self.render_mode is None:
             return None
         if self._dream is None:

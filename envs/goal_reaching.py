@@ -104,8 +104,9 @@ def load_episode(path: str | Path) -> RecordedEpisode:
     missing = [key for key in ("frames", "actions", "timestamps", "seed", "states") if key not in tensors]
     if missing:
         raise InputError(
-            f"{path} has no {' or '.join(missing)}: goal reaching replays episodes from their reset seed and scores recorded states; "
-            "record them with `python -m envs.recording` (for an env whose observation is an image, name the state with --state-key)"
+            f"{path} has no {' or '.join(missing)}: goal reaching replays episodes from their reset seed and scores "
+            "recorded states; record them with `python -m envs.recording` (for an env whose observation is an "
+            "image, name the state with --state-key)"
         )
     return RecordedEpisode(
         path=path,
@@ -131,7 +132,8 @@ def make_env(
         env = gymnasium.make(env_id, render_mode="rgb_array", **kwargs)
     except gymnasium.error.DependencyNotInstalled as err:
         raise ConfigError(
-            f"{env_id} cannot be made here ({err}); for Gymnasium's classic-control envs: pip install -e '.[gym-render]'"
+            f"{env_id} cannot be made here ({err}); for Gymnasium's classic-control envs: pip install -e "
+            "'.[gym-render]'"
         ) from None
     except gymnasium.error.Error as err:
         raise ConfigError(f"cannot make env {env_id!r}: {err}") from None
@@ -144,7 +146,8 @@ def check_env_fits(env: gymnasium.Env, env_id: str) -> None:
     space = env.action_space
     if not isinstance(space, spaces.Box):
         raise ConfigError(
-            f"{env_id} has a {type(space).__name__} action space: goal reaching plans continuous actions and needs a Box"
+            f"{env_id} has a {type(space).__name__} action space: goal reaching plans continuous actions and needs a "
+            "Box"
         )
     if not space.is_bounded() or len(space.shape) != 1:
         raise ConfigError(
@@ -152,12 +155,14 @@ def check_env_fits(env: gymnasium.Env, env_id: str) -> None:
         )
     if "rgb_array" not in env.metadata.get("render_modes", ()) or env.render_mode != "rgb_array":
         raise ConfigError(
-            f"{env_id} does not render rgb_array frames (its render modes: {env.metadata.get('render_modes', [])}); world models plan from images"
+            f"{env_id} does not render rgb_array frames (its render modes: {env.metadata.get('render_modes', [])}); "
+            "world models plan from images"
         )
 
 
 def env_frame(env: gymnasium.Env, size: int | None) -> np.ndarray:
-    """The env's current frame as recording stores it: centre square, `size` px (None = as rendered) -> (S, S, 3) uint8."""
+    """The env's current frame as recording stores it: centre square, `size` px (None = as rendered) -> (S, S, 3)
+    uint8."""
     frame = env.render()
     return square_frames(np.asarray(frame)[None], size)[0].permute(1, 2, 0).numpy()
 
@@ -193,8 +198,8 @@ def select_tasks(
     pairs = [(e, start) for e, episode in enumerate(episodes) for start in range(min_start, len(episode) - goal_offset)]
     if len(pairs) < count:
         raise ConfigError(
-            f"the {len(episodes)} held-out episodes hold {len(pairs)} start states with a goal {goal_offset} steps later "
-            f"(starts from step {min_start}), fewer than eval.episodes={count}: record more or longer episodes"
+            f"the {len(episodes)} held-out episodes hold {len(pairs)} start states with a goal {goal_offset} steps "
+            f"later (starts from step {min_start}), fewer than eval.episodes={count}: record more or longer episodes"
         )
     chosen = np.random.default_rng(seed).choice(len(pairs), size=count, replace=False)
     return [Task(episodes[pairs[i][0]], pairs[i][1], pairs[i][1] + goal_offset) for i in chosen]
@@ -214,8 +219,9 @@ def check_replayed(episode: RecordedEpisode, step: int, state: np.ndarray | None
             else f"a state {np.abs(state - expected).max():.3g} away"
         )
         raise InputError(
-            f"{episode.env_id or 'the env'} is not deterministic: reset with seed {episode.seed} and replaying {episode.path.name}'s "
-            f"recorded actions reached {gap} from the recorded one at step {step}; goal reaching needs an env that replays exactly"
+            f"{episode.env_id or 'the env'} is not deterministic: reset with seed {episode.seed} and replaying "
+            f"{episode.path.name}'s recorded actions reached {gap} from the recorded one at step {step}; goal "
+            "reaching needs an env that replays exactly"
         )
 
 
@@ -244,7 +250,8 @@ def reach_start(
 
 
 def check_replay(env: gymnasium.Env, episode: RecordedEpisode) -> None:
-    """Replay a whole recorded episode from its seed and check every state: refuses a non-deterministic env in one line."""
+    """Replay a whole recorded episode from its seed and check every state: refuses a non-deterministic env in one
+    line."""
     obs, info = env.reset(seed=episode.seed)
     check_replayed(episode, 0, state_vector(env, obs, info, episode.state_key))
     for step in range(1, len(episode)):
@@ -354,7 +361,8 @@ class PlanningController:
     def __init__(self, agent: MPCAgent, blocks: ActionBlocks):
         if agent.world.config.actions.dim != blocks.dim:
             raise ConfigError(
-                f"the world model takes {agent.world.config.actions.dim}-D actions; blocks of {blocks.repeat} actions of this env are {blocks.dim}-D"
+                f"the world model takes {agent.world.config.actions.dim}-D actions; blocks of {blocks.repeat} "
+                f"actions of this env are {blocks.dim}-D"
             )
         self.agent, self.blocks = agent, blocks
         self.steps_applied = agent.planner.config.steps_applied

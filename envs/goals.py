@@ -99,6 +99,7 @@ def goal_cost(world: WorldModel, goal_frame: np.ndarray, kind: str = "auto") -> 
         return FeatureGoalCost(features)
     if world.readout is None:
         raise ConfigError(
-            "the token cost reads the world model's readout, and this model has none (train one with model.readout.enabled=true)"
+            "the token cost reads the world model's readout, and this model has none (train one with "
+            "model.readout.enabled=true)"
         )
     return TokenGoalCost(world.readout.summarize(features, world.tokenizer.grid(frames)))

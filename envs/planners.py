@@ -56,8 +56,8 @@ class PlannerConfig:
                 raise ConfigError(f"planner.{name} must be at least 1, got {getattr(self, name)}")
         if self.receding_horizon is not None and not 1 <= self.receding_horizon <= self.horizon:
             raise ConfigError(
-                f"planner.receding_horizon must be 1 to planner.horizon ({self.horizon}), or null for the whole horizon, "
-                f"got {self.receding_horizon}"
+                f"planner.receding_horizon must be 1 to planner.horizon ({self.horizon}), or null for the whole "
+                f"horizon, got {self.receding_horizon}"
             )
         if self.elites > self.candidates:
             raise ConfigError(f"planner.elites ({self.elites}) cannot exceed planner.candidates ({self.candidates})")
@@ -146,7 +146,8 @@ class Planner:
 
 
 class MPCAgent:
-    """Receding-horizon control toward a goal image: `act(frame)` plans from the last `context` frames, applies the first action.
+    """Receding-horizon control toward a goal image: `act(frame)` plans from the last `context` frames, applies the
+    first action.
 
     Frames are (H, W, 3) uint8 at a fixed interval `dt` seconds; the plan is kept
     and shifted by the steps applied to start the next round's search. To apply several
@@ -171,7 +172,8 @@ class MPCAgent:
             raise ConfigError("planning needs a world model conditioned on continuous actions (model.actions.dim > 0)")
         if world.config.actions.dim != planner.low.shape[0]:
             raise ConfigError(
-                f"the world model takes {world.config.actions.dim}-D actions, the planner's action space has {planner.low.shape[0]}"
+                f"the world model takes {world.config.actions.dim}-D actions, the planner's action space has "
+                f"{planner.low.shape[0]}"
             )
         self.world, self.planner, self.dt = (world if device is None else world.to(device)).eval(), planner, dt
         self.device = model_device(self.world)
@@ -201,7 +203,8 @@ class MPCAgent:
 
     @torch.no_grad()
     def plan_steps(self, count: int = 1) -> np.ndarray:
-        """Plan from the frames observed so far -> the first `count` planned actions (count, A) float32, to apply in turn.
+        """Plan from the frames observed so far -> the first `count` planned actions (count, A) float32, to apply in
+        turn.
 
         The rest of the plan, shifted by `count` (its last action repeated), starts the next search.
         """

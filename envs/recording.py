@@ -142,7 +142,8 @@ def record_episode(
     stacked = np.stack(frames)
     if stacked.ndim != 4 or stacked.shape[-1] != 3 or stacked.dtype != np.uint8:
         raise InputError(
-            f"env.render() must return (H, W, 3) uint8 frames (render_mode='rgb_array'), got {stacked.dtype} {stacked.shape[1:]}"
+            f"env.render() must return (H, W, 3) uint8 frames (render_mode='rgb_array'), got {stacked.dtype} "
+            f"{stacked.shape[1:]}"
         )
     episode = {
         "frames": square_frames(stacked, frame_size),

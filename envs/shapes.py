@@ -30,7 +30,8 @@ class ShapesEnv(gymnasium.Env):
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
 
     def __init__(self, config: ShapesConfig | None = None, render_mode: str | None = "rgb_array"):
-        """config: the world (default ShapesConfig()); render_mode: "rgb_array" or None, render() returns the frame either way."""
+        """config: the world (default ShapesConfig()); render_mode: "rgb_array" or None, render() returns the frame
+        either way."""
         self.config = check_config(ShapesConfig() if config is None else config)
         if render_mode not in (None, *self.metadata["render_modes"]):
             raise ConfigError(f"render_mode must be 'rgb_array' or None, got {render_mode!r}")

@@ -65,7 +65,8 @@ class DeltaTokenObservation(gymnasium.ObservationWrapper):
             height, width = env.observation_space.shape[:2]
         else:
             raise InputError(
-                "this env's observations are not images: pass frame_size, the square size its rendered frames are resized to"
+                "this env's observations are not images: pass frame_size, the square size its rendered frames are "
+                "resized to"
             )
         rows, cols = tokenizer.backbone.grid(height, width)
         dim = tokenizer.dim

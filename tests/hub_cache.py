@@ -29,7 +29,8 @@ from worldmodel.heads import SegmentationHead
 
 
 def add_repo(cache: Path, repo_id: str, files: dict[str, bytes], revision: str = "main") -> Path:
-    """Put `files` (name in the repo -> content) in the cache as `repo_id` at `revision`; returns the snapshot folder."""
+    """Put `files` (name in the repo -> content) in the cache as `repo_id` at `revision`; returns the snapshot
+    folder."""
     repo = cache / f"models--{repo_id.replace('/', '--')}"
     commit = hashlib.sha1(f"{repo_id}@{revision}".encode() + b"".join(sorted(files.values()))).hexdigest()
     snapshot = repo / "snapshots" / commit

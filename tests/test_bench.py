@@ -176,7 +176,8 @@ def test_full_run_plans_at_a_vit_s_size():
 
 
 def test_token_headroom_fits_tokens_from_the_encoders():
-    """Fitting starts at the encoder's tokens and lowers the decoding loss (a random decoder barely reads its token, so by little)."""
+    """Fitting starts at the encoder's tokens and lowers the decoding loss (a random decoder barely reads its token, so
+    by little)."""
     torch.manual_seed(0)
     cfg = micro_tokenizer_config()
     cfg.model.layer_scale_init = 1.0  # at 1e-5 the decoder would barely read any token

@@ -31,7 +31,8 @@ def test_committed_reference_is_current(generated):
         line = next((n for n, (a, b) in enumerate(zip(old, new)) if a != b), min(len(old), len(new)))
         first = new[line] if line < len(new) else "(end of file)"
         pytest.fail(
-            f"docs/configuration.md differs from the config dataclasses from line {line + 1} ({first[:120]!r}); {REGENERATE}"
+            f"docs/configuration.md differs from the config dataclasses from line {line + 1} ({first[:120]!r}); "
+            f"{REGENERATE}"
         )
 
 
@@ -76,7 +77,8 @@ def test_every_shipped_config_is_listed(generated):
     unlisted = [path.relative_to(REPO).as_posix() for path in sorted((REPO / "configs").rglob("*.yaml"))]
     unlisted = [name for name in unlisted if f"]({'../' + name})" not in generated]
     assert not unlisted, (
-        f"configs no command lists as an example: {unlisted}; give their command a `configs` glob in config_docs.COMMANDS"
+        f"configs no command lists as an example: {unlisted}; give their command a `configs` glob in "
+        "config_docs.COMMANDS"
     )
 
 
@@ -141,7 +143,10 @@ def test_check_reports_a_stale_file_in_one_line(tmp_path, monkeypatch, capsys, g
 
 
 def test_importing_the_generator_stays_light():
-    code = "import sys, tokenizer.runtime.config_docs; print(sorted({'torch', 'transformers', 'omegaconf'} & set(sys.modules)))"
+    code = (
+        "import sys, tokenizer.runtime.config_docs; print(sorted({'torch', 'transformers', 'omegaconf'} & "
+        "set(sys.modules)))"
+    )
     heavy = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.strip()

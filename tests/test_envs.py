@@ -32,7 +32,8 @@ SIZE = 32  # micro tokenizer: 4x4 patches of width 32
 SHAPES = {"config": ShapesConfig(frame_size=SIZE, num_distractors=1)}
 
 
-def micro_world(tokenizer, model="deltaworld", actions=ActionSpace(dim=2), objective="bom", readout=False):
+# One ActionSpace default shared by every call is safe: nothing mutates it.
+def micro_world(tokenizer, model="deltaworld", actions=ActionSpace(dim=2), objective="bom", readout=False):  # noqa: B008
     cfg = WorldModelConfig(
         kind=model,
         predictor=micro_predictor_config([12] if model == "deltaworld" else [4, 4, 4], layer_scale_init=1.0),

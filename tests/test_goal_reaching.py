@@ -1,4 +1,5 @@
-"""The goal-reaching protocol (envs.goal_reaching) on a tiny deterministic env, and one task planned in a micro world model."""
+"""The goal-reaching protocol (envs.goal_reaching) on a tiny deterministic env, and one task planned in a micro world
+model."""
 
 from __future__ import annotations
 

@@ -86,7 +86,8 @@ def test_released_heads_by_id_match_the_published_outputs(heads_golden, tiny_rel
         with torch.no_grad():
             out = head(maps.flatten(2).transpose(1, 2), tuple(maps.shape[-2:]))
         assert (out - entry["output"]).abs().max() < TOL
-    # Our heads folder and a released id side by side; two of one kind, or a head where a tokenizer is wanted, are refused.
+    # Our heads folder and a released id side by side; two of one kind, or a head where a tokenizer is wanted, are
+    # refused.
     TaskHeads(SegmentationHead(tokenizer.dim, 5)).save(tmp_path / "ours")
     mixed = load_heads([tmp_path / "ours", DEPTH_ID], tokenizer)
     assert mixed.segmentation.num_classes == 5 and mixed.depth is not None and mixed.rgb is None
@@ -206,7 +207,8 @@ def test_an_id_missing_from_the_cache_offline_names_both_ways_out(offline_cache)
 
 
 def test_our_folders_push_and_load_back_by_id(offline_cache, monkeypatch, tmp_path):
-    """push_to_hub uploads the save_pretrained folder; that folder, laid in the cache, loads back by id with its config."""
+    """push_to_hub uploads the save_pretrained folder; that folder, laid in the cache, loads back by id with its
+    config."""
     uploads: dict[str, Path] = {}
 
     class FakeApi:

@@ -152,7 +152,8 @@ def test_report_structure_pictures_and_two_models(saved, tmp_path, capsys):
 
 
 def test_horizon_one_of_a_shared_rollout_equals_a_separate_rollout(saved):
-    """One rollout serves every horizon: step 1 of a 2-step rollout scores like a 1-step rollout (same seed, same noise)."""
+    """One rollout serves every horizon: step 1 of a 2-step rollout scores like a 1-step rollout (same seed, same
+    noise)."""
     tokenizer = Tokenizer.from_pretrained(saved["tokenizer"])
     heads = TaskHeads.load(saved["heads"])
     world = micro_world(tokenizer)
@@ -296,7 +297,8 @@ def test_config_file_overrides_and_flags_compose(saved, tmp_path):
     """Schema defaults <- --config file <- dotted overrides <- flags, as every command takes them."""
     config = tmp_path / "rollout.yaml"
     config.write_text(
-        f"tokenizer: {saved['tokenizer']}\nheads: [{saved['heads']}]\nworld_models: [{saved['bom']}]\neval:\n  context: 3\n  horizons: [2]\n"
+        f"tokenizer: {saved['tokenizer']}\nheads: [{saved['heads']}]\nworld_models: [{saved['bom']}]\neval:\n "
+        " context: 3\n  horizons: [2]\n"
     )
     run = rollout.parse_args(
         ["--config", str(config), "eval.horizons=[1,2]", "--horizon", "3", "1", "data.frame_size=32", "--samples", "4"]

@@ -180,7 +180,8 @@ def test_background_depth_follows_row_gradient() -> None:
 
 
 def test_brightness_is_affine_in_depth_for_every_class() -> None:
-    """What lets a linear head read depth: R + G + B = BASE_BRIGHTNESS + (fog sum - BASE_BRIGHTNESS) * depth / fog_depth."""
+    """What lets a linear head read depth: R + G + B = BASE_BRIGHTNESS + (fog sum - BASE_BRIGHTNESS) * depth /
+    fog_depth."""
     clip = ShapesClips(ShapesConfig(num_distractors=6), num_frames=3, seed=0)[0]
     brightness = clip["frames"].sum(dim=1).numpy().astype(float)
     depth = clip["depth"].numpy()

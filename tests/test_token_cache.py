@@ -26,8 +26,9 @@ NUM_CLIPS = 12
 
 
 def make_cache(tokenizer: str, out, *overrides: str, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
-    args = ["-m", "worldmodel.token_cache", "--config", WORLD_CONFIG, *MICRO_WORLD, f"tokenizer.checkpoint={tokenizer}", f"cache.out={out}",
-            f"cache.num_clips={NUM_CLIPS}", "cache.shard_clips=5", "cache.batch_size=3", *overrides]  # fmt: skip
+    args = ["-m", "worldmodel.token_cache", "--config", WORLD_CONFIG, *MICRO_WORLD, f"tokenizer.checkpoint={tokenizer}",
+            f"cache.out={out}", f"cache.num_clips={NUM_CLIPS}", "cache.shard_clips=5", "cache.batch_size=3",
+            *overrides]  # fmt: skip
     command = (launcher or [PYTHON]) + args
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
@@ -163,8 +164,9 @@ def test_two_processes_write_their_shares(tokenizers, cache, tmp_path):
         )
 
 
-READOUT = ["model.readout.enabled=true", "model.readout.grid=2", "model.readout.predictor.hidden_size=32", "model.readout.predictor.num_layers=1",
-           "model.readout.predictor.num_heads=2", "model.readout.predictor.rope_axis_sizes=[12]"]  # fmt: skip
+READOUT = ["model.readout.enabled=true", "model.readout.grid=2", "model.readout.predictor.hidden_size=32",
+           "model.readout.predictor.num_layers=1", "model.readout.predictor.num_heads=2",
+           "model.readout.predictor.rope_axis_sizes=[12]"]  # fmt: skip
 
 
 def test_a_readout_trains_from_the_cache_summaries_and_is_saved(tokenizers, cache, tmp_path):

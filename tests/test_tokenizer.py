@@ -42,10 +42,9 @@ def test_backbone_rejects_bad_frames(tokenizer):
 
 def test_hub_backbone_offline_fails_with_the_way_out():
     code = (
-        "from tokenizer.backbone import Backbone\n"
-        "from tokenizer.runtime.errors import ConfigError\n"
-        "try:\n    Backbone.from_pretrained('facebook/dinov3-vitb16-pretrain-lvd1689m')\n"
-        "except ConfigError as err:\n    print(err)\n"
+        "from tokenizer.backbone import Backbone\nfrom tokenizer.runtime.errors import ConfigError\ntry:\n "
+        "   Backbone.from_pretrained('facebook/dinov3-vitb16-pretrain-lvd1689m')\nexcept ConfigError as err:\n "
+        "   print(err)\n"
     )
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": "/nonexistent-deltaworld-test"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
@@ -222,13 +221,16 @@ def test_several_encoder_queries_pool_into_one_token():
         assert not torch.allclose(single.deltatok.encode(prev, nxt, rope), token, atol=1e-3)
 
 
-@pytest.mark.parametrize("overrides, message", [({"encoder_input": "delta"}, "not one of next, difference, difference_only"),
-                                                ({"encoder_input": "difference", "use_delta": False}, "needs model.use_delta=true"),
-                                                ({"encoder_input": "difference_only", "use_delta": False}, "difference_only needs model.use_delta=true"),
-                                                ({"encoder_layers": -1}, "encoder_layers must be at least 1"),
-                                                ({"encoder_queries": 0}, "encoder_queries must be at least 1"),
-                                                ({"encoder_input": "difference_only", "encoder_top_k": -1}, "encoder_top_k must be 0 \\(every patch\\) or a number of patches"),
-                                                ({"encoder_input": "difference", "encoder_top_k": 8}, "encoder_top_k=8 needs model.encoder_input=difference_only")])  # fmt: skip
+@pytest.mark.parametrize("overrides, message", [
+    ({"encoder_input": "delta"}, "not one of next, difference, difference_only"),
+    ({"encoder_input": "difference", "use_delta": False}, "needs model.use_delta=true"),
+    ({"encoder_input": "difference_only", "use_delta": False}, "difference_only needs model.use_delta=true"),
+    ({"encoder_layers": -1}, "encoder_layers must be at least 1"),
+    ({"encoder_queries": 0}, "encoder_queries must be at least 1"),
+    ({"encoder_input": "difference_only", "encoder_top_k": -1},
+     "encoder_top_k must be 0 \\(every patch\\) or a number of patches"),
+    ({"encoder_input": "difference", "encoder_top_k": 8}, "encoder_top_k=8 needs model.encoder_input=difference_only"),
+])  # fmt: skip
 def test_bad_encoder_options_are_one_clear_error(overrides, message):
     cfg = micro_tokenizer_config()
     for key, value in overrides.items():

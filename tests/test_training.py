@@ -334,9 +334,10 @@ def test_readmes_recipe_stages_run_as_written_at_micro_size(tmp_path):
     config = stage2_words[stage2_words.index("--config") + 1]
     # The recipe's config with micro sizes, offline: only README's key names are under test, not its sizes.
     # The recipe's encoder reads whole frames, so it keeps every patch (no encoder_top_k).
-    micro = [*(o for o in MICRO_TOKENIZER if not o.startswith("model.encoder_top_k=")), "backbone.name=random-init-dinov3",
-             "data.source=shapes", "data.val_source=shapes", "train.effective_batch_size=null", "train.num_workers=0",
-             "train.val_every=0", "train.checkpoint_every=1"]  # fmt: skip
+    micro = [*(o for o in MICRO_TOKENIZER if not o.startswith("model.encoder_top_k=")),
+             "backbone.name=random-init-dinov3", "data.source=shapes", "data.val_source=shapes",
+             "train.effective_batch_size=null", "train.num_workers=0", "train.val_every=0",
+             "train.checkpoint_every=1"]  # fmt: skip
     micro_values = {
         "init_from": str(stage1 / "final"),
         "output_dir": str(stage2),
@@ -385,8 +386,9 @@ def test_two_processes_agree_on_weights(tokenizer_run, tmp_path, script):
     )
     config = TOKENIZER_CONFIG if script == "train_tokenizer.py" else WORLD_CONFIG
     # Without GPUs, --multi_gpu starts two gloo processes on the CPU (--cpu would start only one).
-    command = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-               "--dynamo_backend", "no", script, "--config", config, *overrides, "train.max_steps=3", f"output_dir={out}"]  # fmt: skip
+    command = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no",
+               script, "--config", config, *overrides, "train.max_steps=3", f"output_dir={out}"]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=180, env=env)
     assert_ok(result)

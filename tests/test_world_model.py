@@ -17,7 +17,8 @@ PREDICTOR = micro_predictor_config()
 VISIBLE = micro_predictor_config(num_layers=2, layer_scale_init=1.0)
 
 
-def world(tokenizer, kind="bom", actions=ActionSpace(), model="deltaworld", **objective):
+# One ActionSpace default shared by every call is safe: nothing mutates it.
+def world(tokenizer, kind="bom", actions=ActionSpace(), model="deltaworld", **objective):  # noqa: B008
     predictor = PREDICTOR if model == "deltaworld" else micro_predictor_config([4, 4, 4])
     cfg = WorldModelConfig(
         kind=model,

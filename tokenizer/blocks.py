@@ -189,7 +189,8 @@ class Block(nn.Module):
     def forward(
         self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor], queries: int | None = None
     ) -> torch.Tensor:
-        """x (B, L, D), RoPE tables (L, head_dim) -> (B, L, D); with `queries`, only the first `queries` tokens are updated and returned.
+        """x (B, L, D), RoPE tables (L, head_dim) -> (B, L, D); with `queries`, only the first `queries` tokens are
+        updated and returned.
 
         A last block whose caller reads a few tokens skips the MLP and output projection of the rest.
         """

@@ -91,7 +91,8 @@ class DeltaTok(nn.Module):
             )
         if cfg.encoder_input != "next" and not cfg.use_delta:
             raise ConfigError(
-                f"model.encoder_input={cfg.encoder_input} needs model.use_delta=true: without a previous frame there is no difference"
+                f"model.encoder_input={cfg.encoder_input} needs model.use_delta=true: without a previous frame there "
+                "is no difference"
             )
         self.cfg = cfg
         self.dim = dim
@@ -165,7 +166,8 @@ class DeltaTok(nn.Module):
     def _most_changed(
         self, difference: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """difference (B, N, D), cos/sin (N, head_dim) -> its `encoder_top_k` largest patches (B, k, D) and their cos/sin (B, k, head_dim)."""
+        """difference (B, N, D), cos/sin (N, head_dim) -> its `encoder_top_k` largest patches (B, k, D) and their
+        cos/sin (B, k, head_dim)."""
         # A stable sort, not topk, so that ties (e.g. two identical frames) pick the same patches on every device.
         change = difference.detach().square().sum(dim=-1)
         index = change.sort(dim=1, descending=True, stable=True).indices[:, : self.cfg.encoder_top_k]  # (B, k)

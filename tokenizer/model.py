@@ -139,7 +139,8 @@ class Tokenizer(nn.Module):
     def push_to_hub(
         self, repo_id: str, private: bool | None = None, token: str | None = None, commit_message: str | None = None
     ) -> str:
-        """Upload the `save_pretrained` folder as model repo `repo_id`; `Tokenizer.from_pretrained(repo_id)` loads it back."""
+        """Upload the `save_pretrained` folder as model repo `repo_id`; `Tokenizer.from_pretrained(repo_id)` loads it
+        back."""
         return push_folder(self.save_pretrained, repo_id, "tokenizer", private, token, commit_message=commit_message)
 
     @classmethod
@@ -158,9 +159,9 @@ class Tokenizer(nn.Module):
         `source`: a released id (`Amazon-FAR/deltatok-kinetics`, its config from tokenizer.released), a Hub
         repo or local folder written by `save_pretrained` / `push_to_hub` (always loaded with the config it
         carries), or a bare weights file (.bin/.pt/.safetensors) whose `config` must be given; a given `config`
-        also replaces a released model's. `backbone` replaces a pretrained backbone's hub id with another id or a local DINOv3
-        folder (the offline way to the gated DINOv3); a random-init backbone, saved in the folder, stays. `revision` and `cache_dir` are the Hub's; `device` is where the
-        weights go.
+        also replaces a released model's. `backbone` replaces a pretrained backbone's hub id with another id or a local
+        DINOv3 folder (the offline way to the gated DINOv3); a random-init backbone, saved in the folder, stays.
+        `revision` and `cache_dir` are the Hub's; `device` is where the weights go.
         """
         released = released_model(source, TOKENIZER)
         path = resolve(source, "tokenizer", revision, cache_dir)
@@ -175,9 +176,9 @@ class Tokenizer(nn.Module):
             weights = path / released.filename if path.is_dir() else path
         elif path.is_dir():
             raise CheckpointError(
-                f"{source} holds no {CONFIG_FILE}: pass a folder written by save_pretrained, a released id, a local copy of "
-                "one under its repo's name (deltatok-kinetics/), or the weights file with its config "
-                "(e.g. configs/tokenizer/vitb_dinov3_kinetics.yaml)"
+                f"{source} holds no {CONFIG_FILE}: pass a folder written by save_pretrained, a released id, a local "
+                "copy of one under its repo's name (deltatok-kinetics/), or the weights file with its config (e.g. "
+                "configs/tokenizer/vitb_dinov3_kinetics.yaml)"
             )
         elif config is None:
             raise ConfigError(

@@ -53,7 +53,8 @@ def swap_halves(x: torch.Tensor) -> torch.Tensor:
 
 
 def signed_sin(sin: torch.Tensor) -> torch.Tensor:
-    """The sin table that turns `swap_halves` into "rotate half": rotate_half(x) * sin == swap_halves(x) * signed_sin(sin)."""
+    """The sin table that turns `swap_halves` into "rotate half": rotate_half(x) * sin == swap_halves(x) *
+    signed_sin(sin)."""
     first, second = sin.chunk(2, dim=-1)
     return torch.cat((-first, second), dim=-1)
 

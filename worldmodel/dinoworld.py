@@ -39,7 +39,8 @@ class DINOWorld(WorldModel, kind="dinoworld"):
     def build(cls, tokenizer: Tokenizer, config: WorldModelConfig) -> DINOWorld:
         if len(config.predictor.rope_axis_sizes) != 3:
             raise ConfigError(
-                f"dinoworld needs three RoPE axes (time, x, y), got predictor.rope_axis_sizes={list(config.predictor.rope_axis_sizes)}"
+                "dinoworld needs three RoPE axes (time, x, y), got "
+                f"predictor.rope_axis_sizes={list(config.predictor.rope_axis_sizes)}"
             )
         if config.readout.enabled:
             raise ConfigError(

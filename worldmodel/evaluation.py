@@ -124,14 +124,16 @@ class RolloutEvalConfig:
 
 
 def check_same_backbone(tokenizer: Tokenizer, world: WorldModel, name: str) -> None:
-    """Targets come from `tokenizer`'s backbone; a world model that imagines another backbone's features cannot be scored on them."""
+    """Targets come from `tokenizer`'s backbone; a world model that imagines another backbone's features cannot be
+    scored on them."""
     ours, theirs = tokenizer.backbone.state_dict(), world.tokenizer.backbone.state_dict()
     same = ours.keys() == theirs.keys() and all(
         ours[k].shape == theirs[k].shape and torch.equal(ours[k].cpu(), theirs[k].cpu()) for k in ours
     )
     if not same:
         raise InputError(
-            f"world model {name} was trained on another backbone than the tokenizer given; pass the tokenizer it was trained with"
+            f"world model {name} was trained on another backbone than the tokenizer given; pass the tokenizer it was "
+            "trained with"
         )
 
 
@@ -253,7 +255,8 @@ class RolloutEvaluator:
         # score none of the labels given are a mistake.
         if heads is not None and labels and seg is None and not depth:
             raise InputError(
-                f"the data's labels ({', '.join(labels)}) and the heads ({', '.join(k for k, _ in heads.items())}) have no task in common to score"
+                f"the data's labels ({', '.join(labels)}) and the heads ({', '.join(k for k, _ in heads.items())}) "
+                "have no task in common to score"
             )
         self.scores = {h: {m: MethodScores(seg, depth) for m in self.methods} for h in self.config.horizons}
 
@@ -264,7 +267,8 @@ class RolloutEvaluator:
         num_frames = batch["frames"].shape[1]
         if num_frames < cfg.clip_frames:
             raise InputError(
-                f"context {cfg.context} + horizon {max(cfg.horizons)} needs clips of {cfg.clip_frames} frames, the data gives {num_frames}"
+                f"context {cfg.context} + horizon {max(cfg.horizons)} needs clips of {cfg.clip_frames} frames, the "
+                f"data gives {num_frames}"
             )
         batch = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
         frames, timestamps, actions, labels, split = _split_clip(batch)
@@ -292,7 +296,8 @@ class RolloutEvaluator:
         self.num_clips += batch["frames"].shape[0]
 
     def _usage(self, prev: torch.Tensor, nxt: torch.Tensor, grid: tuple[int, int], split: SquareSplit) -> None:
-        """Accumulate the usage losses of horizon-1 pairs, features (B, N, D) each; a batch of one clip has nothing to shuffle."""
+        """Accumulate the usage losses of horizon-1 pairs, features (B, N, D) each; a batch of one clip has nothing to
+        shuffle."""
         clips = len(prev) // 2 if split.is_wide is not None else len(prev)
         if clips < 2:
             return
@@ -465,7 +470,8 @@ class PixelScores:
         self.abs_sum, self.sq_sum, self.count = 0.0, 0.0, 0
 
     def update(self, pixels: torch.Tensor, frames: torch.Tensor) -> None:
-        """pixels (M, 3, h, w) float in [0, 1] units (clamped here, as pictures show them), frames (M, 3, H, W) uint8."""
+        """pixels (M, 3, h, w) float in [0, 1] units (clamped here, as pictures show them), frames (M, 3, H, W)
+        uint8."""
         error = pixels.float().clamp(0, 1) - pixel_target(frames, pixels.shape[-2:])
         self.abs_sum += error.abs().double().sum().item()
         self.sq_sum += error.pow(2).double().sum().item()

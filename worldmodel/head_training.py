@@ -86,7 +86,8 @@ def _training_ids(length: int, count: int, seed: int) -> list[int]:
 
 
 def training_batches(dataset: Dataset, batch_size: int, steps: int, seed: int) -> Iterator[dict]:
-    """`steps` batches of `batch_size` clips of `dataset` for `train_heads`, once each, rectangular frames as squares."""
+    """`steps` batches of `batch_size` clips of `dataset` for `train_heads`, once each, rectangular frames as
+    squares."""
     ids = _training_ids(len(dataset), steps * batch_size, seed)
     batches = [ids[i : i + batch_size] for i in range(0, len(ids), batch_size)]
     return _square_batches(DataLoader(dataset, batch_sampler=batches))
@@ -202,7 +203,8 @@ def train_heads(
                 features = feature_fn(frames)
             if features.ndim != 4 or tuple(features.shape[:2]) != tuple(frames.shape[:2]):
                 raise InputError(
-                    f"feature_fn must map frames {tuple(frames.shape)} to features (B, T, N, D), got {tuple(features.shape)}"
+                    f"feature_fn must map frames {tuple(frames.shape)} to features (B, T, N, D), got "
+                    f"{tuple(features.shape)}"
                 )
             features = features.flatten(0, 1).float()
             frame_grid = grid(frames) if callable(grid) else grid
@@ -227,7 +229,8 @@ def train_heads(
                 labelled = seg != IGNORE_INDEX
                 if ((seg[labelled] < 0) | (seg[labelled] >= num_classes)).any():
                     raise InputError(
-                        f"seg labels must lie in [0, {num_classes}) or be {IGNORE_INDEX}; got values {seg.unique().tolist()}"
+                        f"seg labels must lie in [0, {num_classes}) or be {IGNORE_INDEX}; got values "
+                        f"{seg.unique().tolist()}"
                     )
                 if labelled.any():
                     # Flattening (2B, T) keeps [first squares; second squares] in order, as the split expects.

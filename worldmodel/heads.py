@@ -360,7 +360,8 @@ def load_head(
 
 @dataclass
 class TaskHeads:
-    """The heads a run uses together, saved as `<folder>/segmentation/`, `<folder>/depth/` and `<folder>/rgb/` (any may be absent)."""
+    """The heads a run uses together, saved as `<folder>/segmentation/`, `<folder>/depth/` and `<folder>/rgb/` (any may
+    be absent)."""
 
     segmentation: SegmentationHead | None = None
     depth: DepthHead | None = None

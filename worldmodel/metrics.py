@@ -45,7 +45,8 @@ class MeanIoU:
         if pred.ndim == target.ndim + 1:
             if pred.shape[1] != self.num_classes or pred.shape[:1] + pred.shape[2:] != target.shape:
                 raise InputError(
-                    f"scores {tuple(pred.shape)} must be (B, {self.num_classes}, H, W) for targets {tuple(target.shape)}"
+                    f"scores {tuple(pred.shape)} must be (B, {self.num_classes}, H, W) for targets "
+                    f"{tuple(target.shape)}"
                 )
             pred = pred.argmax(1)
         elif pred.is_floating_point():

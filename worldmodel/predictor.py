@@ -51,8 +51,8 @@ class PredictorConfig:
         rope_total = sum(self.rope_axis_sizes) + self.rope_unrotated_size
         if rope_total != head or any(size % 2 for size in self.rope_axis_sizes):
             raise ConfigError(
-                f"predictor RoPE sizes {list(self.rope_axis_sizes)} + {self.rope_unrotated_size} unrotated must be even "
-                f"and sum to the head size {head}"
+                f"predictor RoPE sizes {list(self.rope_axis_sizes)} + {self.rope_unrotated_size} unrotated must be "
+                f"even and sum to the head size {head}"
             )
 
 

@@ -63,7 +63,8 @@ def summarize(features: torch.Tensor, grid: tuple[int, int], cells: int) -> torc
 
 @dataclass
 class ReadoutState:
-    """The readout's view of R imagined futures: projected anchor cells and tokens so far, the anchor, and its cell queries."""
+    """The readout's view of R imagined futures: projected anchor cells and tokens so far, the anchor, and its cell
+    queries."""
 
     cache: HistoryCache
     anchor: torch.Tensor  # (R, g*g, D)
@@ -116,11 +117,13 @@ class Readout(nn.Module):
         return regression_loss(self.predict(tokens, summaries, timestamps), summaries[:, 1:], *READOUT_LOSS).mean()
 
     def predict(self, tokens: torch.Tensor, summaries: torch.Tensor, timestamps: torch.Tensor) -> torch.Tensor:
-        """Summaries of frames 1..T-1, (B, T-1, g*g, D), each read from frame 0's summary (the anchor) and tokens 1..i."""
+        """Summaries of frames 1..T-1, (B, T-1, g*g, D), each read from frame 0's summary (the anchor) and tokens
+        1..i."""
         batch, frames = tokens.shape[:2]
         if summaries.shape[:3] != (batch, frames, self.cells):
             raise InputError(
-                f"readout summaries must be (B, T, {self.cells}, D) = ({batch}, {frames}, {self.cells}, D), got {tuple(summaries.shape)}"
+                f"readout summaries must be (B, T, {self.cells}, D) = ({batch}, {frames}, {self.cells}, D), got "
+                f"{tuple(summaries.shape)}"
             )
         anchor, anchor_time = self._anchor_entries(summaries[:, 0], timestamps[:, 0])
         history = torch.cat((anchor, tokens[:, 1:].to(anchor.dtype)), dim=1)

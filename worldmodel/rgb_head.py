@@ -261,7 +261,8 @@ class RGBHead(nn.Module):
 
 
 def pixel_target(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """uint8 frames (M, 3, H, W) -> float pixels (M, 3, h, w) in [0, 1], resized (antialiased) when an RGB head's size differs."""
+    """uint8 frames (M, 3, H, W) -> float pixels (M, 3, h, w) in [0, 1], resized (antialiased) when an RGB head's size
+    differs."""
     pixels = frames.float() / 255.0
     if tuple(pixels.shape[-2:]) != tuple(size):
         pixels = F.interpolate(pixels, size=tuple(size), mode="bilinear", align_corners=False, antialias=True)

@@ -1,8 +1,10 @@
 """Tokenize once: a frozen tokenizer's delta tokens of a fixed set of clips, kept on disk.
 
-    python -m worldmodel.token_cache --config configs/world_model/tiny.yaml cache.out=runs/tokens_tiny [cache.num_clips=4096]
+    python -m worldmodel.token_cache --config configs/world_model/tiny.yaml cache.out=runs/tokens_tiny \
+        [cache.num_clips=4096]
     accelerate launch --num_processes 8 -m worldmodel.token_cache --config ...      # each process writes its share
-    python train_world_model.py --config configs/world_model/tiny.yaml data.source=tokens data.root=runs/tokens_tiny data.val_source=shapes
+    python train_world_model.py --config configs/world_model/tiny.yaml data.source=tokens data.root=runs/tokens_tiny \
+        data.val_source=shapes
 
 The tokenizer is frozen while a world model trains, so a clip's tokens are a pure
 function of the clip: clips 0..num_clips-1 of the configured training source are
@@ -145,7 +147,8 @@ def _check_out(out: Path, plan: dict, overwrite: bool) -> bool | None:
         if not overwrite:
             differs = sorted(key for key in set(held) | set(plan) if held.get(key) != plan.get(key))
             raise ConfigError(
-                f"{out} holds a token cache of another configuration (differs in {', '.join(differs)}); pass cache.overwrite=true or another cache.out"
+                f"{out} holds a token cache of another configuration (differs in {', '.join(differs)}); pass "
+                "cache.overwrite=true or another cache.out"
             )
         return True
     if out.is_dir() and any(out.iterdir()):
@@ -158,7 +161,8 @@ def main(argv: list[str] | None = None) -> None:
     cfg, data = to_object(run.cache), to_object(run.data)
     if data.source == TOKENS_SOURCE:
         raise ConfigError(
-            f"data.source={TOKENS_SOURCE} reads a cache; give the source of frames to tokenize (e.g. data.source=shapes)"
+            f"data.source={TOKENS_SOURCE} reads a cache; give the source of frames to tokenize (e.g. "
+            "data.source=shapes)"
         )
     tokenizer = load_tokenizer(to_object(run.tokenizer))
     cpu = launched_on_cpu()
@@ -180,7 +184,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     accelerator.print(
         f"token cache {cfg.out}: {manifest['num_clips']} clips of {manifest['num_frames']} frames, "
-        f"{manifest['bytes'] / 2**20:.1f} MiB ({manifest['bytes'] / manifest['num_clips'] * 1000 / 2**20:.2f} MiB per 1,000 clips)"
+        f"{manifest['bytes'] / 2**20:.1f} MiB ({manifest['bytes'] / manifest['num_clips'] * 1000 / 2**20:.2f} MiB "
+        "per 1,000 clips)"
     )
 
 

@@ -41,7 +41,8 @@ def read_json(path: Path) -> dict:
 
 
 class TokenClips(Dataset):
-    """A token cache as training clips: item i = cached clip i % num_clips, {"tokens" (T, D), "timestamps" (T,), "actions"?}.
+    """A token cache as training clips: item i = cached clip i % num_clips, {"tokens" (T, D), "timestamps" (T,),
+    "actions"?}.
 
     Refuses a cache made with another tokenizer than the one training decodes with, and
     one whose clips are shorter than `num_frames`; longer clips are cut to their first frames.
@@ -61,12 +62,14 @@ class TokenClips(Dataset):
         manifest = read_json(root / MANIFEST)
         if manifest["tokenizer"] != fingerprint:
             raise ConfigError(
-                f"token cache {root} was made with tokenizer {manifest['tokenizer_checkpoint']} ({manifest['tokenizer'][:12]}), "
-                f"not with tokenizer.checkpoint={tokenizer_name} ({fingerprint[:12]}); make the cache again with this tokenizer"
+                f"token cache {root} was made with tokenizer {manifest['tokenizer_checkpoint']} "
+                f"({manifest['tokenizer'][:12]}), not with tokenizer.checkpoint={tokenizer_name} "
+                f"({fingerprint[:12]}); make the cache again with this tokenizer"
             )
         if manifest["num_frames"] < num_frames:
             raise ConfigError(
-                f"token cache {root} holds clips of {manifest['num_frames']} frames; data.num_frames={num_frames} asks for more"
+                f"token cache {root} holds clips of {manifest['num_frames']} frames; data.num_frames={num_frames} "
+                "asks for more"
             )
         parts: dict[str, list[torch.Tensor]] = {}
         for shard in manifest["shards"]:
@@ -109,7 +112,8 @@ def build_token_clips(
         )
     if not cfg.val_source or cfg.val_source == TOKENS_SOURCE:
         raise ConfigError(
-            f"data.source={TOKENS_SOURCE} needs data.val_source, a source of frames (e.g. shapes): validation imagines and decodes features"
+            f"data.source={TOKENS_SOURCE} needs data.val_source, a source of frames (e.g. shapes): validation "
+            "imagines and decodes features"
         )
     return TokenClips(root, num_frames, tokenizer_fingerprint(world.tokenizer), tokenizer_name)
 

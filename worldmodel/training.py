@@ -43,7 +43,8 @@ def rollout_losses(features: torch.Tensor, targets: torch.Tensor, context: torch
 
 
 class WorldModelTask:
-    """Train the predictor (and its objective's own layers, and the readout if any) on delta tokens of clips; tokenizer frozen."""
+    """Train the predictor (and its objective's own layers, and the readout if any) on delta tokens of clips; tokenizer
+    frozen."""
 
     name = "world_model"
 

@@ -164,7 +164,8 @@ class WorldModel(nn.Module):
     def step(
         self, dream: Dream, time: torch.Tensor, actions=None, generator=None, noise=None
     ) -> tuple[torch.Tensor, torch.Tensor, Dream]:
-        """Imagine the frame at `time` (R,) after `actions` (R, A) -> (its tokens, its features (R, N, D), next dream)."""
+        """Imagine the frame at `time` (R,) after `actions` (R, A) -> (its tokens, its features (R, N, D), next
+        dream)."""
         tokens, dream = self.imagine(dream, time, actions, generator, noise)
         dream = self.decoded(dream)
         return tokens, dream.features, dream
@@ -235,12 +236,14 @@ class WorldModel(nn.Module):
 
         frames (B, T, 3, H, W) uint8 are all context, at timestamps (B, T) in seconds; imagined frame i
         (1-based) lies at the last timestamp + i * dt, `dt` being the batch's mean frame spacing unless given
-        (a one-frame clip needs it). Inputs may be on any device: they are moved to the model's. actions (B, h, A): the action leading into each imagined frame.
+        (a one-frame clip needs it). Inputs may be on any device: they are moved to the model's. actions (B, h, A): the
+        action leading into each imagined frame.
         Returns features (B, K, h, N, D), tokens (B, K, h, ...) and times (B, h).
         """
         if frames.ndim != 5 or timestamps.shape != frames.shape[:2]:
             raise InputError(
-                f"frames must be (B, T, 3, H, W) with timestamps (B, T), got {tuple(frames.shape)} and {tuple(timestamps.shape)}"
+                f"frames must be (B, T, 3, H, W) with timestamps (B, T), got {tuple(frames.shape)} and "
+                f"{tuple(timestamps.shape)}"
             )
         if horizon < 1:
             raise InputError(f"horizon must be at least 1, got {horizon}")
@@ -343,8 +346,9 @@ class WorldModel(nn.Module):
             weights = path / released.filename if path.is_dir() else path
         elif path.is_dir():
             raise CheckpointError(
-                f"{source} holds no {CONFIG_FILE}: pass a folder written by save_pretrained, a released id, a local copy of "
-                "one under its repo's name (deltaworld-kinetics/), or a weights file with its config and tokenizer"
+                f"{source} holds no {CONFIG_FILE}: pass a folder written by save_pretrained, a released id, a local "
+                "copy of one under its repo's name (deltaworld-kinetics/), or a weights file with its config and "
+                "tokenizer"
             )
         elif config is None or tokenizer is None:
             raise CheckpointError(
@@ -369,7 +373,8 @@ class WorldModel(nn.Module):
             if config.readout.anchor_queries and not any(key.startswith("anchor_proj.") for key in readout_state):
                 raise CheckpointError(
                     f"readout {readout} was saved before readouts had anchored queries: "
-                    f"add `anchor_queries: false` under `readout:` in {path / 'config.yaml'} to load it as it was trained"
+                    f"add `anchor_queries: false` under `readout:` in {path / 'config.yaml'} to load it as it was "
+                    "trained"
                 )
             load_module_weights(world.readout, readout_state, f"readout {readout}")
         return world.to(device).eval() if device is not None else world.eval()

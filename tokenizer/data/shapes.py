@@ -233,7 +233,8 @@ def _unit_vectors(angles: np.ndarray) -> np.ndarray:
 def check_config(config: Any) -> ShapesConfig:
     if not isinstance(config, ShapesConfig):
         raise ConfigError(
-            f"expected a ShapesConfig, got {type(config).__name__}; build one with ShapesConfig(...) or OmegaConf.to_object"
+            f"expected a ShapesConfig, got {type(config).__name__}; build one with ShapesConfig(...) or "
+            "OmegaConf.to_object"
         )
     config.validate()
     return config

@@ -40,13 +40,15 @@ def read_clip(
     """
     if num_frames < 1 or frame_size < 1 or not stride_s > 0 or start_s < 0:
         raise InputError(
-            f"need num_frames >= 1, frame_size >= 1, stride_s > 0 and start_s >= 0, got {num_frames}, {frame_size}, {stride_s}, {start_s}"
+            f"need num_frames >= 1, frame_size >= 1, stride_s > 0 and start_s >= 0, got {num_frames}, {frame_size}, "
+            f"{stride_s}, {start_s}"
         )
     reader = open_source(path, config or VideoDataConfig())
     wanted = start_s + stride_s * np.arange(num_frames)
     if wanted[-1] > reader.timestamps[-1] + stride_s / 2:
         raise InputError(
-            f"{path} lasts {reader.timestamps[-1]:.2f} s: too short for {num_frames} frames {stride_s} s apart from {start_s} s"
+            f"{path} lasts {reader.timestamps[-1]:.2f} s: too short for {num_frames} frames {stride_s} s apart from "
+            f"{start_s} s"
         )
     indices = np.abs(reader.timestamps[None, :] - wanted[:, None]).argmin(1)
     if len(set(indices.tolist())) < num_frames:

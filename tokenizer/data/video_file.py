@@ -59,7 +59,8 @@ def _ffmpeg_header(path: str, mtime_ns: int, size: int) -> dict:
 
 
 class FfmpegVideoReader:
-    """Reads a video through imageio-ffmpeg's bundled ffmpeg binary, one subprocess per clip (after the header probe)."""
+    """Reads a video through imageio-ffmpeg's bundled ffmpeg binary, one subprocess per clip (after the header
+    probe)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path

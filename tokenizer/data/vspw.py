@@ -27,7 +27,10 @@ VSPW_FPS = 15.0
 VSPW_STRIDE_S = 0.2
 VSPW_CLIP_END_EVERY = 20
 VSPW_NUM_CLASSES = 124
-VSPW_LAYOUT = "<root>/<split>.txt naming one video per line, <root>/data/<video>/origin/<frame>.jpg and <root>/data/<video>/mask/<frame>.png"
+VSPW_LAYOUT = (
+    "<root>/<split>.txt naming one video per line, <root>/data/<video>/origin/<frame>.jpg and "
+    "<root>/data/<video>/mask/<frame>.png"
+)
 
 
 def vspw_to_class_ids(mask: np.ndarray) -> np.ndarray:

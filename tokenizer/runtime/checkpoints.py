@@ -148,13 +148,14 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         g.get("muon", False) for g in optimizer.param_groups
     ):
         raise CheckpointError(
-            f"optimizer state in {path} was made by another train.optimizer than this run's; resume with the one it was "
-            "trained with, or start a new output_dir"
+            f"optimizer state in {path} was made by another train.optimizer than this run's; resume with the one it "
+            "was trained with, or start a new output_dir"
         )
     try:
         optimizer.load_state_dict(optimizer_state)
     except (ValueError, KeyError) as err:
         raise CheckpointError(
-            f"optimizer state in {path} does not fit this model ({err}); other train.lr_scale prefixes also regroup the parameters"
+            f"optimizer state in {path} does not fit this model ({err}); other train.lr_scale prefixes also regroup "
+            "the parameters"
         ) from None
     return state

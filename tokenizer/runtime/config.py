@@ -148,7 +148,8 @@ def merge_config(schema: type[T] | T, *sources: DictConfig | dict, origin: str =
 def load_config(
     schema: type[T], path: str | Path | None = None, overrides: Iterable[str] = (), flags: dict | None = None
 ) -> DictConfig:
-    """Schema defaults <- YAML file <- dotted overrides <- values of command-line flags (nested), validated against the schema."""
+    """Schema defaults <- YAML file <- dotted overrides <- values of command-line flags (nested), validated against the
+    schema."""
     sources = []
     if path is not None:
         sources.append(_read_yaml(path))

@@ -352,8 +352,9 @@ def anchor(heading: str) -> str:
 
 
 def _docstring_summary(path: Path) -> str:
+    """The docstring's first paragraph, on one line (it may wrap in the source)."""
     docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
-    return docstring.strip().split("\n\n")[0].split("\n")[0].strip()
+    return " ".join(docstring.strip().split("\n\n")[0].split())
 
 
 def _flags_table(command: Command) -> list[str]:

@@ -29,13 +29,15 @@ def launched_on_cpu() -> bool:
     joined = PartialState(cpu=cpu).num_processes
     if joined != launched:
         raise TrainingError(
-            f"{launched} processes were launched but {joined} joined the process group; check the accelerate launch flags"
+            f"{launched} processes were launched but {joined} joined the process group; check the accelerate launch "
+            "flags"
         )
     return cpu
 
 
 def mixed_precision(choice: str = "auto") -> str:
-    """Accelerate's `mixed_precision` for `train.mixed_precision`: "auto" is bf16 where the GPU has it, else "no" (fp32)."""
+    """Accelerate's `mixed_precision` for `train.mixed_precision`: "auto" is bf16 where the GPU has it, else "no"
+    (fp32)."""
     if choice != "auto":
         if choice not in MIXED_PRECISIONS:
             raise ConfigError(f"train.mixed_precision {choice!r} is not one of auto, {', '.join(MIXED_PRECISIONS)}")

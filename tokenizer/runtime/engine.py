@@ -225,7 +225,8 @@ class _Throughput:
 
 
 def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | None) -> dict[str, float]:
-    """Train `task` as configured by `run` (output_dir, seed, resume, overwrite, train.*); returns final validation metrics."""
+    """Train `task` as configured by `run` (output_dir, seed, resume, overwrite, train.*); returns final validation
+    metrics."""
     cfg: TrainConfig = OmegaConf.to_object(run.train)
     cfg.validate(task.module)
     use_threads(cfg.threads, "train.threads")
@@ -250,7 +251,8 @@ def _set_up_accelerator(cfg: TrainConfig, output_dir: Path) -> _Processes:
     effective = per_step if cfg.effective_batch_size is None else cfg.effective_batch_size
     if effective % per_step:
         raise ConfigError(
-            f"train.effective_batch_size {effective} is not a multiple of train.batch_size {cfg.batch_size} x {world} processes"
+            f"train.effective_batch_size {effective} is not a multiple of train.batch_size {cfg.batch_size} x "
+            f"{world} processes"
         )
     accum = effective // per_step
     accelerator = Accelerator(
@@ -311,13 +313,15 @@ def _resume(
 def _weight_average(
     cfg: TrainConfig, module: nn.Module, checkpoint: Path | None, checksummed: list[str], accelerator: Accelerator
 ) -> EMA | None:
-    """The moving average of the weights, continued from `checkpoint` where it holds one; None when train.ema_decay=0."""
+    """The moving average of the weights, continued from `checkpoint` where it holds one; None when
+    train.ema_decay=0."""
     ema = EMA(module, cfg.ema_decay) if cfg.ema_decay else None
     if ema is not None and checkpoint is not None and not ema.load(checkpoint, checksummed):
         accelerator.print(f"{checkpoint} holds no weight average: the average starts from its weights")
     if ema is None and EMA_FILE in checksummed:
         accelerator.print(
-            f"train.ema_decay=0: the weight average in {checkpoint} is left unused, and final/ will hold the last weights"
+            f"train.ema_decay=0: the weight average in {checkpoint} is left unused, and final/ will hold the last "
+            "weights"
         )
     return ema
 
@@ -343,9 +347,11 @@ def _announce(run: DictConfig, cfg: TrainConfig, task: Task, procs: _Processes, 
     """One line: what trains where, in which precision, with which batch, over which steps."""
     accelerator, world, accum = procs.accelerator, procs.world, procs.accum
     accelerator.print(
-        f"training {task.name} on {accelerator.device.type} ({accelerator.mixed_precision if accelerator.mixed_precision != 'no' else 'fp32'}), "
-        f"{world} process{'es' if world > 1 else ''}, effective batch {procs.effective} = {cfg.batch_size} per process x "
-        f"{world} x {accum} accumulation step{'s' if accum > 1 else ''}; steps {trained.start_step} -> {cfg.max_steps}"
+        f"training {task.name} on {accelerator.device.type} "
+        f"({accelerator.mixed_precision if accelerator.mixed_precision != 'no' else 'fp32'}), {world} "
+        f"process{'es' if world > 1 else ''}, effective batch {procs.effective} = {cfg.batch_size} per process x "
+        f"{world} x {accum} accumulation step{'s' if accum > 1 else ''}; steps {trained.start_step} -> "
+        f"{cfg.max_steps}"
         + (
             f", from the weights of init_from={run.init_from}"
             if run.init_from and trained.last_checkpoint is None
@@ -364,7 +370,8 @@ def _step_loop(
     trained: _Trained,
     loss_log: LossLog,
 ) -> tuple[int, _Step | None]:
-    """Optimizer steps from `trained.start_step` to train.max_steps, each logged, checkpointed and validated on its schedule.
+    """Optimizer steps from `trained.start_step` to train.max_steps, each logged, checkpointed and validated on its
+    schedule.
 
     Returns this process's clip loads that skipped an unreadable data file, and the step whose loss or gradient
     was non-finite (None when none was): the loop stops there, before applying it.

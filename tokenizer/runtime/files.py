@@ -114,7 +114,8 @@ def load_weights(path: str | Path, what: str = "checkpoint") -> dict[str, torch.
             raise CheckpointError(f"{what} file {path} does not hold a state dict of tensors")
         return dict(loaded)
     raise CheckpointError(
-        f"{what} file {path} has an unknown suffix {path.suffix!r}; expected {SAFETENSORS_SUFFIX} or one of {', '.join(PICKLE_SUFFIXES)}"
+        f"{what} file {path} has an unknown suffix {path.suffix!r}; expected {SAFETENSORS_SUFFIX} or one of "
+        f"{', '.join(PICKLE_SUFFIXES)}"
     )
 
 

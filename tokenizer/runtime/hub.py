@@ -98,9 +98,9 @@ def _snapshot(repo_id: str, what: str, revision: str | None, cache_dir: str | Pa
         ) from None
     except LocalEntryNotFoundError:
         raise CheckpointError(
-            f"{what} {repo_id}{at} is no local path, and as a Hub id it is not in the Hugging Face cache while the Hub "
-            f"cannot be reached (offline, or HF_HUB_OFFLINE=1): run `{fetch}` where there is network to fill the cache, "
-            f"or `{fetch} --local-dir DIR` and pass DIR instead of the id"
+            f"{what} {repo_id}{at} is no local path, and as a Hub id it is not in the Hugging Face cache while the "
+            f"Hub cannot be reached (offline, or HF_HUB_OFFLINE=1): run `{fetch}` where there is network to fill the "
+            f"cache, or `{fetch} --local-dir DIR` and pass DIR instead of the id"
         ) from None
     except (HfHubHTTPError, OSError) as err:
         raise CheckpointError(

@@ -31,7 +31,8 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 
 def apply_lr(optimizer: torch.optim.Optimizer, step: int, cfg: TrainConfig) -> float:
-    """Set every group's LR for optimizer step `step` (the schedule's times the group's `lr_scale`); returns the schedule's."""
+    """Set every group's LR for optimizer step `step` (the schedule's times the group's `lr_scale`); returns the
+    schedule's."""
     lr = lr_at(step, cfg)
     for group in optimizer.param_groups:
         group["lr"] = lr * group["lr_scale"]

@@ -84,15 +84,16 @@ class TrainConfig:
             raise ConfigError(f"train.lr_decay_fraction must be in (0, 1], got {self.lr_decay_fraction}")
         if self.effective_batch_size is not None and self.effective_batch_size < 1:
             raise ConfigError(
-                f"train.effective_batch_size must be at least 1, or null for no accumulation, got {self.effective_batch_size}"
+                "train.effective_batch_size must be at least 1, or null for no accumulation, got "
+                f"{self.effective_batch_size}"
             )
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"train.ema_decay must be in [0, 1) (0 = no average), got {self.ema_decay}")
         for prefix, scale in self.lr_scale.items():
             if isinstance(scale, Mapping):
                 raise ConfigError(
-                    f"train.lr_scale.{prefix} holds keys, not a number: on the command line a prefix with dots goes in brackets, "
-                    f"e.g. train.lr_scale[{prefix}.0]=2"
+                    f"train.lr_scale.{prefix} holds keys, not a number: on the command line a prefix with dots goes "
+                    f"in brackets, e.g. train.lr_scale[{prefix}.0]=2"
                 )
             if (
                 isinstance(scale, bool)
@@ -105,7 +106,8 @@ class TrainConfig:
 
 
 def lr_scale_prefixes(module: nn.Module, lr_scale: dict[str, float]) -> dict[int, str]:
-    """id(parameter) -> the longest prefix of its name in `lr_scale` ("" for none); ConfigError for a prefix that names nothing.
+    """id(parameter) -> the longest prefix of its name in `lr_scale` ("" for none); ConfigError for a prefix that names
+    nothing.
 
     It lives beside the config because it is the meaning of `train.lr_scale`: validation asks it whether every
     prefix names a parameter, and the optimizer (tokenizer.runtime.optim) asks it which group each parameter joins.
@@ -120,6 +122,7 @@ def lr_scale_prefixes(module: nn.Module, lr_scale: dict[str, float]) -> dict[int
     unused = [prefix for prefix in lr_scale if prefix not in matched]
     if unused:
         raise ConfigError(
-            f"train.lr_scale names no trainable parameter: {', '.join(unused)} (the module's parameters start with {', '.join(sorted(roots))})"
+            f"train.lr_scale names no trainable parameter: {', '.join(unused)} (the module's parameters start with "
+            f"{', '.join(sorted(roots))})"
         )
     return prefix_of

@@ -72,7 +72,8 @@ def weights_to_start_from(run: DictConfig) -> str:
 
 
 def check_same_model(output_dir: Path, run: DictConfig) -> None:
-    """Resuming with a different model config, or other lr_scale prefixes, would load mismatched state: name what changed."""
+    """Resuming with a different model config, or other lr_scale prefixes, would load mismatched state: name what
+    changed."""
     saved_path = output_dir / RUN_CONFIG
     if not saved_path.is_file():
         return

@@ -74,7 +74,8 @@ class ActionEncoder(nn.Module):
             actions = actions[..., 0]
         if actions.numel() and (actions.min() < 0 or actions.max() >= self.space.num_actions):
             raise InputError(
-                f"discrete actions must lie in [0, {self.space.num_actions}), got {actions.min().item()}..{actions.max().item()}"
+                f"discrete actions must lie in [0, {self.space.num_actions}), got "
+                f"{actions.min().item()}..{actions.max().item()}"
             )
         return self.embed(actions)
 
