@@ -15,7 +15,8 @@ state in a held-out episode, reached by replay, and the recorded frame `eval.goa
 the goal image; success when the env's state comes within `eval.tolerance` of the goal's within
 `eval.budget` env steps): CEM and MPPI in DeltaWorld with the token cost (no imagined frame decoded),
 CEM in DeltaWorld with the feature cost (every imagined step decoded), CEM in DINOWorld, a random policy,
-and replaying the recorded actions (the reachability ceiling). Every planner has the same settings
+the zero action every step (what the env's own dynamics solve) and replaying the recorded actions (the
+reachability ceiling). Every planner has the same settings
 (`planner.*`). Writes <out>/report.json, <out>/report.md and one GIF per method of the first task
 (<out>/gifs/METHOD.gif: the env's frame beside the goal).
 """
@@ -191,6 +192,8 @@ def controller_for(
 ):
     if name == "random":
         return gr.RandomController(low, high, cfg.seed)
+    if name == "zero_action":
+        return gr.ZeroController(low, high)
     if name == "replay":
         return gr.ReplayController()
     model, cost, kind = PLANNED[name]

@@ -14,6 +14,7 @@ METHODS = (
     "deltaworld_feature_cem",
     "dinoworld_cem",
     "random",
+    "zero_action",
     "replay",
 )
 

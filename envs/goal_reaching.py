@@ -343,6 +343,21 @@ class RandomController:
         return self.rng.uniform(self.low, self.high).astype(np.float32)
 
 
+class ZeroController:
+    """The zero action (brought into the action box) every env step: the env left alone where zero means no
+    force (Pendulum's torque), which counts the tasks the env's own dynamics solve. Not "stay" where actions
+    are targets (PushT's are positions)."""
+
+    def __init__(self, low: np.ndarray, high: np.ndarray):
+        self.action = np.clip(np.zeros_like(low, dtype=np.float32), low, high)
+
+    def reset(self, task: Task, context: list[np.ndarray]) -> None:
+        pass
+
+    def act(self, frame: np.ndarray | None) -> np.ndarray:
+        return self.action.copy()
+
+
 class ReplayController:
     """The recorded actions from the start: reaches the goal at step `goal_offset` when the env replays exactly."""
 

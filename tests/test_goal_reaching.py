@@ -122,8 +122,14 @@ def test_replay_reaches_the_start_and_the_goal_and_success_reads_the_state(recor
     )
     assert replayed.success and replayed.steps == 10 and replayed.final_distance == 0.0 and len(replayed.frames) == 11
     np.testing.assert_array_equal(replayed.frames[-1], task.goal_frame)
-    standing = gr.run_task(env, task, gr.RandomController(np.zeros(2), np.zeros(2) + 1e-9, 0), success, 20, 2, SIZE)
-    assert not standing.success and standing.steps == 20 and standing.final_distance > 0
+    # The zero action leaves the dot where the start put it: the whole budget spent at the start's distance.
+    standing = gr.run_task(
+        env, task, gr.ZeroController(env.action_space.low, env.action_space.high), success, 20, 2, SIZE
+    )
+    start_distance = success.distance(task.episode.states[task.start], task.goal_state)
+    assert not standing.success and standing.steps == 20 and standing.final_distance == pytest.approx(start_distance)
+    assert start_distance > 0
+    np.testing.assert_array_equal(gr.ZeroController(np.ones(2), np.full(2, 3.0)).act(None), np.ones(2))  # in the box
     # Distance over chosen entries, each scaled: (3, 4) / (1, 2) over both -> (3, 2).
     assert gr.Success(1.0, [], [1.0, 2.0]).distance(np.array([3.0, 4.0]), np.zeros(2)) == pytest.approx(np.hypot(3, 2))
     assert gr.Success(1.0, [1]).distance(np.array([3.0, 4.0]), np.zeros(2)) == 4.0
