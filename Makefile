@@ -38,12 +38,12 @@ test: install
 CACHED = tokenizer.checkpoint=$(RUNS)/tokenizer_tiny/final data.source=tokens data.root=$(RUNS)/tokens_tiny data.val_source=shapes
 demo: install
 	$(PY) train_tokenizer.py --config configs/tokenizer/tiny.yaml output_dir=$(RUNS)/tokenizer_tiny overwrite=true
-	$(PY) train_heads.py --config configs/heads/tiny.yaml tokenizer=$(RUNS)/tokenizer_tiny/final output_dir=$(RUNS)/heads_tiny overwrite=true
+	$(PY) train_heads.py --config configs/heads/tiny.yaml tokenizer.checkpoint=$(RUNS)/tokenizer_tiny/final output_dir=$(RUNS)/heads_tiny overwrite=true
 	$(PY) -m worldmodel.token_cache --config configs/world_model/tiny.yaml tokenizer.checkpoint=$(RUNS)/tokenizer_tiny/final \
 		cache.out=$(RUNS)/tokens_tiny cache.num_clips=2048 cache.overwrite=true
 	$(PY) train_world_model.py --config configs/world_model/tiny.yaml $(CACHED) output_dir=$(RUNS)/world_model_tiny overwrite=true
 	$(PY) train_world_model.py --config configs/world_model/tiny_flow.yaml $(CACHED) output_dir=$(RUNS)/world_model_tiny_flow overwrite=true
-	$(PY) rollout.py --config configs/rollout/tiny.yaml tokenizer=$(RUNS)/tokenizer_tiny/final heads=[$(RUNS)/heads_tiny] \
+	$(PY) rollout.py --config configs/rollout/tiny.yaml tokenizer.checkpoint=$(RUNS)/tokenizer_tiny/final heads=[$(RUNS)/heads_tiny] \
 		world_models=[$(RUNS)/world_model_tiny/final,$(RUNS)/world_model_tiny_flow/final] out=$(RUNS)/demo
 
 # Speed, FLOPs and memory side by side; writes $(RUNS)/bench/report.json and report.md.

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from tokenizer.data.registry import SOURCES, DataConfig, build_dataset
-from tokenizer.model import Tokenizer
+from tokenizer.model import TokenizerSource
 from tokenizer.released import released_model
 from tokenizer.runtime.cli import Flag, parse_run_config, resolve_device, run_cli
 from tokenizer.runtime.config import to_object
@@ -54,14 +54,14 @@ class RolloutRunConfig:
     folders, or the released Amazon-FAR models (tokenizer.released), fetched through the Hugging Face cache."""
 
     # Another name for a key of this config, refused with the key to use (one name per thing across commands).
-    REFUSED_KEYS: ClassVar[dict[str, str]] = {"data.batch_size": "batch_size"}
+    REFUSED_KEYS: ClassVar[dict[str, str]] = {"data.batch_size": "batch_size", "backbone": "tokenizer.backbone.name"}
 
-    # The tokenizer whose backbone gives the true features and whose decoding is scored; "" = the first world model's.
-    tokenizer: str = ""
+    # The tokenizer whose backbone gives the true features and whose decoding is scored; checkpoint null = the
+    # first world model's. A backbone.name other than random-init-dinov3 (a local DINOv3 folder or another hub
+    # id) replaces the pretrained backbone of every model loaded, the world models' included.
+    tokenizer: TokenizerSource = field(default_factory=lambda: TokenizerSource(checkpoint=None))
     # The world models compared; the first fills world_best / world_mean, each gets world_best_<name> too.
     world_models: list[str] = field(default_factory=lambda: ["runs/world_model_tiny/final"])
-    # A local DINOv3 folder (or another hub id) replacing a released model's backbone; "" = each model's own.
-    backbone: str = ""
     # Task heads, any of segmentation, depth and RGB (worldmodel.heads.load_heads): heads folders (train_heads.py),
     # released ids (Amazon-FAR/seg-head-vspw, depth-head-kitti, rgb-head-imagenet, ...) or KIND:FILE. An RGB head
     # draws the pictures' RGB rows. [] = none: footage is scored by feature loss and energy score, pictured by PCA.
@@ -78,9 +78,9 @@ class RolloutRunConfig:
 
 
 FLAGS = {
-    "--tokenizer": Flag("tokenizer", "tokenizer folder, file or Hub id ('' = the first world model's)"),
+    "--tokenizer": Flag("tokenizer.checkpoint", "tokenizer folder, file or Hub id (default: the first world model's)"),
     "--world-models": Flag("world_models", "world-model folder(s), file(s) or Hub id(s)", nargs="+"),
-    "--backbone": Flag("backbone", "local DINOv3 folder (or hub id) for released models' backbone"),
+    "--backbone": Flag("tokenizer.backbone.name", "local DINOv3 folder (or hub id) for released models' backbone"),
     "--heads": Flag("heads", "heads folder(s), released head id(s) or KIND:FILE; '' = none", nargs="+"),
     "--out": Flag("out", "output folder"),
     "--device": Flag("device", "auto | cpu | cuda | cuda:N"),
@@ -163,13 +163,11 @@ def main(argv: list[str] | None = None) -> None:
     use_threads(run.threads, "threads")
     device = resolve_device(run.device)
 
-    backbone = run.backbone or None
+    backbone = run.tokenizer.backbone_override
     tokenizer = None
-    if run.tokenizer:
-        hint = "train one with train_tokenizer.py or pass --tokenizer"
-        tokenizer = Tokenizer.from_pretrained(
-            _existing(run.tokenizer, "tokenizer", hint), backbone=backbone, device=device
-        )
+    if run.tokenizer.checkpoint is not None:
+        _existing(run.tokenizer.checkpoint, "tokenizer", "train one with train_tokenizer.py or pass --tokenizer")
+        tokenizer = run.tokenizer.load(device)
     worlds = {}
     for source in run.world_models:
         hint = "train one with train_world_model.py or pass --world-models"
@@ -195,7 +193,7 @@ def main(argv: list[str] | None = None) -> None:
         batches, desc=f"imagining futures of {len(dataset)} clips", unit="batch", dynamic_ncols=True, leave=False
     ):
         evaluator.update(batch)
-    extra = {"models": dict(zip(worlds, run.world_models)), "tokenizer": run.tokenizer, "heads": run.heads}
+    extra = {"models": dict(zip(worlds, run.world_models)), "tokenizer": run.tokenizer.checkpoint, "heads": run.heads}
     if run.data.source == "shapes":
         strides = run.data.shapes_strides
         extra["shapes_stride"] = strides[0] if len(strides) == 1 else strides  # one stride: a number in report.json

@@ -21,7 +21,7 @@ from tokenizer.data.cityscapes import CITYSCAPES_NUM_CLASSES
 from tokenizer.data.registry import DataConfig, build_dataset
 from tokenizer.data.shapes import CLASS_NAMES as SHAPES_CLASS_NAMES
 from tokenizer.data.vspw import VSPW_NUM_CLASSES
-from tokenizer.model import Tokenizer
+from tokenizer.model import TokenizerSource
 from tokenizer.runtime.cli import parse_run_config, resolve_device, run_cli
 from tokenizer.runtime.config import save_config, to_object
 from tokenizer.runtime.devices import use_threads
@@ -40,7 +40,7 @@ class HeadsRunConfig:
     output_dir: str = "runs/heads_tiny"  # folder for the heads' subfolders, config.yaml and metrics.json
     seed: int = 0  # seeds the heads' initialisation and their training clips
     overwrite: bool = False  # replace heads already in output_dir
-    tokenizer: str = "runs/tokenizer_tiny/final"  # saved tokenizer whose backbone features the heads read
+    tokenizer: TokenizerSource = field(default_factory=TokenizerSource)  # whose backbone features the heads read
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
     heads: HeadTrainConfig = field(default_factory=HeadTrainConfig)  # which heads, and how they are trained
     data: DataConfig = field(default_factory=DataConfig)
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     options.validate()
     use_threads(options.threads, "heads.threads")
     torch.manual_seed(run.seed)
-    tokenizer = Tokenizer.from_pretrained(run.tokenizer).to(device)
+    tokenizer = to_object(run.tokenizer).load(device)
     data = to_object(run.data)
     known = SOURCE_CLASSES.get(data.source)
     class_names = known if isinstance(known, list) and options.num_classes in (None, len(known)) else None

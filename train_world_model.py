@@ -19,7 +19,7 @@ from tokenizer.runtime.engine import train
 from tokenizer.runtime.files import load_module_weights
 from tokenizer.runtime.run_folder import weights_to_start_from
 from worldmodel.loading import build_world_model, load_world_model
-from worldmodel.run_config import WorldModelRunConfig, load_tokenizer
+from worldmodel.run_config import WorldModelRunConfig
 from worldmodel.training import WorldModelTask
 from worldmodel.world import WorldModel
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     run = parse_run_config(WorldModelRunConfig, __doc__, "configs/world_model/tiny.yaml", argv)
     init_from = weights_to_start_from(run)
     torch.manual_seed(run.seed)
-    tokenizer = load_tokenizer(to_object(run.tokenizer))
+    tokenizer = to_object(run.tokenizer).load()
     world = build_world_model(tokenizer, to_object(run.model))
     if init_from:
         start_from(world, init_from)

@@ -272,7 +272,7 @@ class Phases:
 # --- building models from the project's configs ---------------------------------------------------------
 
 
-def load_tokenizer(source: ModelSource) -> Tokenizer:
+def build_tokenizer(source: ModelSource) -> Tokenizer:
     run = load_config(TokenizerRunConfig, REPO / source.path, source.overrides)
     return Tokenizer.build(TokenizerConfig(backbone=to_object(run.backbone), model=to_object(run.model)))
 
@@ -345,7 +345,7 @@ def imagined_frame_cost(scale: Scale, device: torch.device | str) -> dict:
     """
     with torch.device(device):
         torch.manual_seed(0)
-        tokenizer = load_tokenizer(scale.tokenizer).eval()
+        tokenizer = build_tokenizer(scale.tokenizer).eval()
         delta_run, dino_run = load_world_run(scale.deltaworld), load_world_run(scale.dinoworld)
         delta, dino = inference_world(tokenizer, delta_run), inference_world(tokenizer, dino_run)
     context, size = delta_run.eval.context, delta_run.data.frame_size
@@ -380,7 +380,7 @@ def planning_worlds(scale: Scale, device: torch.device | str) -> tuple[Tokenizer
     conditioned = (f"model.actions.dim={PLANNING_ACTION_DIM}",)
     with torch.device(device):
         torch.manual_seed(0)
-        tokenizer = load_tokenizer(scale.tokenizer).eval()
+        tokenizer = build_tokenizer(scale.tokenizer).eval()
         delta_run = load_world_run(
             ModelSource(
                 scale.deltaworld.path, (*scale.deltaworld.overrides, *conditioned, "model.readout.enabled=true")
@@ -505,7 +505,7 @@ def planning(settings: Settings) -> dict:
     action_space = ShapesEnv().action_space
     planner = Planner(cfg.planner, action_space.low, action_space.high)
     torch.manual_seed(0)
-    tokenizer = load_tokenizer(TINY_TOKENIZER).eval()
+    tokenizer = build_tokenizer(TINY_TOKENIZER).eval()
     results = {}
     for name in ("deltaworld", "dinoworld"):
         section = getattr(cfg, name)
@@ -740,7 +740,7 @@ def world_model_training(settings: Settings, device: torch.device) -> dict:
     """Clips/s of the tiny DeltaWorld's best-of-many training step as configured, and with each of
     BOM_HYPOTHESES noise queries per target instead (the rest of the config unchanged), on the same batch."""
     torch.manual_seed(0)
-    tokenizer = load_tokenizer(TINY_TOKENIZER)
+    tokenizer = build_tokenizer(TINY_TOKENIZER)
     configured = load_world_run(TINY_WORLD).model.objective.num_hypotheses
     results: dict = {"configured_num_hypotheses": configured}
     for hypotheses in sorted({configured, *BOM_HYPOTHESES}, reverse=True):
@@ -934,7 +934,7 @@ def run_benchmark(settings: Settings, quick: bool) -> dict:
 
     with phases("imagination_latency"):
         torch.manual_seed(0)
-        tokenizer = load_tokenizer(TINY_TOKENIZER).to(device).eval()
+        tokenizer = build_tokenizer(TINY_TOKENIZER).to(device).eval()
         runs = {
             "deltaworld": load_world_run(SCALES["tiny"].deltaworld),
             "dinoworld": load_world_run(SCALES["tiny"].dinoworld),

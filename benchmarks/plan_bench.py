@@ -29,7 +29,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +42,9 @@ from envs import goal_reaching as gr
 from envs.planners import MPCAgent, Planner
 from envs.recording import frame_interval, record
 from tokenizer.data.episodes import EPISODE_GLOB, episode_files
+from tokenizer.model import TokenizerSource
 from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
-from tokenizer.runtime.config import to_object
+from tokenizer.runtime.config import flatten, to_object
 from tokenizer.runtime.errors import ConfigError, TrainingError
 from tokenizer.runtime.files import atomic_write_text
 from worldmodel.loading import load_world_model
@@ -91,6 +92,13 @@ class Phases:
         self._name = ""
 
 
+def tokenizer_overrides(source: TokenizerSource) -> list[str]:
+    """The whole `tokenizer` section as dotted overrides of the world-model runs, so that a described weights file
+    stays described (JSON spells null, booleans and lists as YAML reads them)."""
+    flat = flatten(asdict(source), prefix="tokenizer")
+    return [f"{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in flat.items()]
+
+
 def prepare(cfg: PlanBenchConfig, out: Path, blocks: gr.ActionBlocks, phases: Phases) -> dict[str, Path]:
     """Recorded episodes, their action blocks, the tokenizer and both world models, each made only when missing."""
     recorded, episodes = out / "recorded", out / "episodes"
@@ -117,8 +125,10 @@ def prepare(cfg: PlanBenchConfig, out: Path, blocks: gr.ActionBlocks, phases: Ph
         phases.start("action_blocks")
         gr.block_episodes(recorded, episodes, blocks)
     size = f"data.frame_size={cfg.record.frame_size}"
-    tokenizer = in_repo(cfg.tokenizer) if cfg.tokenizer else None
-    if tokenizer is None or not (tokenizer / "config.yaml").is_file():
+    if cfg.tokenizer.checkpoint is not None:
+        given = in_repo(cfg.tokenizer.checkpoint)
+        tokenizer = str(given) if given.exists() else cfg.tokenizer.checkpoint  # else a Hub id
+    else:
         tokenizer = out / "tokenizer" / "final"
         if not tokenizer.is_dir():
             section = cfg.tokenizer_train
@@ -134,6 +144,7 @@ def prepare(cfg: PlanBenchConfig, out: Path, blocks: gr.ActionBlocks, phases: Ph
             ]
             run_python([str(REPO / "train_tokenizer.py"), "--config", section.config, *own, *section.overrides])
     models = {"tokenizer": tokenizer}
+    source = tokenizer_overrides(replace(cfg.tokenizer, checkpoint=str(tokenizer)))
     for name in ("deltaworld", "dinoworld"):
         section: TrainSection = getattr(cfg, name)
         models[name] = out / name / "final"
@@ -146,7 +157,7 @@ def prepare(cfg: PlanBenchConfig, out: Path, blocks: gr.ActionBlocks, phases: Ph
             "data.source=episodes",
             f"data.root={episodes}",
             size,
-            f"tokenizer.checkpoint={tokenizer}",
+            *source,
             f"seed={cfg.seed}",
         ]
         dims = [f"model.actions.dim={blocks.dim}"]
@@ -365,7 +376,7 @@ def main(argv: list[str] | None = None) -> None:
                 "state_scale": list(cfg.eval.state_scale),
                 "state_angles": list(cfg.eval.state_angles),
                 "seed": cfg.eval.seed,
-                "state_key": cfg.record.state_key or "observation",
+                "state_key": cfg.record.state_key if cfg.record.state_key is not None else "observation",
             },
             "action_repeat": cfg.action_repeat,
             "planner": {**vars(cfg.planner), "steps_applied": cfg.planner.steps_applied},

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from envs.planners import PlannerConfig
+from tokenizer.model import TokenizerSource
 
 METHODS = (
     "deltaworld_token_cem",
@@ -25,7 +26,7 @@ class RecordSection:
     max_steps: int = 100  # env steps per recorded episode at most
     policy: str = "random"  # "random" (uniform) or "package.module:factory", as `python -m envs.recording --policy`
     frame_size: int = 64  # square frames the tokenizer and world models see
-    state_key: str = ""  # info entry recorded as the state; "" = the observation vector
+    state_key: str | None = None  # info entry recorded as the state; null = the observation vector
 
 
 @dataclass
@@ -59,9 +60,9 @@ class PlanBenchConfig:
     # Env steps per world-model step: the model sees every action_repeat-th frame and the block of actions
     # between, concatenated (the peers' frameskip 5); the planner's horizon counts blocks.
     action_repeat: int = 5
-    # An existing tokenizer folder to reuse; when it does not exist, one is trained on the recorded episodes
-    # with `tokenizer_train` into <out>/tokenizer.
-    tokenizer: str = ""
+    # The tokenizer both world models read, as in the world-model configs (a folder, Hub id or described weights
+    # file); checkpoint null = one trained on the recorded episodes with `tokenizer_train` into <out>/tokenizer.
+    tokenizer: TokenizerSource = field(default_factory=lambda: TokenizerSource(checkpoint=None))
     tokenizer_train: TrainSection = field(default_factory=lambda: TrainSection(config="configs/tokenizer/tiny.yaml"))
     record: RecordSection = field(default_factory=RecordSection)
     deltaworld: TrainSection = field(default_factory=TrainSection)

@@ -85,7 +85,7 @@ class RecordedEpisode:
     path: Path
     env_id: str
     env_kwargs: dict[str, Any]
-    state_key: str
+    state_key: str | None  # info entry holding the state; None = the observation
     seed: int
     frames: torch.Tensor  # (T, 3, S, S) uint8
     actions: np.ndarray  # (T, A) float32; actions[t] led into frame t
@@ -112,7 +112,7 @@ def load_episode(path: str | Path) -> RecordedEpisode:
         path=path,
         env_id=metadata.get("env_id", ""),
         env_kwargs=json.loads(metadata.get("env_kwargs", "{}")),
-        state_key=metadata.get("state_key", ""),
+        state_key=metadata.get("state_key") or None,  # none (or "", in older recordings): the observation
         seed=int(tensors["seed"][0]),
         frames=tensors["frames"],
         actions=tensors["actions"].numpy(),

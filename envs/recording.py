@@ -103,10 +103,10 @@ def has_vector_state(env: gymnasium.Env) -> bool:
     return isinstance(space, spaces.Box) and not is_image_space(space) and np.issubdtype(space.dtype, np.number)
 
 
-def state_vector(env: gymnasium.Env, obs: Any, info: dict[str, Any], state_key: str = "") -> np.ndarray | None:
+def state_vector(env: gymnasium.Env, obs: Any, info: dict[str, Any], state_key: str | None = None) -> np.ndarray | None:
     """The state to store and compare after a step: info[state_key] when a key is given, else the observation
     when it is a vector (`has_vector_state`), else None (the episode is recorded without states)."""
-    if state_key:
+    if state_key is not None:
         if state_key not in info:
             raise ConfigError(
                 f"state_key {state_key!r} is not in this env's info (it has: {', '.join(sorted(info)) or 'nothing'})"
@@ -124,7 +124,7 @@ def record_episode(
     seed: int,
     max_steps: int,
     frame_size: int | None,
-    state_key: str = "",
+    state_key: str | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run one episode from reset(seed) until it ends or reaches `max_steps` steps; -> the episode's tensors."""
     store = action_vector(env.action_space)
@@ -165,7 +165,7 @@ def record(
     max_steps: int = 100,
     frame_size: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
-    state_key: str = "",
+    state_key: str | None = None,
 ) -> list[Path]:
     """Record `episodes` episodes of `env_id` into `out` (created; existing episode files are replaced).
 
@@ -190,8 +190,9 @@ def record(
         "env_id": env_id,
         "policy": policy,
         "env_kwargs": json.dumps(env_kwargs or {}, default=repr),
-        "state_key": state_key,
     }
+    if state_key is not None:  # metadata values are strings: no entry means the observation
+        metadata["state_key"] = state_key
     with env:
         for index in range(episodes):
             try:
@@ -216,7 +217,7 @@ class RecordConfig:
     seed: int = 0
     max_steps: int = 100  # steps per episode at most (the env may end it sooner)
     frame_size: int | None = None  # store square frames of this size (null = the env's own, centre-cropped)
-    state_key: str = ""  # info entry stored as the state ("" = the observation, when it is a vector)
+    state_key: str | None = None  # info entry stored as the state (null = the observation, when it is a vector)
     env_kwargs: dict[str, Any] = field(
         default_factory=dict
     )  # keyword arguments of gymnasium.make, e.g. {obs_type: state}

@@ -7,11 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.plan_bench import tokenizer_overrides
 from benchmarks.plan_config import PlanBenchConfig
 from rollout import RolloutRunConfig
+from tokenizer.model import TokenizerSource
 from tokenizer.run_config import TokenizerRunConfig
 from tokenizer.runtime.cli import Flag, parse_run_config
-from tokenizer.runtime.config import load_config
+from tokenizer.runtime.config import load_config, to_object
 from tokenizer.runtime.errors import ConfigError
 from train_heads import HeadsRunConfig
 from worldmodel.run_config import WorldModelRunConfig
@@ -51,6 +53,25 @@ def test_data_keys_have_one_name_in_every_command(schema, other, key):
     """Every command reads the one DataConfig; another name for one of its keys is refused with a pointer to the key."""
     with pytest.raises(ConfigError, match=f"did you mean '{key}'"):
         load_config(schema, None, [other])
+
+
+@pytest.mark.parametrize("schema", [WorldModelRunConfig, HeadsRunConfig, RolloutRunConfig, PlanBenchConfig])
+def test_the_tokenizer_is_one_section_in_every_command(schema, tmp_path):
+    """`tokenizer` is the same section wherever a command loads one; a path given to the section is refused with
+    the key that takes it, from the command line and from a file."""
+    run = load_config(schema, None, ["tokenizer.checkpoint=runs/t/final", "tokenizer.backbone.name=/models/dinov3"])
+    source = to_object(run.tokenizer)
+    assert isinstance(source, TokenizerSource) and source.checkpoint == "runs/t/final"
+    assert source.backbone_override == "/models/dinov3"
+    with pytest.raises(ConfigError, match="'tokenizer' is a section .* did you mean 'tokenizer.checkpoint'"):
+        load_config(schema, None, ["tokenizer=runs/t/final"])
+    # The plan bench hands its whole section to the world-model runs it starts.
+    forwarded = load_config(WorldModelRunConfig, None, tokenizer_overrides(source))
+    assert to_object(forwarded.tokenizer) == source
+    config = tmp_path / "old.yaml"
+    config.write_text("tokenizer: runs/t/final\n")
+    with pytest.raises(ConfigError, match="did you mean 'tokenizer.checkpoint'"):
+        load_config(schema, config)
 
 
 def test_paper_recipes_match_the_published_sizes():

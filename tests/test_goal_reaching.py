@@ -78,7 +78,7 @@ def recorded(tmp_path_factory):
 
 def test_recording_stores_the_seed_and_the_states(recorded, tmp_path):
     episode = gr.load_episode(episode_files(recorded)[0])
-    assert episode.env_id == POINT_ID and episode.seed == 3 * 1_000_003 and episode.state_key == ""
+    assert episode.env_id == POINT_ID and episode.seed == 3 * 1_000_003 and episode.state_key is None
     assert episode.states.shape == (31, 2) and episode.states.dtype == np.float64 and len(episode) == 31
     env = gr.make_env(POINT_ID)
     obs, _ = env.reset(seed=episode.seed)

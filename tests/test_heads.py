@@ -291,7 +291,7 @@ def test_train_heads_script_on_shapes_learns_and_refuses_to_overwrite(tmp_path, 
     args = [
         "--config",
         "configs/heads/tiny.yaml",
-        f"tokenizer={tmp_path / 'tokenizer'}",
+        f"tokenizer.checkpoint={tmp_path / 'tokenizer'}",
         f"output_dir={out}",
         "data.frame_size=32",
         "data.val_clips=8",

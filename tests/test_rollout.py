@@ -218,6 +218,12 @@ def test_rollout_on_a_miniature_vspw_tree(saved, tmp_path):
         (["eval.contxt=2"], "unknown config key 'eval.contxt'; did you mean 'eval.context'?"),
         (["--world-model", "{missing}"], "unknown flag --world-model; did you mean --world-models?"),
         (["--num-clips", "2"], "unknown flag --num-clips; did you mean --val-clips?"),
+        (
+            ["tokenizer={missing}"],
+            "config key 'tokenizer' is a section (checkpoint, backbone, model), not a value; did",
+        ),
+        (["backbone={missing}"], "unknown config key 'backbone'; did you mean 'tokenizer.backbone.name'?"),
+        (["--tokenizer", "{missing}"], "does not exist"),
         (["--config", "{missing}"], "does not exist"),
         (["--world-models", "{missing}"], "does not exist"),
         (["--heads", "{missing}"], "does not exist"),
@@ -297,8 +303,8 @@ def test_config_file_overrides_and_flags_compose(saved, tmp_path):
     """Schema defaults <- --config file <- dotted overrides <- flags, as every command takes them."""
     config = tmp_path / "rollout.yaml"
     config.write_text(
-        f"tokenizer: {saved['tokenizer']}\nheads: [{saved['heads']}]\nworld_models: [{saved['bom']}]\neval:\n "
-        " context: 3\n  horizons: [2]\n"
+        f"tokenizer:\n  checkpoint: {saved['tokenizer']}\nheads: [{saved['heads']}]\n"
+        f"world_models: [{saved['bom']}]\neval:\n  context: 3\n  horizons: [2]\n"
     )
     run = rollout.parse_args(
         ["--config", str(config), "eval.horizons=[1,2]", "--horizon", "3", "1", "data.frame_size=32", "--samples", "4"]
@@ -310,6 +316,8 @@ def test_config_file_overrides_and_flags_compose(saved, tmp_path):
         and run.data.frame_size == 32
     )
     assert run.eval.protocol == "one_rollout" and run.world_models == [str(saved["bom"])]
+    assert run.tokenizer.checkpoint == str(saved["tokenizer"]) and run.tokenizer.backbone_override is None
+    assert rollout.parse_args(["--backbone", "/models/dinov3"]).tokenizer.backbone_override == "/models/dinov3"
     assert rollout.parse_args(["--dataset", "kitti"]).eval.protocol == "per_horizon"
     # Without --samples the world model's own K (3 for the micro models) is used and reported.
     rollout.main(

@@ -204,6 +204,32 @@ class Tokenizer(nn.Module):
         return tokenizer.to(device).eval() if device is not None else tokenizer.eval()
 
 
+@dataclass
+class TokenizerSource:
+    """Which saved tokenizer a command loads: the `tokenizer` section of every command that reads one."""
+
+    # A tokenizer folder (a train_tokenizer.py run's final/) or its Hub id, the released id
+    # Amazon-FAR/deltatok-kinetics, or a DeltaTok weights file (.bin/.pt/.safetensors) described by the
+    # `backbone` and `model` sections below (folders and released ids carry their own config; for those, a
+    # backbone.name other than random-init-dinov3 replaces a pretrained DINOv3, e.g. with a local copy of it).
+    checkpoint: str | None = "runs/tokenizer_tiny/final"
+    backbone: BackboneConfig = field(default_factory=BackboneConfig)  # a weights file's backbone (see checkpoint)
+    model: DeltaTokConfig = field(default_factory=DeltaTokConfig)  # a weights file's DeltaTok (see checkpoint)
+
+    @property
+    def backbone_override(self) -> str | None:
+        """The DINOv3 source replacing a folder's or released model's pretrained one; None keeps theirs."""
+        return self.backbone.name if self.backbone.name != RANDOM_INIT_NAME else None
+
+    def load(self, device: str | torch.device | None = None) -> Tokenizer:
+        """The tokenizer `checkpoint` names, in eval mode, on `device`."""
+        if not self.checkpoint:
+            raise ConfigError("tokenizer.checkpoint is not set: pass a tokenizer folder, file or Hub id")
+        # A weights file needs its description; folders and released ids bring their own.
+        described = None if released_model(self.checkpoint) is not None else TokenizerConfig(self.backbone, self.model)
+        return Tokenizer.from_pretrained(self.checkpoint, described, backbone=self.backbone_override, device=device)
+
+
 def read_tokenizer_config(folder: str | Path) -> TokenizerConfig:
     """The `backbone` and `model` sections of a saved tokenizer's (or training run's) config.yaml."""
     return read_saved_config(TokenizerConfig, folder, "tokenizer")

@@ -4,26 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tokenizer.backbone import RANDOM_INIT_NAME, BackboneConfig
 from tokenizer.data.registry import DataConfig
-from tokenizer.deltatok import DeltaTokConfig
-from tokenizer.model import Tokenizer, TokenizerConfig
-from tokenizer.released import released_model
+from tokenizer.model import TokenizerSource
 from tokenizer.runtime.run_config import RunConfig, TrainConfig
 from worldmodel.world import WorldModelConfig
-
-
-@dataclass
-class TokenizerSource:
-    """The frozen tokenizer whose delta tokens the world model predicts."""
-
-    # Our saved tokenizer folder (a train_tokenizer.py run's final/) or its Hub id, the released id
-    # Amazon-FAR/deltatok-kinetics, or a DeltaTok weights file (.bin/.pt/.safetensors) described by the
-    # `backbone` and `model` sections below (folders and released ids carry their own config; for a released id,
-    # a backbone.name other than random-init-dinov3 replaces its DINOv3, e.g. with a local copy of it).
-    checkpoint: str = "runs/tokenizer_tiny/final"
-    backbone: BackboneConfig = field(default_factory=BackboneConfig)  # a weights file's backbone (see checkpoint)
-    model: DeltaTokConfig = field(default_factory=DeltaTokConfig)  # a weights file's DeltaTok (see checkpoint)
 
 
 @dataclass
@@ -55,13 +39,3 @@ class WorldModelRunConfig(RunConfig):
     eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     cache: TokenCacheConfig = field(default_factory=TokenCacheConfig)
-
-
-def load_tokenizer(source: TokenizerSource) -> Tokenizer:
-    """The tokenizer `source.checkpoint` names: a saved folder or a released id with its own config, or a bare
-    weights file described by the `backbone` and `model` sections. For a released id, a `backbone.name` other
-    than the random-init default replaces the released DINOv3 (e.g. a local copy of it)."""
-    if released_model(source.checkpoint) is not None:
-        backbone = source.backbone.name if source.backbone.name != RANDOM_INIT_NAME else None
-        return Tokenizer.from_pretrained(source.checkpoint, backbone=backbone)
-    return Tokenizer.from_pretrained(source.checkpoint, TokenizerConfig(backbone=source.backbone, model=source.model))

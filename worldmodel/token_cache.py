@@ -44,7 +44,7 @@ from tokenizer.runtime.devices import launched_on_cpu, mixed_precision
 from tokenizer.runtime.errors import ConfigError
 from tokenizer.runtime.files import atomic_write_text, save_safetensors
 from worldmodel.readout import summarize
-from worldmodel.run_config import TokenCacheConfig, WorldModelRunConfig, load_tokenizer
+from worldmodel.run_config import TokenCacheConfig, WorldModelRunConfig
 from worldmodel.token_clips import MANIFEST, PLAN, TOKENS_SOURCE, read_json, tokenizer_fingerprint
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> None:
             f"data.source={TOKENS_SOURCE} reads a cache; give the source of frames to tokenize (e.g. "
             "data.source=shapes)"
         )
-    tokenizer = load_tokenizer(to_object(run.tokenizer))
+    tokenizer = to_object(run.tokenizer).load()
     cpu = launched_on_cpu()
     accelerator = Accelerator(cpu=cpu, mixed_precision=mixed_precision())
     plan = {

@@ -59,14 +59,7 @@ def _nearest(key: str, schema: Any) -> str:
         refused = getattr(section, "REFUSED_KEYS", {})
         if ".".join(parts[depth:]) in refused:
             return prefix + refused[".".join(parts[depth:])]
-        field = next((f for f in dataclasses.fields(section) if f.name == part), None)
-        value = (
-            None
-            if field is None
-            else field.default_factory()
-            if field.default_factory is not dataclasses.MISSING
-            else field.default
-        )
+        value = _field_default(section, part)
         if not dataclasses.is_dataclass(value):
             break
         section, prefix = value, f"{prefix}{part}."
@@ -121,13 +114,42 @@ def _open_mappings(cfg: DictConfig) -> None:
                 _open_mappings(node)
 
 
+def _field_default(section: Any, name: str) -> Any:
+    field = next((f for f in dataclasses.fields(section) if f.name == name), None)
+    if field is None:
+        return None
+    return field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+
+
+def _check_sections(schema: Any, source: Any, origin: str, prefix: str = "") -> None:
+    """A value where the schema has a section (`tokenizer=PATH` for `tokenizer.checkpoint=PATH`) is refused with
+    the section's first key, which names what it loads or holds."""
+    if not isinstance(source, (Mapping, DictConfig)):
+        return
+    for key in source:
+        default = _field_default(schema, str(key))
+        if not dataclasses.is_dataclass(default):
+            continue
+        value = source[key]
+        if isinstance(value, (Mapping, DictConfig)):
+            _check_sections(default, value, origin, f"{prefix}{key}.")
+        elif value is not None:
+            keys = [f.name for f in dataclasses.fields(default)]
+            raise ConfigError(
+                f"{origin} key '{prefix}{key}' is a section ({', '.join(keys)}), not a value; "
+                f"did you mean '{prefix}{key}.{keys[0]}'?"
+            )
+
+
 def merge_config(schema: type[T] | T, *sources: DictConfig | dict, origin: str = "config") -> DictConfig:
-    """Merge `sources` onto the schema's defaults; unknown keys and bad types raise ConfigError."""
+    """Merge `sources` onto the schema's defaults; unknown keys, bad types and values given for sections raise
+    ConfigError."""
     base = OmegaConf.structured(schema)
     OmegaConf.set_struct(base, True)
     _open_mappings(base)
     cfg = base
     for source in sources:
+        _check_sections(schema, source, origin)
         try:
             cfg = OmegaConf.merge(cfg, source)
         except ConfigKeyError as err:
