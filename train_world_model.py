@@ -52,13 +52,15 @@ def main(argv: list[str] | None = None) -> None:
     if init_from:
         start_from(world, init_from)
     data = to_object(run.data)
-    task = WorldModelTask(world, run.eval.context, run.eval.horizon, run.model.num_samples, run.seed)
+    scored = to_object(run.eval)
+    scored.validate()
+    task = WorldModelTask(world, scored.context, scored.horizons, run.model.num_samples, run.seed)
     # A token cache (data.source=tokens, worldmodel.token_clips) reads the world model and where its tokenizer came
     # from.
     train_set = build_dataset(
         data, "train", run.seed, tokenizer=tokenizer, world=world, tokenizer_name=run.tokenizer.checkpoint
     )
-    val_frames = run.eval.context + run.eval.horizon
+    val_frames = scored.context + max(scored.horizons)
     train(run, task, train_set, build_dataset(data, "val", run.seed, num_frames=val_frames))
 
 

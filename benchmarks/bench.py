@@ -747,7 +747,7 @@ def world_model_training(settings: Settings, device: torch.device) -> dict:
         run = load_world_run(ModelSource(TINY_WORLD.path, (f"model.objective.num_hypotheses={hypotheses}",)))
         torch.manual_seed(run.seed)
         world = build_world_model(tokenizer, run.model)
-        task = WorldModelTask(world, run.eval.context, run.eval.horizon, run.model.num_samples, run.seed)
+        task = WorldModelTask(world, run.eval.context, run.eval.horizons, run.model.num_samples, run.seed)
         task.to(device)
         batch_size = run.train.batch_size if settings.train_batch is None else settings.train_batch
         batch = random_clip(batch_size, run.data.num_frames, run.data.frame_size, device)

@@ -16,7 +16,7 @@ from tokenizer.runtime.cli import Flag, parse_run_config
 from tokenizer.runtime.config import load_config, to_object
 from tokenizer.runtime.errors import ConfigError
 from train_heads import HeadsRunConfig
-from worldmodel.run_config import WorldModelRunConfig
+from worldmodel.run_config import EvalConfig, WorldModelRunConfig
 
 SCHEMAS = {
     "tokenizer": TokenizerRunConfig,
@@ -72,6 +72,16 @@ def test_the_tokenizer_is_one_section_in_every_command(schema, tmp_path):
     config.write_text("tokenizer: runs/t/final\n")
     with pytest.raises(ConfigError, match="did you mean 'tokenizer.checkpoint'"):
         load_config(schema, config)
+
+
+def test_scored_horizons_have_one_name_in_training_and_rollout():
+    assert load_config(WorldModelRunConfig, None, ["eval.horizons=[1,3]"]).eval.horizons == [1, 3]
+    assert load_config(RolloutRunConfig, None, ["eval.horizons=[1,3]"]).eval.horizons == [1, 3]
+    with pytest.raises(ConfigError, match="did you mean 'eval.horizons'"):
+        load_config(WorldModelRunConfig, None, ["eval.horizon=2"])
+    for bad in ([], [0, 1]):
+        with pytest.raises(ConfigError, match="eval.horizons must be a non-empty list"):
+            EvalConfig(horizons=bad).validate()
 
 
 def test_paper_recipes_match_the_published_sizes():

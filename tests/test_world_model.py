@@ -10,6 +10,7 @@ from tokenizer.runtime.errors import CheckpointError, InputError
 from worldmodel.loading import build_world_model, load_world_model
 from worldmodel.objectives import ActionSpace, ObjectiveConfig
 from worldmodel.predictor import Predictor, PredictorConfig, causal_mask
+from worldmodel.training import WorldModelTask, rollout_losses
 from worldmodel.world import WorldModelConfig
 
 PREDICTOR = micro_predictor_config()
@@ -214,3 +215,20 @@ def test_predict_imagines_past_the_clip_as_rollout_does_within_it(tokenizer, mod
     ].tolist() == [0.5, 1.0]
     with pytest.raises(InputError, match="actions must be"):
         w.predict(frames[:, :3], timestamps[:, :3], horizon=2, actions=actions)
+
+
+def test_training_validation_scores_the_listed_horizons_of_one_rollout(tokenizer):
+    """eval.horizons [2] scores the second imagined frame of the rollout [1, 2] makes, and nothing else."""
+    w = world(tokenizer, "deterministic").eval()
+    frames, timestamps, _ = clip(time=4)
+    batch = {"frames": frames, "timestamps": timestamps}
+    both = WorldModelTask(w, 2, [2, 1], 1, seed=0)
+    second = WorldModelTask(w, 2, [2], 1, seed=0)
+    assert both.horizons == [1, 2]
+    out = w.rollout(frames, timestamps, context=2, horizon=2, num_samples=1)
+    expected = rollout_losses(out["features"][:, :, 1:], out["targets"][:, 1:], out["context"])
+    for name, (value, count) in second.val_figures(w, batch).items():
+        torch.testing.assert_close(value, expected[name])
+        assert count == 2
+    averaged = rollout_losses(out["features"], out["targets"], out["context"])
+    torch.testing.assert_close(both.val_figures(w, batch)["copy_last_loss"][0], averaged["copy_last_loss"])

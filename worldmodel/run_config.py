@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from tokenizer.data.registry import DataConfig
 from tokenizer.model import TokenizerSource
+from tokenizer.runtime.errors import ConfigError
 from tokenizer.runtime.run_config import RunConfig, TrainConfig
 from worldmodel.world import WorldModelConfig
 
@@ -14,8 +16,18 @@ from worldmodel.world import WorldModelConfig
 class EvalConfig:
     """The validation rollouts scored during and after training."""
 
+    REFUSED_KEYS: ClassVar[dict[str, str]] = {"horizon": "horizons"}  # rollout.py's name, one name per thing
+
     context: int = 4  # context frames of a validation rollout
-    horizon: int = 1  # imagined frames after them
+    # Imagined frames after them that are scored (rolled out to the last, losses averaged over these): as
+    # rollout.py's eval.horizons.
+    horizons: list[int] = field(default_factory=lambda: [1])
+
+    def validate(self) -> None:
+        if self.context < 1:
+            raise ConfigError(f"eval.context must be at least 1, got {self.context}")
+        if not self.horizons or min(self.horizons) < 1:
+            raise ConfigError(f"eval.horizons must be a non-empty list of steps of at least 1, got {self.horizons}")
 
 
 @dataclass

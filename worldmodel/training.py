@@ -48,12 +48,13 @@ class WorldModelTask:
 
     name = "world_model"
 
-    def __init__(self, world: WorldModel, context: int, horizon: int, num_samples: int, seed: int):
+    def __init__(self, world: WorldModel, context: int, horizons: list[int], num_samples: int, seed: int):
+        """Validation rolls `context` real frames out to max(horizons) imagined ones and scores those at `horizons`."""
         self.world = world
         self.module: nn.Module = (
             world.objective if world.readout is None else ObjectiveWithReadout(world.objective, world.readout)
         )
-        self.context, self.horizon, self.num_samples, self.seed = context, horizon, num_samples, seed
+        self.context, self.horizons, self.num_samples, self.seed = context, sorted(set(horizons)), num_samples, seed
 
     def to(self, device: torch.device) -> None:
         self.world.to(device)
@@ -88,12 +89,17 @@ class WorldModelTask:
         frames = batch["frames"]
         generator = torch.Generator(frames.device).manual_seed(self.seed)
         out = self.world.rollout(
-            frames, batch["timestamps"], self.context, self.horizon, self.num_samples, self._actions(batch), generator
+            frames,
+            batch["timestamps"],
+            self.context,
+            self.horizons[-1],
+            self.num_samples,
+            self._actions(batch),
+            generator,
         )
-        return {
-            name: (value, len(frames))
-            for name, value in rollout_losses(out["features"], out["targets"], out["context"]).items()
-        }
+        scored = [horizon - 1 for horizon in self.horizons]
+        losses = rollout_losses(out["features"][:, :, scored], out["targets"][:, scored], out["context"])
+        return {name: (value, len(frames)) for name, value in losses.items()}
 
     def derived(self, metrics: dict[str, float]) -> dict[str, float]:
         return {}
@@ -101,7 +107,8 @@ class WorldModelTask:
     def summary(self, metrics: dict[str, float]) -> str:
         gap = metrics["copy_last_loss"] / max(metrics["world_best_loss"], 1e-12)
         return (
-            f"validation SmoothL1 feature loss (context {self.context}, horizon {self.horizon}, K={self.num_samples}): "
+            f"validation SmoothL1 feature loss (context {self.context}, horizons {self.horizons}, "
+            f"K={self.num_samples}): "
             f"world best-of-K {metrics['world_best_loss']:.5f} | world mean-of-K {metrics['world_mean_loss']:.5f} | "
             f"copy-last {metrics['copy_last_loss']:.5f} (best-of-K {gap:.2f}x lower than copy-last)"
         )
