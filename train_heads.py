@@ -3,7 +3,7 @@ features.
 
     python train_heads.py --config configs/heads/tiny.yaml [dotted.key=value ...]
 
-Writes `<output_dir>/segmentation/`, `<output_dir>/depth/` and, with heads.rgb, `<output_dir>/rgb/`
+Writes `<output_dir>/segmentation/`, `<output_dir>/depth/` and, with model.rgb, `<output_dir>/rgb/`
 (loadable by worldmodel.heads.TaskHeads.load; the RGB head with the tokenizer's
 `backbone.feature_norm`), `config.yaml`, and `metrics.json` with the heads' validation
 mIoU, depth RMSE and RGB pixel L1 / PSNR on true features.
@@ -12,8 +12,9 @@ mIoU, depth RMSE and RGB pixel L1 / PSNR on true features.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -28,7 +29,7 @@ from tokenizer.runtime.devices import use_threads
 from tokenizer.runtime.errors import ConfigError, TrainingError
 from tokenizer.runtime.files import atomic_write_text
 from worldmodel.evaluation import score_heads
-from worldmodel.head_training import HeadTrainConfig, new_rgb_head, train_heads, training_batches
+from worldmodel.head_training import HeadsConfig, HeadsTrainConfig, new_rgb_head, train_heads, training_batches
 from worldmodel.heads import TaskHeads
 
 # Class count (and names, where we have them) of each labelled source; KITTI has depth only.
@@ -37,12 +38,23 @@ SOURCE_CLASSES = {"shapes": list(SHAPES_CLASS_NAMES), "vspw": VSPW_NUM_CLASSES, 
 
 @dataclass
 class HeadsRunConfig:
+    # The heads and their training are `model` and `train`, as in every training command; `heads` is rollout.py's
+    # list of saved heads to load.
+    REFUSED_KEYS: ClassVar[dict[str, str]] = {
+        "heads": "model",
+        **{f"heads.{f.name}": f"model.{f.name}" for f in fields(HeadsConfig)},
+        **{f"heads.{f.name}": f"train.{f.name}" for f in fields(HeadsTrainConfig) if f.name != "max_steps"},
+        "heads.steps": "train.max_steps",
+        "train.steps": "train.max_steps",
+    }
+
     output_dir: str = "runs/heads_tiny"  # folder for the heads' subfolders, config.yaml and metrics.json
     seed: int = 0  # seeds the heads' initialisation and their training clips
     overwrite: bool = False  # replace heads already in output_dir
     tokenizer: TokenizerSource = field(default_factory=TokenizerSource)  # whose backbone features the heads read
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
-    heads: HeadTrainConfig = field(default_factory=HeadTrainConfig)  # which heads, and how they are trained
+    model: HeadsConfig = field(default_factory=HeadsConfig)  # which heads
+    train: HeadsTrainConfig = field(default_factory=HeadsTrainConfig)  # how they are trained
     data: DataConfig = field(default_factory=DataConfig)
 
 
@@ -56,9 +68,11 @@ def main(argv: list[str] | None = None) -> None:
             "output_dir"
         )
     device = resolve_device(run.device)
-    options: HeadTrainConfig = to_object(run.heads)
+    options: HeadsConfig = to_object(run.model)
     options.validate()
-    use_threads(options.threads, "heads.threads")
+    schedule: HeadsTrainConfig = to_object(run.train)
+    schedule.validate()
+    use_threads(schedule.threads, "train.threads")
     torch.manual_seed(run.seed)
     tokenizer = to_object(run.tokenizer).load(device)
     data = to_object(run.data)
@@ -68,25 +82,25 @@ def main(argv: list[str] | None = None) -> None:
     if num_classes is None:
         num_classes = len(known) if isinstance(known, list) else known
     if options.segmentation and num_classes is None:
-        raise ConfigError(f"a segmentation head needs heads.num_classes for data.source {data.source!r}")
+        raise ConfigError(f"a segmentation head needs model.num_classes for data.source {data.source!r}")
     train_set = build_dataset(data, "train", run.seed)
     rgb_head = new_rgb_head(tokenizer, train_set, options, run.seed) if options.rgb else None
     seg_head, depth_head, log = train_heads(
         tokenizer.features,
-        training_batches(train_set, options.batch_size, options.steps, run.seed),
+        training_batches(train_set, schedule.batch_size, schedule.max_steps, run.seed),
         tokenizer.grid,
         num_classes=num_classes if options.segmentation else None,
         min_depth=options.min_depth if options.depth else None,
         max_depth=options.max_depth if options.depth else None,
-        steps=options.steps,
-        lr=options.lr,
+        steps=schedule.max_steps,
+        lr=schedule.lr,
         device=device,
         class_names=class_names,
         rgb_head=rgb_head,
-        rgb_lr=options.rgb_lr,
+        rgb_lr=schedule.rgb_lr,
     )
     heads = TaskHeads(seg_head, depth_head, rgb_head)
-    metrics = score_heads(tokenizer, heads, build_dataset(data, "val", run.seed), options.batch_size, device)
+    metrics = score_heads(tokenizer, heads, build_dataset(data, "val", run.seed), schedule.batch_size, device)
     heads.save(output_dir)
     save_config(run, output_dir / "config.yaml")
     final_losses = {k: v for k, v in log[-1].items() if k != "step"}

@@ -15,9 +15,10 @@ from tokenizer.data.kitti import MAX_DEPTH_M, MIN_DEPTH_M
 from tokenizer.data.registry import DataConfig, build_dataset
 from tokenizer.data.squares import split_into_squares
 from tokenizer.model import Tokenizer
+from tokenizer.runtime.config import load_config
 from tokenizer.runtime.errors import CheckpointError, ConfigError, InputError, TrainingError
 from worldmodel.evaluation import score_heads
-from worldmodel.head_training import HeadTrainConfig, train_heads
+from worldmodel.head_training import HeadsConfig, HeadsTrainConfig, train_heads
 from worldmodel.heads import (
     DEPTH,
     SEGMENTATION,
@@ -295,9 +296,9 @@ def test_train_heads_script_on_shapes_learns_and_refuses_to_overwrite(tmp_path, 
         f"output_dir={out}",
         "data.frame_size=32",
         "data.val_clips=8",
-        "heads.steps=40",
-        "heads.batch_size=8",
-        "heads.threads=2",
+        "train.max_steps=40",
+        "train.batch_size=8",
+        "train.threads=2",
     ]
     train_heads_script.main(args)
     metrics = json.loads((out / "metrics.json").read_text())
@@ -323,8 +324,20 @@ def test_train_heads_script_on_shapes_learns_and_refuses_to_overwrite(tmp_path, 
 
 
 def test_head_config_refuses_nothing_to_train_and_a_class_count_below_one():
-    HeadTrainConfig(num_classes=None).validate()
-    with pytest.raises(ConfigError, match="heads.num_classes must be at least 1, or null"):
-        HeadTrainConfig(num_classes=0).validate()
+    HeadsConfig(num_classes=None).validate()
+    with pytest.raises(ConfigError, match="model.num_classes must be at least 1, or null"):
+        HeadsConfig(num_classes=0).validate()
     with pytest.raises(ConfigError, match="nothing to train"):
-        HeadTrainConfig(segmentation=False, depth=False).validate()
+        HeadsConfig(segmentation=False, depth=False).validate()
+    with pytest.raises(ConfigError, match="train.max_steps must be at least 1"):
+        HeadsTrainConfig(max_steps=0).validate()
+
+
+@pytest.mark.parametrize(
+    "other, key",
+    [("heads.steps=5", "train.max_steps"), ("heads.lr=0.1", "train.lr"), ("heads.rgb=true", "model.rgb")],
+)
+def test_train_heads_keys_are_model_and_train_as_in_every_training_command(other, key):
+    """`heads.*` names rollout.py's list, not these keys: each such name points to the key that holds it."""
+    with pytest.raises(ConfigError, match=f"did you mean '{key}'"):
+        load_config(train_heads_script.HeadsRunConfig, None, [other])

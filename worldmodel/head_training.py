@@ -35,18 +35,14 @@ SPLIT_KEY = "square_split"
 
 
 @dataclass
-class HeadTrainConfig:
-    """Which heads train_heads.py fits on the frozen backbone's features, and how."""
+class HeadsConfig:
+    """Which heads train_heads.py fits on the frozen backbone's features (its `model` section)."""
 
     segmentation: bool = True  # train the linear segmentation probe
     depth: bool = True  # train the linear depth probe (binned, as the released depth-head-kitti)
     num_classes: int | None = None  # null = the data source's own class count
     min_depth: float = 1e-3  # depth head range in metres (KITTI's by default)
     max_depth: float = 80.0  # upper end of the depth range in metres
-    steps: int = 300  # AdamW steps
-    batch_size: int = 16  # clips per step
-    lr: float = 1e-3  # the probes' learning rate
-    threads: int | None = None  # torch CPU threads; null = PyTorch's default
     # An RGB head (a ViT decoder from features to pixels, trained with an L1 pixel loss); its native image
     # size is the training frames' short side, and its patch the backbone's unless set.
     rgb: bool = False
@@ -54,18 +50,32 @@ class HeadTrainConfig:
     rgb_num_layers: int = 2  # its transformer blocks
     rgb_num_heads: int = 4  # its attention heads
     rgb_mlp_size: int = 256  # its MLP hidden size
-    rgb_patch_size: int | None = (
-        None  # null = the backbone's patch size: one output patch per feature patch, frames' size out
-    )
-    rgb_lr: float = 1e-3  # the RGB head's learning rate
+    # null = the backbone's patch size: one output patch per feature patch, frames' size out
+    rgb_patch_size: int | None = None
 
     def validate(self) -> None:
         if not self.segmentation and not self.depth and not self.rgb:
-            raise ConfigError("heads.segmentation, heads.depth and heads.rgb are all false: nothing to train")
+            raise ConfigError("model.segmentation, model.depth and model.rgb are all false: nothing to train")
         if self.num_classes is not None and self.num_classes < 1:
             raise ConfigError(
-                f"heads.num_classes must be at least 1, or null for the data source's own, got {self.num_classes}"
+                f"model.num_classes must be at least 1, or null for the data source's own, got {self.num_classes}"
             )
+
+
+@dataclass
+class HeadsTrainConfig:
+    """How train_heads.py trains them (its `train` section; the keys are the training commands' own)."""
+
+    max_steps: int = 300  # AdamW steps
+    batch_size: int = 16  # clips per step
+    lr: float = 1e-3  # the probes' learning rate
+    rgb_lr: float = 1e-3  # the RGB head's learning rate
+    threads: int | None = None  # torch CPU threads; null = PyTorch's default
+
+    def validate(self) -> None:
+        for key, value in (("max_steps", self.max_steps), ("batch_size", self.batch_size)):
+            if value < 1:
+                raise ConfigError(f"train.{key} must be at least 1, got {value}")
 
 
 def _square_batches(loader: Iterable[Mapping[str, torch.Tensor]]) -> Iterator[dict]:
@@ -93,12 +103,12 @@ def training_batches(dataset: Dataset, batch_size: int, steps: int, seed: int) -
     return _square_batches(DataLoader(dataset, batch_sampler=batches))
 
 
-def new_rgb_head(tokenizer: Tokenizer, dataset: Dataset, options: HeadTrainConfig, seed: int) -> RGBHead:
+def new_rgb_head(tokenizer: Tokenizer, dataset: Dataset, options: HeadsConfig, seed: int) -> RGBHead:
     """An untrained RGB head for `tokenizer`'s features, native at the short side of `dataset`'s first frames."""
     patch = tokenizer.backbone.patch_size if options.rgb_patch_size is None else options.rgb_patch_size
     side = min(dataset[0][FRAMES_KEY].shape[-2:])
     if side < patch:
-        raise ConfigError(f"heads.rgb_patch_size {patch} is larger than the frames' short side {side}")
+        raise ConfigError(f"model.rgb_patch_size {patch} is larger than the frames' short side {side}")
     sizes = RGBHeadConfig(
         hidden_size=options.rgb_hidden_size,
         num_layers=options.rgb_num_layers,

@@ -154,6 +154,10 @@ def merge_config(schema: type[T] | T, *sources: DictConfig | dict, origin: str =
             cfg = OmegaConf.merge(cfg, source)
         except ConfigKeyError as err:
             key = err.full_key or str(getattr(err, "key", ""))
+            # OmegaConf names the first unknown section; the one key given under it is the name to correct.
+            given = flatten(OmegaConf.to_container(source) if isinstance(source, DictConfig) else source)
+            under = [leaf for leaf in given if leaf == key or leaf.startswith(key + ".")]
+            key = under[0] if len(under) == 1 else key
             nearest = _nearest(key, schema)
             hint = f"; did you mean {nearest!r}?" if nearest else ""
             raise ConfigError(f"unknown {origin} key {key!r}{hint}") from None
