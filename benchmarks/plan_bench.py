@@ -7,7 +7,7 @@ From nothing it makes what it needs, each step skipped when its output already e
 the folder to start over): `record.episodes` episodes of `env` (random or a given policy, seeded, with
 their reset seeds and states: `envs.recording`), a check that the env replays them exactly, the same
 episodes in action blocks of `action_repeat` steps (`envs.goal_reaching.block_episodes`), the tokenizer
-(`tokenizer` when that folder exists, else trained on those episodes), a token cache, and the two
+(`tokenizer.checkpoint` when given, else one trained on those episodes), a token cache, and the two
 action-conditioned world models (DeltaWorld with its readout, the patch-level DINOWorld).
 
 Then every method in `eval.methods` runs the same `eval.episodes` tasks (`envs.goal_reaching`: a start
