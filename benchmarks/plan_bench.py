@@ -47,6 +47,7 @@ from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
 from tokenizer.runtime.config import flatten, to_object
 from tokenizer.runtime.errors import ConfigError, TrainingError
 from tokenizer.runtime.files import atomic_write_text
+from tokenizer.runtime.hub import is_repo_id
 from worldmodel.loading import load_world_model
 from worldmodel.pictures import save_animation, upscale_nearest
 
@@ -127,7 +128,7 @@ def prepare(cfg: PlanBenchConfig, out: Path, blocks: gr.ActionBlocks, phases: Ph
     size = f"data.frame_size={cfg.record.frame_size}"
     if cfg.tokenizer.checkpoint is not None:
         given = in_repo(cfg.tokenizer.checkpoint)
-        tokenizer = str(given) if given.exists() else cfg.tokenizer.checkpoint  # else a Hub id
+        tokenizer = str(given) if given.exists() else cfg.tokenizer.checkpoint
     else:
         tokenizer = out / "tokenizer" / "final"
         if not tokenizer.is_dir():
@@ -330,6 +331,12 @@ def main(argv: list[str] | None = None) -> None:
     if cfg.record.frame_size < 8 or cfg.record.frame_size % 8:
         raise ConfigError(
             f"record.frame_size must be a positive multiple of 8 (the models' frame size), got {cfg.record.frame_size}"
+        )
+    given = cfg.tokenizer.checkpoint
+    if given is not None and not in_repo(given).exists() and not is_repo_id(given):
+        raise ConfigError(
+            f"tokenizer.checkpoint {given} does not exist; give a tokenizer folder, file or Hub id, or null to train "
+            "one on the recorded episodes"
         )
     out = Path(cfg.out).resolve()
     started, load_before = time.perf_counter(), load_average()

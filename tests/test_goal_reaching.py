@@ -256,3 +256,20 @@ def test_the_bench_scores_every_method_on_the_same_tasks_with_a_gif_each(tokeniz
         assert (tmp_path / "gifs" / f"{Path(row['gif']).name}").is_file()
     assert rows["replay"]["success_rate"] == 1.0 and rows["replay"]["flops_per_planning_step"] == 0
     assert rows["deltaworld_token_cem"]["flops_per_planning_step"] > 0
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("tokenizer.checkpoint={nowhere}", "tokenizer.checkpoint .* does not exist"),
+        ("tokenizer={nowhere}", "is a section .* did you mean 'tokenizer.checkpoint'"),
+        ("eval.methods=[astar]", "eval.methods \\['astar'\\]"),
+    ],
+)
+def test_plan_bench_refuses_bad_config_before_making_anything(tmp_path, override, message):
+    from benchmarks import plan_bench
+
+    out = tmp_path / "bench"
+    with pytest.raises(ConfigError, match=message):
+        plan_bench.main(["--out", str(out), override.format(nowhere=tmp_path / "nowhere")])
+    assert not out.exists()
