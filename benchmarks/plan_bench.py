@@ -126,9 +126,8 @@ def prepare(cfg: PlanBenchConfig, out: Path, blocks: gr.ActionBlocks, phases: Ph
         phases.start("action_blocks")
         gr.block_episodes(recorded, episodes, blocks)
     size = f"data.frame_size={cfg.record.frame_size}"
-    if cfg.tokenizer.checkpoint is not None:
-        given = in_repo(cfg.tokenizer.checkpoint)
-        tokenizer = str(given) if given.exists() else cfg.tokenizer.checkpoint
+    if cfg.tokenizer.checkpoint is not None:  # resolved by main: an existing path or a Hub id
+        tokenizer = cfg.tokenizer.checkpoint
     else:
         tokenizer = out / "tokenizer" / "final"
         if not tokenizer.is_dir():
@@ -333,11 +332,14 @@ def main(argv: list[str] | None = None) -> None:
             f"record.frame_size must be a positive multiple of 8 (the models' frame size), got {cfg.record.frame_size}"
         )
     given = cfg.tokenizer.checkpoint
-    if given is not None and not in_repo(given).exists() and not is_repo_id(given):
-        raise ConfigError(
-            f"tokenizer.checkpoint {given} does not exist; give a tokenizer folder, file or Hub id, or null to train "
-            "one on the recorded episodes"
-        )
+    if given is not None:
+        if in_repo(given).exists():
+            cfg.tokenizer.checkpoint = str(in_repo(given))
+        elif not is_repo_id(given):
+            raise ConfigError(
+                f"tokenizer.checkpoint {given} does not exist; give a tokenizer folder, file or Hub id, or null to "
+                "train one on the recorded episodes"
+            )
     out = Path(cfg.out).resolve()
     started, load_before = time.perf_counter(), load_average()
     # Refuses an env the protocol cannot run (Discrete actions, no rgb_array) before anything is made.
