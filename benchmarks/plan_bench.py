@@ -29,7 +29,7 @@ import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +37,12 @@ import numpy as np
 import torch
 
 from benchmarks.bench import SCALES, count_flops, planning_step_flops
-from benchmarks.plan_config import METHODS, PlanBenchConfig, TrainSection
+from benchmarks.plan_config import BUDGET_METHODS, METHODS, TASK_SETS, PlanBenchConfig, TrainSection
 from envs import goal_reaching as gr
-from envs.planners import MPCAgent, Planner
-from envs.recording import frame_interval, record
-from tokenizer.data.episodes import EPISODE_GLOB, episode_files
+from envs.planners import MPCAgent, Planner, PlannerConfig, budget_name, with_budget
+from envs.policies import load_policy
+from envs.recording import frame_interval, record, state_vector
+from tokenizer.data.episodes import EPISODE_GLOB, episode_files, held_out
 from tokenizer.model import TokenizerSource
 from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
 from tokenizer.runtime.config import flatten, to_object
@@ -117,6 +118,7 @@ def prepare(cfg: PlanBenchConfig, out: Path, blocks: gr.ActionBlocks, phases: Ph
             rec.frame_size,
             dict(cfg.env_kwargs),
             rec.state_key,
+            dict(rec.policy_kwargs),
         )
     # Refuse a non-deterministic env before spending minutes on training for it.
     phases.start("replay_check")
@@ -226,10 +228,21 @@ def planning_flops(controller: gr.PlanningController, env, task: gr.Task, cfg: P
 
 
 def evaluate(
-    name: str, controller, env, tasks: list[gr.Task], cfg: PlanBenchConfig, success: gr.Success, out: Path
+    name: str,
+    controller,
+    env,
+    tasks: list[gr.Task],
+    cfg: PlanBenchConfig,
+    success: gr.Success,
+    out: Path,
+    task_set: str = "all",
+    flops: bool = True,
 ) -> dict[str, Any]:
-    results = []
+    """Run `controller` on every task -> the method's row (`gr.summarize`, FLOPs of one planning step, every task's
+    outcome) and a GIF, <out>/gifs/<task_set>/<name>.gif, of its first solved task (the first task when none is)."""
+    results, shown = [], None
     for index, task in enumerate(tasks):
+        keep = shown is None or not shown[1].success
         result = gr.run_task(
             env,
             task,
@@ -239,17 +252,10 @@ def evaluate(
             cfg.action_repeat,
             cfg.record.frame_size,
             cfg.planner.context,
-            keep_frames=index == 0,
+            keep_frames=keep,
         )
-        if index == 0:
-            gif = out / "gifs" / f"{name}.gif"
-            gif.parent.mkdir(parents=True, exist_ok=True)
-            beside = [
-                upscale_nearest(np.concatenate([frame, task.goal_frame], axis=1), GIF_UPSCALE)
-                for frame in result.frames
-            ]
-            save_animation(gif, beside, fps=1.0 / frame_interval(env))
-            result.frames = None
+        if keep and (shown is None or result.success):
+            shown = (index, result)
         results.append(result)
         verdict = "success" if result.success else "failure"
         print(
@@ -257,9 +263,18 @@ def evaluate(
             f"{result.final_distance:.3f}",
             flush=True,
         )
+    index, result = shown
+    gif = out / "gifs" / task_set / f"{name}.gif"
+    gif.parent.mkdir(parents=True, exist_ok=True)
+    goal = tasks[index].goal_frame
+    beside = [upscale_nearest(np.concatenate([frame, goal], axis=1), GIF_UPSCALE) for frame in result.frames]
+    save_animation(gif, beside, fps=1.0 / frame_interval(env))
+    for r in results:
+        r.frames = None
     row = gr.summarize(results)
-    row["flops_per_planning_step"] = planning_flops(controller, env, tasks[0], cfg) if name in PLANNED else 0
-    row["gif"] = str(out / "gifs" / f"{name}.gif")
+    row["flops_per_planning_step"] = planning_flops(controller, env, tasks[0], cfg) if flops and name in PLANNED else 0
+    row["gif"] = str(gif)
+    row["gif_task"] = tasks[index].name
     row["tasks"] = [
         {"task": r.task, "success": r.success, "steps": r.steps, "final_distance": r.final_distance} for r in results
     ]
@@ -280,8 +295,8 @@ def load_average() -> list[float]:
 
 def table(methods: dict[str, dict]) -> str:
     lines = [
-        "| method | success rate | 95 % interval (Wilson) | mean final distance | seconds / env step | GFLOP / "
-        "planning step |",
+        "| method | success rate | 95 % interval (Wilson) | mean final distance (tolerances) | seconds / env step | "
+        "GFLOP / planning step |",
         "| --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, row in methods.items():
@@ -293,24 +308,72 @@ def table(methods: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
-def markdown(report: dict, methods: dict[str, dict]) -> str:
+def budget_table(rows: list[dict]) -> str:
+    lines = [
+        "| method | candidates x iterations / elites | success rate | 95 % interval | seconds / env step |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
+    for row in rows:
+        budget = f"{row['candidates']} x {row['iterations']} / {row['elites']}"
+        if row.get("skipped"):
+            lines.append(
+                f"| {row['method']} | {budget} | not run: estimated {row['estimated_seconds'] / 60:.0f} min | - | - |"
+            )
+            continue
+        low, high = row["success_ci95"]
+        lines.append(
+            f"| {row['method']} | {budget} | {row['success_rate']:.2f} | {low:.2f}-{high:.2f} | "
+            f"{row['seconds_per_step']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+def success_text(protocol: dict) -> str:
+    parts = [
+        f"within {t['tolerance']:g} over entries {t['dims'] or 'all'} (scaled by {t['scale'] or 1}, "
+        f"angles {t['angles'] or 'none'})"
+        for t in protocol["success"]
+    ]
+    return " and ".join(parts)
+
+
+def markdown(report: dict, task_sets: dict[str, dict]) -> str:
     protocol = report["protocol"]
     planner = report["planner"]
     lines = [
         f"# Goal reaching in {report['env']}",
         "",
-        f"{protocol['episodes']} tasks from held-out recorded episodes: start state reached by replaying the "
-        f"recorded actions from the recorded seed, goal = the recorded frame {protocol['goal_offset']} env steps "
-        f"later; budget {protocol['budget']} env steps; success = the env's state within {protocol['tolerance']} of "
-        f"the goal state (entries {protocol['state_dims'] or 'all'}, scaled by {protocol['state_scale'] or 1}, "
-        f"angles {protocol['state_angles'] or 'none'}); actions in blocks of {report['action_repeat']} env steps. "
+        f"Tasks from held-out recorded episodes ({report['record']['policy']} policy): start state reached by "
+        f"replaying the recorded actions from the recorded seed, goal = the recorded frame {protocol['goal_offset']} "
+        f"env steps later; budget {protocol['budget']} env steps; success = the env's state "
+        f"{success_text(protocol)} of the goal state; distances in tolerances (1 = at the edge of the worst test). "
+        f"Actions in blocks of {report['action_repeat']} env steps. "
         f"Every planner: {planner['horizon']} blocks, {planner['candidates']} candidates x {planner['iterations']} "
         f"iterations ({planner['elites']} CEM elites), scored on "
         f"{'the last imagined step' if planner['cost_steps'] == 'last' else 'every imagined step'}, "
         f"{planner['steps_applied']} blocks applied before planning again, {planner['context']} context frames.",
         "",
-        table(methods),
-        "",
+    ]
+    for name, rows in task_sets.items():
+        draw = rows["draw"]
+        lines += [f"## Task set `{name}`: {rows['tasks']} tasks", ""]
+        if name == "needs_acting":
+            lines += [
+                f"Of {draw['considered']} candidate tasks, left out: {draw['left_out']} (state entries that must "
+                f"change: {protocol['must_change'] or 'none named'}).",
+                "",
+            ]
+        lines += [table(rows["methods"]), ""]
+    if report["budgets"]:
+        lines += [
+            f"## Search budgets on `{report['budget_task_set']}`",
+            "",
+            budget_table(report["budgets"]),
+            "",
+            f"![success against seconds per env step]({Path(report['budget_plot']).name})",
+            "",
+        ]
+    lines += [
         f"Wall time {report['total_seconds'] / 60:.1f} min ({report['prepare_seconds'] / 60:.1f} preparing); "
         f"{report['machine']}.",
         "",
@@ -318,19 +381,207 @@ def markdown(report: dict, methods: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def success_of(cfg: PlanBenchConfig) -> gr.Success:
+    tests = [cfg.eval, *cfg.eval.more_tests]
+    return gr.Success(
+        [gr.StateTest(t.tolerance, list(t.state_dims), list(t.state_scale), list(t.state_angles)) for t in tests]
+    )
+
+
+def check_config(cfg: PlanBenchConfig) -> None:
+    """The checks that need neither the env nor any file."""
+    cfg.planner.validate()
+    unknown = sorted(set(cfg.eval.methods) - set(METHODS))
+    if unknown or not cfg.eval.methods:
+        raise ConfigError(f"eval.methods {unknown or '[]'}: choose from {', '.join(METHODS)}")
+    unknown = sorted(set(cfg.eval.task_sets) - set(TASK_SETS))
+    if unknown or not cfg.eval.task_sets:
+        raise ConfigError(f"eval.task_sets {unknown or '[]'}: choose from {', '.join(TASK_SETS)}")
+    unknown = sorted(set(cfg.eval.budget_methods) - set(BUDGET_METHODS))
+    if unknown:
+        raise ConfigError(f"eval.budget_methods {unknown}: choose from {', '.join(BUDGET_METHODS)}")
+    for spec in cfg.eval.budgets:
+        with_budget(cfg.planner, spec)
+    if cfg.record.frame_size < 8 or cfg.record.frame_size % 8:
+        raise ConfigError(
+            f"record.frame_size must be a positive multiple of 8 (the models' frame size), got {cfg.record.frame_size}"
+        )
+
+
+@dataclass
+class EnvFacts:
+    low: np.ndarray
+    high: np.ndarray
+    dt: float  # seconds between env steps
+    state_size: int
+
+
+def check_env(cfg: PlanBenchConfig, success: gr.Success) -> EnvFacts:
+    """Make the env once and check everything the config says of it before anything is recorded: a Box action
+    space and rgb_array frames (`gr.make_env`), a state to score (`record.state_key`), the success tests and
+    `eval.must_change` against its size, and the collection policy."""
+    with gr.make_env(cfg.env, dict(cfg.env_kwargs)) as probe:
+        obs, info = probe.reset(seed=cfg.seed)
+        state = state_vector(probe, obs, info, cfg.record.state_key)
+        if state is None:
+            raise ConfigError(
+                f"{cfg.env}'s observation is not a state vector: name the info entry to score with record.state_key"
+            )
+        success.validate(state.shape[0])
+        if cfg.eval.must_change:
+            if any(not 0 <= d < state.shape[0] for d in cfg.eval.must_change):
+                raise ConfigError(
+                    f"eval.must_change {list(cfg.eval.must_change)} must index the state's {state.shape[0]} entries"
+                )
+            success.restricted(cfg.eval.must_change, state.shape[0])
+        # One action on the reset observation: a policy that cannot read this env's observations fails here.
+        policy = load_policy(cfg.record.policy, probe.action_space, dict(cfg.record.policy_kwargs))
+        rng = np.random.default_rng(cfg.seed)
+        if hasattr(policy, "reset"):
+            policy.reset(rng)
+        policy(obs, rng)
+        space = probe.action_space
+        return EnvFacts(space.low, space.high, frame_interval(probe), state.shape[0])
+
+
+def draw_task_sets(
+    cfg: PlanBenchConfig, recorded: Path, env, success: gr.Success, facts: EnvFacts
+) -> dict[str, gr.TaskDraw]:
+    """Each of `eval.task_sets` drawn from the same held-out episodes with `eval.seed`."""
+    min_start = (cfg.planner.context - 1) * cfg.action_repeat
+    episodes = [gr.load_episode(p) for p in held_out(episode_files(recorded))]
+    draws = {}
+    for name in cfg.eval.task_sets:
+        if name == "all":
+            tasks = gr.select_tasks(episodes, cfg.eval.episodes, cfg.eval.goal_offset, min_start, cfg.eval.seed)
+            draws[name] = gr.TaskDraw(tasks, len(tasks), {})
+        else:
+            print("drawing the tasks that need acting (the zero action run on each candidate)", flush=True)
+            draws[name] = gr.needs_acting_tasks(
+                env,
+                episodes,
+                cfg.eval.episodes,
+                cfg.eval.goal_offset,
+                min_start,
+                cfg.eval.seed,
+                success,
+                cfg.eval.budget,
+                gr.ZeroController(facts.low, facts.high).action,
+                list(cfg.eval.must_change),
+            )
+            print(
+                f"  {len(draws[name].tasks)} of {draws[name].considered} candidates need acting; left out: "
+                f"{draws[name].left_out}",
+                flush=True,
+            )
+    return draws
+
+
+def budget_sweep(
+    cfg: PlanBenchConfig,
+    rows: dict[str, dict],
+    run: Any,
+) -> list[dict]:
+    """Success against seconds per env step for each of `eval.budget_methods` at each of `eval.budgets`.
+
+    The planner section's own budget is the row already measured. Other (method, budget) pairs run cheapest first
+    while their estimated time (the method's seconds per env step at the planner's budget, scaled by candidates x
+    iterations, times the env steps it took) keeps the sweep within `eval.budget_minutes`; the rest are reported as
+    skipped with their estimate. `run(method, planner)` evaluates one pair -> its row."""
+    base = cfg.planner
+    specs = [budget_name(base), *cfg.eval.budgets]
+    planners = {budget_name(p): p for p in (with_budget(base, spec) for spec in specs)}
+    out, pending = [], []
+    for method in cfg.eval.budget_methods:
+        if method not in rows:
+            continue
+        for name, planner in planners.items():
+            entry = {
+                "method": method,
+                "budget": name,
+                "candidates": planner.candidates,
+                "iterations": planner.iterations,
+                "elites": planner.elites,
+            }
+            if name == budget_name(base):
+                out.append(
+                    {**entry, **{k: rows[method][k] for k in ("success_rate", "success_ci95", "seconds_per_step")}}
+                )
+                continue
+            scale = planner.candidates * planner.iterations / (base.candidates * base.iterations)
+            estimate = rows[method]["seconds_per_step"] * scale * rows[method]["env_steps"]
+            pending.append((estimate, entry, planner))
+    spent = 0.0
+    for estimate, entry, planner in sorted(pending, key=lambda item: item[0]):
+        if spent + estimate > 60 * cfg.eval.budget_minutes:
+            out.append({**entry, "skipped": True, "estimated_seconds": estimate})
+            continue
+        print(f"evaluating {entry['method']} at {entry['budget']} (estimated {estimate / 60:.1f} min)", flush=True)
+        row = run(entry["method"], planner)
+        spent += row["seconds_per_step"] * row["env_steps"]
+        out.append({**entry, **{k: row[k] for k in ("success_rate", "success_ci95", "seconds_per_step")}})
+    return out
+
+
+def plot_budgets(rows: list[dict], path: Path, title: str) -> None:
+    """Success (with 95 % intervals) against seconds per env step, log x, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6.4, 4.2))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        run = sorted(
+            (r for r in rows if r["method"] == method and not r.get("skipped")), key=lambda r: r["seconds_per_step"]
+        )
+        x = [r["seconds_per_step"] for r in run]
+        y = [r["success_rate"] for r in run]
+        errors = [
+            [r["success_rate"] - r["success_ci95"][0] for r in run],
+            [r["success_ci95"][1] - r["success_rate"] for r in run],
+        ]
+        axes.errorbar(x, y, yerr=errors, marker="o", capsize=3, label=method)
+        for r in run:
+            axes.annotate(
+                f"{r['candidates']}x{r['iterations']}",
+                (r["seconds_per_step"], r["success_rate"]),
+                fontsize=7,
+                xytext=(4, 4),
+                textcoords="offset points",
+            )
+    axes.set_xscale("log")
+    axes.set_ylim(0, 1)
+    axes.set_xlabel("seconds per env step (log)")
+    axes.set_ylabel("success rate (95 % interval)")
+    axes.set_title(title)
+    axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=8)
+    figure.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(figure)
+
+
+def comparisons(methods: dict[str, dict]) -> dict[str, float]:
+    if not {"deltaworld_token_cem", "random", "dinoworld_cem", "zero_action"} <= set(methods):
+        return {}
+    delta = methods["deltaworld_token_cem"]
+    return {
+        "deltaworld_token_success_over_random_points": 100
+        * (delta["success_rate"] - methods["random"]["success_rate"]),
+        "deltaworld_token_success_over_zero_action_points": 100
+        * (delta["success_rate"] - methods["zero_action"]["success_rate"]),
+        "deltaworld_token_success_over_dinoworld_points": 100
+        * (delta["success_rate"] - methods["dinoworld_cem"]["success_rate"]),
+        "dinoworld_over_deltaworld_token_seconds_per_step": methods["dinoworld_cem"]["seconds_per_step"]
+        / max(delta["seconds_per_step"], 1e-12),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     flags = {"--out": Flag("out", "folder for report.json, report.md, the GIFs and the trained models")}
     cfg: PlanBenchConfig = to_object(
         parse_run_config(PlanBenchConfig, __doc__, DEFAULT_CONFIG, argv, flags, str(REPO / DEFAULT_CONFIG))
     )
-    cfg.planner.validate()
-    unknown = sorted(set(cfg.eval.methods) - set(METHODS))
-    if unknown or not cfg.eval.methods:
-        raise ConfigError(f"eval.methods {unknown or '[]'}: choose from {', '.join(METHODS)}")
-    if cfg.record.frame_size < 8 or cfg.record.frame_size % 8:
-        raise ConfigError(
-            f"record.frame_size must be a positive multiple of 8 (the models' frame size), got {cfg.record.frame_size}"
-        )
+    check_config(cfg)
     given = cfg.tokenizer.checkpoint
     if given is not None:
         if in_repo(given).exists():
@@ -342,54 +593,75 @@ def main(argv: list[str] | None = None) -> None:
             )
     out = Path(cfg.out).resolve()
     started, load_before = time.perf_counter(), load_average()
-    # Refuses an env the protocol cannot run (Discrete actions, no rgb_array) before anything is made.
-    with gr.make_env(cfg.env, dict(cfg.env_kwargs)) as probe:
-        low, high, dt = probe.action_space.low, probe.action_space.high, frame_interval(probe)
+    success = success_of(cfg)
+    facts = check_env(cfg, success)
+    low, high, dt = facts.low, facts.high, facts.dt
     blocks = gr.ActionBlocks(low, high, cfg.action_repeat)
     phases = Phases()
     models = prepare(cfg, out, blocks, phases)
     prepared = time.perf_counter() - started
     torch.set_num_threads(min(torch.get_num_threads(), 2))
-    min_start = (cfg.planner.context - 1) * cfg.action_repeat
-    tasks = gr.held_out_tasks(out / "recorded", cfg.eval.episodes, cfg.eval.goal_offset, min_start, cfg.eval.seed)
-    success = gr.Success(
-        cfg.eval.tolerance, list(cfg.eval.state_dims), list(cfg.eval.state_scale), list(cfg.eval.state_angles)
-    )
-    success.validate(tasks[0].goal_state.shape[0])
     # Long enough for the longest run: replay to the last start step, then the whole budget.
     env = gr.make_env(cfg.env, dict(cfg.env_kwargs), max_episode_steps=cfg.record.max_steps + cfg.eval.budget + 1)
-    methods: dict[str, dict] = {}
+    task_sets: dict[str, dict] = {}
+    budgets: list[dict] = []
     with env:
-        for name in cfg.eval.methods:
-            print(f"evaluating {name} on {len(tasks)} tasks", flush=True)
-            phases.start(f"eval_{name}")
-            controller = controller_for(name, cfg, models, blocks, dt * cfg.action_repeat, low, high)
-            methods[name] = evaluate(name, controller, env, tasks, cfg, success, out)
+        phases.start("draw_tasks")
+        draws = draw_task_sets(cfg, out / "recorded", env, success, facts)
+        for set_name, draw in draws.items():
+            methods: dict[str, dict] = {}
+            for name in cfg.eval.methods:
+                print(f"evaluating {name} on {len(draw.tasks)} {set_name} tasks", flush=True)
+                phases.start(f"eval_{set_name}_{name}")
+                controller = controller_for(name, cfg, models, blocks, dt * cfg.action_repeat, low, high)
+                methods[name] = evaluate(name, controller, env, draw.tasks, cfg, success, out, set_name)
+            task_sets[set_name] = {
+                "tasks": len(draw.tasks),
+                "draw": {"considered": draw.considered, "left_out": draw.left_out},
+                "methods": methods,
+                **comparisons(methods),
+            }
+        first = cfg.eval.task_sets[0]
+
+        def run_budget(method: str, planner: PlannerConfig) -> dict:
+            phases.start(f"budget_{method}_{budget_name(planner)}")
+            budgeted = replace(cfg, planner=planner)
+            controller = controller_for(method, budgeted, models, blocks, dt * cfg.action_repeat, low, high)
+            name = f"{method}_{planner.candidates}x{planner.iterations}"
+            return evaluate(
+                name, controller, env, draws[first].tasks, budgeted, success, out, f"budgets_{first}", False
+            )
+
+        budgets = budget_sweep(cfg, task_sets[first]["methods"], run_budget)
     phases.stop()
-    report: dict[str, Any] = {"env": cfg.env, **methods}
-    if {"deltaworld_token_cem", "random", "dinoworld_cem"} <= set(methods):
-        delta, rand, dino = methods["deltaworld_token_cem"], methods["random"], methods["dinoworld_cem"]
-        report["deltaworld_token_success_over_random_points"] = 100 * (delta["success_rate"] - rand["success_rate"])
-        report["deltaworld_token_success_over_dinoworld_points"] = 100 * (delta["success_rate"] - dino["success_rate"])
-        report["dinoworld_over_deltaworld_token_seconds_per_step"] = dino["seconds_per_step"] / max(
-            delta["seconds_per_step"], 1e-12
-        )
+    plot = out / "budgets.png"
+    if budgets:
+        plot_budgets(budgets, plot, f"{cfg.env}: {first} tasks ({task_sets[first]['tasks']})")
+    report: dict[str, Any] = {"env": cfg.env}
+    for set_name, rows in task_sets.items():
+        # `all` keeps the top level, where its rows have always been; every other set is a section of the same rows.
+        section = {**rows["methods"], **{k: v for k, v in rows.items() if k != "methods"}}
+        if set_name == "all":
+            report.update(section)
+        else:
+            report[set_name] = section
     report.update(
         {
+            "budget_task_set": first,
+            "budgets": budgets,
+            "budget_plot": str(plot) if budgets else None,
             "protocol": {
                 "episodes": cfg.eval.episodes,
                 "goal_offset": cfg.eval.goal_offset,
                 "budget": cfg.eval.budget,
-                "tolerance": cfg.eval.tolerance,
-                "state_dims": list(cfg.eval.state_dims),
-                "state_scale": list(cfg.eval.state_scale),
-                "state_angles": list(cfg.eval.state_angles),
+                "success": [asdict(test) for test in success.tests],
+                "must_change": list(cfg.eval.must_change),
                 "seed": cfg.eval.seed,
                 "state_key": cfg.record.state_key if cfg.record.state_key is not None else "observation",
             },
             "action_repeat": cfg.action_repeat,
             "planner": {**vars(cfg.planner), "steps_applied": cfg.planner.steps_applied},
-            "record": vars(cfg.record),
+            "record": {**vars(cfg.record), "policy_kwargs": dict(cfg.record.policy_kwargs)},
             "flops_per_planning_step_vitb_512": vitb_flops(cfg),
             "torch_threads": torch.get_num_threads(),
             "device": cfg.device,
@@ -402,8 +674,12 @@ def main(argv: list[str] | None = None) -> None:
         }
     )
     atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
-    atomic_write_text(out / "report.md", markdown(report, methods))
-    print(table(methods))
+    atomic_write_text(out / "report.md", markdown(report, task_sets))
+    for set_name, rows in task_sets.items():
+        print(f"{set_name} ({rows['tasks']} tasks)")
+        print(table(rows["methods"]))
+    if budgets:
+        print(budget_table(budgets))
     print(f"report in {out / 'report.json'} and {out / 'report.md'}, GIFs in {out / 'gifs'}")
 
 

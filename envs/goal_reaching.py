@@ -45,8 +45,8 @@ REPLAY_ATOL = 1e-6
 
 
 @dataclass
-class Success:
-    """When a state counts as the goal's: the Euclidean distance over `dims` (all when empty), each entry's
+class StateTest:
+    """One test of a state against the goal's: the Euclidean distance over `dims` (all when empty), each entry's
     difference divided by its `scale` (1 when empty), is at most `tolerance`. Entries listed in `angles` are
     radians: their difference is taken the short way round the circle."""
 
@@ -55,16 +55,16 @@ class Success:
     scale: list[float] = field(default_factory=list)
     angles: list[int] = field(default_factory=list)
 
-    def validate(self, state_size: int) -> None:
+    def validate(self, state_size: int, key: str = "eval") -> None:
         if not self.tolerance > 0:
-            raise ConfigError(f"eval.tolerance must be positive, got {self.tolerance}")
+            raise ConfigError(f"{key}.tolerance must be positive, got {self.tolerance}")
         for name, dims in (("state_dims", self.dims), ("state_angles", self.angles)):
             if any(not 0 <= d < state_size for d in dims):
-                raise ConfigError(f"eval.{name} {dims} must index the recorded state's {state_size} entries")
+                raise ConfigError(f"{key}.{name} {dims} must index the recorded state's {state_size} entries")
         size = len(self.dims) if self.dims else state_size
         if self.scale and (len(self.scale) != size or min(self.scale) <= 0):
             raise ConfigError(
-                f"eval.state_scale needs {size} positive entries (one per compared state entry), got {self.scale}"
+                f"{key}.state_scale needs {size} positive entries (one per compared state entry), got {self.scale}"
             )
 
     def distance(self, state: np.ndarray, goal: np.ndarray) -> float:
@@ -76,6 +76,51 @@ class Success:
         if self.scale:
             difference = difference / np.asarray(self.scale, dtype=np.float64)
         return float(np.linalg.norm(difference))
+
+    def restricted(self, entries: Sequence[int], state_size: int) -> StateTest | None:
+        """The same test over only those of its entries that are in `entries`; None when it compares none of them."""
+        dims = list(self.dims) if self.dims else list(range(state_size))
+        kept = [i for i, d in enumerate(dims) if d in set(entries)]
+        if not kept:
+            return None
+        scale = [self.scale[i] for i in kept] if self.scale else []
+        return StateTest(self.tolerance, [dims[i] for i in kept], scale, list(self.angles))
+
+
+@dataclass
+class Success:
+    """When a state counts as the goal's: it passes every one of `tests` (PushT's, as DINO-WM and stable-worldmodel
+    score it: agent and block positions within 20 px, and the block's angle within pi/9)."""
+
+    tests: list[StateTest] = field(default_factory=lambda: [StateTest()])
+
+    @classmethod
+    def within(
+        cls, tolerance: float, dims: Sequence[int] = (), scale: Sequence[float] = (), angles: Sequence[int] = ()
+    ) -> Success:
+        """One test: the state within `tolerance` of the goal's (see `StateTest`)."""
+        return cls([StateTest(tolerance, list(dims), list(scale), list(angles))])
+
+    def validate(self, state_size: int) -> None:
+        if not self.tests:
+            raise ConfigError("success needs at least one state test")
+        for index, test in enumerate(self.tests):
+            test.validate(state_size, "eval" if index == 0 else f"eval.more_tests[{index - 1}]")
+
+    def reached(self, state: np.ndarray, goal: np.ndarray) -> bool:
+        return all(test.distance(state, goal) <= test.tolerance for test in self.tests)
+
+    def distance(self, state: np.ndarray, goal: np.ndarray) -> float:
+        """How far from passing, in tolerances: the largest of each test's distance over its tolerance (<= 1 when
+        every test passes)."""
+        return max(test.distance(state, goal) / test.tolerance for test in self.tests)
+
+    def restricted(self, entries: Sequence[int], state_size: int) -> Success:
+        """The tests over only the state entries in `entries` (tests that compare none of them dropped)."""
+        tests = [t for t in (test.restricted(entries, state_size) for test in self.tests) if t is not None]
+        if not tests:
+            raise ConfigError(f"eval.must_change {list(entries)} names no state entry any success test compares")
+        return Success(tests)
 
 
 @dataclass
@@ -188,6 +233,11 @@ class Task:
         return f"{self.episode.path.stem}@{self.start}"
 
 
+def start_pairs(episodes: Sequence[RecordedEpisode], goal_offset: int, min_start: int) -> list[tuple[int, int]]:
+    """Every (episode index, start) from `min_start` on whose goal, `goal_offset` steps later, is in the episode."""
+    return [(e, start) for e, episode in enumerate(episodes) for start in range(min_start, len(episode) - goal_offset)]
+
+
 def select_tasks(
     episodes: Sequence[RecordedEpisode], count: int, goal_offset: int, min_start: int, seed: int
 ) -> list[Task]:
@@ -195,7 +245,7 @@ def select_tasks(
     `goal_offset` steps later, is in the episode."""
     if count < 1 or goal_offset < 1:
         raise ConfigError(f"eval.episodes ({count}) and eval.goal_offset ({goal_offset}) must both be at least 1")
-    pairs = [(e, start) for e, episode in enumerate(episodes) for start in range(min_start, len(episode) - goal_offset)]
+    pairs = start_pairs(episodes, goal_offset, min_start)
     if len(pairs) < count:
         raise ConfigError(
             f"the {len(episodes)} held-out episodes hold {len(pairs)} start states with a goal {goal_offset} steps "
@@ -208,6 +258,76 @@ def select_tasks(
 def held_out_tasks(root: str | Path, count: int, goal_offset: int, min_start: int, seed: int) -> list[Task]:
     """Tasks from the held-out episodes of a recorded folder."""
     return select_tasks([load_episode(p) for p in held_out(episode_files(root))], count, goal_offset, min_start, seed)
+
+
+@dataclass
+class TaskDraw:
+    """Tasks that passed a filter, with how many candidates were looked at and why the others were left out."""
+
+    tasks: list[Task]
+    considered: int
+    left_out: dict[str, int]
+
+
+def passively_solved(env: gymnasium.Env, task: Task, action: np.ndarray, success: Success, budget: int) -> bool:
+    """Whether holding `action` every env step from the task's start reaches the goal state within `budget` steps
+    (nothing is drawn: only the env's states are read)."""
+    reach_start(env, task, 0)
+    for _ in range(budget):
+        obs, _, terminated, truncated, info = env.step(action)
+        if success.reached(state_vector(env, obs, info, task.episode.state_key), task.goal_state):
+            return True
+        if terminated or truncated:
+            return False
+    return False
+
+
+def needs_acting_tasks(
+    env: gymnasium.Env,
+    episodes: Sequence[RecordedEpisode],
+    count: int,
+    goal_offset: int,
+    min_start: int,
+    seed: int,
+    success: Success,
+    budget: int,
+    zero_action: np.ndarray,
+    must_change: Sequence[int] = (),
+) -> TaskDraw:
+    """Up to `count` tasks, drawn with `seed` from the same start pairs as `select_tasks`, that an agent has to act
+    to solve: the start is not already at the goal; the zero action held for the whole `budget` does not reach it
+    (the env's own dynamics do not solve it: a pendulum left alone swings through many goals); and, when
+    `must_change` names state entries (PushT's block position and angle), the goal differs from the start in those
+    entries by more than the success tests allow (else a pushing task is only a reaching one).
+
+    Candidates are tried in a seeded order until `count` qualify; fewer is not an error (the draw says how many),
+    none is."""
+    pairs = start_pairs(episodes, goal_offset, min_start)
+    state_size = episodes[0].states.shape[1]
+    moved = success.restricted(must_change, state_size) if must_change else None
+    left_out = {"starts_at_goal": 0, "must_change_unchanged": 0, "zero_action_solves": 0}
+    tasks: list[Task] = []
+    considered = 0
+    for index in np.random.default_rng(seed).permutation(len(pairs)):
+        if len(tasks) == count:
+            break
+        considered += 1
+        episode, start = episodes[pairs[index][0]], pairs[index][1]
+        task = Task(episode, start, start + goal_offset)
+        if success.reached(episode.states[start], task.goal_state):
+            left_out["starts_at_goal"] += 1
+        elif moved is not None and moved.reached(episode.states[start], task.goal_state):
+            left_out["must_change_unchanged"] += 1
+        elif passively_solved(env, task, zero_action, success, budget):
+            left_out["zero_action_solves"] += 1
+        else:
+            tasks.append(task)
+    if not tasks:
+        raise ConfigError(
+            f"none of the {len(pairs)} held-out start states needs acting ({left_out}): record episodes whose "
+            "goals the env does not reach by itself"
+        )
+    return TaskDraw(tasks, considered, left_out)
 
 
 def check_replayed(episode: RecordedEpisode, step: int, state: np.ndarray | None) -> None:
@@ -446,7 +566,7 @@ def run_task(
         taken += 1
         state = state_vector(env, obs, info, task.episode.state_key)
         distance = success.distance(state, task.goal_state)
-        reached = distance <= success.tolerance
+        reached = success.reached(state, task.goal_state)
         at_block = taken % repeat == 0
         frame = env_frame(env, frame_size) if keep_frames or at_block else None
         block_frame = frame if at_block else None

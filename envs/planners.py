@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -70,6 +70,37 @@ class PlannerConfig:
     def steps_applied(self) -> int:
         """Planned steps applied before planning again."""
         return self.horizon if self.receding_horizon is None else self.receding_horizon
+
+
+# Named search budgets: (candidates, iterations, elites). `peers` is the CEM that DINO-WM, PLDM and LeWM are
+# scored with (stable-worldmodel's solver preset: 300 samples, 30 iterations, the best 30 refit).
+BUDGETS = {"peers": (300, 30, 30)}
+
+
+def with_budget(config: PlannerConfig, spec: str) -> PlannerConfig:
+    """`config` with the search budget `spec`: a name in `BUDGETS` or "CANDIDATESxITERATIONS[/ELITES]" (elites
+    left out: the config's own)."""
+    if spec in BUDGETS:
+        candidates, iterations, elites = BUDGETS[spec]
+    else:
+        sizes, _, elites_text = spec.partition("/")
+        candidates_text, _, iterations_text = sizes.partition("x")
+        try:
+            candidates, iterations = int(candidates_text), int(iterations_text)
+            elites = int(elites_text) if elites_text else config.elites
+        except ValueError:
+            raise ConfigError(
+                f"search budget {spec!r} is not one of {', '.join(BUDGETS)} nor CANDIDATESxITERATIONS[/ELITES] "
+                "(e.g. 300x10/30)"
+            ) from None
+    budgeted = replace(config, candidates=candidates, iterations=iterations, elites=elites)
+    budgeted.validate()
+    return budgeted
+
+
+def budget_name(config: PlannerConfig) -> str:
+    """The budget `with_budget` reads back: "CANDIDATESxITERATIONS/ELITES"."""
+    return f"{config.candidates}x{config.iterations}/{config.elites}"
 
 
 @torch.no_grad()

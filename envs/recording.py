@@ -4,7 +4,9 @@
     python -m envs.recording --env Pendulum-v1 --episodes 20 --frame-size 64 --out runs/pendulum_episodes
     python -m envs.recording --env gym_pusht:gym_pusht/PushT-v0 --out runs/pusht_episodes 'env_kwargs={obs_type: state}'
 
-Any env made with render_mode="rgb_array" works; frames come from `env.render()`.
+Any env made with render_mode="rgb_array" works; frames come from `env.render()`. What acts is `--policy`
+(`envs.policies`: uniform `random`, Ornstein-Uhlenbeck `smooth`, PushT's `pusht_near_block`, or a
+`package.module:factory` of one's own, with `policy_kwargs`).
 A folder holds one `episode_NNNNNN.safetensors` per episode with
   "frames"      uint8 (T, 3, H, W), the reset frame first
   "actions"     float32 (T, A); actions[t] led into frame t, actions[0] = 0
@@ -14,7 +16,8 @@ A folder holds one `episode_NNNNNN.safetensors` per episode with
   "states"      float64 (T, S), the simulator's state after each frame: the observation when it is a
                 vector, else the `info` entry `state_key` names (e.g. Shapes-v0's "agent_position");
                 absent when there is neither
-and the env id, its make() keyword arguments (JSON) and the state's source in the file's metadata.
+and the env id, its make() keyword arguments, the policy and its keywords (JSON) and the state's source in
+the file's metadata.
 `tokenizer.data.episodes.EpisodeClips` cuts training clips from them; the seed and the states are what
 `envs.goal_reaching` needs to reach a recorded state again (reset with the seed, replay the actions)
 and to score an agent against a recorded goal state.
@@ -23,7 +26,6 @@ Like every command it also takes `--config FILE` and dotted overrides (`max_step
 
 from __future__ import annotations
 
-import importlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +38,7 @@ import torch
 from gymnasium import spaces
 
 import envs  # noqa: F401  (registers deltaworld/* so --env can name them)
+from envs.policies import Policy, load_policy
 from envs.wrappers import is_image_space
 from tokenizer.data.episodes import episode_path
 from tokenizer.data.transforms import center_square_box, resize_frames, to_channels_first
@@ -43,8 +46,6 @@ from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
 from tokenizer.runtime.config import to_object
 from tokenizer.runtime.errors import ConfigError, InputError
 from tokenizer.runtime.files import save_safetensors
-
-Policy = Callable[[Any, np.random.Generator], Any]  # (observation, rng) -> action
 
 
 def action_vector(space: spaces.Space) -> Callable[[Any], np.ndarray]:
@@ -54,29 +55,6 @@ def action_vector(space: spaces.Space) -> Callable[[Any], np.ndarray]:
     if isinstance(space, spaces.Discrete):
         return lambda action: np.array([int(action)], dtype=np.float32)
     raise ConfigError(f"recording supports Box and Discrete action spaces, not {type(space).__name__}")
-
-
-def random_policy(space: spaces.Space) -> Policy:
-    """Uniform actions drawn from the recording's generator, so a seed fixes the whole dataset."""
-    if isinstance(space, spaces.Discrete):
-        return lambda obs, rng: int(space.start + rng.integers(space.n))
-    if isinstance(space, spaces.Box) and space.is_bounded():
-        return lambda obs, rng: rng.uniform(space.low, space.high).astype(space.dtype)
-    raise ConfigError(f"the random policy needs a bounded Box or a Discrete action space, got {space}")
-
-
-def load_policy(spec: str, space: spaces.Space) -> Policy:
-    """ "random", or "package.module:factory" where factory(action_space) returns a Policy."""
-    if spec == "random":
-        return random_policy(space)
-    module_name, _, attr = spec.partition(":")
-    if not attr:
-        raise ConfigError(f"--policy must be 'random' or 'package.module:factory', got {spec!r}")
-    try:
-        factory = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as err:
-        raise ConfigError(f"cannot load policy {spec!r}: {err}") from None
-    return factory(space)
 
 
 def frame_interval(env: gymnasium.Env) -> float:
@@ -129,6 +107,8 @@ def record_episode(
     """Run one episode from reset(seed) until it ends or reaches `max_steps` steps; -> the episode's tensors."""
     store = action_vector(env.action_space)
     obs, info = env.reset(seed=seed)
+    if hasattr(policy, "reset"):
+        policy.reset(rng)
     frames, actions = [env.render()], [np.zeros_like(store(env.action_space.sample()))]
     states = [state_vector(env, obs, info, state_key)]
     for _ in range(max_steps):
@@ -166,6 +146,7 @@ def record(
     frame_size: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
     state_key: str | None = None,
+    policy_kwargs: dict[str, Any] | None = None,
 ) -> list[Path]:
     """Record `episodes` episodes of `env_id` into `out` (created; existing episode files are replaced).
 
@@ -182,13 +163,14 @@ def record(
         raise ConfigError(f"cannot make env {env_id!r}: {err}") from None
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    act = load_policy(policy, env.action_space)
+    act = load_policy(policy, env.action_space, policy_kwargs)
     rng = np.random.default_rng(seed)
     paths = []
     # Keyword values JSON cannot hold (a config object) are kept as their repr: a record, not a recipe.
     metadata = {
         "env_id": env_id,
         "policy": policy,
+        "policy_kwargs": json.dumps(policy_kwargs or {}, default=repr),
         "env_kwargs": json.dumps(env_kwargs or {}, default=repr),
     }
     if state_key is not None:  # metadata values are strings: no entry means the observation
@@ -213,7 +195,10 @@ class RecordConfig:
     env: str = "deltaworld/Shapes-v0"  # Gymnasium env id, e.g. deltaworld/Shapes-v0 or Pendulum-v1
     episodes: int = 100
     out: str = "runs/episodes"  # folder for the episode files
-    policy: str = "random"  # "random" (uniform) or "package.module:factory" (factory(action_space) -> policy(obs, rng))
+    # random, smooth, pusht_near_block (envs.policies) or "package.module:factory" (factory(action_space, **kwargs)
+    # -> policy(obs, rng))
+    policy: str = "random"
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)  # keywords of the policy's factory
     seed: int = 0
     max_steps: int = 100  # steps per episode at most (the env may end it sooner)
     frame_size: int | None = None  # store square frames of this size (null = the env's own, centre-cropped)
@@ -227,7 +212,7 @@ FLAGS = {
     "--env": Flag("env", "Gymnasium env id"),
     "--episodes": Flag("episodes", "episodes to record", int),
     "--out": Flag("out", "folder for the episode files"),
-    "--policy": Flag("policy", "random, or package.module:factory"),
+    "--policy": Flag("policy", "random, smooth, pusht_near_block, or package.module:factory"),
     "--seed": Flag("seed", "seed of the episodes and the policy", int),
     "--max-steps": Flag("max_steps", "steps per episode at most", int),
     "--frame-size": Flag("frame_size", "square frame size (default: the env's own)", int),
@@ -249,6 +234,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg.frame_size,
         dict(cfg.env_kwargs),
         cfg.state_key,
+        dict(cfg.policy_kwargs),
     )
     print(f"recorded {len(paths)} episodes of {cfg.env} into {cfg.out}")
 

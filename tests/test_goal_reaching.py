@@ -116,7 +116,7 @@ def test_replay_reaches_the_start_and_the_goal_and_success_reads_the_state(recor
     state, frames = gr.reach_start(env, task, SIZE, [task.start - 4, task.start])
     np.testing.assert_array_equal(state, task.episode.states[task.start])
     np.testing.assert_array_equal(frames[task.start], task.episode.frames[task.start].permute(1, 2, 0).numpy())
-    success = gr.Success(tolerance=1e-9)
+    success = gr.Success.within(1e-9)
     replayed = gr.run_task(
         env, task, gr.ReplayController(), success, budget=20, repeat=2, frame_size=SIZE, context=3, keep_frames=True
     )
@@ -131,17 +131,20 @@ def test_replay_reaches_the_start_and_the_goal_and_success_reads_the_state(recor
     assert start_distance > 0
     np.testing.assert_array_equal(gr.ZeroController(np.ones(2), np.full(2, 3.0)).act(None), np.ones(2))  # in the box
     # Distance over chosen entries, each scaled: (3, 4) / (1, 2) over both -> (3, 2).
-    assert gr.Success(1.0, [], [1.0, 2.0]).distance(np.array([3.0, 4.0]), np.zeros(2)) == pytest.approx(np.hypot(3, 2))
-    assert gr.Success(1.0, [1]).distance(np.array([3.0, 4.0]), np.zeros(2)) == 4.0
+    assert gr.StateTest(1.0, [], [1.0, 2.0]).distance(np.array([3.0, 4.0]), np.zeros(2)) == pytest.approx(
+        np.hypot(3, 2)
+    )
+    assert gr.StateTest(1.0, [1]).distance(np.array([3.0, 4.0]), np.zeros(2)) == 4.0
     # An angle's difference goes the short way round: 6.2 rad from 0.1 rad is 0.183 rad away.
-    assert gr.Success(1.0, [], [], [1]).distance(np.array([0.0, 6.2]), np.array([0.0, 0.1])) == pytest.approx(
+    assert gr.StateTest(1.0, [], [], [1]).distance(np.array([0.0, 6.2]), np.array([0.0, 0.1])) == pytest.approx(
         2 * np.pi - 6.1
     )
     for bad, message in (
-        (gr.Success(0.0), "positive"),
-        (gr.Success(1.0, [2]), "state_dims.*index"),
-        (gr.Success(1.0, [], [], [5]), "state_angles"),
-        (gr.Success(1.0, [], [1.0]), "2 positive"),
+        (gr.Success.within(0.0), "positive"),
+        (gr.Success.within(1.0, [2]), "state_dims.*index"),
+        (gr.Success.within(1.0, [], [], [5]), "state_angles"),
+        (gr.Success.within(1.0, [], [1.0]), "2 positive"),
+        (gr.Success([gr.StateTest(1.0), gr.StateTest(-1.0)]), "more_tests\\[0\\].tolerance must be positive"),
     ):
         with pytest.raises(ConfigError, match=message):
             bad.validate(2)
@@ -207,7 +210,7 @@ def test_one_task_planned_end_to_end_in_a_micro_world_model(tokenizer, recorded,
     plans = []
     plan_steps = controller.agent.plan_steps
     monkeypatch.setattr(controller.agent, "plan_steps", lambda count: plans.append(count) or plan_steps(count))
-    result = gr.run_task(env, task, controller, gr.Success(1e-9), budget=5, repeat=2, frame_size=SIZE, context=2)
+    result = gr.run_task(env, task, controller, gr.Success.within(1e-9), budget=5, repeat=2, frame_size=SIZE, context=2)
     # 5 steps in blocks of 2, the whole 2-block plan applied each time: plans at steps 0 and 4.
     assert result.steps == 5 and plans == [2, 2] and result.seconds > 0 and np.isfinite(result.final_distance)
     assert len(controller.agent.frames) == 2  # the context: the newest two block frames
@@ -222,7 +225,7 @@ def test_goal_reaching_keeps_every_tensor_on_the_models_device(tokenizer, record
     controller = planning_controller(tokenizer, blocks, receding=1)
     parameter = next(controller.agent.world.parameters())
     with torch.device("meta"), OnTheModelsDevice(parameter.device, parameter.dtype):
-        result = gr.run_task(env, task, controller, gr.Success(1e-9), budget=4, repeat=2, frame_size=SIZE, context=2)
+        result = gr.run_task(env, task, controller, gr.Success.within(1e-9), budget=4, repeat=2, frame_size=SIZE, context=2)
     assert result.steps == 4
 
 
@@ -243,7 +246,7 @@ def test_the_bench_scores_every_method_on_the_same_tasks_with_a_gif_each(tokeniz
         controller = controller_for(
             name, cfg, {"deltaworld": tmp_path / "deltaworld"}, blocks, 0.2, blocks.low, blocks.high
         )
-        rows[name] = evaluate(name, controller, env, tasks, cfg, gr.Success(1e-9), tmp_path)
+        rows[name] = evaluate(name, controller, env, tasks, cfg, gr.Success.within(1e-9), tmp_path)
     for row in rows.values():
         assert {
             "success_rate",
@@ -253,8 +256,10 @@ def test_the_bench_scores_every_method_on_the_same_tasks_with_a_gif_each(tokeniz
             "flops_per_planning_step",
         } <= set(row)
         assert [t["task"] for t in row["tasks"]] == [t.name for t in tasks]
-        assert (tmp_path / "gifs" / f"{Path(row['gif']).name}").is_file()
+        assert Path(row["gif"]).parent == tmp_path / "gifs" / "all" and Path(row["gif"]).is_file()
+        assert row["gif_task"] == tasks[0].name  # none solved: the first task
     assert rows["replay"]["success_rate"] == 1.0 and rows["replay"]["flops_per_planning_step"] == 0
+    assert rows["replay"]["gif_task"] == tasks[0].name
     assert rows["deltaworld_token_cem"]["flops_per_planning_step"] > 0
 
 
@@ -264,6 +269,14 @@ def test_the_bench_scores_every_method_on_the_same_tasks_with_a_gif_each(tokeniz
         ("tokenizer.checkpoint={nowhere}", "tokenizer.checkpoint .* does not exist"),
         ("tokenizer={nowhere}", "is a section .* did you mean 'tokenizer.checkpoint'"),
         ("eval.methods=[astar]", "eval.methods \\['astar'\\]"),
+        ("eval.task_sets=[easy]", "eval.task_sets \\['easy'\\]"),
+        ("eval.budgets=[lots]", "search budget 'lots'"),
+        ("eval.budget_methods=[random]", "eval.budget_methods \\['random'\\]"),
+        # Checked against the env before anything is recorded: Shapes-v0's agent_position has 2 entries.
+        ("eval.state_scale=[1.0,1.0,8.0]", "eval.state_scale needs 2 positive entries"),
+        ("eval.must_change=[4]", "eval.must_change \\[4\\] must index the state's 2 entries"),
+        ("record.policy=pusht_near_block", "pusht_near_block reads PushT's state observation"),
+        ("record.state_key=null", "name the info entry to score with record.state_key"),
     ],
 )
 def test_plan_bench_refuses_bad_config_before_making_anything(tmp_path, override, message):
@@ -273,3 +286,78 @@ def test_plan_bench_refuses_bad_config_before_making_anything(tmp_path, override
     with pytest.raises(ConfigError, match=message):
         plan_bench.main(["--out", str(out), override.format(nowhere=tmp_path / "nowhere")])
     assert not out.exists()
+
+
+def test_success_passes_every_test_and_reads_distance_in_tolerances():
+    # PushT as DINO-WM scores it: agent and block positions within 20 px, the block's angle within pi/9.
+    pusht = gr.Success([gr.StateTest(20.0, [0, 1, 2, 3]), gr.StateTest(np.pi / 9, [4], angles=[4])])
+    goal = np.array([100.0, 100.0, 200.0, 200.0, 0.1])
+    assert pusht.reached(goal + [10.0, 0.0, 0.0, 10.0, 0.2], goal)
+    assert not pusht.reached(goal + [0.0, 0.0, 0.0, 0.0, np.pi / 8], goal)  # in place, turned too far
+    assert not pusht.reached(goal + [0.0, 0.0, 25.0, 0.0, 0.0], goal)  # turned right, pushed too far
+    assert pusht.reached(goal + [0.0, 0.0, 0.0, 0.0, 2 * np.pi], goal)  # a whole turn is no turn
+    assert pusht.distance(goal + [0.0, 0.0, 30.0, 0.0, 0.0], goal) == pytest.approx(1.5)  # the worst test decides
+    # Restricted to the block (entries 2-4): the agent's own move no longer counts.
+    block = pusht.restricted([2, 3, 4], 5)
+    assert block.reached(goal + [90.0, 0.0, 0.0, 0.0, 0.0], goal)
+    assert [t.dims for t in block.tests] == [[2, 3], [4]]
+    with pytest.raises(ConfigError, match="must_change"):
+        gr.Success.within(1.0, [0]).restricted([1], 2)
+
+
+def test_needs_acting_leaves_out_tasks_solved_without_acting(recorded):
+    episodes = [gr.load_episode(p) for p in episode_files(recorded)]
+    env = gr.make_env(POINT_ID, max_episode_steps=200)
+    zero = np.zeros(2, dtype=np.float32)
+    wide = gr.Success.within(0.15)  # many starts of the point env lie within 0.15 of their goal 5 steps later
+    draw = gr.needs_acting_tasks(env, episodes, 8, 5, 0, 0, wide, 10, zero)
+    assert len(draw.tasks) == 8 and draw.left_out["starts_at_goal"] > 0
+    assert draw.considered == 8 + sum(draw.left_out.values())
+    for task in draw.tasks:
+        assert not wide.reached(task.episode.states[task.start], task.goal_state)
+        assert not gr.passively_solved(env, task, zero, wide, 10)
+    # A tolerance wider than the arena: every start is already at its goal.
+    with pytest.raises(ConfigError, match="none of the .* needs acting"):
+        gr.needs_acting_tasks(env, episodes, 8, 5, 0, 0, gr.Success.within(10.0), 10, zero)
+    moved_x = gr.needs_acting_tasks(env, episodes, 4, 5, 0, 0, gr.Success.within(0.05, [0, 1]), 10, zero, [0])
+    assert all(abs(t.episode.states[t.goal][0] - t.episode.states[t.start][0]) > 0.05 for t in moved_x.tasks)
+    assert moved_x.left_out["must_change_unchanged"] > 0
+    # The zero action leaves the dot standing; an action held toward the goal reaches it, and would leave the task out.
+    task = draw.tasks[0]
+    toward = np.clip((task.goal_state - task.episode.states[task.start]) / 0.05, -2, 2).astype(np.float32)
+    assert gr.passively_solved(env, task, toward, gr.Success.within(0.2), 10)
+
+
+def test_the_budget_sweep_reuses_the_planners_row_and_skips_what_does_not_fit(tmp_path):
+    from benchmarks.plan_bench import budget_sweep, plot_budgets
+    from benchmarks.plan_config import PlanBenchConfig
+
+    cfg = PlanBenchConfig()
+    cfg.planner = PlannerConfig(candidates=64, iterations=3, elites=8)
+    cfg.eval.budgets = ["128x3/16", "peers"]
+    cfg.eval.budget_methods = ["deltaworld_token_cem", "dinoworld_cem"]
+    cfg.eval.budget_minutes = 1.0
+    measured = {"success_rate": 0.5, "success_ci95": [0.3, 0.7], "env_steps": 100}
+    rows = {
+        "deltaworld_token_cem": {**measured, "seconds_per_step": 0.1},  # 128x3: an estimated 20 s; peers: 470 s
+        "dinoworld_cem": {**measured, "seconds_per_step": 1.0},  # 128x3: 200 s
+    }
+    ran = []
+
+    def run(method, planner):
+        ran.append((method, planner.candidates, planner.iterations, planner.elites))
+        return {**measured, "success_rate": 0.75, "seconds_per_step": 0.2}
+
+    budgets = budget_sweep(cfg, rows, run)
+    assert ran == [("deltaworld_token_cem", 128, 3, 16)]  # the only one that fits a minute
+    assert [(r["method"], r["budget"], bool(r.get("skipped"))) for r in budgets] == [
+        ("deltaworld_token_cem", "64x3/8", False),
+        ("dinoworld_cem", "64x3/8", False),
+        ("deltaworld_token_cem", "128x3/16", False),
+        ("dinoworld_cem", "128x3/16", True),
+        ("deltaworld_token_cem", "300x30/30", True),
+        ("dinoworld_cem", "300x30/30", True),
+    ]
+    assert budgets[2]["success_rate"] == 0.75 and budgets[3]["estimated_seconds"] == pytest.approx(200.0)
+    plot_budgets(budgets, tmp_path / "budgets.png", "test")
+    assert (tmp_path / "budgets.png").stat().st_size > 1000
