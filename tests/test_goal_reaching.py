@@ -346,7 +346,7 @@ def test_the_budget_sweep_reuses_the_planners_row_and_skips_what_does_not_fit(tm
 
     def run(method, planner):
         ran.append((method, planner.candidates, planner.iterations, planner.elites))
-        return {**measured, "success_rate": 0.75, "seconds_per_step": 0.2}
+        return {**measured, "success_rate": 0.75, "success_ci95": [0.6, 0.85], "seconds_per_step": 0.2}
 
     budgets = budget_sweep(cfg, rows, run)
     assert ran == [("deltaworld_token_cem", 128, 3, 16)]  # the only one that fits a minute
