@@ -3,22 +3,30 @@
     python -m benchmarks.plan_bench --config configs/plan_bench/pendulum.yaml [--out DIR] [dotted.key=value ...]
     (make plan-bench PLAN_ENV=pendulum; the default config is configs/plan_bench/shapes.yaml)
 
-From nothing it makes what it needs, each step skipped when its output already exists in `out` (delete
-the folder to start over): `record.episodes` episodes of `env` (random or a given policy, seeded, with
-their reset seeds and states: `envs.recording`), a check that the env replays them exactly, the same
-episodes in action blocks of `action_repeat` steps (`envs.goal_reaching.block_episodes`), the tokenizer
+Everything the config says of the env is checked on it before anything is made (`check_env`: action space,
+frames, the state's size against the success tests, the collection policy on a real observation). Then, from
+nothing, it makes what it needs, each step skipped when its output already exists in `out` (delete the folder
+to start over): `record.episodes` episodes of `env` (acted by `record.policy`, `envs.policies`; seeded, with
+their reset seeds and states: `envs.recording`), a check that the env replays them exactly, the same episodes
+in action blocks of `action_repeat` steps (`envs.goal_reaching.block_episodes`), the tokenizer
 (`tokenizer.checkpoint` when given, else one trained on those episodes), a token cache, and the two
 action-conditioned world models (DeltaWorld with its readout, the patch-level DINOWorld).
 
-Then every method in `eval.methods` runs the same `eval.episodes` tasks (`envs.goal_reaching`: a start
-state in a held-out episode, reached by replay, and the recorded frame `eval.goal_offset` steps later as
-the goal image; success when the env's state comes within `eval.tolerance` of the goal's within
-`eval.budget` env steps): CEM and MPPI in DeltaWorld with the token cost (no imagined frame decoded),
-CEM in DeltaWorld with the feature cost (every imagined step decoded), CEM in DINOWorld, a random policy,
-the zero action every step (what the env's own dynamics solve) and replaying the recorded actions (the
-reachability ceiling). Every planner has the same settings
-(`planner.*`). Writes <out>/report.json, <out>/report.md and one GIF per method of the first task
-(<out>/gifs/METHOD.gif: the env's frame beside the goal).
+Tasks (`envs.goal_reaching`): a start state in a held-out episode, reached by replay, and the recorded frame
+`eval.goal_offset` steps later as the goal image; success when the env's state passes every success test
+(`eval.tolerance` over `eval.state_dims`, and each of `eval.more_tests`) within `eval.budget` env steps. Each
+of `eval.task_sets` is drawn from the same held-out episodes: `all` (any start) and `needs_acting` (the start
+not at the goal, not solved by the zero action within the budget, and the goal differing in the state entries
+`eval.must_change` names), `eval.episodes` tasks each where the episodes allow.
+
+Every method in `eval.methods` runs every task set: CEM and MPPI in DeltaWorld with the token cost (no
+imagined frame decoded), CEM in DeltaWorld with the feature cost (every imagined step decoded), CEM in
+DINOWorld, a random policy, the zero action every step (what the env's own dynamics solve) and replaying
+the recorded actions (the reachability ceiling). Every planner has the same settings (`planner.*`). Then
+`eval.budget_methods` run the first task set again at each search budget of `eval.budgets` that fits
+`eval.budget_minutes` (`budget_sweep`): success against seconds per env step, drawn in <out>/budgets.png.
+Writes <out>/report.json, <out>/report.md and per task set one GIF per method of its first solved task
+(<out>/gifs/SET/METHOD.gif: the env's frame beside the goal).
 """
 
 from __future__ import annotations

@@ -2,19 +2,23 @@
 
 This is the protocol DINO-WM, PLDM and LeWM report planning success on (as stable-worldmodel runs it):
 - a task is a start step in a held-out recorded episode (`select_tasks`); the goal image is the recorded
-  frame `goal_offset` steps later, so the goal is reachable: replaying the recorded actions reaches it;
+  frame `goal_offset` steps later, so the goal is reachable: replaying the recorded actions reaches it.
+  `needs_acting_tasks` keeps only tasks an agent has to act on: not already at the goal, not reached by
+  the zero action, and (optionally) with the goal differing in named state entries;
 - the env is brought to the start state by resetting it with the episode's recorded seed and replaying
   the recorded actions (`reach_start`). This needs a deterministic env: the state replay reaches is
   compared with the recorded one, and an env that does not reproduce it is refused with one line;
 - the agent has `budget` env steps; the task succeeds when, after any of them, the env's state (the
-  recorded `states`: the observation vector or an `info` entry, `envs.recording.state_vector`) is within
-  `tolerance` of the goal's (`Success`). The episode ends there, or when the budget is spent;
+  recorded `states`: the observation vector or an `info` entry, `envs.recording.state_vector`) passes
+  every test of `Success` (each a `tolerance` over some entries: `StateTest`). The episode ends there, or
+  when the budget is spent; distances are reported in tolerances (1 = at the edge of the worst test);
 - the agent acts in blocks of `action_repeat` env steps (frameskip): its world model sees one frame per
   block and one action per block, the block's env actions concatenated and scaled to [-1, 1]
   (`ActionBlocks`); `block_episodes` writes the recorded episodes in that form for training.
 
 Controllers choose the actions: `PlanningController` (an `envs.planners.MPCAgent` that plans toward the
-goal image), `RandomController`, and `ReplayController` (the recorded actions: the reachability ceiling).
+goal image), `RandomController`, `ZeroController`, and `ReplayController` (the recorded actions: the
+reachability ceiling).
 `run_task` runs one task and reports success, the final distance to the goal state, the env steps taken
 and the seconds the controller spent choosing actions.
 """

@@ -225,7 +225,9 @@ def test_goal_reaching_keeps_every_tensor_on_the_models_device(tokenizer, record
     controller = planning_controller(tokenizer, blocks, receding=1)
     parameter = next(controller.agent.world.parameters())
     with torch.device("meta"), OnTheModelsDevice(parameter.device, parameter.dtype):
-        result = gr.run_task(env, task, controller, gr.Success.within(1e-9), budget=4, repeat=2, frame_size=SIZE, context=2)
+        result = gr.run_task(
+            env, task, controller, gr.Success.within(1e-9), budget=4, repeat=2, frame_size=SIZE, context=2
+        )
     assert result.steps == 4
 
 

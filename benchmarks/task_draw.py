@@ -1,0 +1,77 @@
+"""What a recording's tasks ask of an agent, before any model is trained: record a plan-bench config's episodes
+with its collection policy and count the candidate tasks that the `needs_acting` draw leaves out, and why.
+
+    python -m benchmarks.task_draw --config configs/plan_bench/pendulum.yaml record.policy=random \
+        record.episodes=20
+
+The episodes go to a temporary folder, removed after. Prints one JSON line: how many candidates were looked
+at to find `eval.episodes` tasks that need acting, and how many were left out because the start was already at
+the goal, the zero action solved them, or the `eval.must_change` entries did not change. Every recorded episode
+gives candidates here (no training set is kept apart).
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from benchmarks.plan_bench import DEFAULT_CONFIG, REPO, check_config, check_env, success_of
+from benchmarks.plan_config import PlanBenchConfig
+from envs import goal_reaching as gr
+from envs.recording import record
+from tokenizer.data.episodes import episode_files
+from tokenizer.runtime.cli import parse_run_config, run_cli
+from tokenizer.runtime.config import to_object
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg: PlanBenchConfig = to_object(
+        parse_run_config(PlanBenchConfig, __doc__, DEFAULT_CONFIG, argv, {}, str(REPO / DEFAULT_CONFIG))
+    )
+    check_config(cfg)
+    success = success_of(cfg)
+    facts = check_env(cfg, success)
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch)
+        rec = cfg.record
+        record(
+            cfg.env,
+            rec.episodes,
+            out / "recorded",
+            rec.policy,
+            cfg.seed,
+            rec.max_steps,
+            rec.frame_size,
+            dict(cfg.env_kwargs),
+            rec.state_key,
+            dict(rec.policy_kwargs),
+        )
+        episodes = [gr.load_episode(p) for p in episode_files(out / "recorded")]
+        with gr.make_env(cfg.env, dict(cfg.env_kwargs), cfg.record.max_steps + cfg.eval.budget + 1) as env:
+            draw = gr.needs_acting_tasks(
+                env,
+                episodes,
+                cfg.eval.episodes,
+                cfg.eval.goal_offset,
+                (cfg.planner.context - 1) * cfg.action_repeat,
+                cfg.eval.seed,
+                success,
+                cfg.eval.budget,
+                gr.ZeroController(facts.low, facts.high).action,
+                list(cfg.eval.must_change),
+            )
+    summary = {
+        "env": cfg.env,
+        "policy": rec.policy,
+        "policy_kwargs": dict(rec.policy_kwargs),
+        "episodes": rec.episodes,
+        "needs_acting": len(draw.tasks),
+        "considered": draw.considered,
+        "left_out": draw.left_out,
+    }
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    run_cli(main)
