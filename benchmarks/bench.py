@@ -11,7 +11,8 @@ Everything is measured in one process on one machine, so the numbers can be set 
 - latency per imagined frame and per CEM planning step of both world models at tiny;
 - seconds per CEM planning step at a ViT-S/16-like size on 224 px frames (196 patches, every model
   384 wide), where a planning step is FLOP-bound: DeltaWorld with the token cost and with the feature
-  cost, and DINOWorld, with their FLOPs and the time ratios (`--quick`: at tiny);
+  cost, and DINOWorld, with their FLOPs and the time ratios, and seconds per env step: taking in the
+  newest frame (its tokens alone taken, the context's kept) and the search (`--quick`: at tiny);
 - training throughput of the tokenizer and of the world model, the step time of best-of-many with
   256 hypotheses over 1, and the model FLOPs utilisation (MFU) of the tokenizer's training step;
 - wall time, peak memory and the CPU share other processes took (which disturbs timings) of each phase.
@@ -45,7 +46,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 
 from benchmarks.plan_config import PlanBenchConfig
 from envs.goals import FeatureGoalCost, StepCost, TokenGoalCost, goal_cost
-from envs.planners import Planner, PlannerConfig, sequence_costs
+from envs.planners import ContextWindow, Planner, PlannerConfig, sequence_costs
 from envs.shapes import ShapesEnv
 from tokenizer.data.shapes import ShapesConfig
 from tokenizer.model import Tokenizer, TokenizerConfig
@@ -395,8 +396,10 @@ def planning_worlds(scale: Scale, device: torch.device | str) -> tuple[Tokenizer
 def planning_step_flops(planner: PlannerConfig, scale: Scale) -> dict:
     """FLOPs of one planning step at `scale`, counted on the meta device: the search (iterations x horizon
     imagined steps of every candidate, each scored by its cost) for DeltaWorld with the token cost, with the
-    feature cost, and for DINOWorld; and, apart, what each spends to take in the newest real frame (the
-    backbone on it, and restarting imagination from the context), which planning does not change."""
+    feature cost, and for DINOWorld; and, apart, what each spends to take in the newest real frame, which
+    planning does not change: `observe` as an agent takes it (`observing`: the backbone on it, its tokens, the
+    window's new first frame's against black, imagination started from the kept tokens) and
+    `observe_restarting` as `WorldModel.start` from every context frame's features would (`restarting`)."""
     device = "meta"
     tokenizer, delta, dino, size = planning_worlds(scale, device)
     clip = random_clip(1, planner.context, size, device)
@@ -408,12 +411,7 @@ def planning_step_flops(planner: PlannerConfig, scale: Scale) -> dict:
         rows = world.start(clip["frames"], clip["timestamps"], 1).repeat(planner.candidates)
         return planner.iterations * count_flops(lambda: sequence_costs(world, rows, actions, DT, cost, None))
 
-    context_features = tokenizer.features(clip["frames"])  # already known from earlier steps
-
-    def observe(world: WorldModel) -> int:
-        restart = count_flops(lambda: world.start(clip["frames"], clip["timestamps"], 1, context_features))
-        return restart + count_flops(lambda: tokenizer.features(newest))
-
+    worlds, meta = (("deltaworld", delta), ("dinoworld", dino)), torch.device(device)
     search_flops = {
         "deltaworld_token": search(delta, TokenGoalCost(delta.readout.summarize(goal, tokenizer.grid(newest)))),
         "deltaworld_feature": search(delta, FeatureGoalCost(goal)),
@@ -421,7 +419,10 @@ def planning_step_flops(planner: PlannerConfig, scale: Scale) -> dict:
     }
     return {
         "search": search_flops,
-        "observe": {"deltaworld": observe(delta), "dinoworld": observe(dino)},
+        "observe": {name: count_flops(observing(world, planner.context, size, meta)) for name, world in worlds},
+        "observe_restarting": {
+            name: count_flops(restarting(world, planner.context, size, meta)) for name, world in worlds
+        },
         "dinoworld_over_deltaworld_token_search": search_flops["dinoworld"] / search_flops["deltaworld_token"],
         "deltaworld_feature_over_token_search": search_flops["deltaworld_feature"] / search_flops["deltaworld_token"],
         "settings": {
@@ -525,8 +526,31 @@ SEARCHES = ("deltaworld_token", "deltaworld_feature", "dinoworld")  # as plannin
 
 
 def observing(world: WorldModel, context: int, size: int, device: torch.device) -> Callable[[], None]:
-    """What an MPC agent spends on each new real frame before it plans (`MPCAgent.act`): the backbone on the
-    newest frame, then imagination restarted from the context, whose earlier frames' features it kept."""
+    """What an MPC agent spends on each new real frame before it plans (`MPCAgent.act`), its context full and
+    sliding: the backbone on the newest frame, the DeltaTok encoder on it and on the window's new first frame
+    against the black frame (one batch of two), and imagination started from the tokens it kept
+    (`ContextWindow`)."""
+    clip = random_clip(1, context + 1, size, device)
+    window = ContextWindow(world, context, DT)
+    with torch.no_grad(), autocast(device):
+        for index in range(context):
+            window.append(clip["frames"][:, index : index + 1])
+        window.dream()
+    newest = clip["frames"][:, -1:]
+
+    @torch.no_grad()
+    def observe() -> None:
+        with autocast(device):
+            window.append(newest)
+            window.dream()
+
+    return observe
+
+
+def restarting(world: WorldModel, context: int, size: int, device: torch.device) -> Callable[[], None]:
+    """Taking in the newest frame without kept tokens, beside `observing`: the backbone on it, then
+    `WorldModel.start` from every context frame's features (the earlier frames' kept), which takes every
+    frame's tokens again."""
     clip = random_clip(1, context, size, device)
     with torch.no_grad(), autocast(device):
         kept = world.tokenizer.features(clip["frames"][:, :-1])
@@ -559,7 +583,8 @@ def scale_planning(scale_name: str, planner_config: PlannerConfig, settings: Set
     (the readout, nothing decoded), with the feature cost (every imagined step decoded to all N patches), and
     DINOWorld (every patch predicted), each through `Planner.plan` from `planner_config.context` random frames
     toward a random goal frame; set beside their FLOPs (`planning_step_flops`) and what taking in a new real
-    frame costs each. Seeded random weights: no backbone or checkpoint is downloaded.
+    frame costs each, with the context's tokens kept (`observing`) and, for comparison, without (`restarting`).
+    Seeded random weights: no backbone or checkpoint is downloaded.
 
     A CEM iteration imagines the same candidates x horizon steps from the same start whatever actions it
     samples, so one iteration per call is timed and a planning step is `iterations` of them: at ViT-S/224 the
@@ -596,10 +621,13 @@ def scale_planning(scale_name: str, planner_config: PlannerConfig, settings: Set
     whole_search = planning_search(delta, whole, context, size, costs["deltaworld_token"], device)
     whole_token = median_seconds(whole_search, replace(settings, warmup=0, repeats=repeats["deltaworld_token"]), device)
     observe_settings = replace(settings, warmup=settings.scale_warmup, repeats=settings.scale_repeats)
-    observe = {
-        name: median_seconds(observing(world, context, size, device), observe_settings, device)
-        for name, world in (("deltaworld", delta), ("dinoworld", dino))
-    }
+    observe, observe_restarting = (
+        {
+            name: median_seconds(taking_in(world, context, size, device), observe_settings, device)
+            for name, world in (("deltaworld", delta), ("dinoworld", dino))
+        }
+        for taking_in in (observing, restarting)
+    )
     env_step = {name: seconds[name] + observe[name.split("_")[0]] for name in SEARCHES}
     flops = planning_step_flops(planner_config, SCALES[scale_name])
     grid = tokenizer.backbone.grid(size, size)
@@ -614,9 +642,13 @@ def scale_planning(scale_name: str, planner_config: PlannerConfig, settings: Set
             "seconds": whole_token,
             "over_iterations_times_one": whole_token / seconds["deltaworld_token"],
         },
-        # An env step is taking in the new frame, then the search; the first does not depend on the cost.
+        # An env step is taking in the new frame (`observing`: its tokens alone, the context's kept), then the
+        # search; the first does not depend on the cost. `_restarting`: taking it in by `WorldModel.start` from
+        # every context frame (`restarting`), what the kept tokens save.
         "seconds_to_observe": observe,
         "flops_to_observe": flops["observe"],
+        "seconds_to_observe_restarting": observe_restarting,
+        "flops_to_observe_restarting": flops["observe_restarting"],
         "seconds_per_env_step": env_step,
         "env_step_time_ratios": ratios(env_step),
         "settings": {
@@ -856,6 +888,15 @@ def scale_planning_table(section: dict) -> list[str]:
             f"{section['flops_per_planning_step'][name] / 1e9:,.1f} | "
             f"{section['achieved_gflops'][name]:.3g} | {section['seconds_per_env_step'][name]:.4g} |"
             for name, seconds in section["seconds_per_planning_step"].items()
+        ),
+        "",
+        "Observing (taking in the new frame, the context's tokens kept; restarting from every context frame): "
+        + "; ".join(
+            f"{name} {section['seconds_to_observe'][name]:.4g} s, "
+            f"{section['flops_to_observe'][name] / 1e9:,.1f} GFLOP (restarting "
+            f"{section['seconds_to_observe_restarting'][name]:.4g} s, "
+            f"{section['flops_to_observe_restarting'][name] / 1e9:,.1f} GFLOP)"
+            for name in section["seconds_to_observe"]
         ),
     ]
 

@@ -7,7 +7,9 @@ imagined frame; the patch-level DINOWorld grows by N. The cost of a row is the
 mean over the imagined steps of a step cost (`envs.goals`), or the last step's
 alone (`cost_steps="last"`, how DINO-WM scores a plan): by default the token
 cost when the model has a readout (no imagined frame is ever decoded), else the
-feature distance to the goal frame (each step decoded).
+feature distance to the goal frame (each step decoded). An agent's context
+(`ContextWindow`) keeps each real frame's tokens between plans, so taking in a
+frame runs the DeltaTok encoder on it alone (and on the window's new first frame).
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch
 
 from envs.goals import StepCost, as_step_cost, check_cost_kind, goal_cost
 from envs.wrappers import frame_tensor, model_device
-from tokenizer.runtime.errors import ConfigError
+from tokenizer.runtime.errors import ConfigError, InputError
 from worldmodel.world import Dream, WorldModel
 
 CostArg = StepCost | Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -176,12 +178,81 @@ class Planner:
         return mean
 
 
+@dataclass
+class ContextFrame:
+    """A real frame in an agent's context: its backbone features (1, N, D) and, once taken, its tokens
+    (1, *token_shape) against the frame before it and against the black frame (its token as the context's first)."""
+
+    features: torch.Tensor
+    token: torch.Tensor | None = None
+    first_token: torch.Tensor | None = None
+
+
+class ContextWindow:
+    """The newest `length` real frames an agent plans from, `dt` seconds apart, with each frame's tokens kept
+    between planning steps.
+
+    `dream()` starts imagination from the window as `WorldModel.start` starts it from the same frames: timestamps
+    rebased to 0, dt, ..., the first frame's token taken against the black frame and every later one against the
+    frame before it. Tokens are taken once, when a dream first needs them, all in one `WorldModel.frame_tokens`
+    batch: so the DeltaTok encoder runs only on the frames new since the last dream, and on the window's first
+    frame against black when it becomes first. The predictor's history is projected anew from the kept tokens each
+    time (one token per frame for DeltaWorld): its keys are rotated by the rebased timestamps, which move as the
+    window slides. The readout starts from the newest frame, new every time.
+    """
+
+    def __init__(self, world: WorldModel, length: int, dt: float):
+        self.world, self.dt = world, dt
+        self.frames: deque[ContextFrame] = deque(maxlen=length)
+        self.frame_size: tuple[int, int] = (0, 0)
+        self.grid: tuple[int, int] = (0, 0)
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def clear(self) -> None:
+        self.frames.clear()
+
+    @torch.no_grad()
+    def append(self, frame: torch.Tensor) -> None:
+        """The newest frame (1, 1, 3, H, W) uint8, on the model's device, `dt` after the previous one."""
+        size = (frame.shape[-2], frame.shape[-1])
+        if self.frames and size != self.frame_size:
+            raise InputError(f"a context holds frames of one size, {self.frame_size}; got {size}")
+        self.frame_size, self.grid = size, self.world.tokenizer.grid(frame)
+        self.frames.append(ContextFrame(self.world.tokenizer.features(frame)[:, 0]))
+
+    @torch.no_grad()
+    def dream(self) -> Dream:
+        """A dream of one row from the frames in the window."""
+        if not self.frames:
+            raise ConfigError("the context holds no frame: append one before dreaming")
+        frames = list(self.frames)
+        missing = [i for i, frame in enumerate(frames) if (frame.token if i else frame.first_token) is None]
+        if missing:
+            features = torch.cat([frames[i].features for i in missing])
+            black = self.world.tokenizer.black_features(1, *self.frame_size, features.device) if 0 in missing else None
+            prev = torch.cat([frames[i - 1].features if i else black for i in missing])
+            for i, token in zip(missing, self.world.frame_tokens(features, prev, self.frame_size).split(1)):
+                if i:
+                    frames[i].token = token
+                else:
+                    frames[0].first_token = token
+        tokens = torch.cat([frames[0].first_token, *(frame.token for frame in frames[1:])])[None]
+        newest = frames[-1].features
+        timestamps = torch.arange(len(frames), dtype=torch.float32, device=newest.device)[None] * self.dt
+        return self.world.start_from_tokens(tokens, newest, timestamps, self.grid, 1)
+
+
 class MPCAgent:
     """Receding-horizon control toward a goal image: `act(frame)` plans from the last `context` frames, applies the
     first action.
 
-    Frames are (H, W, 3) uint8 at a fixed interval `dt` seconds; the plan is kept
-    and shifted by the steps applied to start the next round's search. To apply several
+    Frames are (H, W, 3) uint8 at a fixed interval `dt` seconds, held in a `ContextWindow` (`frames`): each
+    frame's backbone features are taken when it is observed and its delta tokens when a plan first needs them,
+    then kept, so a plan encodes only the frames new to the context (and the first one against the black frame
+    once it becomes first), with the plans of restarting from every context frame (`WorldModel.start`). The plan
+    is kept and shifted by the steps applied to start the next round's search. To apply several
     planned steps before planning again, `observe(frame)` each frame and call
     `plan_steps(count)` when a new plan is due. A goal image's cost
     is chosen by `cost_kind` ("auto": the token cost when the model has a readout,
@@ -213,14 +284,12 @@ class MPCAgent:
         # One stream on the model's device for the candidates' noise and the model's own sampling noise; on the
         # CPU it is the stream torch.Generator() gives, so CPU plans are those of a CPU-only agent.
         self.generator = torch.Generator(self.device).manual_seed(seed)
-        self.frames: deque[torch.Tensor] = deque(maxlen=planner.config.context)
-        self.features: deque[torch.Tensor] = deque(maxlen=planner.config.context)
+        self.frames = ContextWindow(self.world, planner.config.context, dt)
         self._plan: torch.Tensor | None = None
 
     def reset(self, goal_frame: np.ndarray | None = None) -> None:
         """Forget the past frames and plan; a goal image (H, W, 3) sets the cost to reaching it (`cost_kind`)."""
         self.frames.clear()
-        self.features.clear()
         self._plan = None
         if goal_frame is not None:
             self.cost = goal_cost(self.world, goal_frame, self.cost_kind)
@@ -228,14 +297,12 @@ class MPCAgent:
     @torch.no_grad()
     def observe(self, frame: np.ndarray) -> None:
         """Add the newest frame (H, W, 3) uint8, `dt` after the previous one, to the context without planning."""
-        tensor = frame_tensor(frame, device=self.device)
-        self.frames.append(tensor)
-        self.features.append(self.world.tokenizer.features(tensor))
+        self.frames.append(frame_tensor(frame, device=self.device))
 
     @torch.no_grad()
     def plan_steps(self, count: int = 1) -> np.ndarray:
-        """Plan from the frames observed so far -> the first `count` planned actions (count, A) float32, to apply in
-        turn.
+        """Plan from the newest `context` frames observed -> the first `count` planned actions (count, A) float32,
+        to apply in turn.
 
         The rest of the plan, shifted by `count` (its last action repeated), starts the next search.
         """
@@ -247,9 +314,7 @@ class MPCAgent:
             raise ConfigError(
                 f"can apply 1 to planner.horizon ({self.planner.config.horizon}) planned steps, not {count}"
             )
-        frames, features = torch.cat(list(self.frames), 1), torch.cat(list(self.features), 1)
-        timestamps = torch.arange(frames.shape[1], dtype=torch.float32, device=self.device)[None] * self.dt
-        dream = self.world.start(frames, timestamps, 1, features)
+        dream = self.frames.dream()
         init = None
         if self._plan is not None and count < len(self._plan):
             init = torch.cat((self._plan[count:], self._plan[-1:].expand(count, -1)))

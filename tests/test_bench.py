@@ -115,7 +115,7 @@ def test_quick_benchmark_reports_every_measurement(tmp_path):
 def test_scale_planning_reports_ratios_of_what_it_measured():
     """At tiny widths: every method is timed, and each figure derives from the timings and FLOP counts the
     section reports (a planning step is `iterations` timed CEM iterations)."""
-    planner = PlannerConfig(horizon=2, candidates=4, iterations=2, elites=2, context=2)
+    planner = PlannerConfig(horizon=2, candidates=4, iterations=2, elites=2, context=3)
     section = bench.scale_planning("tiny", planner, bench.QUICK, torch.device("cpu"))
 
     seconds, flops = section["seconds_per_planning_step"], section["flops_per_planning_step"]
@@ -145,7 +145,15 @@ def test_scale_planning_reports_ratios_of_what_it_measured():
     whole = section["deltaworld_token_whole_step"]
     assert whole["over_iterations_times_one"] == pytest.approx(whole["seconds"] / seconds["deltaworld_token"])
     # The same search FLOPs as planning_step_flops counts on its own, and the token cost is the cheapest search.
-    assert flops == bench.planning_step_flops(planner, bench.SCALES["tiny"])["search"]
+    counted = bench.planning_step_flops(planner, bench.SCALES["tiny"])
+    assert flops == counted["search"]
+    # Taking in a frame with the context's tokens kept, and by restarting from every context frame: DeltaWorld's
+    # kept tokens spare the encoder on the context's middle frame; DINOWorld's "tokens" are its features.
+    for key in ("observe", "observe_restarting"):
+        assert section[f"flops_to_{key}"] == counted[key]
+        assert set(section[f"seconds_to_{key}"]) == set(counted[key]) == {"deltaworld", "dinoworld"}
+    observe, restart = counted["observe"], counted["observe_restarting"]
+    assert observe["deltaworld"] < restart["deltaworld"] and observe["dinoworld"] == restart["dinoworld"]
     assert flops["deltaworld_token"] < flops["deltaworld_feature"] and flops["deltaworld_token"] < flops["dinoworld"]
     settings = section["settings"]
     assert (settings["scale"], settings["frame_size"], settings["patches"], settings["planner"]) == (
@@ -157,6 +165,7 @@ def test_scale_planning_reports_ratios_of_what_it_measured():
     assert settings["device"] == "cpu" and settings["dtype"] == "float32"
     table = "\n".join(bench.scale_planning_table(section))
     assert all(f"| {label} |" in table for label in bench.SEARCH_LABELS.values())
+    assert "Observing (taking in the new frame" in table and "restarting" in table
 
 
 def test_full_run_plans_at_a_vit_s_size():

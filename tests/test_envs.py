@@ -10,7 +10,7 @@ from gymnasium.utils.env_checker import check_env
 from torch.overrides import TorchFunctionMode
 
 import envs
-from conftest import micro_predictor_config
+from conftest import micro_predictor_config, micro_tokenizer_config
 from envs.dream import DreamEnv
 from envs.goals import FeatureGoalCost, TokenGoalCost, feature_distance, goal_cost
 from envs.planners import MPCAgent, Planner, PlannerConfig, sequence_costs
@@ -20,13 +20,14 @@ from envs.wrappers import DeltaTokenObservation, model_device
 from tokenizer.data.episodes import EpisodeClips
 from tokenizer.data.registry import DataConfig, build_dataset
 from tokenizer.data.shapes import ShapesConfig
+from tokenizer.model import Tokenizer
 from tokenizer.runtime.errors import CheckpointError, ConfigError, DataError, InputError
 from worldmodel.heads import DepthHead, SegmentationHead, TaskHeads
 from worldmodel.loading import build_world_model, load_world_model
 from worldmodel.objectives import ActionSpace, ObjectiveConfig, regression_loss
 from worldmodel.readout import READOUT_LOSS, Readout, ReadoutConfig
 from worldmodel.rgb_head import RGBHead, RGBHeadConfig
-from worldmodel.world import READOUT_FILE, WEIGHTS_FILE, WorldModelConfig
+from worldmodel.world import READOUT_FILE, WEIGHTS_FILE, Dream, WorldModelConfig
 
 SIZE = 32  # micro tokenizer: 4x4 patches of width 32
 SHAPES = {"config": ShapesConfig(frame_size=SIZE, num_distractors=1)}
@@ -256,6 +257,102 @@ def test_agent_applies_several_planned_steps_and_warm_starts_from_the_rest(token
     for bad in (3, 0):
         with pytest.raises(ConfigError, match="receding_horizon"):
             PlannerConfig(horizon=2, receding_horizon=bad).validate()
+
+
+def planned_along(world, frames: np.ndarray, goal: np.ndarray, cost_kind: str, restart: bool):
+    """An agent with a context of 3 over `frames`, planning at each but frame 4 (two frames new at frame 5) -> its
+    plans (steps, h, A) and what each plan started from (`dream_tensors`); `restart`: every plan's dream made by
+    `WorldModel.start` from all the context's frames."""
+    planner = Planner(
+        PlannerConfig(horizon=2, candidates=8, iterations=2, elites=2, context=3), -np.ones(2), np.ones(2)
+    )
+    plan, starts, plans, seen = planner.plan, [], [], []
+    planner.plan = lambda world, dream, *rest: starts.extend(dream_tensors(dream)) or plan(world, dream, *rest)
+    agent = MPCAgent(world, planner, dt=0.1, seed=0, cost_kind=cost_kind)
+    agent.reset(goal)
+    if restart:
+        context = planner.config.context
+        agent.frames.dream = lambda: world.start(
+            context_tensor(np.stack(seen[-context:])),
+            torch.arange(len(seen[-context:]), dtype=torch.float32)[None] * 0.1,
+            1,
+        )
+    for step, frame in enumerate(frames):
+        seen.append(frame)
+        agent.observe(frame)
+        if step != 4:
+            agent.plan_steps(2 if step == 3 else 1)
+            plans.append(agent._plan.clone())
+    return torch.stack(plans), starts
+
+
+def dream_tensors(dream: Dream) -> list[torch.Tensor]:
+    """A dream's predictor history, newest features, time and readout start."""
+    state = [tensor for kv in dream.cache.kv for tensor in kv] + [dream.features, dream.time]
+    if dream.readout is not None:
+        readout = dream.readout
+        state += [tensor for kv in readout.cache.kv for tensor in kv] + [readout.anchor, readout.queries]
+    return state
+
+
+@pytest.mark.parametrize(
+    ("model", "readout", "cost_kind"),
+    [("deltaworld", True, "token"), ("deltaworld", False, "features"), ("dinoworld", False, "features")],
+    ids=["deltaworld token cost", "deltaworld feature cost", "dinoworld"],
+)
+def test_kept_context_tokens_plan_as_restarting_from_every_frame(model, readout, cost_kind):
+    """The agent keeps its context frames' tokens between plans; its plans, and the dreams they start from, are
+    those of restarting imagination from every context frame (`WorldModel.start`) at each plan, while the window
+    of 3 slides over 7 frames."""
+    config = micro_tokenizer_config()
+    # At 1e-5 the encoder would barely read its frames: a token taken against the wrong frame would go unseen.
+    config.model.layer_scale_init = 1.0
+    torch.manual_seed(0)
+    world = micro_world(Tokenizer.build(config).eval(), model=model, readout=readout)
+    frames, goal = shapes_frames(7)
+    plans, starts = planned_along(world, frames, goal, cost_kind, restart=False)
+    restarted_plans, restarted_starts = planned_along(world, frames, goal, cost_kind, restart=True)
+    # Bitwise equal on the CPUs this runs on; a tolerance because the encoder takes the new frames in a batch of
+    # another size than the whole context's, which a BLAS or GPU kernel may block differently.
+    torch.testing.assert_close(plans, restarted_plans, rtol=0, atol=1e-5)
+    assert len(starts) == len(restarted_starts) > 0
+    for kept, restarted in zip(starts, restarted_starts):
+        torch.testing.assert_close(kept, restarted, rtol=0, atol=1e-5)
+
+
+def test_the_agent_encodes_only_the_frames_new_to_its_context(tokenizer, monkeypatch):
+    """Once a context of 3 is full, a plan runs the DeltaTok encoder on two frame pairs, in one batch: the newest
+    frame against the one before it, and the window's new first frame against the black frame."""
+    world = micro_world(tokenizer, readout=True)
+    frames, goal = shapes_frames(6)
+    planner = Planner(
+        PlannerConfig(horizon=2, candidates=4, iterations=1, elites=2, context=3), -np.ones(2), np.ones(2)
+    )
+    agent = MPCAgent(world, planner, dt=0.1)
+    agent.reset(goal)
+    with torch.no_grad():
+        features = world.tokenizer.features(context_tensor(frames))[0]
+        black = world.tokenizer.black_features(1, SIZE, SIZE, features.device)[0]
+    encoded = []
+    encode = world.tokenizer.deltatok.encode
+    monkeypatch.setattr(
+        world.tokenizer.deltatok,
+        "encode",
+        lambda prev, nxt, rope: encoded.append((prev, nxt)) or encode(prev, nxt, rope),
+    )
+    for step, frame in enumerate(frames):
+        encoded.clear()
+        agent.act(frame)
+        if step == 0:
+            pairs = [(black, features[0])]
+        elif step < 3:
+            pairs = [(features[step - 1], features[step])]
+        else:
+            pairs = [(black, features[step - 2]), (features[step - 1], features[step])]
+        assert len(encoded) == 1 and len(encoded[0][1]) == len(pairs), step
+        for row, (prev, nxt) in enumerate(pairs):
+            torch.testing.assert_close(encoded[0][0][row], prev)
+            torch.testing.assert_close(encoded[0][1][row], nxt)
 
 
 def test_planning_config_errors(tokenizer):

@@ -32,9 +32,8 @@ class DeltaWorld(WorldModel, kind="deltaworld"):
     def token_shape(self, patches: int) -> tuple[int, ...]:
         return (self.tokenizer.dim,)
 
-    def newest_tokens(self, features, frame_size):
-        prev = features[:, -2] if features.shape[1] > 1 else None  # one frame: from the black frame
-        return self.tokenizer.tokenize_features(features[:, -1:], frame_size, prev)[:, 0]
+    def frame_tokens(self, features, prev, frame_size):
+        return self.tokenizer.tokenize_features(features[:, None], frame_size, prev)[:, 0]
 
     @torch.no_grad()
     def training_inputs(self, frames: torch.Tensor, timestamps: torch.Tensor, actions: torch.Tensor | None) -> dict:
@@ -54,10 +53,11 @@ class DeltaWorld(WorldModel, kind="deltaworld"):
             "actions": actions[:, 1:] if actions is not None and self.action_conditioned else None,
         }
 
-    def encode_context(self, features, timestamps, frame_size):
-        return self.objective.predictor.encode_history(
-            self.tokenizer.tokenize_features(features, frame_size), timestamps
-        )
+    def context_tokens(self, features, frame_size):
+        return self.tokenizer.tokenize_features(features, frame_size)
+
+    def encode_tokens(self, tokens, timestamps, grid):
+        return self.objective.predictor.encode_history(tokens, timestamps)
 
     @torch.no_grad()
     def imagine(self, dream, time, actions=None, generator=None, noise=None):

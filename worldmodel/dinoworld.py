@@ -52,8 +52,11 @@ class DINOWorld(WorldModel, kind="dinoworld"):
     def token_shape(self, patches: int) -> tuple[int, ...]:
         return (patches, self.tokenizer.dim)
 
-    def newest_tokens(self, features, frame_size):
-        return features[:, -1]  # a patch-level model's "token" is the frame's features
+    def frame_tokens(self, features, prev, frame_size):
+        return features  # a patch-level model's "token" is the frame's features
+
+    def context_tokens(self, features, frame_size):
+        return features
 
     @torch.no_grad()
     def training_inputs(self, frames: torch.Tensor, timestamps: torch.Tensor, actions: torch.Tensor | None) -> dict:
@@ -72,9 +75,9 @@ class DINOWorld(WorldModel, kind="dinoworld"):
             "actions": actions[:, 1:] if actions is not None and self.action_conditioned else None,
         }
 
-    def encode_context(self, features, timestamps, frame_size):
-        positions = patch_positions(timestamps, self.tokenizer.backbone.grid(*frame_size))
-        return self.objective.predictor.encode_history(features.flatten(1, 2), positions.flatten(1, 2))
+    def encode_tokens(self, tokens, timestamps, grid):
+        positions = patch_positions(timestamps, grid)
+        return self.objective.predictor.encode_history(tokens.flatten(1, 2), positions.flatten(1, 2))
 
     @torch.no_grad()
     def imagine(self, dream, time, actions=None, generator=None, noise=None):

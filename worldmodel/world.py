@@ -120,17 +120,29 @@ class WorldModel(nn.Module):
         """The shape of one frame's token for a frame of `patches` patches."""
         raise NotImplementedError
 
+    def frame_tokens(
+        self, features: torch.Tensor, prev: torch.Tensor | None, frame_size: tuple[int, int]
+    ) -> torch.Tensor:
+        """The tokens (P, *token_shape) of P frames of `frame_size` (H, W) with features (P, N, D), each taken
+        against the features `prev` (P, N, D) of the frame before it; None: the black frame's, as a clip's first
+        frame is taken (`Tokenizer.black_features`)."""
+        raise NotImplementedError
+
     def newest_tokens(self, features: torch.Tensor, frame_size: tuple[int, int]) -> torch.Tensor:
         """The newest context frame's tokens as `imagine` returns them, from context features (B, c, N, D)."""
-        raise NotImplementedError
+        prev = features[:, -2] if features.shape[1] > 1 else None  # one frame: from the black frame
+        return self.frame_tokens(features[:, -1], prev, frame_size)
 
     def training_inputs(self, frames: torch.Tensor, timestamps: torch.Tensor, actions: torch.Tensor | None) -> dict:
         raise NotImplementedError
 
-    def encode_context(
-        self, features: torch.Tensor, timestamps: torch.Tensor, frame_size: tuple[int, int]
-    ) -> HistoryCache:
-        """The predictor's history of context frames with features (B, c, N, D) at timestamps (B, c)."""
+    def context_tokens(self, features: torch.Tensor, frame_size: tuple[int, int]) -> torch.Tensor:
+        """The tokens (B, c, *token_shape) of context frames with features (B, c, N, D): the first taken against the
+        black frame, each later one against the frame before it."""
+        raise NotImplementedError
+
+    def encode_tokens(self, tokens: torch.Tensor, timestamps: torch.Tensor, grid: tuple[int, int]) -> HistoryCache:
+        """The predictor's history of context tokens (B, c, *token_shape) at timestamps (B, c)."""
         raise NotImplementedError
 
     @torch.no_grad()
@@ -143,12 +155,32 @@ class WorldModel(nn.Module):
         """
         if features is None:
             features = self.tokenizer.features(frames)
-        grid = self.tokenizer.grid(frames)
-        cache = self.encode_context(features, timestamps, frames.shape[-2:])
+        tokens = self.context_tokens(features, frames.shape[-2:])
+        return self.start_from_tokens(tokens, features[:, -1], timestamps, self.tokenizer.grid(frames), num_samples)
+
+    @torch.no_grad()
+    def start_from_tokens(
+        self,
+        tokens: torch.Tensor,
+        newest: torch.Tensor,
+        timestamps: torch.Tensor,
+        grid: tuple[int, int],
+        num_samples: int,
+    ) -> Dream:
+        """`start` from context tokens already taken (`context_tokens`, or `frame_tokens` frame by frame):
+        tokens (B, c, *token_shape) at timestamps (B, c), the newest frame's features (B, N, D) on a patch `grid`
+        -> a Dream of B * num_samples rows. Only the predictor's projections of the tokens and the readout's start
+        from the newest frame are computed."""
+        if tokens.shape[:2] != timestamps.shape or newest.shape[0] != tokens.shape[0]:
+            raise InputError(
+                f"context tokens (B, c, ...) {tuple(tokens.shape)} need timestamps (B, c), got "
+                f"{tuple(timestamps.shape)}, and the newest frame's features (B, N, D), got {tuple(newest.shape)}"
+            )
+        cache = self.encode_tokens(tokens, timestamps, grid)
         readout = None
         if self.readout is not None:
-            readout = self.readout.start(self.readout.summarize(features[:, -1], grid), timestamps[:, -1])
-        return Dream(cache, features[:, -1], timestamps[:, -1], grid, readout=readout).repeat(num_samples)
+            readout = self.readout.start(self.readout.summarize(newest, grid), timestamps[:, -1])
+        return Dream(cache, newest, timestamps[:, -1], grid, readout=readout).repeat(num_samples)
 
     def imagine(
         self, dream: Dream, time: torch.Tensor, actions=None, generator=None, noise=None
