@@ -43,6 +43,7 @@ from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
 from tokenizer.runtime.config import to_object
 from tokenizer.runtime.errors import ConfigError, InputError
 from tokenizer.runtime.files import save_safetensors
+from tokenizer.runtime.run_folder import check_output_folder, staged_output_folder
 
 Policy = Callable[[Any, np.random.Generator], Any]  # (observation, rng) -> action
 
@@ -166,8 +167,10 @@ def record(
     frame_size: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
     state_key: str | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
-    """Record `episodes` episodes of `env_id` into `out` (created; existing episode files are replaced).
+    """Record `episodes` episodes of `env_id` into `out`: a new or empty folder, or with `overwrite` any folder,
+    which then holds only these episodes. They are written beside it and swapped in when all are recorded.
 
     Episode i is reset with seed `seed * 1_000_003 + i`, stored in its file with the states (`state_vector`)."""
     if episodes < 1 or max_steps < 1:
@@ -176,12 +179,12 @@ def record(
         raise ConfigError(
             f"frame_size must be a positive multiple of 8, or null to keep the env's size, got {frame_size}"
         )
+    out = Path(out)
+    check_output_folder(out, overwrite, "out", "a recording")
     try:
         env = gymnasium.make(env_id, render_mode="rgb_array", **(env_kwargs or {}))
-    except gymnasium.error.Error as err:
+    except (gymnasium.error.Error, ImportError) as err:  # ImportError: the module of a "module:Env-v0" id
         raise ConfigError(f"cannot make env {env_id!r}: {err}") from None
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     act = load_policy(policy, env.action_space)
     rng = np.random.default_rng(seed)
     paths = []
@@ -193,7 +196,7 @@ def record(
     }
     if state_key is not None:  # metadata values are strings: no entry means the observation
         metadata["state_key"] = state_key
-    with env:
+    with env, staged_output_folder(out, overwrite, "out", "a recording") as stage:
         for index in range(episodes):
             try:
                 episode = record_episode(env, act, rng, seed * 1_000_003 + index, max_steps, frame_size, state_key)
@@ -202,9 +205,8 @@ def record(
                 raise ConfigError(
                     f"{env_id} cannot render here ({err}); install the extra: pip install -e '.[gym-render]'"
                 ) from None
-            path = episode_path(out, index)
-            save_safetensors(episode, path, metadata=metadata)
-            paths.append(path)
+            save_safetensors(episode, episode_path(stage, index), metadata=metadata)
+            paths.append(episode_path(out, index))
     return paths
 
 
@@ -213,6 +215,7 @@ class RecordConfig:
     env: str = "deltaworld/Shapes-v0"  # Gymnasium env id, e.g. deltaworld/Shapes-v0 or Pendulum-v1
     episodes: int = 100
     out: str = "runs/episodes"  # folder for the episode files
+    overwrite: bool = False  # replace what `out` holds (it then holds only the new episodes)
     policy: str = "random"  # "random" (uniform) or "package.module:factory" (factory(action_space) -> policy(obs, rng))
     seed: int = 0
     max_steps: int = 100  # steps per episode at most (the env may end it sooner)
@@ -227,6 +230,7 @@ FLAGS = {
     "--env": Flag("env", "Gymnasium env id"),
     "--episodes": Flag("episodes", "episodes to record", int),
     "--out": Flag("out", "folder for the episode files"),
+    "--overwrite": Flag("overwrite", "replace what the folder holds", bool),
     "--policy": Flag("policy", "random, or package.module:factory"),
     "--seed": Flag("seed", "seed of the episodes and the policy", int),
     "--max-steps": Flag("max_steps", "steps per episode at most", int),
@@ -249,6 +253,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg.frame_size,
         dict(cfg.env_kwargs),
         cfg.state_key,
+        cfg.overwrite,
     )
     print(f"recorded {len(paths)} episodes of {cfg.env} into {cfg.out}")
 
