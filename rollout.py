@@ -114,7 +114,8 @@ def parse_args(argv: list[str] | None) -> RolloutRunConfig:
     if data.val_source:
         raise ConfigError("rollout.py scores the validation clips of data.source; data.val_source is for training runs")
     data.validate()
-    for key, value, least in (("batch_size", run.batch_size or 1, 1), ("eval.num_pictures", run.eval.num_pictures, 0)):
+    batch_size = 1 if run.batch_size is None else run.batch_size  # 0 is a mistake, null the default
+    for key, value, least in (("batch_size", batch_size, 1), ("eval.num_pictures", run.eval.num_pictures, 0)):
         if value < least:
             raise ConfigError(f"{key} must be at least {least}, got {value}")
     if run.eval.protocol == "auto":
