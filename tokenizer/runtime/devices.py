@@ -62,11 +62,11 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
 
 
 def check_fits_in_memory(nbytes: int, what: str) -> None:
-    """ConfigError when `nbytes` (a lower bound of what `what` allocates) exceeds this machine's physical memory:
+    """ConfigError when `nbytes` (a lower bound of what `what` allocates) exceeds the host's physical memory:
     the allocation would fail late, or swap the machine to a halt, instead of one line up front."""
     total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     if nbytes > total:
         raise ConfigError(
-            f"{what} needs at least {nbytes / 2**30:,.1f} GiB, more than this machine's {total / 2**30:,.1f} GiB "
+            f"{what} needs at least {nbytes / 2**30:,.1f} GiB, more than the host's {total / 2**30:,.1f} GiB "
             "of memory; lower them"
         )

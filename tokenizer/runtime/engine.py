@@ -253,7 +253,7 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
 
 
 def check_batch_memory(run: DictConfig, cfg: TrainConfig) -> None:
-    """Refuse a batch whose frames alone (as float32 pixels) would not fit in this machine's memory, before an
+    """Refuse a batch whose frames alone (as float32 pixels) would not fit in the host's memory, before an
     allocation that would take the machine down with it."""
     frame_size = OmegaConf.select(run, "data.frame_size", default=None)
     num_frames = OmegaConf.select(run, "data.num_frames", default=None)
