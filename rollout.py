@@ -37,6 +37,7 @@ from tokenizer.runtime.devices import use_threads
 from tokenizer.runtime.errors import CheckpointError, ConfigError, DataError, InputError
 from tokenizer.runtime.files import atomic_write_text
 from tokenizer.runtime.hub import is_repo_id
+from tokenizer.runtime.run_folder import check_output_folder, staged_output_folder
 from tokenizer.usage import usage_lines
 from worldmodel.evaluation import PROTOCOLS, WORLD_BEST, WORLD_MEAN, RolloutEvalConfig, RolloutEvaluator, report_table
 from worldmodel.heads import load_heads
@@ -67,6 +68,7 @@ class RolloutRunConfig:
     # draws the pictures' RGB rows. [] = none: footage is scored by feature loss and energy score, pictured by PCA.
     heads: list[str] = field(default_factory=lambda: ["runs/heads_tiny"])
     out: str = "runs/rollout"  # folder for report.json, report.md, pictures and plots
+    overwrite: bool = False  # replace what `out` holds (it then holds only the new report)
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
     threads: int | None = None  # torch CPU threads; null = PyTorch's default
     batch_size: int | None = None  # clips per batch; null = 8 for shapes, 1 for datasets of varying frame size
@@ -83,6 +85,7 @@ FLAGS = {
     "--backbone": Flag("tokenizer.backbone.name", "local DINOv3 folder (or hub id) for released models' backbone"),
     "--heads": Flag("heads", "heads folder(s), released head id(s) or KIND:FILE; '' = none", nargs="+"),
     "--out": Flag("out", "output folder"),
+    "--overwrite": Flag("overwrite", "replace what the output folder holds", bool),
     "--device": Flag("device", "auto | cpu | cuda | cuda:N"),
     "--threads": Flag("threads", "torch CPU threads", int),
     "--dataset": Flag("data.source", "evaluation data", choices=DATASETS),
@@ -111,12 +114,14 @@ def parse_args(argv: list[str] | None) -> RolloutRunConfig:
     if data.val_source:
         raise ConfigError("rollout.py scores the validation clips of data.source; data.val_source is for training runs")
     data.validate()
-    for key, value, least in (("batch_size", run.batch_size or 1, 1), ("eval.num_pictures", run.eval.num_pictures, 0)):
+    batch_size = 1 if run.batch_size is None else run.batch_size  # 0 is a mistake, null the default
+    for key, value, least in (("batch_size", batch_size, 1), ("eval.num_pictures", run.eval.num_pictures, 0)):
         if value < least:
             raise ConfigError(f"{key} must be at least {least}, got {value}")
     if run.eval.protocol == "auto":
         run.eval.protocol = "per_horizon" if SOURCES[data.source].dataset.labels_last_frame_only else "one_rollout"
     run.eval.horizons = sorted(set(run.eval.horizons))
+    check_output_folder(Path(run.out), run.overwrite, "out", "a report")
     return run
 
 
@@ -209,28 +214,33 @@ def main(argv: list[str] | None = None) -> None:
         if usage["pairs"]
         else []
     )
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2) + "\n")
     title = (
         f"# Rollout on {run.data.source}: context {run.eval.context}, K={report['num_samples']}, "
         f"{report['num_clips']} clips\n\n"
     )
-    atomic_write_text(out / "report.md", title + table + "\n" + "".join(f"\n{line}\n" for line in printed_usage))
-    written = [out / "report.json", out / "report.md"]
-    for i, record in enumerate(evaluator.pictures):
-        save_png(out / f"clip{i}.png", rollout_picture(record))
-        save_animation(out / f"clip{i}.gif", rollout_animation(record), fps=2)
-        written += [out / f"clip{i}.png", out / f"clip{i}.gif"]
-    for metric in PLOTTED:
-        series = horizon_series(report, metric, several_models=len(evaluator.worlds) > 1)
-        if series:
-            plot_metric_vs_horizon(
-                series, metric, out / f"{metric}_vs_horizon.png", title=f"{metric} vs horizon ({run.data.source})"
-            )
-            written.append(out / f"{metric}_vs_horizon.png")
+    written = ["report.json", "report.md"]
+    # Written beside `out` and swapped in whole: a replaced report leaves none of its pictures behind.
+    with staged_output_folder(out, run.overwrite, "out", "a report") as stage:
+        atomic_write_text(stage / "report.json", json.dumps(report, indent=2) + "\n")
+        atomic_write_text(stage / "report.md", title + table + "\n" + "".join(f"\n{line}\n" for line in printed_usage))
+        for i, record in enumerate(evaluator.pictures):
+            save_png(stage / f"clip{i}.png", rollout_picture(record))
+            save_animation(stage / f"clip{i}.gif", rollout_animation(record), fps=2)
+            written += [f"clip{i}.png", f"clip{i}.gif"]
+        for metric in PLOTTED:
+            series = horizon_series(report, metric, several_models=len(evaluator.worlds) > 1)
+            if series:
+                plot_metric_vs_horizon(
+                    series,
+                    metric,
+                    stage / f"{metric}_vs_horizon.png",
+                    title=f"{metric} vs horizon ({run.data.source})",
+                )
+                written.append(f"{metric}_vs_horizon.png")
     print(table)
     if printed_usage:
         print("\n".join(printed_usage))
-    print("wrote " + ", ".join(str(path) for path in written))
+    print("wrote " + ", ".join(str(out / name) for name in written))
 
 
 if __name__ == "__main__":

@@ -26,8 +26,9 @@ from tokenizer.model import TokenizerSource
 from tokenizer.runtime.cli import parse_run_config, resolve_device, run_cli
 from tokenizer.runtime.config import save_config, to_object
 from tokenizer.runtime.devices import use_threads
-from tokenizer.runtime.errors import ConfigError, TrainingError
+from tokenizer.runtime.errors import ConfigError
 from tokenizer.runtime.files import atomic_write_text
+from tokenizer.runtime.run_folder import check_output_folder, staged_output_folder
 from worldmodel.evaluation import score_heads
 from worldmodel.head_training import HeadsConfig, HeadsTrainConfig, new_rgb_head, train_heads, training_batches
 from worldmodel.heads import TaskHeads
@@ -50,7 +51,7 @@ class HeadsRunConfig:
 
     output_dir: str = "runs/heads_tiny"  # folder for the heads' subfolders, config.yaml and metrics.json
     seed: int = 0  # seeds the heads' initialisation and their training clips
-    overwrite: bool = False  # replace heads already in output_dir
+    overwrite: bool = False  # replace what output_dir holds (it then holds only the new heads)
     tokenizer: TokenizerSource = field(default_factory=TokenizerSource)  # whose backbone features the heads read
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
     model: HeadsConfig = field(default_factory=HeadsConfig)  # which heads
@@ -61,17 +62,12 @@ class HeadsRunConfig:
 def main(argv: list[str] | None = None) -> None:
     run = parse_run_config(HeadsRunConfig, __doc__, "configs/heads/tiny.yaml", argv)
     output_dir = Path(run.output_dir)
-    held = [name for name in ("segmentation", "depth", "rgb", "metrics.json") if (output_dir / name).exists()]
-    if held and not run.overwrite:
-        raise TrainingError(
-            f"output_dir {output_dir} already holds heads ({', '.join(held)}); pass overwrite=true or another "
-            "output_dir"
-        )
     device = resolve_device(run.device)
     options: HeadsConfig = to_object(run.model)
     options.validate()
     schedule: HeadsTrainConfig = to_object(run.train)
     schedule.validate()
+    check_output_folder(output_dir, run.overwrite, "output_dir")
     use_threads(schedule.threads, "train.threads")
     torch.manual_seed(run.seed)
     tokenizer = to_object(run.tokenizer).load(device)
@@ -101,12 +97,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     heads = TaskHeads(seg_head, depth_head, rgb_head)
     metrics = score_heads(tokenizer, heads, build_dataset(data, "val", run.seed), schedule.batch_size, device)
-    heads.save(output_dir)
-    save_config(run, output_dir / "config.yaml")
     final_losses = {k: v for k, v in log[-1].items() if k != "step"}
-    atomic_write_text(
-        output_dir / "metrics.json", json.dumps({"steps": len(log), **final_losses, **metrics}, indent=1) + "\n"
-    )
+    # Written beside output_dir and swapped in whole: overwritten heads leave nothing of theirs (an old rgb/).
+    with staged_output_folder(output_dir, run.overwrite, "output_dir") as stage:
+        heads.save(stage)
+        save_config(run, stage / "config.yaml")
+        atomic_write_text(
+            stage / "metrics.json", json.dumps({"steps": len(log), **final_losses, **metrics}, indent=1) + "\n"
+        )
     scores = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if v is not None)
     print(
         f"heads on true validation features: {scores}; saved {', '.join(str(output_dir / k) for k, _ in heads.items())}"

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     if run.feature_pool:
         # A run the engine would refuse is refused before the pool's minute of encoding.
         to_object(run.train).validate(task.module)
-        prepare_output_dir(Path(run.output_dir), run.resume, run.overwrite, remove=False)
+        prepare_output_dir(Path(run.output_dir), run.resume, run.overwrite)
         state = PartialState(cpu=launched_on_cpu())
         device = state.device  # this process's device, as the engine's Accelerator picks it
         per_step = max(run.train.effective_batch_size or 0, run.train.batch_size * state.num_processes)

@@ -206,9 +206,18 @@ class DreamEnv(gymnasium.Env):
     def _actions(self, action: Any) -> torch.Tensor | None:
         if not self.world.action_conditioned:
             return None
-        array = np.asarray(action, dtype=np.float32)
+        try:
+            array = np.asarray(action, dtype=np.float32)
+        except (TypeError, ValueError):
+            raise InputError(f"a {DREAM_ENV_ID} action is numbers in {self.action_space}, not {action!r}") from None
+        if not np.all(np.isfinite(array)):
+            # One NaN would stay in the imagined state until reset(): refused as Shapes-v0 refuses it.
+            raise InputError(f"a {DREAM_ENV_ID} action must be finite, got {array.tolist()}")
         if isinstance(self.action_space, spaces.Discrete):
             array = array.reshape(-1, 1)
+        elif isinstance(self.action_space, spaces.Box):
+            # Out-of-range actions are clipped to the Box, as Shapes-v0 clips its velocity.
+            array = np.clip(array, self.action_space.low, self.action_space.high)
         if array.ndim == 1:
             array = np.tile(array, (self.num_samples, 1))
         if array.shape[0] != self.num_samples:

@@ -184,7 +184,7 @@ def make_env(
             f"{env_id} cannot be made here ({err}); for Gymnasium's classic-control envs: pip install -e "
             "'.[gym-render]'"
         ) from None
-    except gymnasium.error.Error as err:
+    except (gymnasium.error.Error, ImportError) as err:  # ImportError: the module of a "module:Env-v0" id
         raise ConfigError(f"cannot make env {env_id!r}: {err}") from None
     check_env_fits(env, env_id)
     return env

@@ -46,6 +46,7 @@ from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
 from tokenizer.runtime.config import to_object
 from tokenizer.runtime.errors import ConfigError, InputError
 from tokenizer.runtime.files import save_safetensors
+from tokenizer.runtime.run_folder import check_output_folder, staged_output_folder
 
 
 def action_vector(space: spaces.Space) -> Callable[[Any], np.ndarray]:
@@ -147,8 +148,10 @@ def record(
     env_kwargs: dict[str, Any] | None = None,
     state_key: str | None = None,
     policy_kwargs: dict[str, Any] | None = None,
+    overwrite: bool = False,
 ) -> list[Path]:
-    """Record `episodes` episodes of `env_id` into `out` (created; existing episode files are replaced).
+    """Record `episodes` episodes of `env_id` into `out`: a new or empty folder, or with `overwrite` any folder,
+    which then holds only these episodes. They are written beside it and swapped in when all are recorded.
 
     Episode i is reset with seed `seed * 1_000_003 + i`, stored in its file with the states (`state_vector`)."""
     if episodes < 1 or max_steps < 1:
@@ -157,12 +160,12 @@ def record(
         raise ConfigError(
             f"frame_size must be a positive multiple of 8, or null to keep the env's size, got {frame_size}"
         )
+    out = Path(out)
+    check_output_folder(out, overwrite, "out", "a recording")
     try:
         env = gymnasium.make(env_id, render_mode="rgb_array", **(env_kwargs or {}))
-    except gymnasium.error.Error as err:
+    except (gymnasium.error.Error, ImportError) as err:  # ImportError: the module of a "module:Env-v0" id
         raise ConfigError(f"cannot make env {env_id!r}: {err}") from None
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     act = load_policy(policy, env.action_space, policy_kwargs)
     rng = np.random.default_rng(seed)
     paths = []
@@ -175,7 +178,7 @@ def record(
     }
     if state_key is not None:  # metadata values are strings: no entry means the observation
         metadata["state_key"] = state_key
-    with env:
+    with env, staged_output_folder(out, overwrite, "out", "a recording") as stage:
         for index in range(episodes):
             try:
                 episode = record_episode(env, act, rng, seed * 1_000_003 + index, max_steps, frame_size, state_key)
@@ -184,9 +187,8 @@ def record(
                 raise ConfigError(
                     f"{env_id} cannot render here ({err}); install the extra: pip install -e '.[gym-render]'"
                 ) from None
-            path = episode_path(out, index)
-            save_safetensors(episode, path, metadata=metadata)
-            paths.append(path)
+            save_safetensors(episode, episode_path(stage, index), metadata=metadata)
+            paths.append(episode_path(out, index))
     return paths
 
 
@@ -195,6 +197,7 @@ class RecordConfig:
     env: str = "deltaworld/Shapes-v0"  # Gymnasium env id, e.g. deltaworld/Shapes-v0 or Pendulum-v1
     episodes: int = 100
     out: str = "runs/episodes"  # folder for the episode files
+    overwrite: bool = False  # replace what `out` holds (it then holds only the new episodes)
     # random, smooth, pusht_near_block (envs.policies) or "package.module:factory" (factory(action_space, **kwargs)
     # -> policy(obs, rng))
     policy: str = "random"
@@ -212,6 +215,7 @@ FLAGS = {
     "--env": Flag("env", "Gymnasium env id"),
     "--episodes": Flag("episodes", "episodes to record", int),
     "--out": Flag("out", "folder for the episode files"),
+    "--overwrite": Flag("overwrite", "replace what the folder holds", bool),
     "--policy": Flag("policy", "random, smooth, pusht_near_block, or package.module:factory"),
     "--seed": Flag("seed", "seed of the episodes and the policy", int),
     "--max-steps": Flag("max_steps", "steps per episode at most", int),
@@ -235,6 +239,7 @@ def main(argv: list[str] | None = None) -> None:
         dict(cfg.env_kwargs),
         cfg.state_key,
         dict(cfg.policy_kwargs),
+        cfg.overwrite,
     )
     print(f"recorded {len(paths)} episodes of {cfg.env} into {cfg.out}")
 

@@ -16,7 +16,7 @@ from tokenizer.data.registry import DataConfig, build_dataset
 from tokenizer.data.squares import split_into_squares
 from tokenizer.model import Tokenizer
 from tokenizer.runtime.config import load_config
-from tokenizer.runtime.errors import CheckpointError, ConfigError, InputError, TrainingError
+from tokenizer.runtime.errors import CheckpointError, ConfigError, InputError
 from worldmodel.evaluation import score_heads
 from worldmodel.head_training import HeadsConfig, HeadsTrainConfig, train_heads
 from worldmodel.heads import (
@@ -319,7 +319,7 @@ def test_train_heads_script_on_shapes_learns_and_refuses_to_overwrite(tmp_path, 
     )
     assert metrics["miou"] > untrained["miou"] and metrics["rmse"] < untrained["rmse"]
     assert "heads on true validation features" in capsys.readouterr().out
-    with pytest.raises(TrainingError, match="already holds heads"):
+    with pytest.raises(ConfigError, match="already holds files"):
         train_heads_script.main(args)
 
 

@@ -11,14 +11,16 @@ seeded random weights, built offline, and never to be mistaken for pretrained.
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
-from tokenizer.runtime.errors import ConfigError, InputError
+from tokenizer.runtime.errors import CheckpointError, ConfigError, InputError
 from tokenizer.runtime.files import load_module_weights
 
 RANDOM_INIT_NAME = "random-init-dinov3"
@@ -123,6 +125,14 @@ class Backbone(nn.Module):
             )
         try:
             model = DINOv3ViTModel.from_pretrained(str(local) if looks_local else name, cache_dir=cache_dir)
+        except (SafetensorError, pickle.UnpicklingError, EOFError, RuntimeError, ValueError) as err:
+            # A truncated safetensors file, or a pickle that torch reads only as plain tensors (weights_only).
+            first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise CheckpointError(
+                f"the DINOv3 backbone weights in {local if looks_local else name} cannot be read safely "
+                f"({first_line}): they are truncated, corrupt, or a pickle holding more than tensors; download them "
+                "again as safetensors"
+            ) from None
         except OSError as err:
             if looks_local:
                 raise ConfigError(

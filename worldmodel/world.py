@@ -331,6 +331,8 @@ class WorldModel(nn.Module):
         """A fresh world model of `config.kind` around the frozen `tokenizer` (subclasses build their own kind)."""
         if config.kind not in WorldModel.kinds:
             raise ConfigError(f"model.kind {config.kind!r} is not one of {', '.join(WorldModel.kinds)}")
+        if config.num_samples < 1:
+            raise ConfigError(f"model.num_samples must be at least 1, got {config.num_samples}")
         return WorldModel.kinds[config.kind].build(tokenizer, config)
 
     @classmethod

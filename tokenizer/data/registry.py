@@ -26,6 +26,7 @@ from tokenizer.data.kitti import KittiDepthDataset
 from tokenizer.data.shapes import ShapesClips, ShapesConfig
 from tokenizer.data.video_datasets import build_video_dataset
 from tokenizer.data.vspw import VSPWDataset
+from tokenizer.runtime.devices import check_fits_in_memory
 from tokenizer.runtime.errors import ConfigError
 
 
@@ -60,8 +61,14 @@ class DataConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first key whose value cannot work."""
-        if self.val_clips < 1:
-            raise ConfigError(f"data.val_clips must be at least 1, got {self.val_clips}")
+        for key in ("frame_size", "num_frames", "val_num_frames", "val_clips"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"data.{key} must be at least 1, got {getattr(self, key)}")
+        frames = max(self.num_frames, self.val_num_frames)
+        check_fits_in_memory(
+            frames * 3 * self.frame_size**2,
+            f"one clip of {frames} frames (data.num_frames, data.val_num_frames) of data.frame_size {self.frame_size}",
+        )
         if not self.shapes_strides or min(self.shapes_strides) < 1:
             got = list(self.shapes_strides)
             raise ConfigError(f"data.shapes_strides must be a non-empty list of steps of at least 1, got {got}")

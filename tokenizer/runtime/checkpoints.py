@@ -24,7 +24,7 @@ from safetensors.torch import load_file
 
 from tokenizer.runtime.ema import EMA, EMA_FILE
 from tokenizer.runtime.errors import CheckpointError
-from tokenizer.runtime.files import atomic_write_text, load_module_weights, save_safetensors
+from tokenizer.runtime.files import atomic_write_text, load_module_weights, replace_folder, save_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -97,25 +97,39 @@ def save_checkpoint(
         **extra,
     }
     atomic_write_text(tmp / STATE_FILE, json.dumps(state, indent=1))
-    if final.exists():
-        shutil.rmtree(final)
-    tmp.rename(final)
+    replace_folder(tmp, final)
     return final
 
 
-def _is_complete(path: Path) -> bool:
+def checkpoint_problems(path: Path) -> list[str]:
+    """What makes the checkpoint folder `path` unreadable, one entry per damaged file; [] for a complete one."""
     try:
         state = json.loads((path / STATE_FILE).read_text())
-        return all(_sha256(path / name) == digest for name, digest in state["sha256"].items())
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+        names = list(state["sha256"].items())
+    except OSError:
+        return [f"{path / STATE_FILE} (missing)"]
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return [f"{path / STATE_FILE} (not a complete checkpoint record)"]
+    problems = []
+    for name, digest in names:
+        try:
+            if _sha256(path / name) != digest:
+                problems.append(f"{path / name} (checksum mismatch)")
+        except OSError:
+            problems.append(f"{path / name} (missing)")
+    return problems
+
+
+def _is_complete(path: Path) -> bool:
+    return not checkpoint_problems(path)
 
 
 def list_checkpoints(folder: Path) -> list[Path]:
     """Checkpoint folders (complete or not), oldest first."""
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
+    # step_N.old is a folder being replaced (replace_folder), never a checkpoint of its own.
+    return sorted(p for p in folder.iterdir() if p.is_dir() and p.name.removeprefix(PREFIX).isdigit())
 
 
 def latest_checkpoint(folder: Path) -> Path | None:

@@ -14,19 +14,22 @@ import torch
 from omegaconf import DictConfig
 
 from tokenizer.runtime.config import load_config
-from tokenizer.runtime.errors import ConfigError, DeltaWorldError
-
-USER_ERROR_EXIT = 2
+from tokenizer.runtime.errors import ConfigError, DeltaWorldError, Interrupted
 
 
 def run_cli(main: Callable[[], None]) -> None:
+    # Under `accelerate launch` every process may report; the rank tells them apart.
+    rank = f"[rank {os.environ.get('RANK', 0)}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
     try:
         main()
     except DeltaWorldError as err:
-        # Under `accelerate launch` every process may report; the rank tells them apart.
-        rank = f"[rank {os.environ['RANK']}] " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
         print(f"{rank}error: {err}", file=sys.stderr)
-        sys.exit(USER_ERROR_EXIT)
+        sys.exit(err.exit_status)
+    except KeyboardInterrupt:
+        # Outside a training loop (which says where it stopped) Ctrl-C ends a command before it writes, or
+        # between atomic writes: nothing half-written is left to name.
+        print(f"{rank}error: interrupted (Ctrl-C)", file=sys.stderr)
+        sys.exit(Interrupted.exit_status)
 
 
 @dataclass(frozen=True)

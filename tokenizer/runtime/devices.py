@@ -59,3 +59,14 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     if device.type == "cuda" and mixed_precision() == "bf16":
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
+
+
+def check_fits_in_memory(nbytes: int, what: str) -> None:
+    """ConfigError when `nbytes` (a lower bound of what `what` allocates) exceeds the host's physical memory:
+    the allocation would fail late, or swap the machine to a halt, instead of one line up front."""
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if nbytes > total:
+        raise ConfigError(
+            f"{what} needs at least {nbytes / 2**30:,.1f} GiB, more than the host's {total / 2**30:,.1f} GiB "
+            "of memory; lower them"
+        )

@@ -42,15 +42,17 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from tokenizer.runtime.checkpoints import (
     checkpoint_path,
+    checkpoint_problems,
     latest_checkpoint,
+    list_checkpoints,
     load_checkpoint,
     prune_checkpoints,
     save_checkpoint,
 )
 from tokenizer.runtime.config import flatten, save_config
-from tokenizer.runtime.devices import launched_on_cpu, mixed_precision, use_threads
+from tokenizer.runtime.devices import check_fits_in_memory, launched_on_cpu, mixed_precision, use_threads
 from tokenizer.runtime.ema import EMA, EMA_FILE
-from tokenizer.runtime.errors import ConfigError, TrainingError
+from tokenizer.runtime.errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from tokenizer.runtime.files import weights_digest
 from tokenizer.runtime.optim import apply_lr, build_optimizer
 from tokenizer.runtime.run_config import TrainConfig
@@ -58,9 +60,11 @@ from tokenizer.runtime.run_folder import (
     CHECKPOINTS,
     FINAL,
     LOSS_LOG,
+    METRICS,
     RUN_CONFIG,
     LossLog,
     check_same_model,
+    claim_output_folder,
     prepare_output_dir,
     write_final,
 )
@@ -197,6 +201,7 @@ class _Trained:
     ema: EMA | None  # the moving average of the weights (train.ema_decay > 0), else None
     start_step: int  # the first optimizer step to take: 0, or the step of the checkpoint resumed from
     last_checkpoint: Path | None  # the newest complete checkpoint, resumed from or written
+    reached: int  # optimizer steps done so far, for the message of an interrupted run
 
 
 @dataclass
@@ -230,15 +235,35 @@ def train(run: DictConfig, task: Task, train_set: Dataset, val_set: Dataset | No
     cfg: TrainConfig = OmegaConf.to_object(run.train)
     cfg.validate(task.module)
     use_threads(cfg.threads, "train.threads")
+    check_batch_memory(run, cfg)
     procs = _set_up_accelerator(cfg, Path(run.output_dir))
-    _claim_output_dir(run, procs.accelerator)
+    # Everything that can be refused is, before output_dir is touched: a failed start leaves the old run as it was.
+    _check_output_dir(run)
     trained = _restore_or_start(run, cfg, task, procs.accelerator)
-    loss_log = _open_logs(run, task, procs.accelerator, trained.start_step)
-    _announce(run, cfg, task, procs, trained)
-    skipped_files, diverged = _step_loop(run, cfg, task, train_set, val_set, procs, trained, loss_log)
-    if diverged is not None:
-        _stop_at_divergence(procs.accelerator, trained, diverged)
-    return _finish(run, cfg, task, val_set, procs, trained, skipped_files)
+    _claim_output_dir(run, procs.accelerator)
+    try:
+        loss_log = _open_logs(run, task, procs.accelerator, trained.start_step)
+        _announce(run, cfg, task, procs, trained)
+        skipped_files, diverged = _step_loop(run, cfg, task, train_set, val_set, procs, trained, loss_log)
+        if diverged is not None:
+            _stop_at_divergence(procs.accelerator, trained, diverged)
+        return _finish(run, cfg, task, val_set, procs, trained, skipped_files)
+    except KeyboardInterrupt:
+        _stop_at_interrupt(procs.accelerator, cfg, trained)
+
+
+def check_batch_memory(run: DictConfig, cfg: TrainConfig) -> None:
+    """Refuse a batch whose frames alone (as float32 pixels) would not fit in the host's memory, before an
+    allocation that would take the machine down with it."""
+    frame_size = OmegaConf.select(run, "data.frame_size", default=None)
+    num_frames = OmegaConf.select(run, "data.num_frames", default=None)
+    if frame_size is None or num_frames is None:
+        return
+    check_fits_in_memory(
+        cfg.batch_size * num_frames * 3 * frame_size**2 * 4,
+        f"a batch of train.batch_size {cfg.batch_size} clips of data.num_frames {num_frames} frames of "
+        f"data.frame_size {frame_size}",
+    )
 
 
 def _set_up_accelerator(cfg: TrainConfig, output_dir: Path) -> _Processes:
@@ -265,14 +290,33 @@ def _set_up_accelerator(cfg: TrainConfig, output_dir: Path) -> _Processes:
     return _Processes(accelerator, world, rank, accum, effective)
 
 
-def _claim_output_dir(run: DictConfig, accelerator: Accelerator) -> None:
-    """Refuse another run's folder unless resuming or overwriting it, and a resume whose model config changed."""
+def _check_output_dir(run: DictConfig) -> None:
+    """Refuse another run's folder unless resuming or overwriting it, a resume whose model config changed, and a
+    resume with no readable checkpoint in a folder that holds one or a finished run. Touches nothing."""
     output_dir = Path(run.output_dir)
-    # Every process checks (so each stops on its own, none waits for a failed peer); only the main one deletes.
-    prepare_output_dir(output_dir, run.resume, run.overwrite, remove=accelerator.is_main_process)
+    # Every process checks, so each stops on its own and none waits for a failed peer.
+    prepare_output_dir(output_dir, run.resume, run.overwrite)
+    if not run.resume:
+        return
+    check_same_model(output_dir, run)
+    checkpoints = output_dir / CHECKPOINTS
+    if latest_checkpoint(checkpoints) is not None:
+        return
+    problems = [problem for path in list_checkpoints(checkpoints) for problem in checkpoint_problems(path)]
+    finished = [name for name in (FINAL, METRICS) if (output_dir / name).exists()]
+    if problems or finished:
+        found = "; ".join(problems) if problems else f"{checkpoints} holds none, beside {', '.join(finished)}"
+        raise CheckpointError(
+            f"cannot resume {output_dir}: no readable checkpoint ({found}); pass overwrite=true instead of "
+            "resume=true to train it again from step 0"
+        )
+
+
+def _claim_output_dir(run: DictConfig, accelerator: Accelerator) -> None:
+    """The run is ready to write: with overwrite=true the old run goes now (the main process removes it)."""
+    if accelerator.is_main_process and not run.resume:
+        claim_output_folder(Path(run.output_dir))
     accelerator.wait_for_everyone()
-    if run.resume:
-        check_same_model(output_dir, run)
 
 
 def _restore_or_start(run: DictConfig, cfg: TrainConfig, task: Task, accelerator: Accelerator) -> _Trained:
@@ -284,12 +328,14 @@ def _restore_or_start(run: DictConfig, cfg: TrainConfig, task: Task, accelerator
     start_step, checksummed = 0, []  # checksummed: the files of the checkpoint resumed from
     if last_checkpoint is not None:
         start_step, checksummed = _resume(last_checkpoint, module, optimizer, cfg, accelerator)
+    elif run.resume:
+        accelerator.print(f"resume=true: {run.output_dir} holds no checkpoint yet, so training starts at step 0")
     task.to(accelerator.device)
     model, optimizer = accelerator.prepare(module, optimizer)
     ema = _weight_average(cfg, module, last_checkpoint, checksummed, accelerator)
     if cfg.compile:
         model = torch.compile(model)
-    return _Trained(module, model, optimizer, ema, start_step, last_checkpoint)
+    return _Trained(module, model, optimizer, ema, start_step, last_checkpoint, start_step)
 
 
 def _resume(
@@ -408,7 +454,7 @@ def _step_loop(
                 if result.diverged:
                     return skipped_files, result
                 window.clips += procs.effective
-                done = step + 1
+                done = trained.reached = step + 1
                 bar.update(1)
                 if done % cfg.log_every == 0 or done == cfg.max_steps:
                     _log_step(accelerator, bar, loss_log, window, done, lr, result)
@@ -516,6 +562,20 @@ def _stop_at_divergence(accelerator: Accelerator, trained: _Trained, result: _St
     raise TrainingError(
         f"loss or gradient became non-finite at step {result.step} (loss {result.loss.item():.4g}); stopped before "
         f"applying it, {where}: lower train.lr or check the data, then resume=true"
+    )
+
+
+def _stop_at_interrupt(accelerator: Accelerator, cfg: TrainConfig, trained: _Trained) -> None:
+    """Ctrl-C: release the processes, then raise Interrupted naming the step reached and how to continue."""
+    _release(accelerator, trained)
+    where = (
+        f"the last checkpoint is {trained.last_checkpoint}"
+        if trained.last_checkpoint
+        else "no checkpoint was written yet (it starts again from step 0)"
+    )
+    raise Interrupted(
+        f"interrupted after step {trained.reached} of {cfg.max_steps}; {where}: run the same command with "
+        "resume=true to continue"
     )
 
 

@@ -1,12 +1,14 @@
 """User-facing errors: each carries one sentence that says what is wrong and what to do.
 
 The command-line scripts catch `DeltaWorldError`, print its message on one line
-and exit with status 2; anything else is a bug and keeps its traceback.
+and exit with its `exit_status` (2; 130 for `Interrupted`); anything else is a bug and keeps its traceback.
 """
 
 
 class DeltaWorldError(Exception):
     """Base class for mistakes a user can fix (bad config, bad input, bad file)."""
+
+    exit_status = 2  # what the command-line scripts exit with
 
 
 class ConfigError(DeltaWorldError):
@@ -27,3 +29,9 @@ class DataError(DeltaWorldError):
 
 class TrainingError(DeltaWorldError):
     """Training cannot go on (non-finite loss, an output directory holding another run)."""
+
+
+class Interrupted(TrainingError):
+    """Ctrl-C stopped a run; the message says where, and how to continue it."""
+
+    exit_status = 130  # the shell's status for a process ended by SIGINT

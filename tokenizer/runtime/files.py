@@ -1,4 +1,4 @@
-"""Checkpoint files: atomic writes, safetensors for our own, safe loading of released ones, weight digests.
+"""Checkpoint files: atomic writes, folder swaps, safetensors for our own, safe loading of released ones, digests.
 
 Our checkpoints are safetensors (no code runs on load). Released `.bin`/`.pt`
 files are read only through `torch.load(..., weights_only=True)`. Every load is
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -22,6 +23,7 @@ from tokenizer.runtime.errors import CheckpointError
 
 SAFETENSORS_SUFFIX = ".safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+OLD_SUFFIX = ".old"  # `replace_folder`: the folder being replaced, until the new one is in place
 
 
 def _umask() -> int:
@@ -58,6 +60,45 @@ def atomic_write(path: str | Path, write) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: str | Path) -> None:
+    """Make the renames and creations inside `folder` durable: without it a power cut can undo a rename."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_folder(new: str | Path, target: str | Path) -> None:
+    """Put the complete folder `new` at `target`, so that a crash at any point leaves a whole folder to read.
+
+    The old `target` is renamed to `target.old`, `new` renamed in, then `target.old` deleted. A crash between the
+    two renames leaves no `target` but a complete `target.old`; the next call (and `recover_folder`) renames it
+    back first, and a crash after them leaves a stale `target.old` that the next call deletes.
+    """
+    new, target = Path(new), Path(target)
+    old = target.with_name(target.name + OLD_SUFFIX)
+    recover_folder(target)
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        target.rename(old)
+        fsync_dir(target.parent)
+    new.rename(target)
+    fsync_dir(target.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_folder(target: str | Path) -> None:
+    """Rename `target.old` back to `target` when a crash inside `replace_folder` left only the old one."""
+    target = Path(target)
+    old = target.with_name(target.name + OLD_SUFFIX)
+    if old.is_dir() and not target.exists():
+        old.rename(target)
+        fsync_dir(target.parent)
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

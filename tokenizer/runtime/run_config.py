@@ -72,7 +72,7 @@ class TrainConfig:
     threads: int | None = None  # torch CPU threads per process; null = PyTorch's default
 
     def validate(self, module: nn.Module | None = None) -> None:
-        """Raise ConfigError naming the first choice that is not one of its options (and, given the trained module,
+        """Raise ConfigError naming the first key whose value cannot work (and, given the trained module,
         the first lr_scale prefix that names none of its parameters)."""
         for key, value, options in (
             ("optimizer", self.optimizer, OPTIMIZERS),
@@ -80,6 +80,22 @@ class TrainConfig:
         ):
             if value not in options:
                 raise ConfigError(f"train.{key} {value!r} is not one of {', '.join(options)}")
+        for key, least in (
+            ("max_steps", 1),
+            ("batch_size", 1),
+            ("warmup_steps", 0),
+            ("checkpoint_every", 1),
+            ("keep_checkpoints", 1),
+            ("log_every", 1),
+            ("val_every", 0),
+            ("num_workers", 0),
+        ):
+            if getattr(self, key) < least:
+                raise ConfigError(f"train.{key} must be at least {least}, got {getattr(self, key)}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ConfigError(f"train.lr must be a finite number above 0, got {self.lr}")
+        if not (math.isfinite(self.grad_clip) and self.grad_clip >= 0):
+            raise ConfigError(f"train.grad_clip must be a finite number, at least 0 (0 = off), got {self.grad_clip}")
         if not 0 < self.lr_decay_fraction <= 1:
             raise ConfigError(f"train.lr_decay_fraction must be in (0, 1], got {self.lr_decay_fraction}")
         if self.effective_batch_size is not None and self.effective_batch_size < 1:

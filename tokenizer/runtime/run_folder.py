@@ -6,8 +6,11 @@
     final/                   the trained model, as the task saves it
     metrics.json             the final validation, with the step, skipped data files and process count
 
-A run refuses a folder that holds another run unless told to resume it or to replace it, and a resumed run
-refuses a config whose model (or optimizer grouping) differs from the one its checkpoints were made with.
+A run refuses a folder that holds another run (or anything else) unless told to resume it or to replace it, and
+a resumed run refuses a config whose model (or optimizer grouping) differs from the one its checkpoints were made
+with. Every command that writes a folder (training runs, heads, rollout reports, recordings) checks it with
+`check_output_folder` before it builds anything, and replaces an old one only when it is ready to write: a
+training run with `claim_output_folder`, the others by writing beside it (`staged_output_folder`).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from __future__ import annotations
 import json
 import math
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -23,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from tokenizer.runtime.checkpoints import latest_checkpoint
 from tokenizer.runtime.config import flatten
 from tokenizer.runtime.errors import CheckpointError, ConfigError, TrainingError
-from tokenizer.runtime.files import atomic_write_text
+from tokenizer.runtime.files import atomic_write_text, fsync_dir, replace_folder
 
 RUN_CONFIG = "config.yaml"
 CHECKPOINTS = "checkpoints"
@@ -33,21 +37,66 @@ RUN_MARKERS = (RUN_CONFIG, CHECKPOINTS, FINAL, "logs", METRICS)
 LOSS_LOG = Path("logs") / "train_loss.jsonl"
 
 
-def prepare_output_dir(output_dir: Path, resume: bool, overwrite: bool, remove: bool = True) -> None:
-    """Refuse to write over another run unless told to resume it or replace it (`remove`: delete it for overwrite)."""
+def check_output_folder(folder: Path, overwrite: bool, key: str, what: str = "files") -> list[str]:
+    """Refuse `folder` when it is a file, or a folder holding anything unless `overwrite`; returns what it holds.
+
+    Only looks: a command calls it before it builds or loads anything, and `claim_output_folder` (or
+    `staged_output_folder`) when it is ready to write.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"{key} {folder} is a file, not a folder; pass a folder path")
+    held = sorted(entry.name for entry in folder.iterdir()) if folder.is_dir() else []
+    if held and not overwrite:
+        shown = ", ".join(held[:5]) + (", ..." if len(held) > 5 else "")
+        raise ConfigError(
+            f"{key} {folder} already holds {what} ({shown}); pass overwrite=true to replace them, or another {key}"
+        )
+    return held
+
+
+def claim_output_folder(folder: Path) -> None:
+    """Make `folder` the empty folder a command writes into: a folder that holds something (checked with
+    overwrite=true) is renamed aside and only then deleted, so the new run never mixes with the old one."""
+    if folder.is_dir() and any(folder.iterdir()):
+        aside = folder.with_name(f".{folder.name}.replaced")
+        shutil.rmtree(aside, ignore_errors=True)
+        folder.rename(aside)
+        folder.mkdir()
+        fsync_dir(folder.parent)
+        shutil.rmtree(aside)
+    folder.mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def staged_output_folder(folder: Path, overwrite: bool, key: str, what: str = "files") -> Iterator[Path]:
+    """A new folder beside `folder` to write everything into; on success it replaces `folder` whole
+    (`replace_folder`), on any error it is deleted and `folder` stays as it was."""
+    check_output_folder(folder, overwrite, key, what)
+    stage = folder.with_name(f".{folder.name}.new")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    replace_folder(stage, folder)
+
+
+def prepare_output_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to write over another run unless told to resume it or replace it; touches nothing."""
     if resume and overwrite:
         raise ConfigError("resume=true and overwrite=true contradict each other; pass one of them")
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ConfigError(f"output_dir {output_dir} is a file, not a folder; pass a folder path")
     held = [name for name in RUN_MARKERS if (output_dir / name).exists()]
-    if not held or resume:
-        return
-    if not overwrite:
+    if held and not resume and not overwrite:
         raise TrainingError(
             f"output_dir {output_dir} holds another run ({', '.join(held)}); pass resume=true to continue it, "
             "overwrite=true to replace it, or another output_dir"
         )
-    for name in held if remove else ():
-        target = output_dir / name
-        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    if not held and not resume:
+        check_output_folder(output_dir, overwrite, "output_dir")
 
 
 def weights_to_start_from(run: DictConfig) -> str:
@@ -145,13 +194,12 @@ def json_safe(metrics: dict[str, float]) -> dict[str, float | None]:
 def write_final(output_dir: Path, save: Callable[[Path], None], summary: dict, metrics: dict[str, float]) -> None:
     """Replace final/ by the folder `save(folder)` writes, then metrics.json by `summary` followed by `metrics`.
 
-    `save` writes into a temporary folder renamed into place, so final/ is never a half-written model:
-    a crash leaves the previous one, none, or the new one whole.
+    `save` writes into a temporary folder that `replace_folder` swaps in, so final/ is never a half-written model:
+    a crash leaves the previous one whole (as final/, or as final.old/ between the two renames, which the next
+    swap renames back first) or the new one whole.
     """
-    final = output_dir / FINAL
     tmp = output_dir / f".{FINAL}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     save(tmp)
-    shutil.rmtree(final, ignore_errors=True)
-    tmp.rename(final)
+    replace_folder(tmp, output_dir / FINAL)
     atomic_write_text(output_dir / METRICS, json.dumps({**summary, **json_safe(metrics)}, indent=1))
