@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from accelerate import PartialState
+from omegaconf import DictConfig
 
 from tokenizer.data.registry import build_dataset
 from tokenizer.model import Tokenizer, TokenizerConfig
@@ -24,7 +25,11 @@ from tokenizer.training import FeaturePool, TokenizerTask
 
 
 def main(argv: list[str] | None = None) -> None:
-    run = parse_run_config(TokenizerRunConfig, __doc__, "configs/tokenizer/tiny.yaml", argv)
+    train_tokenizer(parse_run_config(TokenizerRunConfig, __doc__, "configs/tokenizer/tiny.yaml", argv))
+
+
+def train_tokenizer(run: DictConfig) -> None:
+    """Train on a merged `TokenizerRunConfig` (`load_config`): the command, after reading its arguments."""
     init_from = weights_to_start_from(run)
     torch.manual_seed(run.seed)
     tokenizer = Tokenizer.build(TokenizerConfig(backbone=to_object(run.backbone), model=to_object(run.model)))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 
 import torch
+from omegaconf import DictConfig
 
 from tokenizer.data.registry import build_dataset
 from tokenizer.runtime.cli import parse_run_config, run_cli
@@ -44,7 +45,11 @@ def start_from(world: WorldModel, init_from: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run = parse_run_config(WorldModelRunConfig, __doc__, "configs/world_model/tiny.yaml", argv)
+    train_world_model(parse_run_config(WorldModelRunConfig, __doc__, "configs/world_model/tiny.yaml", argv))
+
+
+def train_world_model(run: DictConfig) -> None:
+    """Train on a merged `WorldModelRunConfig` (`load_config`): the command, after reading its arguments."""
     init_from = weights_to_start_from(run)
     torch.manual_seed(run.seed)
     tokenizer = to_object(run.tokenizer).load()

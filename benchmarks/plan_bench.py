@@ -34,8 +34,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -43,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 
 from benchmarks.bench import SCALES, count_flops, planning_step_flops
 from benchmarks.plan_config import BUDGET_METHODS, METHODS, TASK_SETS, PlanBenchConfig, TrainSection
@@ -51,14 +50,18 @@ from envs.planners import MPCAgent, Planner, PlannerConfig, budget_name, with_bu
 from envs.policies import load_policy
 from envs.recording import frame_interval, record, state_vector
 from tokenizer.data.episodes import EPISODE_GLOB, episode_files, held_out
-from tokenizer.model import TokenizerSource
+from tokenizer.run_config import TokenizerRunConfig
 from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
-from tokenizer.runtime.config import flatten, to_object
-from tokenizer.runtime.errors import ConfigError, TrainingError
+from tokenizer.runtime.config import load_config, to_object
+from tokenizer.runtime.errors import ConfigError
 from tokenizer.runtime.files import atomic_write_text
 from tokenizer.runtime.hub import is_repo_id
+from train_tokenizer import train_tokenizer
+from train_world_model import train_world_model
 from worldmodel.loading import load_world_model
 from worldmodel.pictures import save_animation, upscale_nearest
+from worldmodel.run_config import WorldModelRunConfig
+from worldmodel.token_cache import make_token_cache
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = "configs/plan_bench/shapes.yaml"
@@ -71,14 +74,6 @@ PLANNED = {
     "deltaworld_feature_cem": ("deltaworld", "features", "cem"),
     "dinoworld_cem": ("dinoworld", "features", "cem"),
 }
-
-
-def run_python(args: list[str]) -> None:
-    """Run `python ARGS` (a repo script or `-m module`) in the repo as its own process, as a user would; its output
-    streams through."""
-    result = subprocess.run([sys.executable, *args], cwd=REPO)
-    if result.returncode != 0:
-        raise TrainingError(f"python {' '.join(args)} failed with exit status {result.returncode}; its output is above")
 
 
 def in_repo(path: str) -> Path:
@@ -102,11 +97,11 @@ class Phases:
         self._name = ""
 
 
-def tokenizer_overrides(source: TokenizerSource) -> list[str]:
-    """The whole `tokenizer` section as dotted overrides of the world-model runs, so that a described weights file
-    stays described (JSON spells null, booleans and lists as YAML reads them)."""
-    flat = flatten(asdict(source), prefix="tokenizer")
-    return [f"{key}={value if isinstance(value, str) else json.dumps(value)}" for key, value in flat.items()]
+def run_config(schema: type, section: TrainSection, settings: dict[str, Any]) -> DictConfig:
+    """A training run's config: the section's file, then the bench's own `settings` (nested typed values: run
+    folder, data, tokenizer, seed), then the section's dotted overrides, which a user may set to change any of
+    them."""
+    return load_config(schema, in_repo(section.config), section.overrides, settings=settings)
 
 
 def prepare(cfg: PlanBenchConfig, out: Path, blocks: gr.ActionBlocks, phases: Phases) -> dict[str, Path]:
@@ -135,7 +130,7 @@ def prepare(cfg: PlanBenchConfig, out: Path, blocks: gr.ActionBlocks, phases: Ph
     if not any(episodes.glob(EPISODE_GLOB)):
         phases.start("action_blocks")
         gr.block_episodes(recorded, episodes, blocks)
-    size = f"data.frame_size={cfg.record.frame_size}"
+    frames = {"source": "episodes", "root": str(episodes), "frame_size": cfg.record.frame_size}
     if cfg.tokenizer.checkpoint is not None:  # resolved by main: an existing path or a Hub id
         tokenizer = cfg.tokenizer.checkpoint
     else:
@@ -144,60 +139,36 @@ def prepare(cfg: PlanBenchConfig, out: Path, blocks: gr.ActionBlocks, phases: Ph
             section = cfg.tokenizer_train
             phases.start("tokenizer")
             print(f"training the tokenizer ({section.config}) on the episodes into {tokenizer.parent}", flush=True)
-            own = [
-                f"output_dir={tokenizer.parent}",
-                "overwrite=true",
-                "data.source=episodes",
-                f"data.root={episodes}",
-                size,
-                f"seed={cfg.seed}",
-            ]
-            run_python([str(REPO / "train_tokenizer.py"), "--config", section.config, *own, *section.overrides])
+            own = {"output_dir": str(tokenizer.parent), "overwrite": True, "data": frames, "seed": cfg.seed}
+            train_tokenizer(run_config(TokenizerRunConfig, section, own))
     models = {"tokenizer": tokenizer}
-    source = tokenizer_overrides(replace(cfg.tokenizer, checkpoint=str(tokenizer)))
+    source = asdict(replace(cfg.tokenizer, checkpoint=str(tokenizer)))
     for name in ("deltaworld", "dinoworld"):
         section: TrainSection = getattr(cfg, name)
         models[name] = out / name / "final"
         if models[name].is_dir():
             continue
         # The block's actions, concatenated, are the model's action; the bench sets the size so configs need not.
-        own = [
-            f"output_dir={out / name}",
-            "overwrite=true",
-            "data.source=episodes",
-            f"data.root={episodes}",
-            size,
-            *source,
-            f"seed={cfg.seed}",
-        ]
-        dims = [f"model.actions.dim={blocks.dim}"]
+        own = {
+            "output_dir": str(out / name),
+            "overwrite": True,
+            "data": dict(frames),
+            "tokenizer": source,
+            "seed": cfg.seed,
+            "model": {"actions": {"dim": blocks.dim}},
+        }
         if name == "deltaworld":
             # DeltaWorld trains on the episodes' tokens, tokenized once (worldmodel.token_cache).
             tokens = out / "tokens"
             phases.start("token_cache")
             print(f"tokenizing episode clips once into {tokens}", flush=True)
-            run_python(
-                [
-                    "-m",
-                    "worldmodel.token_cache",
-                    "--config",
-                    section.config,
-                    *own,
-                    *section.overrides,
-                    *dims,
-                    f"cache.out={tokens}",
-                    "cache.overwrite=true",
-                ]
-            )
-            own += [
-                "data.source=tokens",
-                f"data.root={tokens}",
-                "data.val_source=episodes",
-                f"data.val_root={episodes}",
-            ]
+            cache = {**own, "cache": {"out": str(tokens), "overwrite": True}}
+            make_token_cache(run_config(WorldModelRunConfig, section, cache))
+            own["data"] = {**frames, "source": "tokens", "root": str(tokens), "val_source": "episodes"}
+            own["data"]["val_root"] = str(episodes)
         phases.start(name)
         print(f"training {name} ({section.config}) on the episodes", flush=True)
-        run_python([str(REPO / "train_world_model.py"), "--config", section.config, *own, *section.overrides, *dims])
+        train_world_model(run_config(WorldModelRunConfig, section, own))
     phases.stop()
     return models
 

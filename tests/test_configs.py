@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pytest
 
-from benchmarks.plan_bench import tokenizer_overrides
-from benchmarks.plan_config import PlanBenchConfig
+from benchmarks.plan_bench import run_config
+from benchmarks.plan_config import PlanBenchConfig, TrainSection
 from rollout import RolloutRunConfig
 from tokenizer.model import TokenizerSource
 from tokenizer.run_config import TokenizerRunConfig
@@ -65,9 +65,10 @@ def test_the_tokenizer_is_one_section_in_every_command(schema, tmp_path):
     assert source.backbone_override == "/models/dinov3"
     with pytest.raises(ConfigError, match="'tokenizer' is a section .* did you mean 'tokenizer.checkpoint'"):
         load_config(schema, None, ["tokenizer=runs/t/final"])
-    # The plan bench hands its whole section to the world-model runs it starts.
-    forwarded = load_config(WorldModelRunConfig, None, tokenizer_overrides(source))
-    assert to_object(forwarded.tokenizer) == source
+    # The plan bench hands its whole section to the world-model runs it starts, under their own overrides.
+    section = TrainSection(config="configs/world_model/tiny_actions.yaml", overrides=["seed=7"])
+    forwarded = run_config(WorldModelRunConfig, section, {"tokenizer": asdict(source), "seed": 3})
+    assert to_object(forwarded.tokenizer) == source and forwarded.seed == 7
     config = tmp_path / "old.yaml"
     config.write_text("tokenizer: runs/t/final\n")
     with pytest.raises(ConfigError, match="did you mean 'tokenizer.checkpoint'"):

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from safetensors import safe_open
 from torch.utils.data import Dataset, default_collate
 from tqdm.auto import tqdm
@@ -157,7 +157,12 @@ def _check_out(out: Path, plan: dict, overwrite: bool) -> bool | None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    run = parse_run_config(WorldModelRunConfig, __doc__, "configs/world_model/tiny.yaml", argv)
+    make_token_cache(parse_run_config(WorldModelRunConfig, __doc__, "configs/world_model/tiny.yaml", argv))
+
+
+def make_token_cache(run: DictConfig) -> None:
+    """Tokenize `cache.num_clips` clips of a merged `WorldModelRunConfig` into `cache.out`: the command, after
+    reading its arguments."""
     cfg, data = to_object(run.cache), to_object(run.data)
     if data.source == TOKENS_SOURCE:
         raise ConfigError(

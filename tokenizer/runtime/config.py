@@ -172,13 +172,19 @@ def merge_config(schema: type[T] | T, *sources: DictConfig | dict, origin: str =
 
 
 def load_config(
-    schema: type[T], path: str | Path | None = None, overrides: Iterable[str] = (), flags: dict | None = None
+    schema: type[T],
+    path: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    flags: dict | None = None,
+    settings: Mapping | None = None,
 ) -> DictConfig:
-    """Schema defaults <- YAML file <- dotted overrides <- values of command-line flags (nested), validated against the
-    schema."""
+    """Schema defaults <- YAML file <- `settings` (nested typed values a program sets, e.g. the plan bench's run
+    folders) <- dotted overrides <- values of command-line flags (nested), validated against the schema."""
     sources = []
     if path is not None:
         sources.append(_read_yaml(path))
+    if settings:
+        sources.append(dict(settings))
     sources.append(_parse_overrides(overrides))
     if flags:
         sources.append(OmegaConf.create(flags))
