@@ -97,11 +97,13 @@ class Phases:
         self._name = ""
 
 
-def run_config(schema: type, section: TrainSection, settings: dict[str, Any]) -> DictConfig:
+def run_config(
+    schema: type, section: TrainSection, settings: dict[str, Any], fixed: dict[str, Any] | None = None
+) -> DictConfig:
     """A training run's config: the section's file, then the bench's own `settings` (nested typed values: run
-    folder, data, tokenizer, seed), then the section's dotted overrides, which a user may set to change any of
-    them."""
-    return load_config(schema, in_repo(section.config), section.overrides, settings=settings)
+    folder, data, tokenizer, seed), then the section's dotted overrides, which may change any of them, then
+    `fixed`, what the env dictates (the action size)."""
+    return load_config(schema, in_repo(section.config), section.overrides, fixed, settings)
 
 
 def prepare(cfg: PlanBenchConfig, out: Path, blocks: gr.ActionBlocks, phases: Phases) -> dict[str, Path]:
@@ -148,27 +150,27 @@ def prepare(cfg: PlanBenchConfig, out: Path, blocks: gr.ActionBlocks, phases: Ph
         models[name] = out / name / "final"
         if models[name].is_dir():
             continue
-        # The block's actions, concatenated, are the model's action; the bench sets the size so configs need not.
         own = {
             "output_dir": str(out / name),
             "overwrite": True,
             "data": dict(frames),
             "tokenizer": source,
             "seed": cfg.seed,
-            "model": {"actions": {"dim": blocks.dim}},
         }
+        # The block's actions, concatenated, are the model's action, whatever the section's config says.
+        actions = {"model": {"actions": {"dim": blocks.dim}}}
         if name == "deltaworld":
             # DeltaWorld trains on the episodes' tokens, tokenized once (worldmodel.token_cache).
             tokens = out / "tokens"
             phases.start("token_cache")
             print(f"tokenizing episode clips once into {tokens}", flush=True)
             cache = {**own, "cache": {"out": str(tokens), "overwrite": True}}
-            make_token_cache(run_config(WorldModelRunConfig, section, cache))
+            make_token_cache(run_config(WorldModelRunConfig, section, cache, actions))
             own["data"] = {**frames, "source": "tokens", "root": str(tokens), "val_source": "episodes"}
             own["data"]["val_root"] = str(episodes)
         phases.start(name)
         print(f"training {name} ({section.config}) on the episodes", flush=True)
-        train_world_model(run_config(WorldModelRunConfig, section, own))
+        train_world_model(run_config(WorldModelRunConfig, section, own, actions))
     phases.stop()
     return models
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from safetensors import safe_open
 
 from envs import goal_reaching as gr
 from envs.planners import MPCAgent, Planner, PlannerConfig
@@ -363,3 +364,60 @@ def test_the_budget_sweep_reuses_the_planners_row_and_skips_what_does_not_fit(tm
     assert budgets[2]["success_rate"] == 0.75 and budgets[3]["estimated_seconds"] == pytest.approx(200.0)
     plot_budgets(budgets, tmp_path / "budgets.png", "test")
     assert (tmp_path / "budgets.png").stat().st_size > 1000
+
+
+def test_the_plan_bench_runs_from_nothing_in_its_own_process(tmp_path, monkeypatch):
+    """Micro models on 32 px Shapes: record, train everything in this process, draw both task sets, evaluate, sweep
+    one budget, report."""
+    import json
+    import subprocess
+
+    from benchmarks import plan_bench
+
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError(f"the plan bench started a process: {args[0] if args else kwargs}")
+
+    monkeypatch.setattr(subprocess, "Popen", no_subprocess)
+    small = "train.max_steps=2,data.val_clips=2,train.batch_size=2"
+    worlds = f"{small},data.num_frames=4,eval.context=2"
+    out = tmp_path / "bench"
+    plan_bench.main(
+        [
+            "--out",
+            str(out),
+            "record.episodes=10",
+            "record.max_steps=20",
+            "record.frame_size=32",
+            f"tokenizer_train.overrides=[{small},feature_pool=8]",
+            f"deltaworld.overrides=[{worlds},cache.num_clips=4]",
+            # A size in the section's overrides yields to the action blocks' (2 x action_repeat).
+            f"dinoworld.overrides=[{worlds},model.actions.dim=2]",
+            "eval.episodes=2",
+            "eval.budget=4",
+            "eval.goal_offset=4",
+            "eval.methods=[deltaworld_token_cem,random,zero_action]",
+            "eval.budgets=[8x1/2]",
+            "eval.budget_methods=[deltaworld_token_cem]",
+            "planner.candidates=4",
+            "planner.iterations=1",
+            "planner.elites=2",
+            "planner.horizon=2",
+            "planner.context=2",
+        ]
+    )
+    report = json.loads((out / "report.json").read_text())
+    acting = report["needs_acting"]
+    assert acting["tasks"] == 2 and acting["draw"]["considered"] == 2 + sum(acting["draw"]["left_out"].values())
+    for rows in (report, acting):  # `all` at the top level, as it always was; needs_acting beside it
+        for method in ("deltaworld_token_cem", "random", "zero_action"):
+            assert {"success_rate", "success_ci95", "seconds_per_step"} <= set(rows[method])
+            assert len(rows[method]["tasks"]) == 2
+    assert [(row["budget"], row.get("skipped", False)) for row in report["budgets"]] == [
+        ("4x1/2", False),
+        ("8x1/2", False),
+    ]
+    assert report["budgets"][0]["success_rate"] == acting["deltaworld_token_cem"]["success_rate"]
+    assert (out / "budgets.png").is_file() and (out / "gifs" / "needs_acting" / "random.gif").is_file()
+    assert report["record"]["policy"] == "smooth"
+    with safe_open(str(episode_files(out / "recorded")[0]), framework="pt") as handle:
+        assert handle.metadata()["policy"] == "smooth"
