@@ -208,6 +208,22 @@ def planning_flops(controller: gr.PlanningController, env, task: gr.Task, cfg: P
     return count_flops(lambda: (agent.observe(frames[task.start]), agent.plan_steps(cfg.planner.steps_applied)))
 
 
+def iteration_seconds(controller: gr.PlanningController, env, task: gr.Task, cfg: PlanBenchConfig) -> float:
+    """Seconds of one search iteration of `controller`'s planner from the task's start, the best of two (the first
+    call also pays for first-use setup)."""
+    steps = gr.context_steps(task.start, cfg.planner.context, cfg.action_repeat)
+    _, frames = gr.reach_start(env, task, cfg.record.frame_size, steps)
+    controller.reset(task, [frames[s] for s in steps])
+    agent = controller.agent
+    agent.planner.config = replace(agent.planner.config, iterations=1)
+    times = []
+    for _ in range(2):
+        started = time.perf_counter()
+        agent.plan_steps(1)
+        times.append(time.perf_counter() - started)
+    return min(times)
+
+
 def evaluate(
     name: str,
     controller,
@@ -458,17 +474,15 @@ def draw_task_sets(
     return draws
 
 
-def budget_sweep(
-    cfg: PlanBenchConfig,
-    rows: dict[str, dict],
-    run: Any,
-) -> list[dict]:
+def budget_sweep(cfg: PlanBenchConfig, rows: dict[str, dict], run: Any, iteration_seconds: Any) -> list[dict]:
     """Success against seconds per env step for each of `eval.budget_methods` at each of `eval.budgets`.
 
     The planner section's own budget is the row already measured. Other (method, budget) pairs run cheapest first
-    while their estimated time (the method's seconds per env step at the planner's budget, scaled by candidates x
-    iterations, times the env steps it took) keeps the sweep within `eval.budget_minutes`; the rest are reported as
-    skipped with their estimate. `run(method, planner)` evaluates one pair -> its row."""
+    while their estimated time keeps the sweep within `eval.budget_minutes`; the rest are reported as skipped with
+    their estimate. The estimate scales the method's measured seconds at the planner's budget by the ratio of one
+    search iteration's seconds at the two candidate counts (`iteration_seconds(method, candidates)`, timed: tiny
+    models are not FLOP-bound, so a 5x larger batch costs less than 5x) times the ratio of iterations.
+    `run(method, planner)` evaluates one pair -> its row."""
     base = cfg.planner
     specs = [budget_name(base), *cfg.eval.budgets]
     planners = {budget_name(p): p for p in (with_budget(base, spec) for spec in specs)}
@@ -489,7 +503,8 @@ def budget_sweep(
                     {**entry, **{k: rows[method][k] for k in ("success_rate", "success_ci95", "seconds_per_step")}}
                 )
                 continue
-            scale = planner.candidates * planner.iterations / (base.candidates * base.iterations)
+            ratio = iteration_seconds(method, planner.candidates) / iteration_seconds(method, base.candidates)
+            scale = ratio * planner.iterations / base.iterations
             estimate = rows[method]["seconds_per_step"] * scale * rows[method]["env_steps"]
             pending.append((estimate, entry, planner))
     spent = 0.0
@@ -613,7 +628,16 @@ def main(argv: list[str] | None = None) -> None:
                 name, controller, env, draws[first].tasks, budgeted, success, out, f"budgets_{first}", False
             )
 
-        budgets = budget_sweep(cfg, task_sets[first]["methods"], run_budget)
+        timed: dict[tuple[str, int], float] = {}
+
+        def time_iteration(method: str, candidates: int) -> float:
+            if (method, candidates) not in timed:
+                budgeted = replace(cfg, planner=replace(cfg.planner, candidates=candidates))
+                controller = controller_for(method, budgeted, models, blocks, dt * cfg.action_repeat, low, high)
+                timed[method, candidates] = iteration_seconds(controller, env, draws[first].tasks[0], budgeted)
+            return timed[method, candidates]
+
+        budgets = budget_sweep(cfg, task_sets[first]["methods"], run_budget, time_iteration)
     phases.stop()
     plot = out / "budgets.png"
     if budgets:
