@@ -106,25 +106,33 @@ def run_config(
     return load_config(schema, in_repo(section.config), section.overrides, fixed, settings)
 
 
+def record_episodes(cfg: PlanBenchConfig, folder: Path) -> None:
+    """The `record` section's episodes of the env, into `folder`."""
+    rec = cfg.record
+    record(
+        cfg.env,
+        rec.episodes,
+        folder,
+        rec.policy,
+        cfg.seed,
+        rec.max_steps,
+        rec.frame_size,
+        dict(cfg.env_kwargs),
+        rec.state_key,
+        dict(rec.policy_kwargs),
+    )
+
+
 def prepare(cfg: PlanBenchConfig, out: Path, blocks: gr.ActionBlocks, phases: Phases) -> dict[str, Path]:
     """Recorded episodes, their action blocks, the tokenizer and both world models, each made only when missing."""
     recorded, episodes = out / "recorded", out / "episodes"
     if not any(recorded.glob(EPISODE_GLOB)):
         phases.start("record")
-        rec = cfg.record
-        print(f"recording {rec.episodes} {rec.policy}-policy episodes of {cfg.env} into {recorded}", flush=True)
-        record(
-            cfg.env,
-            rec.episodes,
-            recorded,
-            rec.policy,
-            cfg.seed,
-            rec.max_steps,
-            rec.frame_size,
-            dict(cfg.env_kwargs),
-            rec.state_key,
-            dict(rec.policy_kwargs),
+        print(
+            f"recording {cfg.record.episodes} {cfg.record.policy}-policy episodes of {cfg.env} into {recorded}",
+            flush=True,
         )
+        record_episodes(cfg, recorded)
     # Refuse a non-deterministic env before spending minutes on training for it.
     phases.start("replay_check")
     with gr.make_env(cfg.env, dict(cfg.env_kwargs)) as env:
@@ -441,6 +449,24 @@ def check_env(cfg: PlanBenchConfig, success: gr.Success) -> EnvFacts:
         return EnvFacts(space.low, space.high, frame_interval(probe), state.shape[0])
 
 
+def needs_acting_draw(
+    cfg: PlanBenchConfig, env, episodes: list[gr.RecordedEpisode], success: gr.Success, facts: EnvFacts
+) -> gr.TaskDraw:
+    """The `needs_acting` tasks of `episodes` as the config asks for them (`gr.needs_acting_tasks`)."""
+    return gr.needs_acting_tasks(
+        env,
+        episodes,
+        cfg.eval.episodes,
+        cfg.eval.goal_offset,
+        (cfg.planner.context - 1) * cfg.action_repeat,
+        cfg.eval.seed,
+        success,
+        cfg.eval.budget,
+        gr.ZeroController(facts.low, facts.high).action,
+        list(cfg.eval.must_change),
+    )
+
+
 def draw_task_sets(
     cfg: PlanBenchConfig, recorded: Path, env, success: gr.Success, facts: EnvFacts
 ) -> dict[str, gr.TaskDraw]:
@@ -454,18 +480,7 @@ def draw_task_sets(
             draws[name] = gr.TaskDraw(tasks, len(tasks), {})
         else:
             print("drawing the tasks that need acting (the zero action run on each candidate)", flush=True)
-            draws[name] = gr.needs_acting_tasks(
-                env,
-                episodes,
-                cfg.eval.episodes,
-                cfg.eval.goal_offset,
-                min_start,
-                cfg.eval.seed,
-                success,
-                cfg.eval.budget,
-                gr.ZeroController(facts.low, facts.high).action,
-                list(cfg.eval.must_change),
-            )
+            draws[name] = needs_acting_draw(cfg, env, episodes, success, facts)
             print(
                 f"  {len(draws[name].tasks)} of {draws[name].considered} candidates need acting; left out: "
                 f"{draws[name].left_out}",

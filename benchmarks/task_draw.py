@@ -16,10 +16,17 @@ import json
 import tempfile
 from pathlib import Path
 
-from benchmarks.plan_bench import DEFAULT_CONFIG, REPO, check_config, check_env, success_of
+from benchmarks.plan_bench import (
+    DEFAULT_CONFIG,
+    REPO,
+    check_config,
+    check_env,
+    needs_acting_draw,
+    record_episodes,
+    success_of,
+)
 from benchmarks.plan_config import PlanBenchConfig
 from envs import goal_reaching as gr
-from envs.recording import record
 from tokenizer.data.episodes import episode_files
 from tokenizer.runtime.cli import parse_run_config, run_cli
 from tokenizer.runtime.config import to_object
@@ -33,34 +40,11 @@ def main(argv: list[str] | None = None) -> None:
     success = success_of(cfg)
     facts = check_env(cfg, success)
     with tempfile.TemporaryDirectory() as scratch:
-        out = Path(scratch)
-        rec = cfg.record
-        record(
-            cfg.env,
-            rec.episodes,
-            out / "recorded",
-            rec.policy,
-            cfg.seed,
-            rec.max_steps,
-            rec.frame_size,
-            dict(cfg.env_kwargs),
-            rec.state_key,
-            dict(rec.policy_kwargs),
-        )
-        episodes = [gr.load_episode(p) for p in episode_files(out / "recorded")]
+        record_episodes(cfg, Path(scratch))
+        episodes = [gr.load_episode(p) for p in episode_files(scratch)]
         with gr.make_env(cfg.env, dict(cfg.env_kwargs), cfg.record.max_steps + cfg.eval.budget + 1) as env:
-            draw = gr.needs_acting_tasks(
-                env,
-                episodes,
-                cfg.eval.episodes,
-                cfg.eval.goal_offset,
-                (cfg.planner.context - 1) * cfg.action_repeat,
-                cfg.eval.seed,
-                success,
-                cfg.eval.budget,
-                gr.ZeroController(facts.low, facts.high).action,
-                list(cfg.eval.must_change),
-            )
+            draw = needs_acting_draw(cfg, env, episodes, success, facts)
+    rec = cfg.record
     summary = {
         "env": cfg.env,
         "policy": rec.policy,

@@ -423,3 +423,16 @@ def test_the_plan_bench_runs_from_nothing_in_its_own_process(tmp_path, monkeypat
     assert report["record"]["policy"] == "smooth"
     with safe_open(str(episode_files(out / "recorded")[0]), framework="pt") as handle:
         assert handle.metadata()["policy"] == "smooth"
+
+
+def test_task_draw_counts_the_tasks_a_recording_holds(capsys):
+    import json
+
+    from benchmarks import task_draw
+
+    task_draw.main(
+        ["record.episodes=3", "record.max_steps=20", "eval.episodes=4", "eval.goal_offset=4", "eval.budget=4"]
+    )
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["policy"] == "smooth" and summary["needs_acting"] == 4
+    assert summary["considered"] == 4 + sum(summary["left_out"].values())
