@@ -48,7 +48,7 @@ from benchmarks.plan_config import BUDGET_METHODS, METHODS, TASK_SETS, PlanBench
 from envs import goal_reaching as gr
 from envs.planners import MPCAgent, Planner, PlannerConfig, budget_name, with_budget
 from envs.policies import load_policy
-from envs.recording import frame_interval, record, state_vector
+from envs.recording import frame_interval, headless_rendering, record, state_vector
 from tokenizer.data.episodes import EPISODE_GLOB, episode_files, held_out
 from tokenizer.run_config import TokenizerRunConfig
 from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
@@ -588,6 +588,7 @@ def comparisons(methods: dict[str, dict]) -> dict[str, float]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    headless_rendering()
     flags = {"--out": Flag("out", "folder for report.json, report.md, the GIFs and the trained models")}
     cfg: PlanBenchConfig = to_object(
         parse_run_config(PlanBenchConfig, __doc__, DEFAULT_CONFIG, argv, flags, str(REPO / DEFAULT_CONFIG))

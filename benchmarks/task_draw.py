@@ -27,12 +27,14 @@ from benchmarks.plan_bench import (
 )
 from benchmarks.plan_config import PlanBenchConfig
 from envs import goal_reaching as gr
+from envs.recording import headless_rendering
 from tokenizer.data.episodes import episode_files
 from tokenizer.runtime.cli import parse_run_config, run_cli
 from tokenizer.runtime.config import to_object
 
 
 def main(argv: list[str] | None = None) -> None:
+    headless_rendering()
     cfg: PlanBenchConfig = to_object(
         parse_run_config(PlanBenchConfig, __doc__, DEFAULT_CONFIG, argv, {}, str(REPO / DEFAULT_CONFIG))
     )

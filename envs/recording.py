@@ -27,6 +27,7 @@ Like every command it also takes `--config FILE` and dotted overrides (`max_step
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,6 +57,13 @@ def action_vector(space: spaces.Space) -> Callable[[Any], np.ndarray]:
     if isinstance(space, spaces.Discrete):
         return lambda action: np.array([int(action)], dtype=np.float32)
     raise ConfigError(f"recording supports Box and Discrete action spaces, not {type(space).__name__}")
+
+
+def headless_rendering() -> None:
+    """For the project's commands, which render frames to arrays and never open a window: SDL's dummy video driver
+    (unless one is set) keeps pygame-drawn envs (Gymnasium's classic control, PushT) from probing for a display and
+    printing SDL's "XDG_RUNTIME_DIR is invalid". Library calls leave the user's environment alone."""
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 
 
 def frame_interval(env: gymnasium.Env) -> float:
@@ -225,6 +233,7 @@ FLAGS = {
 
 
 def main(argv: list[str] | None = None) -> None:
+    headless_rendering()
     cfg = to_object(
         parse_run_config(RecordConfig, __doc__, "a YAML with env: and episodes:", argv, FLAGS, default_config=None)
     )

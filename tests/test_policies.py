@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,6 +17,7 @@ from envs.policies import PushTNearBlock, SmoothPolicy, load_policy
 from envs.recording import record
 from tokenizer.runtime.errors import ConfigError
 
+REPO = Path(__file__).resolve().parents[1]
 BOX = spaces.Box(-2.0, 2.0, (3,), np.float32)
 
 
@@ -88,3 +93,16 @@ def test_a_recording_keeps_the_policy_that_made_it(tmp_path):
     assert metadata["policy"] == "test_policies:constant_policy"
     assert json.loads(metadata["policy_kwargs"]) == {"value": 0.25}
     assert (actions[1:] == 0.25).all()
+
+
+def test_recording_a_pygame_env_prints_nothing_of_sdls(tmp_path):
+    """SDL, which pygame-drawn envs render with, probes for a display and complains on a headless machine; the
+    recording command renders to arrays only and keeps it quiet."""
+    pytest.importorskip("pygame")
+    env = {k: v for k, v in os.environ.items() if k not in ("SDL_VIDEODRIVER", "XDG_RUNTIME_DIR")}
+    command = [sys.executable, "-m", "envs.recording", "--env", "Pendulum-v1", "--episodes", "1", "--max-steps", "2"]
+    result = subprocess.run(
+        [*command, "--out", str(tmp_path / "pendulum")], cwd=REPO, capture_output=True, text=True, env=env, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "XDG_RUNTIME_DIR" not in result.stderr and "error" not in result.stderr.lower()
