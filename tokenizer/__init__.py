@@ -7,6 +7,21 @@ What a user imports, from one place:
     tokens, features = tokenizer.tokenize(frames)                           # uint8 (B, T, 3, H, W)
 
 Names are imported on first use, so `import tokenizer.data` or `tokenizer.runtime` stays light.
+
+Exports:
+    Tokenizer           DeltaTok with its frozen backbone: frames -> one delta token per frame -> features
+    TokenizerConfig     a tokenizer's backbone and DeltaTok sections
+    Backbone            the frozen DINOv3 ViT (Hub id, local folder, or the embedded random-init one)
+    BackboneConfig      which backbone, and its size when built from scratch
+    DeltaTok            the trainable encoder and decoder of the change between two frames
+    DeltaTokConfig      DeltaTok's blocks, token width and training options
+    TokenizerRunConfig  everything `train_tokenizer.py` reads
+    RELEASED            the released Amazon-FAR models by Hub id, with the configs their repos lack
+    ReleasedModel       one released model: its repo, kind, file and config
+    DataConfig          the `data` section of every command: which frames, how many, how big
+    build_dataset       the train or validation clips a `DataConfig` names
+    load_config         a config dataclass from defaults, a YAML file and dotted overrides
+    read_clip           frames and timestamps of one video file
 """
 
 from __future__ import annotations

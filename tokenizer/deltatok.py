@@ -70,6 +70,11 @@ class DeltaTokConfig:
 
 
 class DeltaTok(nn.Module):
+    """The trainable half of the tokenizer: a ViT encoder that compresses the change between two frames' backbone
+    features (B, N, D) into one token (B, D), and a ViT decoder that rebuilds the next frame's features (B, N, D)
+    from the previous ones plus that token. Built from a `DeltaTokConfig` inside a `Tokenizer`, which users hold.
+    """
+
     def __init__(self, cfg: DeltaTokConfig, dim: int, num_heads: int):
         super().__init__()
         if cfg.num_layers < 1:

@@ -36,6 +36,13 @@ class TokenizerConfig:
 
 
 class Tokenizer(nn.Module):
+    """DeltaTok with its frozen backbone: frames uint8 (B, T, 3, H, W) -> delta tokens (B, T, D), one per frame
+    (`tokenize`; the first against a black frame), and tokens back to backbone features (B, N, D) (`decode`).
+
+    Get one with `Tokenizer.from_pretrained(id_or_folder)` (the released `Amazon-FAR/deltatok-kinetics`, a folder
+    `save_pretrained` or `train_tokenizer.py` wrote), or `Tokenizer.build(TokenizerConfig(...))` for a fresh one.
+    """
+
     def __init__(self, backbone: Backbone, deltatok: DeltaTok, config: TokenizerConfig):
         super().__init__()
         self.backbone = backbone

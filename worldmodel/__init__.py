@@ -8,6 +8,23 @@ What a user imports, from one place:
 
 Importing the package imports both kinds of world model (and with them torch and transformers); the other
 names are imported on first use.
+
+Exports:
+    WorldModel           what DeltaWorld and DINOWorld share: imagining, saving, loading
+    WorldModelConfig     a world model's predictor, objective, actions and readout
+    DeltaWorld           the predictor over delta tokens (one token per frame)
+    DINOWorld            the patch-level baseline (every patch predicted)
+    load_world_model     a world model from a Hub id, a saved folder or a released file
+    build_world_model    a fresh world model of a config around a tokenizer
+    WorldModelRunConfig  everything `train_world_model.py` reads
+    SegmentationHead     linear segmentation probe on backbone features
+    DepthHead            linear depth probe (binned) on backbone features
+    RGBHead              ViT decoder from backbone features to pixels
+    TaskHeads            the heads of one folder, read together
+    load_head            one head from a Hub id or folder
+    load_heads           every head of a `train_heads.py` run or the released ids
+    RolloutEvaluator     scores imagined futures against the truth (rollout.py's engine)
+    RolloutEvalConfig    what a rollout scores: horizons, samples, heads
 """
 
 from __future__ import annotations

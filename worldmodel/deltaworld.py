@@ -21,6 +21,10 @@ from worldmodel.world import Dream, WorldModel, WorldModelConfig
 
 
 class DeltaWorld(WorldModel, kind="deltaworld"):
+    """A frozen DeltaTok tokenizer and a predictor over its delta tokens: a history of tokens (B, T, D) -> the next
+    frame's token (B, D), sampled (best-of-many, flow matching, ...) so K futures are imagined at once. Get one with
+    `load_world_model(id_or_folder)` (the released `Amazon-FAR/deltaworld-kinetics`, a `train_world_model.py` run)."""
+
     trains_on_tokens = True
 
     @classmethod

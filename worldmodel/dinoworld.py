@@ -35,6 +35,10 @@ def patch_positions(timestamps: torch.Tensor, grid: tuple[int, int]) -> torch.Te
 
 
 class DINOWorld(WorldModel, kind="dinoworld"):
+    """The paper's patch-level baseline: the same predictor imagines every patch of the next frame's backbone
+    features (R, N, D) from the history of every patch, at positions (time, x, y). Made by `model.kind: dinoworld`
+    (`configs/world_model/tiny_dinoworld.yaml`) and loaded like any world model (`load_world_model`)."""
+
     @classmethod
     def build(cls, tokenizer: Tokenizer, config: WorldModelConfig) -> DINOWorld:
         if len(config.predictor.rope_axis_sizes) != 3:

@@ -87,6 +87,14 @@ def check_clip(frames: torch.Tensor, timestamps: torch.Tensor, context: int, hor
 
 
 class WorldModel(nn.Module):
+    """A world model: a frozen tokenizer plus a trainable objective around a predictor (and optionally a readout).
+
+    `predict(frames (B, T, 3, H, W), timestamps (B, T), horizon)` imagines K futures: features (B, K, h, N, D);
+    `start` / `imagine` / `decoded` step a `Dream` of R rows one frame at a time (what planners use). The kinds are
+    `DeltaWorld` (one token per frame) and `DINOWorld` (every patch); `load_world_model(id_or_folder)` or
+    `WorldModel.from_pretrained` loads either, `WorldModel.build(tokenizer, config)` makes a fresh one.
+    """
+
     # model.kind -> the subclass that makes it, filled as each is defined (`class DeltaWorld(WorldModel, kind=...)`).
     kinds: dict[str, type[WorldModel]] = {}
     # Whether training can read a token cache (data.source=tokens) instead of frames: `inputs_from_tokens`.
