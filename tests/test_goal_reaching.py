@@ -368,13 +368,13 @@ def test_the_budget_sweep_reuses_the_planners_row_and_skips_what_does_not_fit(tm
     assert (tmp_path / "budgets.png").stat().st_size > 1000
 
 
-def test_the_plan_bench_runs_from_nothing_in_its_own_process(tmp_path, monkeypatch):
+def test_the_plan_bench_runs_from_nothing_in_its_own_process(tmp_path, monkeypatch, capsys):
     """Micro models on 32 px Shapes: record, train everything in this process, draw both task sets, evaluate, sweep
     one budget, report."""
     import json
     import subprocess
 
-    from benchmarks import plan_bench
+    from benchmarks import plan_bench, plan_diagnosis
 
     def no_subprocess(*args, **kwargs):
         raise AssertionError(f"the plan bench started a process: {args[0] if args else kwargs}")
@@ -383,30 +383,29 @@ def test_the_plan_bench_runs_from_nothing_in_its_own_process(tmp_path, monkeypat
     small = "train.max_steps=2,data.val_clips=2,train.batch_size=2"
     worlds = f"{small},data.num_frames=4,eval.context=2"
     out = tmp_path / "bench"
-    plan_bench.main(
-        [
-            "--out",
-            str(out),
-            "record.episodes=10",
-            "record.max_steps=20",
-            "record.frame_size=32",
-            f"tokenizer_train.overrides=[{small},feature_pool=8]",
-            f"deltaworld.overrides=[{worlds},cache.num_clips=4]",
-            # A size in the section's overrides yields to the action blocks' (2 x action_repeat).
-            f"dinoworld.overrides=[{worlds},model.actions.dim=2]",
-            "eval.episodes=2",
-            "eval.budget=4",
-            "eval.goal_offset=4",
-            "eval.methods=[deltaworld_token_cem,random,zero_action]",
-            "eval.budgets=[8x1/2]",
-            "eval.budget_methods=[deltaworld_token_cem]",
-            "planner.candidates=4",
-            "planner.iterations=1",
-            "planner.elites=2",
-            "planner.horizon=2",
-            "planner.context=2",
-        ]
-    )
+    args = [
+        "--out",
+        str(out),
+        "record.episodes=10",
+        "record.max_steps=20",
+        "record.frame_size=32",
+        f"tokenizer_train.overrides=[{small},feature_pool=8]",
+        f"deltaworld.overrides=[{worlds},cache.num_clips=4]",
+        # A size in the section's overrides yields to the action blocks' (2 x action_repeat).
+        f"dinoworld.overrides=[{worlds},model.actions.dim=2]",
+        "eval.episodes=2",
+        "eval.budget=4",
+        "eval.goal_offset=10",  # the planner's 2 blocks of 5 env steps: the recorded actions span them
+        "eval.methods=[deltaworld_token_cem,random,zero_action]",
+        "eval.budgets=[8x1/2]",
+        "eval.budget_methods=[deltaworld_token_cem]",
+        "planner.candidates=4",
+        "planner.iterations=1",
+        "planner.elites=2",
+        "planner.horizon=2",
+        "planner.context=2",
+    ]
+    plan_bench.main(args)
     report = json.loads((out / "report.json").read_text())
     acting = report["needs_acting"]
     assert acting["tasks"] == 2 and acting["draw"]["considered"] == 2 + sum(acting["draw"]["left_out"].values())
@@ -423,6 +422,14 @@ def test_the_plan_bench_runs_from_nothing_in_its_own_process(tmp_path, monkeypat
     assert report["record"]["policy"] == "smooth"
     with safe_open(str(episode_files(out / "recorded")[0]), framework="pt") as handle:
         assert handle.metadata()["policy"] == "smooth"
+    # The diagnosis reads the run: the plan, the recorded actions and random sequences costed from each start.
+    capsys.readouterr()
+    plan_diagnosis.main(args)
+    diagnosis = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert diagnosis["tasks"] == 2 and [t["task"] for t in diagnosis["per_task"]] == [
+        t["task"] for t in acting["deltaworld_token_cem"]["tasks"]
+    ]
+    assert 0.0 <= diagnosis["recorded_beats_random"] <= 1.0
 
 
 def test_task_draw_counts_the_tasks_a_recording_holds(capsys):
