@@ -35,6 +35,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -407,6 +408,8 @@ def check_config(cfg: PlanBenchConfig) -> None:
         raise ConfigError(f"eval.budget_methods {unknown}: choose from {', '.join(BUDGET_METHODS)}")
     for spec in cfg.eval.budgets:
         with_budget(cfg.planner, spec)
+    if not cfg.eval.budget_minutes >= 0:
+        raise ConfigError(f"eval.budget_minutes must be 0 or more, got {cfg.eval.budget_minutes}")
     if cfg.record.frame_size < 8 or cfg.record.frame_size % 8:
         raise ConfigError(
             f"record.frame_size must be a positive multiple of 8 (the models' frame size), got {cfg.record.frame_size}"
@@ -449,6 +452,11 @@ def check_env(cfg: PlanBenchConfig, success: gr.Success) -> EnvFacts:
         return EnvFacts(space.low, space.high, frame_interval(probe), state.shape[0])
 
 
+def min_start(cfg: PlanBenchConfig) -> int:
+    """The first start step with a whole context of block frames before it."""
+    return (cfg.planner.context - 1) * cfg.action_repeat
+
+
 def needs_acting_draw(
     cfg: PlanBenchConfig, env, episodes: list[gr.RecordedEpisode], success: gr.Success, facts: EnvFacts
 ) -> gr.TaskDraw:
@@ -458,7 +466,7 @@ def needs_acting_draw(
         episodes,
         cfg.eval.episodes,
         cfg.eval.goal_offset,
-        (cfg.planner.context - 1) * cfg.action_repeat,
+        min_start(cfg),
         cfg.eval.seed,
         success,
         cfg.eval.budget,
@@ -471,12 +479,11 @@ def draw_task_sets(
     cfg: PlanBenchConfig, recorded: Path, env, success: gr.Success, facts: EnvFacts
 ) -> dict[str, gr.TaskDraw]:
     """Each of `eval.task_sets` drawn from the same held-out episodes with `eval.seed`."""
-    min_start = (cfg.planner.context - 1) * cfg.action_repeat
     episodes = [gr.load_episode(p) for p in held_out(episode_files(recorded))]
     draws = {}
     for name in cfg.eval.task_sets:
         if name == "all":
-            tasks = gr.select_tasks(episodes, cfg.eval.episodes, cfg.eval.goal_offset, min_start, cfg.eval.seed)
+            tasks = gr.select_tasks(episodes, cfg.eval.episodes, cfg.eval.goal_offset, min_start(cfg), cfg.eval.seed)
             draws[name] = gr.TaskDraw(tasks, len(tasks), {})
         else:
             print("drawing the tasks that need acting (the zero action run on each candidate)", flush=True)
@@ -489,7 +496,12 @@ def draw_task_sets(
     return draws
 
 
-def budget_sweep(cfg: PlanBenchConfig, rows: dict[str, dict], run: Any, iteration_seconds: Any) -> list[dict]:
+def budget_sweep(
+    cfg: PlanBenchConfig,
+    rows: dict[str, dict],
+    run: Callable[[str, PlannerConfig], dict],
+    iteration_seconds: Callable[[str, int], float],
+) -> list[dict]:
     """Success against seconds per env step for each of `eval.budget_methods` at each of `eval.budgets`.
 
     The planner section's own budget is the row already measured. Other (method, budget) pairs run cheapest first

@@ -73,8 +73,8 @@ class EvalSection:
     # "CANDIDATESxITERATIONS[/ELITES]"; the planner section's own budget is always one of them.
     budgets: list[str] = field(default_factory=list)
     budget_methods: list[str] = field(default_factory=lambda: list(BUDGET_METHODS))
-    # A (method, budget) whose estimated run time, scaled from the method's seconds per env step at the planner's
-    # budget, exceeds this many minutes is skipped and reported as such.
+    # The sweep's time: (method, budget) pairs run cheapest first while their estimated time (the method's seconds at
+    # the planner's budget, scaled by one timed search iteration) fits these minutes; the rest are reported skipped.
     budget_minutes: float = 10.0
 
 

@@ -24,7 +24,7 @@ import rollout
 import train_heads
 import train_tokenizer
 import train_world_model
-from benchmarks import plan_bench
+from benchmarks import plan_bench, plan_diagnosis, task_draw
 from conftest import MICRO_TOKENIZER, REPO, micro_predictor_config
 from envs import recording
 from envs.dream import DreamEnv
@@ -99,6 +99,8 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], None], list[str]]] = {
     "rollout": (rollout.main, ROLLOUT),
     "record": (recording.main, RECORD),
     "bench": (plan_bench.main, BENCH),
+    "diagnosis": (plan_diagnosis.main, ["--out", "{run}"]),
+    "draw": (task_draw.main, []),
 }
 
 
@@ -370,6 +372,15 @@ CASES = [
     ("record state key", "record", ["--state-key", "nope"], ["state_key", "nope"], None, None),
     ("bench missing module", "bench", ["env=nosuchpkg:Foo-v0"], ["nosuchpkg:Foo-v0"], None, None),
     ("bench frame size", "bench", ["record.frame_size=12"], ["record.frame_size"], None, None),
+    ("bench budget minutes", "bench", ["eval.budget_minutes=-1"], ["eval.budget_minutes"], None, None),
+    ("bench budget", "bench", ["eval.budgets=[300x0]"], ["planner.iterations"], None, None),
+    ("bench budget words", "bench", ["eval.budgets=[lots]"], ["search budget 'lots'"], None, None),
+    ("bench policy keywords", "bench", ["record.policy_kwargs={{step:-5}}"], ["policy"], None, None),
+    ("bench more tests", "bench", ["eval.more_tests=[{{tolerance: 0}}]"], ["more_tests[0].tolerance"], None, None),
+    ("bench state scale", "bench", ["eval.state_scale=[1.0,1.0,8.0]"], ["eval.state_scale"], None, None),
+    ("diagnosis no run", "diagnosis", [], ["does not exist", "run the plan bench"], None, None),
+    ("diagnosis no planner", "diagnosis", ["eval.methods=[random]"], ["eval.methods"], None, None),
+    ("task draw episodes 0", "draw", ["record.episodes=0"], ["--episodes"], None, None),
 ]
 
 
