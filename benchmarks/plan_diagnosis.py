@@ -1,4 +1,4 @@
-"""Why a planner misses a goal: the search, or the world model's cost. Reads a finished plan-bench run.
+"""Why a planner misses a goal: the search, the cost, the tokenizer or the predictor. Reads a finished plan-bench run.
 
     python -m benchmarks.plan_diagnosis --config configs/plan_bench/pendulum.yaml --out runs/plan_bench_pendulum \
         ['eval.methods=[dinoworld_cem]']
@@ -14,7 +14,20 @@ random sequences. Then:
 - `recorded_beats_random`: the share of random sequences that cost more than the recorded actions, averaged
   over tasks. Near 0.5, the cost cannot tell the way to the goal from a random one: a model (or cost) error,
   which no search budget fixes.
-Prints one JSON line with both, per task and averaged. Needs `planner.horizon` x `action_repeat` <=
+
+Where a model error comes from, from the first 24 of those random sequences, each also played in the env from
+the task's start. Each sequence gets three costs of its last frame, all with the planner's cost: of the real
+frame (what a perfect world model would give), of the real frames' own tokens taken in by the world model in
+place of imagined ones (`WorldModel.observe`: what the tokenizer and readout keep of the real future), and the
+model's imagined one. Spearman rank correlations over the sequences, averaged over tasks:
+- `cost_tracks_state`: real-frame cost against the real distance to the goal state: is the image goal usable?
+- `tokens_track_env`: real tokens' cost against the real-frame cost (1 for a patch-level model, whose tokens are
+  the frame's features): near 0, the tokenizer or readout loses what tells the sequences apart.
+- `model_tracks_env`: imagined cost against the real-frame cost: near 0 with `tokens_track_env` high, the
+  predictor does not carry the actions' effect.
+and the success rate of the sequence each cost ranks best (`real_cost_picks`, `tokens_pick`, `model_picks`)
+beside `any_reaches` (some sequence reaches the goal) and `random_reaches` (the mean sequence does).
+Prints one JSON line, per task and averaged. Needs `planner.horizon` x `action_repeat` <=
 `eval.goal_offset`, so that the recorded actions span the horizon.
 """
 
@@ -39,17 +52,80 @@ from benchmarks.plan_bench import (
 from benchmarks.plan_config import PlanBenchConfig
 from envs import goal_reaching as gr
 from envs.planners import sequence_costs
-from envs.recording import headless_rendering
+from envs.recording import headless_rendering, state_vector
+from envs.wrappers import frame_tensor
 from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
 from tokenizer.runtime.config import to_object
 from tokenizer.runtime.errors import ConfigError
 
 RANDOM_SEQUENCES = 64
+AVERAGED = (
+    "cost_tracks_state",
+    "tokens_track_env",
+    "model_tracks_env",
+    "real_cost_picks",
+    "tokens_pick",
+    "model_picks",
+    "any_reaches",
+    "random_reaches",
+)
+PLAYED_SEQUENCES = 24  # of the random ones, also played in the env (a replay from the seed each)
+
+
+def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rho (ties broken by order); NaN when either side is constant."""
+    ranks_a, ranks_b = np.argsort(np.argsort(a)), np.argsort(np.argsort(b))
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return float("nan")
+    return float(np.corrcoef(ranks_a, ranks_b)[0, 1])
 
 
 @torch.no_grad()
-def diagnose(controller: gr.PlanningController, env, task: gr.Task, cfg: PlanBenchConfig) -> dict:
-    """Costs of the plan, the recorded actions and random sequences from one task's start."""
+def played_costs(
+    controller: gr.PlanningController,
+    env,
+    task: gr.Task,
+    sequences: torch.Tensor,
+    cfg: PlanBenchConfig,
+    success: gr.Success,
+) -> dict[str, np.ndarray]:
+    """Play each model-action sequence (S, h, A) in the env from the task's start -> per sequence the planner's cost
+    of the real last frame and of the real frames' tokens taken in by the world model (S,), the real distance to the
+    goal state and whether it is reached (S,)."""
+    agent, blocks = controller.agent, controller.blocks
+    world, size = agent.world, cfg.record.frame_size
+    steps = gr.context_steps(task.start, cfg.planner.context, cfg.action_repeat)
+    real, through_tokens, distance, reached = [], [], [], []
+    for sequence in blocks.to_env(sequences.cpu().numpy()):  # (h, repeat, A) env actions
+        _, frames = gr.reach_start(env, task, size, steps)
+        controller.reset(task, [frames[s] for s in steps])
+        dream = agent.frames.dream()
+        previous = dream.features
+        for block in sequence:
+            for action in block:
+                obs, _, _, _, info = env.step(action)
+            features = world.tokenizer.features(frame_tensor(gr.env_frame(env, size), device=previous.device))[:, 0]
+            tokens = world.frame_tokens(features, previous, (size, size))
+            dream = world.observe(dream, dream.time + agent.dt, tokens)
+            previous = features
+        cost = agent.cost
+        through_tokens.append(float(cost(world, world.decoded(dream) if cost.needs_features else dream, tokens)[0]))
+        real.append(float(cost.of_features(world, features, dream.grid)[0]))
+        state = state_vector(env, obs, info, task.episode.state_key)
+        distance.append(success.distance(state, task.goal_state))
+        reached.append(success.reached(state, task.goal_state))
+    return {
+        "real": np.array(real),
+        "tokens": np.array(through_tokens),
+        "distance": np.array(distance),
+        "reached": np.array(reached),
+    }
+
+
+@torch.no_grad()
+def diagnose(controller: gr.PlanningController, env, task: gr.Task, cfg: PlanBenchConfig, success: gr.Success) -> dict:
+    """Costs of the plan, the recorded actions and random sequences from one task's start, and of random sequences
+    played in the env."""
     agent, blocks = controller.agent, controller.blocks
     horizon, repeat = cfg.planner.horizon, cfg.action_repeat
     steps = gr.context_steps(task.start, cfg.planner.context, repeat)
@@ -71,6 +147,15 @@ def diagnose(controller: gr.PlanningController, env, task: gr.Task, cfg: PlanBen
         agent.generator,
         last_only=cfg.planner.cost_steps == "last",
     ).cpu()
+    played = random[:PLAYED_SEQUENCES]
+    imagined = (
+        sequence_costs(
+            agent.world, dream.repeat(len(played)), played, agent.dt, agent.cost, agent.generator, last_only=True
+        )
+        .cpu()
+        .numpy()
+    )
+    truth = played_costs(controller, env, task, played, cfg, success)
     return {
         "task": task.name,
         "plan_cost": float(costs[0]),
@@ -78,6 +163,14 @@ def diagnose(controller: gr.PlanningController, env, task: gr.Task, cfg: PlanBen
         "random_cost_median": float(costs[2:].median()),
         "recorded_beats_plan": bool(costs[1] < costs[0]),
         "recorded_beats_random": float((costs[2:] > costs[1]).float().mean()),
+        "cost_tracks_state": rank_correlation(truth["real"], truth["distance"]),
+        "tokens_track_env": rank_correlation(truth["tokens"], truth["real"]),
+        "model_tracks_env": rank_correlation(imagined, truth["real"]),
+        "real_cost_picks": bool(truth["reached"][truth["real"].argmin()]),
+        "tokens_pick": bool(truth["reached"][truth["tokens"].argmin()]),
+        "model_picks": bool(truth["reached"][imagined.argmin()]),
+        "any_reaches": bool(truth["reached"].any()),
+        "random_reaches": float(truth["reached"].mean()),
     }
 
 
@@ -105,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     with env:
         draw = draw_task_sets(cfg, out / "recorded", env, success, facts)[cfg.eval.task_sets[0]]
         controller = controller_for(method, cfg, models, blocks, facts.dt * cfg.action_repeat, facts.low, facts.high)
-        rows = [diagnose(controller, env, task, cfg) for task in draw.tasks]
+        rows = [diagnose(controller, env, task, cfg, success) for task in draw.tasks]
     summary = {
         "env": cfg.env,
         "method": method,
@@ -113,6 +206,7 @@ def main(argv: list[str] | None = None) -> None:
         "tasks": len(rows),
         "recorded_beats_plan": float(np.mean([r["recorded_beats_plan"] for r in rows])),
         "recorded_beats_random": float(np.mean([r["recorded_beats_random"] for r in rows])),
+        **{name: float(np.nanmean([float(r[name]) for r in rows])) for name in AVERAGED},
         "per_task": rows,
     }
     print(json.dumps(summary))

@@ -52,6 +52,10 @@ class FeatureGoalCost:
     def __call__(self, world: WorldModel, dream: Dream, tokens: torch.Tensor) -> torch.Tensor:
         return feature_distance(dream.features, self.goal)
 
+    def of_features(self, world: WorldModel, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The cost of real frames' features (R, N, D) -> (R,): what a perfect world model's frame would cost."""
+        return feature_distance(features, self.goal)
+
 
 class TokenGoalCost:
     """Distance of the readout's summary (R, g*g, D) of each imagined frame to the goal's summary (g*g, D)."""
@@ -63,6 +67,10 @@ class TokenGoalCost:
 
     def __call__(self, world: WorldModel, dream: Dream, tokens: torch.Tensor) -> torch.Tensor:
         return feature_distance(world.summary(dream), self.goal)
+
+    def of_features(self, world: WorldModel, features: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The cost of real frames' features (R, N, D) -> (R,): their summaries, which the readout learns to give."""
+        return feature_distance(world.readout.summarize(features, grid), self.goal)
 
 
 class FeatureFunctionCost:

@@ -639,3 +639,23 @@ def test_device_moves_the_model_and_none_leaves_it(tokenizer, monkeypatch):
     env = DreamEnv(world, context=frames, device=torch.device("cpu"))
     assert moves == [("cpu",), (torch.device("cpu"),)]
     assert agent.device == env.device == torch.device("cpu")
+
+
+@pytest.mark.parametrize("model", ["deltaworld", "dinoworld"])
+def test_observing_the_imagined_tokens_gives_the_imagined_dream(tokenizer, model):
+    """`observe` puts given tokens into the history as `imagine` puts its own: the same features, summary and next
+    imagined frame."""
+    world = micro_world(tokenizer, model, readout=model == "deltaworld")
+    frames = torch.from_numpy(shapes_frames(3)[0]).permute(0, 3, 1, 2)[None]
+    dream = world.start(frames, torch.tensor([[0.0, 0.1, 0.2]]), 2)
+    time, action = torch.full((2,), 0.3), torch.ones(2, 2)
+    tokens, imagined = world.imagine(dream, time, action, torch.Generator().manual_seed(0))
+    observed = world.observe(dream, time, tokens)
+    torch.testing.assert_close(world.decoded(observed).features, world.decoded(imagined).features)
+    if model == "deltaworld":
+        torch.testing.assert_close(world.summary(observed), world.summary(imagined))
+    later = torch.full((2,), 0.4)
+    torch.testing.assert_close(
+        world.imagine(observed, later, action, torch.Generator().manual_seed(1))[0],
+        world.imagine(imagined, later, action, torch.Generator().manual_seed(1))[0],
+    )

@@ -3,6 +3,7 @@ model."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import gymnasium
@@ -430,6 +431,12 @@ def test_the_plan_bench_runs_from_nothing_in_its_own_process(tmp_path, monkeypat
         t["task"] for t in acting["deltaworld_token_cem"]["tasks"]
     ]
     assert 0.0 <= diagnosis["recorded_beats_random"] <= 1.0
+    # Random sequences played in the env: the model's, the real tokens' and the real frame's costs ranked.
+    for name in ("cost_tracks_state", "tokens_track_env", "model_tracks_env"):
+        assert all(math.isnan(t[name]) or -1.0 <= t[name] <= 1.0 for t in diagnosis["per_task"]), name
+    for task in diagnosis["per_task"]:
+        assert task["any_reaches"] or not (task["real_cost_picks"] or task["tokens_pick"] or task["model_picks"])
+        assert task["random_reaches"] <= float(task["any_reaches"])
 
 
 def test_task_draw_counts_the_tasks_a_recording_holds(capsys):

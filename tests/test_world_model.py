@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import micro_predictor_config, random_frames
+from conftest import micro_predictor_config, micro_tokenizer_config, random_frames
 from tokenizer.runtime.errors import CheckpointError, InputError
 from worldmodel.loading import build_world_model, load_world_model
 from worldmodel.objectives import ActionSpace, ObjectiveConfig
@@ -232,3 +232,37 @@ def test_training_validation_scores_the_listed_horizons_of_one_rollout(tokenizer
         assert count == 2
     averaged = rollout_losses(out["features"], out["targets"], out["context"])
     torch.testing.assert_close(both.val_figures(w, batch)["copy_last_loss"][0], averaged["copy_last_loss"])
+
+
+def test_validation_reports_how_much_of_the_gain_depends_on_the_actions():
+    """Another clip's actions change nothing at the action encoder's zero init and change the loss once the actions
+    count; action_usage is the share of the gain over copy-last they account for; a model without actions has none."""
+    from tokenizer.model import Tokenizer
+
+    torch.manual_seed(0)
+    tokenizer = Tokenizer.build(micro_tokenizer_config()).eval()
+    with torch.no_grad():  # a decoder that reads its token: at the 1e-5 init the losses differ below float precision
+        for name, parameter in tokenizer.named_parameters():
+            if name.endswith("lambda1"):
+                parameter.fill_(1.0)
+    w = world(tokenizer, "deterministic", actions=ActionSpace(dim=2)).eval()
+    frames, timestamps, actions = clip(time=4)
+    task = WorldModelTask(w, 2, [1, 2], 1, seed=0)
+    batch = {"frames": frames, "timestamps": timestamps, "actions": actions}
+
+    def shuffled_and_own():  # per clip
+        figures = task.val_figures(w, batch)
+        return figures["shuffled_actions_mean_loss"][0], figures["world_mean_loss"][0]
+
+    assert torch.equal(*shuffled_and_own())
+    with torch.no_grad():
+        w.objective.action_encoder.embed.weight.normal_()
+    assert not torch.equal(*shuffled_and_own())
+    metrics = {"world_best_loss": 0.1, "world_mean_loss": 0.1, "copy_last_loss": 0.3}
+    metrics["shuffled_actions_mean_loss"] = 0.15
+    assert task.derived(metrics)["action_usage"] == pytest.approx(0.25)
+    assert "action usage 0.25" in task.summary({**metrics, **task.derived(metrics)})
+    plain = WorldModelTask(world(tokenizer, "deterministic").eval(), 2, [1], 1, seed=0)
+    unconditioned = plain.val_figures(plain.world, {"frames": frames, "timestamps": timestamps})
+    assert "shuffled_actions_mean_loss" not in unconditioned
+    assert plain.derived({"world_mean_loss": 0.1, "copy_last_loss": 0.3}) == {}

@@ -68,9 +68,14 @@ class DeltaWorld(WorldModel, kind="deltaworld"):
         """-> (tokens (R, D), next dream with the token pending decode)."""
         positions = time[:, None, None].float()
         tokens = self.objective.sample(dream.cache, positions, actions, generator, noise)[:, 0]
+        return tokens, self.observe(dream, time, tokens)
+
+    @torch.no_grad()
+    def observe(self, dream, time, tokens):
+        """-> the next dream with the token pending decode."""
         cache = dream.cache.append(self.objective.predictor.encode_history(tokens[:, None], time[:, None]))
         readout = self.readout.append(dream.readout, tokens, time) if dream.readout is not None else None
-        return tokens, Dream(cache, dream.features, time, dream.grid, (*dream.pending, tokens), readout)
+        return Dream(cache, dream.features, time, dream.grid, (*dream.pending, tokens), readout)
 
     @torch.no_grad()
     def decoded(self, dream):

@@ -88,5 +88,11 @@ class DINOWorld(WorldModel, kind="dinoworld"):
         """-> (features (R, N, D): a patch-level model's "tokens" are its features, next dream, already decoded)."""
         positions = patch_positions(time[:, None], dream.grid)[:, 0]
         features = self.objective.sample(dream.cache, positions, actions, generator, noise).to(dream.features.dtype)
-        cache = dream.cache.append(self.objective.predictor.encode_history(features, positions))
-        return features, Dream(cache, features, time, dream.grid)
+        return features, self.observe(dream, time, features)
+
+    @torch.no_grad()
+    def observe(self, dream, time, tokens):
+        """-> the next dream, already decoded (`tokens` are the frame's features (R, N, D))."""
+        positions = patch_positions(time[:, None], dream.grid)[:, 0]
+        cache = dream.cache.append(self.objective.predictor.encode_history(tokens, positions))
+        return Dream(cache, tokens, time, dream.grid)

@@ -3,7 +3,11 @@
 Validation imagines the last `horizon` frames of each validation clip from the
 `context` frames before them, K samples each, and reports the feature loss of
 the best sample (chosen by its loss at the last step, as the paper does), of the
-mean of the K samples, and of copying the last context frame.
+mean of the K samples, and of copying the last context frame. An action-conditioned model is also rolled out
+with each clip given the next clip's actions: `action_usage` = (its mean-of-K loss - the own actions') /
+(copy-last's - the own actions'), the share of the model's gain over copying that depends on the actions taken,
+as token usage is the tokenizer's. Mean of K, not best of K: a best-of-K loss can be met by a hypothesis that
+covers an action's effect without reading the action (docs/experiments.md: "What the planner's world model needs").
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from torch import nn
 
 from tokenizer.attention import set_attention_backend
 from tokenizer.runtime.errors import ConfigError
+from tokenizer.usage import token_usage
 from worldmodel.objectives import regression_loss
 from worldmodel.readout import ObjectiveWithReadout
 from worldmodel.world import WorldModel
@@ -99,10 +104,28 @@ class WorldModelTask:
         )
         scored = [horizon - 1 for horizon in self.horizons]
         losses = rollout_losses(out["features"][:, :, scored], out["targets"][:, scored], out["context"])
-        return {name: (value, len(frames)) for name, value in losses.items()}
+        figures = {name: (value, len(frames)) for name, value in losses.items()}
+        actions = self._actions(batch)
+        if actions is not None and len(frames) > 1:  # a lone clip has no other clip's actions to take
+            generator = torch.Generator(frames.device).manual_seed(self.seed)
+            other = self.world.rollout(
+                frames,
+                batch["timestamps"],
+                self.context,
+                self.horizons[-1],
+                self.num_samples,
+                actions.roll(1, dims=0),
+                generator,
+            )
+            shuffled = rollout_losses(other["features"][:, :, scored], out["targets"][:, scored], out["context"])
+            figures["shuffled_actions_mean_loss"] = (shuffled["world_mean_loss"], len(frames))
+        return figures
 
     def derived(self, metrics: dict[str, float]) -> dict[str, float]:
-        return {}
+        if "shuffled_actions_mean_loss" not in metrics:
+            return {}
+        own, shuffled = metrics["world_mean_loss"], metrics["shuffled_actions_mean_loss"]
+        return {"action_usage": token_usage(own, shuffled, metrics["copy_last_loss"])}
 
     def summary(self, metrics: dict[str, float]) -> str:
         gap = metrics["copy_last_loss"] / max(metrics["world_best_loss"], 1e-12)
@@ -111,6 +134,11 @@ class WorldModelTask:
             f"K={self.num_samples}): "
             f"world best-of-K {metrics['world_best_loss']:.5f} | world mean-of-K {metrics['world_mean_loss']:.5f} | "
             f"copy-last {metrics['copy_last_loss']:.5f} (best-of-K {gap:.2f}x lower than copy-last)"
+        ) + (
+            f"\naction usage {metrics['action_usage']:.2f} (mean-of-K with another clip's actions "
+            f"{metrics['shuffled_actions_mean_loss']:.5f})"
+            if "action_usage" in metrics
+            else ""
         )
 
     def save_final(self, model: nn.Module, folder: Path) -> None:

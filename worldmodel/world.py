@@ -197,6 +197,12 @@ class WorldModel(nn.Module):
         the model needs to go on (nothing, for DeltaWorld: `decoded` catches up when features are wanted)."""
         raise NotImplementedError
 
+    def observe(self, dream: Dream, time: torch.Tensor, tokens: torch.Tensor) -> Dream:
+        """The dream with the frame at `time` (R,) given, not imagined: its tokens (R, *token_shape), a real frame's
+        as `frame_tokens` takes them, go into the history as `imagine` puts its own (what the world model would make
+        of the real future, e.g. to tell the tokenizer's share of a forecast error from the predictor's)."""
+        raise NotImplementedError
+
     def decoded(self, dream: Dream) -> Dream:
         """The same dream with `features` of its newest frame (pending tokens decoded in order)."""
         return dream
