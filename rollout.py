@@ -11,11 +11,14 @@
 Like every command it takes `--config FILE` and dotted overrides (`eval.context=2`); the
 flags are sugar for the keys their help names, and win over both.
 
-Writes `<out>/report.json`, `<out>/report.md` (the table it also prints), a
-picture and an animation per shown clip, and a plot of each metric against
-the horizon. See worldmodel/evaluation.py for the methods and the protocol.
-With several world models the first one fills world_best / world_mean and
-every model also gets world_best_<name> / world_mean_<name>.
+Writes `<out>/report.json`, `<out>/report.md` (the table it also prints, each
+figure with its 95 % interval over clips, under a header naming the clips, their
+frame spacing, the context, K and each world model with the spacing it was
+trained on), a picture and an animation per shown clip, and a plot of each
+metric against the horizon. See worldmodel/evaluation.py for the methods, the
+intervals and the protocol. The first world model's rows are world_best /
+world_mean / world_samples; every other model's carry its name
+(world_best_<name>, ...).
 """
 
 from __future__ import annotations
@@ -25,21 +28,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
+from omegaconf import OmegaConf
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from tokenizer.data.registry import SOURCES, DataConfig, build_dataset
+from tokenizer.data.registry import SOURCES, DataConfig, build_dataset, frame_spacing
 from tokenizer.model import TokenizerSource
 from tokenizer.released import released_model
 from tokenizer.runtime.cli import Flag, parse_run_config, resolve_device, run_cli
-from tokenizer.runtime.config import to_object
+from tokenizer.runtime.config import merge_config, to_object
 from tokenizer.runtime.devices import use_threads
 from tokenizer.runtime.errors import CheckpointError, ConfigError, DataError, InputError
 from tokenizer.runtime.files import atomic_write_text
 from tokenizer.runtime.hub import is_repo_id
 from tokenizer.runtime.run_folder import check_output_folder, staged_output_folder
 from tokenizer.usage import usage_lines
-from worldmodel.evaluation import PROTOCOLS, WORLD_BEST, WORLD_MEAN, RolloutEvalConfig, RolloutEvaluator, report_table
+from worldmodel.evaluation import (
+    PROTOCOLS,
+    WORLD_BEST,
+    WORLD_MEAN,
+    WORLD_SAMPLES,
+    RolloutEvalConfig,
+    RolloutEvaluator,
+    report_table,
+)
 from worldmodel.heads import load_heads
 from worldmodel.loading import load_world_model
 from worldmodel.pictures import plot_metric_vs_horizon, rollout_animation, rollout_picture, save_animation, save_png
@@ -61,7 +73,7 @@ class RolloutRunConfig:
     # first world model's. A backbone.name other than random-init-dinov3 (a local DINOv3 folder or another hub
     # id) replaces the pretrained backbone of every model loaded, the world models' included.
     tokenizer: TokenizerSource = field(default_factory=lambda: TokenizerSource(checkpoint=None))
-    # The world models compared; the first fills world_best / world_mean, each gets world_best_<name> too.
+    # The world models compared; the first's rows are world_best / world_mean, each other's world_best_<name>, ...
     world_models: list[str] = field(default_factory=lambda: ["runs/world_model_tiny/final"])
     # Task heads, any of segmentation, depth and RGB (worldmodel.heads.load_heads): heads folders (train_heads.py),
     # released ids (Amazon-FAR/seg-head-vspw, depth-head-kitti, rgb-head-imagenet, ...) or KIND:FILE. An RGB head
@@ -147,10 +159,8 @@ def load_dataset(run: RolloutRunConfig, num_frames: int):
         ) from None
 
 
-def horizon_series(report: dict, metric: str, several_models: bool) -> dict[str, dict[int, float]]:
-    """method -> {horizon: value} of one metric, for the plots. With several world models the unsuffixed
-    world_best / world_mean rows repeat the first model's own rows, so each series is drawn once."""
-    repeated = {WORLD_BEST, WORLD_MEAN} if several_models else set()
+def horizon_series(report: dict, metric: str) -> dict[str, dict[int, float]]:
+    """method -> {horizon: value} of one metric, for the plots."""
     series = {
         method: {
             int(h): values[metric]
@@ -158,9 +168,78 @@ def horizon_series(report: dict, metric: str, several_models: bool) -> dict[str,
             if (values := per_method[method]).get(metric) is not None
         }
         for method in next(iter(report["horizons"].values()))
-        if method not in repeated
     }
     return {method: points for method, points in series.items() if points}
+
+
+# Two spacings closer than this (seconds) are the same: timestamps are float32 and video timestamps jitter.
+SPACING_TOLERANCE_S = 1e-3
+
+
+def trained_spacing(source: str) -> tuple[float, float] | None:
+    """(shortest, longest) seconds between the frames a world model was trained on: for a released model the
+    paper's Kinetics recipe, for our runs' folders (`<output_dir>/final`) the data.* of the run's config.yaml beside
+    them; None where nothing says (a pushed or copied folder without its run). Raises ConfigError or DataError when
+    the run's data.* cannot say (a token cache or episode folder that has gone)."""
+    if released_model(source) is not None:
+        return frame_spacing(DataConfig(source="kinetics"), "train")
+    run_config = Path(source).parent / "config.yaml"
+    if is_repo_id(source) or not run_config.is_file():
+        return None
+    data = OmegaConf.load(run_config).get("data")
+    if data is None:
+        return None
+    return frame_spacing(to_object(merge_config(DataConfig, data, origin=f"{run_config} data")), "train")
+
+
+def _seconds(spacing: list[float] | None) -> str:
+    if spacing is None:
+        return "an unrecorded spacing"
+    low, high = spacing
+    if high - low < SPACING_TOLERANCE_S:
+        return f"frames {low:.3g} s apart"
+    return f"frames {low:.3g}-{high:.3g} s apart"
+
+
+def spacing_warnings(report: dict) -> list[str]:
+    """One line per world model trained on frames spaced otherwise than the clips scored."""
+    low, high = report["frame_spacing_s"]
+    lines = []
+    for name, trained in report["trained_frame_spacing_s"].items():
+        if trained is not None and (low < trained[0] - SPACING_TOLERANCE_S or high > trained[1] + SPACING_TOLERANCE_S):
+            lines.append(
+                f"warning: the clips scored have {_seconds(report['frame_spacing_s'])}, but world model {name} was "
+                f"trained on {_seconds(trained)}: its futures are scored at a spacing it never saw"
+            )
+    return lines
+
+
+def report_header(report: dict) -> list[str]:
+    """The lines above report.md's table: what was scored, by which models, and how to read the intervals."""
+    intervals = report["intervals"]
+    clips = report["num_clips"]
+    lines = [
+        f"Clips: {clips} {report['dataset']} validation clips, {_seconds(report['frame_spacing_s'])}; context "
+        f"{report['context']} frames, then horizons {', '.join(report['horizons'])}; K = {report['num_samples']} "
+        f"imagined futures per clip (seed {report['seed']}, protocol {report['protocol']}).",
+    ]
+    for name, suffix in report["row_suffixes"].items():
+        rows = ", ".join(f"`{kind}{suffix}`" for kind in (WORLD_BEST, WORLD_MEAN, WORLD_SAMPLES))
+        trained = report["trained_frame_spacing_s"][name]
+        lines.append(f"World model {name} ({report['models'][name]}): rows {rows}; trained on {_seconds(trained)}.")
+    level = f"{intervals['level']:.0%}"
+    if intervals["given"]:
+        lines.append(
+            f"[low, high]: {level} {intervals['method']} ({intervals['resamples']:,} resamples of the {clips} clips, "
+            f"seed {intervals['seed']})."
+        )
+    else:
+        lines.append(
+            f"No intervals: {clips} clips are fewer than the {intervals['min_clips']} a {level} "
+            f"{intervals['method']} needs. Figures over so few clips move a lot from one set of clips to another "
+            "(a gap closed can change sign); score more clips (--val-clips) before comparing them."
+        )
+    return lines + spacing_warnings(report)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -173,7 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     if run.tokenizer.checkpoint is not None:
         _existing(run.tokenizer.checkpoint, "tokenizer", "train one with train_tokenizer.py or pass --tokenizer")
         tokenizer = run.tokenizer.load(device)
-    worlds = {}
+    worlds, spacings = {}, {}
     for source in run.world_models:
         hint = "train one with train_world_model.py or pass --world-models"
         # A released predictor decodes with the given tokenizer (e.g. a local copy of the released one); our
@@ -184,6 +263,13 @@ def main(argv: list[str] | None = None) -> None:
         if name in worlds:
             name = source.split("@")[0].split("/")[-1] if is_repo_id(source) else Path(source).parent.name or source
         worlds[name] = world
+        try:
+            spacing = trained_spacing(source)
+        except (ConfigError, DataError, CheckpointError) as err:
+            # A report is still worth having when a model's training data has moved; it then says "unrecorded".
+            print(f"note: the frame spacing world model {name} was trained on is not known: {err}")
+            spacing = None
+        spacings[name] = list(spacing) if spacing is not None else None
     if tokenizer is None:
         if not worlds:
             raise ConfigError("rollout.py needs a world model (--world-models) or a tokenizer (--tokenizer)")
@@ -198,7 +284,12 @@ def main(argv: list[str] | None = None) -> None:
         batches, desc=f"imagining futures of {len(dataset)} clips", unit="batch", dynamic_ncols=True, leave=False
     ):
         evaluator.update(batch)
-    extra = {"models": dict(zip(worlds, run.world_models)), "tokenizer": run.tokenizer.checkpoint, "heads": run.heads}
+    extra = {
+        "models": dict(zip(worlds, run.world_models)),
+        "trained_frame_spacing_s": {name: spacings[name] for name in worlds},
+        "tokenizer": run.tokenizer.checkpoint,
+        "heads": run.heads,
+    }
     if run.data.source == "shapes":
         strides = run.data.shapes_strides
         extra["shapes_stride"] = strides[0] if len(strides) == 1 else strides  # one stride: a number in report.json
@@ -214,10 +305,8 @@ def main(argv: list[str] | None = None) -> None:
         if usage["pairs"]
         else []
     )
-    title = (
-        f"# Rollout on {run.data.source}: context {run.eval.context}, K={report['num_samples']}, "
-        f"{report['num_clips']} clips\n\n"
-    )
+    header = report_header(report)
+    title = f"# Rollout on {run.data.source}\n\n" + "".join(f"{line}\n\n" for line in header)
     written = ["report.json", "report.md"]
     # Written beside `out` and swapped in whole: a replaced report leaves none of its pictures behind.
     with staged_output_folder(out, run.overwrite, "out", "a report") as stage:
@@ -228,7 +317,7 @@ def main(argv: list[str] | None = None) -> None:
             save_animation(stage / f"clip{i}.gif", rollout_animation(record), fps=2)
             written += [f"clip{i}.png", f"clip{i}.gif"]
         for metric in PLOTTED:
-            series = horizon_series(report, metric, several_models=len(evaluator.worlds) > 1)
+            series = horizon_series(report, metric)
             if series:
                 plot_metric_vs_horizon(
                     series,
@@ -237,6 +326,7 @@ def main(argv: list[str] | None = None) -> None:
                     title=f"{metric} vs horizon ({run.data.source})",
                 )
                 written.append(f"{metric}_vs_horizon.png")
+    print("\n".join(header) + "\n")
     print(table)
     if printed_usage:
         print("\n".join(printed_usage))

@@ -108,17 +108,27 @@ def test_report_structure_pictures_and_two_models(saved, tmp_path, capsys):
     report = json.loads((tmp_path / "report.json").read_text())
     assert (report["dataset"], report["context"], report["num_samples"], report["num_clips"]) == ("shapes", 2, 3, 3)
     assert list(report["horizons"]) == ["1", "2"]
+    # One row per series: the first model's under DESIGN.md's names, the other's under its own, no aliases.
+    assert report["row_suffixes"] == {"bom": "", "flow": "_flow"}
+    rows = [line.split(" | ")[:2] for line in (tmp_path / "report.md").read_text().splitlines() if line[:3] == "| 1"]
+    assert len(rows) == len({tuple(row) for row in rows}) == 9
     for per_method in report["horizons"].values():
         for method, keys in DESIGN_METHODS.items():
             assert keys <= set(per_method[method]), method
-        assert {"world_best_bom", "world_mean_flow"} <= set(per_method)
-        assert per_method["world_best"] == per_method["world_best_bom"]
+        assert set(per_method) == {
+            *DESIGN_METHODS,
+            "world_samples",
+            "world_best_flow",
+            "world_mean_flow",
+            "world_samples_flow",
+        }
         values = per_method["world_best"]
         assert 0.0 <= values["miou"] <= 1.0 and values["rmse"] > 0 and values["feature_loss"] > 0
         assert per_method["copy_last"]["feature_loss"] > 0 and per_method["copy_last"]["energy_score"] > 0
-        assert per_method["world_samples"] == per_method["world_samples_bom"]
-        assert per_method["world_samples_flow"]["energy_score"] > 0
-        for samples in ("copy_last", "world_samples_bom", "world_samples_flow"):
+        assert per_method["world_samples"]["energy_score"] > 0 and per_method["world_samples_flow"]["energy_score"] > 0
+        # 3 clips are fewer than an interval needs: every figure's interval is null, not a misleading one.
+        assert values["miou_ci95"] is None and per_method["world_samples"]["energy_score_ci95"] is None
+        for samples in ("copy_last", "world_samples", "world_samples_flow"):
             terms = per_method[samples]
             assert terms["energy_score"] == pytest.approx(terms["distance_to_truth"] - 0.5 * terms["sample_spread"])
         assert per_method["copy_last"]["sample_spread"] == 0 and per_method["world_samples_flow"]["sample_spread"] > 0
@@ -128,10 +138,8 @@ def test_report_structure_pictures_and_two_models(saved, tmp_path, capsys):
             if expected_gap is not None
             else values["gap_closed_miou"] is None
         )
-    # Each series is plotted once: the first model's rows under its own name, not twice.
-    plotted = rollout.horizon_series(report, "miou", several_models=True)
-    assert {"world_best_bom", "world_best_flow", "copy_last"} <= set(plotted) and "world_best" not in plotted
-    assert "world_best" in rollout.horizon_series(report, "miou", several_models=False)
+    plotted = rollout.horizon_series(report, "miou")
+    assert {"world_best", "world_best_flow", "copy_last"} <= set(plotted) and "world_best_bom" not in plotted
     # 3 clips in batches of 2 and 1: only the batch of 2 has another clip's token to decode with.
     usage = report["token_usage"]
     assert usage["pairs"] == 2 and usage["own_loss"] > 0 and usage["copy_loss"] > 0
@@ -141,7 +149,16 @@ def test_report_structure_pictures_and_two_models(saved, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "token usage" in printed
     assert "| 2 | world_mean |" in printed and str(tmp_path / "clip0.png") in printed
-    assert "world_mean" in (tmp_path / "report.md").read_text()
+    markdown = (tmp_path / "report.md").read_text()
+    few_clips = "No intervals: 3 clips are fewer than the 20 a 95% percentile bootstrap over clips needs"
+    assert few_clips in markdown and few_clips in printed
+    # Shapes clips of stride 1 at 10 fps; the micro models were saved without a training run beside them.
+    assert "3 shapes validation clips, frames 0.1 s apart; context 2 frames, then horizons 1, 2; K = 3" in markdown
+    assert (
+        f"World model flow ({saved['flow']}): rows `world_best_flow`, `world_mean_flow`, `world_samples_flow`; "
+        "trained on an unrecorded spacing." in markdown
+    )
+    assert report["frame_spacing_s"] == [0.1, 0.1] and report["trained_frame_spacing_s"] == {"bom": None, "flow": None}
 
     picture = iio.imread(tmp_path / "clip0.png")
     assert picture.ndim == 3 and picture.shape[2] == 3 and picture.shape[0] > 128 * 8
@@ -181,8 +198,10 @@ def test_horizon_one_of_a_shared_rollout_equals_a_separate_rollout(saved):
         assert bounds_shared[method] == pytest.approx(bounds_alone[method])
 
 
-def test_rollout_on_a_miniature_vspw_tree(saved, tmp_path):
+def test_rollout_on_a_miniature_vspw_tree(saved, tmp_path, monkeypatch):
     make_vspw(tmp_path / "vspw", num_frames=45)
+    # Intervals from 2 clips here, to check that the two squares of each wide clip count as one clip.
+    monkeypatch.setattr("worldmodel.evaluation.MIN_INTERVAL_CLIPS", 2)
     run_rollout(
         {**saved, "heads": saved["vspw_heads"]},
         tmp_path / "out",
@@ -203,7 +222,10 @@ def test_rollout_on_a_miniature_vspw_tree(saved, tmp_path):
     for per_method in report["horizons"].values():
         assert per_method["present"]["rmse"] is None  # no depth head and no depth labels
         assert 0.0 <= per_method["world_mean"]["miou"] <= 1.0
-    assert (tmp_path / "out" / "clip0.png").is_file()
+        for figure in ("miou", "feature_loss"):
+            low, high = per_method["world_mean"][figure + "_ci95"]
+            assert low <= per_method["world_mean"][figure] <= high
+    assert report["intervals"]["given"] and (tmp_path / "out" / "clip0.png").is_file()
 
 
 @pytest.mark.parametrize(
@@ -423,3 +445,99 @@ def test_an_rgb_head_adds_rgb_rows_to_the_pictures_and_leaves_the_scores(saved, 
     assert maps["truth"]["rgb"].shape == (3, 3, 32, 32) and maps["best"]["rgb"].shape == (1, 3, 32, 32)
     assert maps["truth"]["rgb"].dtype == torch.uint8 and maps["truth"]["rgb"].float().std() > 1
     assert torch.equal(maps["truth"]["rgb"], rgb.render(tokenizer.features(clips[0]["frames"][None])[0], (4, 4)))
+
+
+def test_intervals_over_clips_hold_every_figure_and_come_from_the_clips_own_statistics(saved):
+    """20 clips in two batches: every figure gets a 95 % interval around it, and the per-clip statistics the
+    bootstrap resamples add up, clip by clip, to the figures reported."""
+    from tokenizer.data.shapes import ShapesClips, ShapesConfig
+    from worldmodel.evaluation import CI, FIGURE_FROM_SUMS, MIN_INTERVAL_CLIPS
+
+    tokenizer = Tokenizer.from_pretrained(saved["tokenizer"])
+    clips = ShapesClips(ShapesConfig(frame_size=32), 3, seed=0, split="val", num_clips=MIN_INTERVAL_CLIPS)
+    evaluator = RolloutEvaluator(
+        tokenizer,
+        {"bom": micro_world(tokenizer)},
+        TaskHeads.load(saved["heads"]),
+        RolloutEvalConfig(context=2, num_samples=3, num_pictures=0),
+        torch.device("cpu"),
+    )
+    for start in (0, 10):
+        evaluator.update(torch.utils.data.default_collate([clips[i] for i in range(start, start + 10)]))
+    report = evaluator.report("shapes")
+    assert report["intervals"]["given"] and report["num_clips"] == MIN_INTERVAL_CLIPS
+    per_method = report["horizons"]["1"]
+    for method, values in per_method.items():
+        for figure in ("miou", "rmse", "feature_loss", "energy_score", "gap_closed_miou", "distance_to_truth"):
+            if values.get(figure) is None:
+                continue
+            low, high = values[figure + CI]
+            assert low <= values[figure] <= high, (method, figure)
+        stats = evaluator.scores[1][method].clip_stats if method in evaluator.scores[1] else {}
+        for figure, kept in stats.items():
+            if values.get(figure) is not None:
+                summed = kept.per_clip(MIN_INTERVAL_CLIPS).sum(0)
+                assert FIGURE_FROM_SUMS[figure](summed).item() == pytest.approx(values[figure], rel=1e-9)
+    assert per_method["present"]["miou" + CI] is not None and per_method["world_samples"]["energy_score" + CI]
+    # Resampling is seeded: the same clips give the same intervals.
+    assert evaluator.report("shapes")["horizons"] == report["horizons"]
+    assert "[low, high]: 95% percentile bootstrap over clips (1,000 resamples of the 20 clips, seed 0)." in (
+        rollout.report_header({**report, "models": {"bom": "x"}, "trained_frame_spacing_s": {"bom": None}})
+    )
+    table = rollout.report_table(report)
+    low, high = per_method["world_best"]["feature_loss" + CI]
+    assert f"{per_method['world_best']['feature_loss']:.4f} [{low:.4f}, {high:.4f}]" in table
+
+
+def test_the_training_spacing_of_a_world_model_is_read_and_a_different_one_warned_about(saved, tmp_path, capsys):
+    """A run folder's final/ beside the run's config.yaml: rollout.py reads the spacing the model trained on (through
+    a token cache's plan) and warns, in the report and on stdout, when the clips it scores are spaced otherwise."""
+    from worldmodel.token_clips import PLAN
+
+    cache = tmp_path / "tokens"
+    cache.mkdir()
+    (cache / PLAN).write_text(json.dumps({"data": {"source": "shapes", "shapes_strides": [2]}}))
+    run = tmp_path / "world_run"
+    micro_world(Tokenizer.from_pretrained(saved["tokenizer"])).save_pretrained(run / "final")
+    (run / "config.yaml").write_text(f"data:\n  source: tokens\n  root: {cache}\n  val_source: shapes\n")
+    assert rollout.trained_spacing(str(run / "final")) == pytest.approx((0.2, 0.2))
+    assert rollout.trained_spacing(str(saved["bom"])) is None  # no run beside it
+    assert rollout.trained_spacing("Amazon-FAR/deltaworld-kinetics") == pytest.approx((1 / 25, 1 / 3))
+
+    args = ("--world-models", str(run / "final"), "--val-clips", "2", "--horizon", "1", "--pictures", "0")
+    run_rollout(saved, tmp_path / "tenth", *args)  # Shapes' default stride: 1 step of 0.1 s
+    warning = "warning: the clips scored have frames 0.1 s apart, but world model bom was trained on frames 0.2 s apart"
+    assert warning in (tmp_path / "tenth" / "report.md").read_text() and warning in capsys.readouterr().out
+    report = json.loads((tmp_path / "tenth" / "report.json").read_text())
+    assert report["trained_frame_spacing_s"] == {"bom": pytest.approx([0.2, 0.2])}
+    run_rollout(saved, tmp_path / "fifth", *args, "--shapes-strides", "2")
+    markdown = (tmp_path / "fifth" / "report.md").read_text()
+    assert "warning: the clips scored" not in markdown and "frames 0.2 s apart; context 2" in markdown
+    assert "trained on frames 0.2 s apart." in markdown and "warning: the clips" not in capsys.readouterr().out
+
+    # A run whose token cache has gone still gets its report, which says the spacing is not known.
+    (cache / PLAN).unlink()
+    run_rollout(saved, tmp_path / "gone", *args)
+    assert "is not known" in capsys.readouterr().out
+    assert "trained on an unrecorded spacing" in (tmp_path / "gone" / "report.md").read_text()
+
+
+def test_frame_spacing_of_every_source_as_its_configuration_fixes_it(tmp_path):
+    from tokenizer.data.episodes import episode_path
+    from tokenizer.data.registry import DataConfig, frame_spacing
+    from tokenizer.runtime.files import save_safetensors
+
+    assert frame_spacing(DataConfig(shapes_strides=[1, 3]), "train") == pytest.approx((0.1, 0.3))
+    assert frame_spacing(DataConfig(source="videos"), "train") == pytest.approx((1 / 25, 1 / 3))
+    assert frame_spacing(DataConfig(source="kinetics"), "val") == pytest.approx((0.2, 0.2))
+    for source, seconds in (("vspw", 0.2), ("cityscapes", 0.1875), ("kitti", 0.2)):
+        assert frame_spacing(DataConfig(source=source), "val") == pytest.approx((seconds, seconds))
+    # Validation reads data.val_source when it is set, as build_dataset does.
+    assert frame_spacing(DataConfig(source="videos", val_source="shapes"), "val") == pytest.approx((0.1, 0.1))
+    timestamps = torch.arange(5, dtype=torch.float64) * 0.05
+    save_safetensors(
+        {"timestamps": timestamps, "frames": torch.zeros(5, 3, 4, 4, dtype=torch.uint8)}, episode_path(tmp_path, 0)
+    )
+    assert frame_spacing(DataConfig(source="episodes", root=str(tmp_path)), "train") == pytest.approx((0.05, 0.05))
+    with pytest.raises(ConfigError, match="data.source=tokens needs data.root"):
+        frame_spacing(DataConfig(source="tokens"), "train")

@@ -24,6 +24,17 @@ they say whether a model wins by accuracy or by spread. Imagined frames are deco
 by the tokenizer, so even samples of the true future's distribution keep about the
 tokenizer's own error from the truth: spread below distance is expected here.
 
+The first world model's rows carry these names; every other model's carry its name as a suffix
+(`world_best_flow`), so each series appears once.
+
+Intervals. Every figure of a method at a horizon gets a 95 % percentile bootstrap interval over
+clips (`<metric>_ci95`): clips are resampled with replacement (1,000 resamples, a fixed seed), the
+figure recomputed from the resampled clips' sufficient statistics (per-class intersections and
+unions for mIoU, squared-error sums for RMSE, sums for means), and the 2.5th and 97.5th percentiles
+taken. One resample serves every method of a horizon, so gap-closed intervals pair each method with
+its bounds on the same clips. Below 20 clips a percentile bootstrap covers too little, so no
+interval is given (null) and the report says so.
+
 Token usage (`tokenizer.usage`) is measured on each clip's horizon-1 pair (the last
 context frame and the next one), with the token of another clip in the batch as
 the shuffled token.
@@ -55,7 +66,7 @@ from tokenizer.runtime.devices import autocast
 from tokenizer.runtime.errors import ConfigError, InputError
 from tokenizer.usage import token_usage, usage_losses
 from worldmodel.heads import LABEL_KINDS, TaskHeads
-from worldmodel.metrics import DepthRMSE, MeanIoU
+from worldmodel.metrics import DepthRMSE, MeanIoU, mean_iou
 from worldmodel.rgb_head import pixel_target
 from worldmodel.training import feature_loss
 from worldmodel.world import WorldModel
@@ -63,7 +74,11 @@ from worldmodel.world import WorldModel
 BOUNDS = ("present", "copy_last", "tokenizer")
 WORLD_BEST, WORLD_MEAN, WORLD_SAMPLES = "world_best", "world_mean", "world_samples"
 ENERGY, TO_TRUTH, SPREAD = "energy_score", "distance_to_truth", "sample_spread"
+ENERGY_TERMS = (ENERGY, TO_TRUTH, SPREAD)
 PROTOCOLS = ("one_rollout", "per_horizon")
+# Percentile bootstrap over clips: below MIN_INTERVAL_CLIPS its intervals cover well under 95 %, so none is given.
+INTERVAL_LEVEL, INTERVAL_RESAMPLES, INTERVAL_SEED, MIN_INTERVAL_CLIPS = 0.95, 1000, 0, 20
+CI = "_ci95"
 
 
 def rms_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -137,23 +152,58 @@ def check_same_backbone(tokenizer: Tokenizer, world: WorldModel, name: str) -> N
         )
 
 
+class ClipStats:
+    """Sufficient statistics of a figure kept per clip, for intervals over clips: rows (M, W) of any batch, each
+    added to the clip it belongs to (the two squares of a wide frame belong to one clip)."""
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def add(self, clips: torch.Tensor, rows: torch.Tensor) -> None:
+        """clips (M,) clip indices, rows (M, W)."""
+        self.parts.append((clips.cpu(), rows.detach().double().cpu()))
+
+    def per_clip(self, num_clips: int) -> torch.Tensor | None:
+        """(num_clips, W) float64, or None when nothing was added."""
+        if not self.parts:
+            return None
+        clips, rows = (torch.cat(part) for part in zip(*self.parts))
+        return torch.zeros(num_clips, rows.shape[1], dtype=torch.float64).index_add_(0, clips, rows)
+
+
 class MethodScores:
-    """Streaming mIoU, depth RMSE and mean feature loss of one method at one horizon."""
+    """Streaming mIoU, depth RMSE and mean feature loss of one method at one horizon, and each clip's sufficient
+    statistics of them (`ClipStats`) for intervals."""
 
     def __init__(self, num_classes: int | None, depth: bool):
         self.miou = MeanIoU(num_classes) if num_classes else None
         self.rmse = DepthRMSE() if depth else None
         self.loss_sum, self.loss_count = 0.0, 0
+        self.clip_stats = {"miou": ClipStats(), "rmse": ClipStats(), "feature_loss": ClipStats()}
 
-    def update(self, maps: dict[str, torch.Tensor], labels: dict[str, torch.Tensor], loss: torch.Tensor | None) -> None:
-        """maps and labels keyed like clip dicts, (M, H_l, W_l); loss (M,) or None."""
+    def update(
+        self,
+        maps: dict[str, torch.Tensor],
+        labels: dict[str, torch.Tensor],
+        loss: torch.Tensor | None,
+        clips: torch.Tensor | None = None,
+    ) -> None:
+        """maps and labels keyed like clip dicts, (M, H_l, W_l); loss (M,) or None; clips (M,) the clip of each row,
+        or None to keep no per-clip statistics (scores without intervals, as score_heads reports)."""
+        miou = rmse = None
         if self.miou is not None and SEGMENTATION in maps and SEGMENTATION in labels:
-            self.miou.update(maps[SEGMENTATION], labels[SEGMENTATION])
+            miou = self.miou.update(maps[SEGMENTATION], labels[SEGMENTATION]).flatten(1)
         if self.rmse is not None and DEPTH in maps and DEPTH in labels:
-            self.rmse.update(maps[DEPTH], labels[DEPTH])
+            rmse = self.rmse.update(maps[DEPTH], labels[DEPTH])
         if loss is not None:
+            # The stream's sum is kept as it always was, batch by batch, so reported means stay bit for bit.
             self.loss_sum += loss.double().sum().item()
             self.loss_count += loss.numel()
+            loss = torch.stack([loss.double(), torch.ones_like(loss.double())], 1)
+        if clips is not None:
+            for figure, rows in (("miou", miou), ("rmse", rmse), ("feature_loss", loss)):
+                if rows is not None:
+                    self.clip_stats[figure].add(clips, rows)
 
     def result(self, with_loss: bool) -> dict[str, float | None]:
         out = {
@@ -168,6 +218,39 @@ class MethodScores:
 def _finite(value: float) -> float | None:
     """JSON has no NaN: a metric with nothing to score is null."""
     return None if value is None or math.isnan(value) else value
+
+
+def _sum_ratio(sums: torch.Tensor) -> torch.Tensor:
+    """(..., 2) sums of values and counts -> (...) their mean."""
+    return sums[..., 0] / sums[..., 1]
+
+
+# How a figure comes from its clips' summed statistics (ClipStats rows), for many resamples at once.
+FIGURE_FROM_SUMS = {
+    "miou": lambda sums: mean_iou(*sums.unflatten(-1, (2, -1)).unbind(-2)),
+    "rmse": lambda sums: _sum_ratio(sums).sqrt(),
+    "feature_loss": _sum_ratio,
+    **{term: _sum_ratio for term in (ENERGY, TO_TRUTH, SPREAD)},
+}
+
+
+def resample_weights(num_clips: int, resamples: int = INTERVAL_RESAMPLES, seed: int = INTERVAL_SEED) -> torch.Tensor:
+    """(resamples, num_clips) float64: how often each clip is drawn in each bootstrap resample of the clips."""
+    drawn = torch.randint(num_clips, (resamples, num_clips), generator=torch.Generator().manual_seed(seed))
+    return torch.zeros(resamples, num_clips, dtype=torch.float64).scatter_add_(
+        1, drawn, torch.ones(resamples, num_clips, dtype=torch.float64)
+    )
+
+
+def percentile_interval(values: torch.Tensor, level: float = INTERVAL_LEVEL) -> list[float] | None:
+    """The central `level` percentile interval of resampled figures (R,), resamples where the figure is undefined
+    (NaN) left out; None when none is defined."""
+    values = values[~values.isnan()]
+    if not len(values):
+        return None
+    tail = (1 - level) / 2
+    low, high = torch.quantile(values, torch.tensor([tail, 1 - tail], dtype=values.dtype)).tolist()
+    return [low, high]
 
 
 def gap_closed(method: float | None, copy_last: float | None, present: float | None) -> float | None:
@@ -229,18 +312,23 @@ class RolloutEvaluator:
         self.tokenizer, self.worlds, self.heads, self.config, self.device = tokenizer, worlds, heads, config, device
         for name, world in worlds.items():
             check_same_backbone(tokenizer, world, name)
-        self.methods = list(BOUNDS) + [WORLD_BEST, WORLD_MEAN]
-        if len(worlds) > 1:
-            self.methods += [f"{kind}_{name}" for name in worlds for kind in (WORLD_BEST, WORLD_MEAN)]
-        self.scores: dict[int, dict[str, MethodScores]] | None = None
-        # Every world_best* row has its world_samples* row, scored by the energy score beside copy-last's.
-        energy_methods = ["copy_last"] + [
-            m.replace(WORLD_BEST, WORLD_SAMPLES) for m in self.methods if m.startswith(WORLD_BEST)
+        # The first model's rows keep DESIGN.md's names (world_best, world_mean, world_samples); every other model's
+        # carry its name, so no series is written twice.
+        first = next(iter(worlds))
+        self.row_suffixes = {name: "" if name == first else f"_{name}" for name in worlds}
+        self.methods = list(BOUNDS) + [
+            kind + suffix for suffix in self.row_suffixes.values() for kind in (WORLD_BEST, WORLD_MEAN)
         ]
+        self.scores: dict[int, dict[str, MethodScores]] | None = None
+        # Every model's world_samples row is scored by the energy score beside copy-last's.
+        energy_methods = ["copy_last"] + [WORLD_SAMPLES + suffix for suffix in self.row_suffixes.values()]
         self.energy = {
             h: {m: dict.fromkeys((ENERGY, TO_TRUTH, SPREAD, "count"), 0.0) for m in energy_methods}
             for h in config.horizons
         }
+        self.energy_clips = {h: {m: ClipStats() for m in energy_methods} for h in config.horizons}
+        # Shortest and longest seconds between consecutive frames of the clips scored (None before any clip).
+        self.spacing: tuple[float, float] | None = None
         self.usage_sums = {"own": 0.0, "shuffled": 0.0, "copy": 0.0, "pairs": 0}
         self.generator = torch.Generator(device).manual_seed(config.seed)
         self.pictures: list[PictureRecord] = []
@@ -270,8 +358,14 @@ class RolloutEvaluator:
                 f"context {cfg.context} + horizon {max(cfg.horizons)} needs clips of {cfg.clip_frames} frames, the "
                 f"data gives {num_frames}"
             )
+        gaps = batch["timestamps"].double().diff(dim=1)
+        low, high = gaps.min().item(), gaps.max().item()
+        self.spacing = (low, high) if self.spacing is None else (min(self.spacing[0], low), max(self.spacing[1], high))
         batch = {k: (v.to(self.device) if torch.is_tensor(v) else v) for k, v in batch.items()}
         frames, timestamps, actions, labels, split = _split_clip(batch)
+        # The clip of each row: a wide frame's two squares are `clips` rows apart and belong to one clip.
+        clips = len(batch["frames"])
+        clip_index = self.num_clips + torch.arange(len(frames)) % clips
         if self.scores is None:
             self._start_scores(labels)
         windows = (
@@ -289,6 +383,7 @@ class RolloutEvaluator:
                 actions[:, window] if actions is not None else None,
                 {k: v[:, window] for k, v in labels.items()},
                 split,
+                clip_index,
                 steps,
                 scored,
                 picture_slots if steps == max(cfg.horizons) else 0,
@@ -315,7 +410,7 @@ class RolloutEvaluator:
         return self.heads.predict(features, grid, size, split) if self.heads is not None else {}
 
     def _window(
-        self, frames, timestamps, actions, labels, split, steps: int, scored: list[int], picture_slots: int
+        self, frames, timestamps, actions, labels, split, clip_index, steps: int, scored: list[int], picture_slots: int
     ) -> None:
         cfg, c = self.config, self.config.context
         grid = self.tokenizer.grid(frames)
@@ -344,20 +439,24 @@ class RolloutEvaluator:
             candidates = {"present": target, "copy_last": features[:, c - 1], "tokenizer": reconstructed[:, step]}
             sample_sets = {"copy_last": features[:, c - 1 : c]}  # K identical samples
             for name, samples in imagined.items():
-                best, mean = self._best_and_mean(samples, step, target)
-                suffixes = [""] if len(self.worlds) == 1 else ([""] if name == first_name else []) + [f"_{name}"]
-                for suffix in suffixes:
-                    candidates[WORLD_BEST + suffix] = best
-                    candidates[WORLD_MEAN + suffix] = mean
-                    sample_sets[WORLD_SAMPLES + suffix] = samples[:, :, step]
+                suffix = self.row_suffixes[name]
+                candidates[WORLD_BEST + suffix], candidates[WORLD_MEAN + suffix] = self._best_and_mean(
+                    samples, step, target
+                )
+                sample_sets[WORLD_SAMPLES + suffix] = samples[:, :, step]
             for method, predicted in candidates.items():
                 loss = None if method == "present" else feature_loss(predicted, target)
-                self.scores[h][method].update(self._maps(predicted, grid, size, split), frame_labels, loss)
+                self.scores[h][method].update(self._maps(predicted, grid, size, split), frame_labels, loss, clip_index)
             for method, samples in sample_sets.items():
                 sums = self.energy[h][method]
-                for term, values in energy_terms(samples, target).items():
+                terms = energy_terms(samples, target)
+                for term, values in terms.items():
                     sums[term] += values.double().sum().item()
                 sums["count"] += len(target)
+                # Per clip: the three terms' sums, then the rows counted (a wide clip's two squares are two rows).
+                self.energy_clips[h][method].add(
+                    clip_index, torch.stack([*(terms[t] for t in ENERGY_TERMS), torch.ones_like(terms[ENERGY])], 1)
+                )
         if picture_slots:
             self._keep_pictures(frames, features, imagined[first_name], labels, grid, split, picture_slots, first_name)
 
@@ -404,23 +503,53 @@ class RolloutEvaluator:
             )
 
     def report(self, dataset: str, extra: dict | None = None) -> dict:
-        """The report.json structure of DESIGN.md, plus gap_closed_rmse and the run's settings."""
+        """The report.json structure of DESIGN.md, plus gap_closed_rmse, each figure's 95 % interval over clips
+        (`<figure>_ci95`: [low, high], null below MIN_INTERVAL_CLIPS clips), the clips' frame spacing and the run's
+        settings.
+
+        rollout.py runs in one process, so every clip's statistics are here; a caller sharding clips over processes
+        would gather the ClipStats rows (clip indices made global) before reporting."""
         if self.scores is None:
             raise InputError("no clip was evaluated: the data gave none")
+        with_intervals = self.num_clips >= MIN_INTERVAL_CLIPS
+        weights = resample_weights(self.num_clips) if with_intervals else None
         horizons = {}
         for h in sorted(self.scores):
             results = {m: self.scores[h][m].result(with_loss=m != "present") for m in self.methods}
+            # Each figure of each method over the same resamples of the clips (R,), for intervals and gaps.
+            resampled: dict[str, dict[str, torch.Tensor]] = {m: {} for m in results}
+            if weights is not None:
+                for method, scores in self.scores[h].items():
+                    for figure, stats in scores.clip_stats.items():
+                        if (per_clip := stats.per_clip(self.num_clips)) is not None:
+                            resampled[method][figure] = FIGURE_FROM_SUMS[figure](weights @ per_clip)
             present, copy = results["present"], results["copy_last"]
             for method, values in results.items():
                 if method in ("present", "copy_last"):
                     continue
-                values["gap_closed_miou"] = gap_closed(values["miou"], copy["miou"], present["miou"])
-                values["gap_closed_rmse"] = gap_closed(values["rmse"], copy["rmse"], present["rmse"])
+                for figure in ("miou", "rmse"):
+                    values[f"gap_closed_{figure}"] = gap_closed(values[figure], copy[figure], present[figure])
+                    if all(figure in resampled[m] for m in (method, "copy_last", "present")):
+                        low, high = resampled["copy_last"][figure], resampled["present"][figure]
+                        gap = (resampled[method][figure] - low) / (high - low)
+                        resampled[method][f"gap_closed_{figure}"] = gap.masked_fill(
+                            (high - low).abs() < 1e-12, math.nan
+                        )
             for method, sums in self.energy[h].items():
                 count = sums["count"]
                 results.setdefault(method, {}).update(
-                    {term: sums[term] / count if count else None for term in (ENERGY, TO_TRUTH, SPREAD)}
+                    {term: sums[term] / count if count else None for term in ENERGY_TERMS}
                 )
+                per_clip = self.energy_clips[h][method].per_clip(self.num_clips)
+                if weights is not None and per_clip is not None:
+                    summed = weights @ per_clip
+                    resampled.setdefault(method, {}).update(
+                        {term: _sum_ratio(summed[:, [i, -1]]) for i, term in enumerate(ENERGY_TERMS)}
+                    )
+            for method, values in results.items():
+                for figure in list(values):
+                    has = values[figure] is not None and figure in resampled.get(method, {})
+                    values[figure + CI] = percentile_interval(resampled[method][figure]) if has else None
             horizons[str(h)] = results
         cfg = self.config
         return {
@@ -431,6 +560,16 @@ class RolloutEvaluator:
             "num_clips": self.num_clips,
             "seed": cfg.seed,
             "protocol": cfg.protocol,
+            "frame_spacing_s": [round(t, 6) for t in self.spacing],
+            "row_suffixes": self.row_suffixes,
+            "intervals": {
+                "method": "percentile bootstrap over clips",
+                "level": INTERVAL_LEVEL,
+                "resamples": INTERVAL_RESAMPLES,
+                "seed": INTERVAL_SEED,
+                "min_clips": MIN_INTERVAL_CLIPS,
+                "given": with_intervals,
+            },
             "token_usage": self._usage_report(),
             **(extra or {}),
         }
@@ -450,7 +589,7 @@ class RolloutEvaluator:
 
 
 def report_table(report: dict) -> str:
-    """A Markdown table of every (horizon, method) in a report."""
+    """A Markdown table of every (horizon, method) in a report; a figure with an interval reads "value [low, high]"."""
     columns = ("miou", "rmse", "feature_loss", ENERGY, "gap_closed_miou", "gap_closed_rmse")
     lines = [
         "| horizon | method | " + " | ".join(columns) + " |",
@@ -458,9 +597,15 @@ def report_table(report: dict) -> str:
     ]
     for h, methods in report["horizons"].items():
         for method, values in methods.items():
-            cells = ["-" if values.get(c) is None else f"{values[c]:.4f}" for c in columns]
+            cells = [_cell(values.get(c), values.get(c + CI)) for c in columns]
             lines.append(f"| {h} | {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _cell(value: float | None, interval: list[float] | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.4f}" + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval is not None else "")
 
 
 class PixelScores:

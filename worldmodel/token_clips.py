@@ -17,8 +17,9 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import Dataset
 
-from tokenizer.data.registry import DataConfig, register_source
+from tokenizer.data.registry import DataConfig, frame_spacing, register_source
 from tokenizer.model import Tokenizer
+from tokenizer.runtime.config import merge_config, to_object
 from tokenizer.runtime.errors import CheckpointError, ConfigError
 from tokenizer.runtime.files import load_weights, weights_digest
 from worldmodel.world import WorldModel
@@ -118,4 +119,12 @@ def build_token_clips(
     return TokenClips(root, num_frames, tokenizer_fingerprint(world.tokenizer), tokenizer_name)
 
 
-register_source(TOKENS_SOURCE, TokenClips, build_token_clips)
+def token_cache_spacing(cfg: DataConfig, root: str, train: bool) -> tuple[float, float]:
+    """The spacing of the frames the cache at data.root was tokenized from, as its plan records their data.*."""
+    if not root:
+        raise ConfigError(f"data.source={TOKENS_SOURCE} needs data.root, the folder of a token cache")
+    plan = read_json(Path(root) / PLAN)
+    return frame_spacing(to_object(merge_config(DataConfig, plan["data"], origin=f"{root}/{PLAN} data")), "train")
+
+
+register_source(TOKENS_SOURCE, TokenClips, build_token_clips, token_cache_spacing)

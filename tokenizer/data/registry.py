@@ -16,18 +16,19 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, ClassVar, Protocol
 
+from safetensors import safe_open
 from torch.utils.data import Dataset, Subset
 
-from tokenizer.data.cityscapes import CityscapesDataset
+from tokenizer.data.cityscapes import CITYSCAPES_STRIDE_S, CityscapesDataset
 from tokenizer.data.clip_dataset import VideoClipDataset
 from tokenizer.data.config import VideoDataConfig
-from tokenizer.data.episodes import EpisodeClips
-from tokenizer.data.kitti import KittiDepthDataset
+from tokenizer.data.episodes import EpisodeClips, episode_files
+from tokenizer.data.kitti import KITTI_STRIDE_S, KittiDepthDataset
 from tokenizer.data.shapes import ShapesClips, ShapesConfig
 from tokenizer.data.video_datasets import build_video_dataset
-from tokenizer.data.vspw import VSPWDataset
+from tokenizer.data.vspw import VSPW_STRIDE_S, VSPWDataset
 from tokenizer.runtime.devices import check_fits_in_memory
-from tokenizer.runtime.errors import ConfigError
+from tokenizer.runtime.errors import ConfigError, DataError
 
 
 @dataclass
@@ -82,6 +83,8 @@ class Source:
     dataset: type[Dataset]
     # (cfg, root, train, num_frames, seed, **context) -> a `dataset`; root "" means the source's own default.
     build: Callable[..., Dataset]
+    # (cfg, root, train) -> (shortest, longest) seconds between consecutive frames of its clips (`frame_spacing`).
+    spacing: Callable[[DataConfig, str, bool], tuple[float, float]]
 
 
 class FrameSizeCheck(Protocol):
@@ -112,20 +115,66 @@ def _video(source: str, cfg: DataConfig, root: str, train: bool, num_frames: int
     return build_video_dataset(source, root or None, split, num_frames, cfg.frame_size, seed, cfg.video)
 
 
+def _shapes_spacing(cfg: DataConfig, root: str, train: bool) -> tuple[float, float]:
+    return min(cfg.shapes_strides) / cfg.shapes.fps, max(cfg.shapes_strides) / cfg.shapes.fps
+
+
+def _episodes_spacing(cfg: DataConfig, root: str, train: bool) -> tuple[float, float]:
+    """The recorder times every step alike (the env's dt), so the first episode's timestamps tell every clip's."""
+    if not root:
+        raise ConfigError("data.source=episodes needs data.root, the folder written by `python -m envs.recording`")
+    with safe_open(str(episode_files(root)[0]), framework="pt") as f:
+        gaps = f.get_tensor("timestamps").double().diff()
+    if not len(gaps):
+        raise DataError(f"the first episode of {root} has a single frame: no spacing to read")
+    return gaps.min().item(), gaps.max().item()
+
+
+def _video_spacing(cfg: DataConfig, root: str, train: bool) -> tuple[float, float]:
+    video = cfg.video
+    return (video.min_stride_s, video.max_stride_s) if train else (video.eval_stride_s, video.eval_stride_s)
+
+
+def _fixed_spacing(seconds: float) -> Callable[[DataConfig, str, bool], tuple[float, float]]:
+    """The paper's evaluation protocols fix the spacing of VSPW, Cityscapes and KITTI clips, in every split."""
+    return lambda cfg, root, train: (seconds, seconds)
+
+
 SOURCES: dict[str, Source] = {
-    "shapes": Source(ShapesClips, _shapes),
-    "episodes": Source(EpisodeClips, _episodes),
-    "videos": Source(VideoClipDataset, partial(_video, "videos")),
-    "kinetics": Source(VideoClipDataset, partial(_video, "kinetics")),
-    "vspw": Source(VSPWDataset, partial(_video, "vspw")),
-    "cityscapes": Source(CityscapesDataset, partial(_video, "cityscapes")),
-    "kitti": Source(KittiDepthDataset, partial(_video, "kitti")),
+    "shapes": Source(ShapesClips, _shapes, _shapes_spacing),
+    "episodes": Source(EpisodeClips, _episodes, _episodes_spacing),
+    "videos": Source(VideoClipDataset, partial(_video, "videos"), _video_spacing),
+    "kinetics": Source(VideoClipDataset, partial(_video, "kinetics"), _video_spacing),
+    "vspw": Source(VSPWDataset, partial(_video, "vspw"), _fixed_spacing(VSPW_STRIDE_S)),
+    "cityscapes": Source(CityscapesDataset, partial(_video, "cityscapes"), _fixed_spacing(CITYSCAPES_STRIDE_S)),
+    "kitti": Source(KittiDepthDataset, partial(_video, "kitti"), _fixed_spacing(KITTI_STRIDE_S)),
 }
 
 
-def register_source(name: str, dataset: type[Dataset], build: Callable[..., Dataset]) -> None:
-    """Make `name` a value of data.source, built by `build` into a `dataset` (see Source)."""
-    SOURCES[name] = Source(dataset, build)
+def register_source(
+    name: str,
+    dataset: type[Dataset],
+    build: Callable[..., Dataset],
+    spacing: Callable[[DataConfig, str, bool], tuple[float, float]],
+) -> None:
+    """Make `name` a value of data.source, built by `build` into a `dataset` whose frame spacing `spacing` gives
+    (see Source)."""
+    SOURCES[name] = Source(dataset, build, spacing)
+
+
+def frame_spacing(cfg: DataConfig, split: str) -> tuple[float, float]:
+    """(shortest, longest) seconds between consecutive frames of the clips `build_dataset(cfg, split, ...)` gives,
+    as the configuration fixes them (a source drawing gaps from a range gives its ends); no clip is read.
+
+    What a model was trained on: rollout.py sets it beside the spacing of the clips it scores. Raises ConfigError
+    or DataError when the configuration cannot say (an unknown source, an episode folder that is gone).
+    """
+    train = split == "train"
+    source = cfg.source if train or not cfg.val_source else cfg.val_source
+    root = cfg.root if train or not cfg.val_source else cfg.val_root
+    if source not in SOURCES:
+        raise ConfigError(f"data.source {source!r} is not one of {', '.join(SOURCES)}")
+    return SOURCES[source].spacing(cfg, root, train)
 
 
 def build_dataset(
