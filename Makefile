@@ -80,4 +80,4 @@ $(VENV)/.plan-bench-envs: $(VENV)/.installed
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(RUNS)
+	rm -rf $(VENV) $(SWM_VENV) $(RUNS)

@@ -21,6 +21,7 @@ else:
 
 from conftest import micro_tokenizer_config
 from envs.stable_worldmodel import BoxClip, DeltaWorldCost, convert_dataset, main
+from test_docs import blocks
 from test_envs import OnTheModelsDevice, micro_world
 from tokenizer.data.episodes import episode_files
 from tokenizer.data.registry import DataConfig, build_dataset
@@ -187,3 +188,25 @@ def test_world_evaluate_from_the_dataset_plans_two_tasks(world_model, collected)
     )
     world.close()
     assert result["episode_successes"].shape == (2,) and 0 <= result["success_rate"] <= 100
+
+
+def test_the_readmes_lines_plan_in_a_world(tmp_path, monkeypatch):
+    # README's stable-worldmodel block as written, with a micro model and searches small enough for a test.
+    (block,) = [block for block in blocks("swm") if block.language == "python"]
+    torch.manual_seed(0)
+    tokenizer = Tokenizer.build(micro_tokenizer_config()).eval()
+    micro_world(tokenizer, actions=ActionSpace(dim=5 * 2), readout=True).save_pretrained(tmp_path / "world")
+    sizes = {
+        '"runs/pusht_swm_world/final"': repr(str(tmp_path / "world")),
+        "num_envs=4, image_shape=(64, 64)": f"num_envs=1, image_shape=({SIZE}, {SIZE}), max_episode_steps=10",
+        "num_samples=300, n_steps=30, topk=30": "num_samples=4, n_steps=1, topk=2",
+        "episodes=4": "episodes=1",
+    }
+    code = block.code
+    for old, new in sizes.items():
+        assert old in code, f"README's block no longer holds {old}"
+        code = code.replace(old, new)
+    printed = []
+    monkeypatch.setattr("builtins.print", lambda *args, **kwargs: printed.append(args))
+    exec(compile(code, str(block), "exec"), {"__name__": "docs_example"})
+    assert printed[-1] == (0.0,) or printed[-1] == (100.0,)  # one episode's success rate, in percent
