@@ -7,9 +7,10 @@
   in their `World`. The sampling solvers work: CEMSolver, ICEMSolver, MPPISolver, PredictiveSamplingSolver.
   The gradient ones (GradientSolver, PGDSolver, LagrangianSolver) need a cost differentiable in the actions, and
   DeltaWorld's imagination runs without gradients (its samplers draw under no_grad): they are refused in one line.
-- `convert_dataset`: the episodes `World.collect` writes (any format their `load_dataset` reads: folder, lance,
-  hdf5, video) as episode files of ours, blocked as the plan bench blocks its recordings, so the tokenizer, the
-  token cache and `train_world_model.py` (data.source=episodes) train on them:
+- `convert_dataset`: the episodes `World.collect` writes (folder and lance, both checked; any other format whose
+  `load_dataset` reader lists `lengths` and has `load_episode`) as episode files of ours, blocked as the plan
+  bench blocks its recordings, so the tokenizer, the token cache and `train_world_model.py`
+  (data.source=episodes) train on them:
 
     python -m envs.stable_worldmodel convert --dataset DIR --env swm/PushT-v1 --action-repeat 5 --out runs/pusht_swm
 
