@@ -416,26 +416,29 @@ class ActionBlocks:
         return (self.low + (blocks + 1) / 2 * (self.high - self.low)).astype(np.float32)
 
 
+def block_episode(
+    frames: torch.Tensor, actions: np.ndarray, timestamps: torch.Tensor, blocks: ActionBlocks
+) -> dict[str, torch.Tensor]:
+    """One episode (frames (T, ...), env actions (T, A) with actions[t] leading into frame t, timestamps (T,)) as a
+    world model sees it under the protocol: every `repeat`-th frame, and for each kept frame the block of actions
+    that led to it (`ActionBlocks.to_model`; zeros for the first)."""
+    kept = list(range(0, (len(frames) - 1) // blocks.repeat * blocks.repeat + 1, blocks.repeat))
+    grouped = [np.zeros(blocks.dim, dtype=np.float32)]
+    grouped += [blocks.to_model(actions[t - blocks.repeat + 1 : t + 1]) for t in kept[1:]]
+    return {"frames": frames[kept], "actions": torch.from_numpy(np.stack(grouped)), "timestamps": timestamps[kept]}
+
+
 def block_episodes(recorded: str | Path, out: str | Path, blocks: ActionBlocks) -> list[Path]:
-    """Write each recorded episode as a world model sees it under the protocol: every `repeat`-th frame, and
-    for each kept frame the block of actions that led to it (`ActionBlocks.to_model`; zeros for the first).
-    The same file names, so `held_out` picks the same episodes in both folders."""
+    """Write each recorded episode in `block_episode`'s form. The same file names, so `held_out` picks the same
+    episodes in both folders."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for index, path in enumerate(episode_files(recorded)):
         episode = load_weights(path, f"episode file {path}")
-        frames, actions = episode["frames"], episode["actions"].numpy()
-        kept = range(0, (len(frames) - 1) // blocks.repeat * blocks.repeat + 1, blocks.repeat)
-        grouped = [np.zeros(blocks.dim, dtype=np.float32)]
-        grouped += [blocks.to_model(actions[t - blocks.repeat + 1 : t + 1]) for t in kept[1:]]
         target = episode_path(out, index)
         save_safetensors(
-            {
-                "frames": frames[list(kept)],
-                "actions": torch.from_numpy(np.stack(grouped)),
-                "timestamps": episode["timestamps"][list(kept)],
-            },
+            block_episode(episode["frames"], episode["actions"].numpy(), episode["timestamps"], blocks),
             target,
             metadata={"action_repeat": str(blocks.repeat), "recorded": str(path)},
         )

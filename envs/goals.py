@@ -42,7 +42,7 @@ class StepCost(Protocol):
 
 
 class FeatureGoalCost:
-    """Feature distance of each imagined frame to a goal frame's features (N, D)."""
+    """Feature distance of each imagined frame to a goal frame's features (N, D), or (R, N, D): one per row."""
 
     needs_features = True
 
@@ -58,7 +58,8 @@ class FeatureGoalCost:
 
 
 class TokenGoalCost:
-    """Distance of the readout's summary (R, g*g, D) of each imagined frame to the goal's summary (g*g, D)."""
+    """Distance of the readout's summary (R, g*g, D) of each imagined frame to the goal's summary (g*g, D), or
+    (R, g*g, D): one per row."""
 
     needs_features = False
 
@@ -99,10 +100,16 @@ def as_step_cost(cost: StepCost | Callable[[torch.Tensor, torch.Tensor], torch.T
 def goal_cost(world: WorldModel, goal_frame: np.ndarray, kind: str = "auto") -> StepCost:
     """The cost of reaching `goal_frame` (H, W, 3) uint8: "token" (the readout's summaries, no decoding),
     "features" (decodes every step), or "auto": token when the model has a readout."""
+    frames = frame_tensor(np.asarray(goal_frame), device=model_device(world))
+    return goal_cost_of_features(world, world.tokenizer.features(frames)[0, 0], world.tokenizer.grid(frames), kind)
+
+
+@torch.no_grad()
+def goal_cost_of_features(world: WorldModel, features: torch.Tensor, grid: tuple[int, int], kind: str) -> StepCost:
+    """`goal_cost` from the goal frame's backbone features (N, D) on a patch `grid`, or (R, N, D): one goal per
+    imagined row (rows planning toward different goals in one batch)."""
     if check_cost_kind(kind) == "auto":
         kind = "token" if world.readout is not None else "features"
-    frames = frame_tensor(np.asarray(goal_frame), device=model_device(world))
-    features = world.tokenizer.features(frames)[0, 0]
     if kind == "features":
         return FeatureGoalCost(features)
     if world.readout is None:
@@ -110,4 +117,4 @@ def goal_cost(world: WorldModel, goal_frame: np.ndarray, kind: str = "auto") -> 
             "the token cost reads the world model's readout, and this model has none (train one with "
             "model.readout.enabled=true)"
         )
-    return TokenGoalCost(world.readout.summarize(features, world.tokenizer.grid(frames)))
+    return TokenGoalCost(world.readout.summarize(features, grid))

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import ast
+import importlib.util
 from pathlib import Path
 
 import pytest
+
+from tokenizer.runtime.cli import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 # Each package may import only those listed before it.
@@ -115,3 +118,27 @@ def test_module_imports_form_no_cycle():
     for name in sorted(graph):
         if name not in state:
             visit(name, [name])
+
+
+def test_only_the_harness_module_imports_stable_worldmodel_and_only_when_used():
+    # stable-worldmodel lives in its own venv (.venv-swm): importing envs, or anything else, must not need it.
+    wrong = []
+    for name, path in MODULES.items():
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            modules = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            modules += [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            if any(m.split(".")[0] == "stable_worldmodel" for m in modules):
+                if name != "envs.stable_worldmodel" or node in tree.body:
+                    wrong.append(f"{name} imports stable_worldmodel at line {node.lineno}")
+    assert not wrong, wrong
+
+
+@pytest.mark.skipif(importlib.util.find_spec("stable_worldmodel") is not None, reason="the harness is installed here")
+def test_a_missing_harness_fails_in_one_line_naming_the_extra(tmp_path, capsys):
+    from envs.stable_worldmodel import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(lambda: main(["convert", "--dataset", str(tmp_path), "--out", str(tmp_path / "out")]))
+    error = capsys.readouterr().err.strip()
+    assert exit_info.value.code == 2 and len(error.splitlines()) == 1 and "make swm-install" in error

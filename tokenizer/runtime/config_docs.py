@@ -103,6 +103,16 @@ COMMANDS = (
         note="Without `--config` it starts from the defaults below.",
     ),
     Command(
+        "envs.stable_worldmodel",
+        "envs/stable_worldmodel.py",
+        "python -m envs.stable_worldmodel convert --dataset PATH [--config FILE] [key.sub=value ...] "
+        "[--flag VALUE ...]",
+        "envs.stable_worldmodel:ConvertConfig",
+        flags="envs.stable_worldmodel:FLAGS",
+        note="It runs where stable-worldmodel imports (.venv-swm, `make swm-install`). Without `--config` it starts "
+        "from the defaults below.",
+    ),
+    Command(
         "benchmarks.plan_bench",
         "benchmarks/plan_bench.py",
         "python -m benchmarks.plan_bench [--config FILE] [--out DIR] [key.sub=value ...]",
