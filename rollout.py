@@ -53,8 +53,8 @@ from worldmodel.evaluation import (
     report_table,
 )
 from worldmodel.heads import load_heads
-from worldmodel.loading import load_world_model
 from worldmodel.pictures import plot_metric_vs_horizon, rollout_animation, rollout_picture, save_animation, save_png
+from worldmodel.world import load_world_model
 
 # The sources whose validation clips rollout.py scores (data.source).
 DATASETS = ("shapes", "vspw", "cityscapes", "kitti", "videos")

@@ -19,10 +19,9 @@ from tokenizer.runtime.config import to_object
 from tokenizer.runtime.engine import train
 from tokenizer.runtime.files import load_module_weights
 from tokenizer.runtime.run_folder import weights_to_start_from
-from worldmodel.loading import build_world_model, load_world_model
 from worldmodel.run_config import WorldModelRunConfig
 from worldmodel.training import WorldModelTask
-from worldmodel.world import WorldModel
+from worldmodel.world import WorldModel, build_world_model, load_world_model
 
 log = logging.getLogger(__name__)
 

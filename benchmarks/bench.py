@@ -58,10 +58,9 @@ from tokenizer.runtime.files import atomic_write_text
 from tokenizer.runtime.optim import build_optimizer
 from tokenizer.runtime.run_config import TrainConfig
 from tokenizer.training import TokenizerTask
-from worldmodel.loading import build_world_model
 from worldmodel.run_config import WorldModelRunConfig
 from worldmodel.training import WorldModelTask
-from worldmodel.world import WorldModel
+from worldmodel.world import WorldModel, build_world_model
 
 REPO = Path(__file__).resolve().parents[1]
 DT = 1.0 / ShapesConfig.fps  # seconds between frames, as in the Shapes world

@@ -59,10 +59,10 @@ from tokenizer.runtime.files import atomic_write_text
 from tokenizer.runtime.hub import is_repo_id
 from train_tokenizer import train_tokenizer
 from train_world_model import train_world_model
-from worldmodel.loading import load_world_model
 from worldmodel.pictures import save_animation, upscale_nearest
 from worldmodel.run_config import WorldModelRunConfig
 from worldmodel.token_cache import make_token_cache
+from worldmodel.world import load_world_model
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = "configs/plan_bench/shapes.yaml"

@@ -35,10 +35,9 @@ from envs.wrappers import frame_tensor, model_device
 from tokenizer.runtime.errors import ConfigError, InputError
 from tokenizer.runtime.files import load_weights
 from worldmodel.heads import SegmentationHead, TaskHeads, load_heads
-from worldmodel.loading import load_world_model
 from worldmodel.pictures import FeaturePCA, colorize_seg, image_grid, upscale_nearest
 from worldmodel.rgb_head import RGBHead
-from worldmodel.world import WorldModel
+from worldmodel.world import WorldModel, load_world_model
 
 RewardFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (tokens (K, ...), features (K, N, D)) -> (K,)
 
@@ -88,7 +87,7 @@ class DreamEnv(gymnasium.Env):
         heads: str | Path | list[str | Path] | TaskHeads | None = None,
         device: torch.device | str | None = None,
     ):
-        """model: a WorldModel, its saved folder, or a Hub id (worldmodel.loading.load_world_model);
+        """model: a WorldModel, its saved folder, or a Hub id (worldmodel.world.load_world_model);
         context (c, H, W, 3) uint8 at `timestamps` (c,) seconds, or `episode`, a recorded episode file; dt: seconds per
         step (default: the context's last interval, else 0.1); cost: the goal reward's kind, "auto" | "token" |
         "features"; heads (TaskHeads, or what load_heads takes: folders, ids): render() draws by RGB or segmentation;

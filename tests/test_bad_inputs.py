@@ -33,9 +33,8 @@ from tokenizer.backbone import Backbone, BackboneConfig
 from tokenizer.runtime import engine
 from tokenizer.runtime.cli import run_cli
 from tokenizer.runtime.files import replace_folder
-from worldmodel.loading import build_world_model
 from worldmodel.objectives import ActionSpace, ObjectiveConfig
-from worldmodel.world import WorldModelConfig
+from worldmodel.world import WorldModelConfig, build_world_model
 
 TOKENIZER = ["--config", str(REPO / TOKENIZER_CONFIG), *MICRO_TOKENIZER, "train.max_steps=2", "output_dir={run}"]
 WORLD = [

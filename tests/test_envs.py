@@ -23,11 +23,10 @@ from tokenizer.data.shapes import ShapesConfig
 from tokenizer.model import Tokenizer
 from tokenizer.runtime.errors import CheckpointError, ConfigError, DataError, InputError
 from worldmodel.heads import DepthHead, SegmentationHead, TaskHeads
-from worldmodel.loading import build_world_model, load_world_model
 from worldmodel.objectives import ActionSpace, ObjectiveConfig, regression_loss
 from worldmodel.readout import READOUT_LOSS, Readout, ReadoutConfig
 from worldmodel.rgb_head import RGBHead, RGBHeadConfig
-from worldmodel.world import READOUT_FILE, WEIGHTS_FILE, Dream, WorldModelConfig
+from worldmodel.world import READOUT_FILE, WEIGHTS_FILE, Dream, WorldModelConfig, build_world_model, load_world_model
 
 SIZE = 32  # micro tokenizer: 4x4 patches of width 32
 SHAPES = {"config": ShapesConfig(frame_size=SIZE, num_distractors=1)}

@@ -23,9 +23,8 @@ from tokenizer.runtime.cli import run_cli
 from tokenizer.runtime.errors import CheckpointError, InputError
 from tokenizer.runtime.hub import is_repo_id, resolve, split_revision
 from worldmodel.heads import SegmentationHead, TaskHeads, load_heads
-from worldmodel.loading import build_world_model, load_world_model
 from worldmodel.objectives import ObjectiveConfig
-from worldmodel.world import WorldModel, WorldModelConfig
+from worldmodel.world import WorldModel, WorldModelConfig, build_world_model, load_world_model
 
 TOL = 1e-4
 REPO = Path(__file__).resolve().parents[1]

@@ -17,11 +17,10 @@ from tokenizer.runtime.cli import run_cli
 from tokenizer.runtime.errors import ConfigError, InputError
 from worldmodel.evaluation import RolloutEvalConfig, RolloutEvaluator, gap_closed
 from worldmodel.heads import DepthHead, SegmentationHead, TaskHeads
-from worldmodel.loading import build_world_model
 from worldmodel.objectives import ObjectiveConfig
 from worldmodel.pictures import ROLLOUT_CELL
 from worldmodel.rgb_head import RGBHead, RGBHeadConfig
-from worldmodel.world import WorldModelConfig
+from worldmodel.world import WorldModelConfig, build_world_model
 
 sys.path.insert(0, str(REPO))
 import rollout  # noqa: E402

@@ -7,11 +7,10 @@ import torch
 
 from conftest import micro_predictor_config, micro_tokenizer_config, random_frames
 from tokenizer.runtime.errors import CheckpointError, InputError
-from worldmodel.loading import build_world_model, load_world_model
 from worldmodel.objectives import ActionSpace, ObjectiveConfig
 from worldmodel.predictor import Predictor, PredictorConfig, causal_mask
 from worldmodel.training import WorldModelTask, rollout_losses
-from worldmodel.world import WorldModelConfig
+from worldmodel.world import WorldModelConfig, build_world_model, load_world_model
 
 PREDICTOR = micro_predictor_config()
 # LayerScale at 1 so attention visibly moves the output (at the default 1e-5 it hides below tolerances).

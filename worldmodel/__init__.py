@@ -42,8 +42,8 @@ import worldmodel.token_clips  # noqa: F401
 _EXPORTS = {
     "WorldModel": "worldmodel.world",
     "WorldModelConfig": "worldmodel.world",
-    "load_world_model": "worldmodel.loading",
-    "build_world_model": "worldmodel.loading",
+    "load_world_model": "worldmodel.world",
+    "build_world_model": "worldmodel.world",
     "DeltaWorld": "worldmodel.deltaworld",
     "DINOWorld": "worldmodel.dinoworld",
     "WorldModelRunConfig": "worldmodel.run_config",

@@ -430,3 +430,8 @@ class WorldModel(nn.Module):
 
 def read_world_config(folder: str | Path) -> WorldModelConfig:
     return read_saved_config(WorldModelConfig, folder, "world model")
+
+
+# Function forms, for code that prefers functions.
+build_world_model = WorldModel.build
+load_world_model = WorldModel.from_pretrained
