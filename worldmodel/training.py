@@ -6,7 +6,7 @@ the best sample (chosen by its loss at the last step, as the paper does), of the
 mean of the K samples, and of copying the last context frame. An action-conditioned model is also rolled out
 with each clip given the next clip's actions: `action_usage` = (its mean-of-K loss - the own actions') /
 (copy-last's - the own actions'), the share of the model's gain over copying that depends on the actions taken,
-as token usage is the tokenizer's. Mean of K, not best of K: a best-of-K loss can be met by a hypothesis that
+as token usage is the tokenizer's. Mean of K, not best of K: a best-of-K loss is as low when a hypothesis
 covers an action's effect without reading the action (docs/experiments.md: "What the planner's world model needs").
 """
 
