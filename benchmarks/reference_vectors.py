@@ -10,14 +10,14 @@ It builds the published DeltaTok, DeltaWorld and task heads at a tiny size (a 2-
 parameter away from its initial value with a seeded generator (the published initialisation scales each block's
 residual by 1e-5, which would hide the blocks' weights from the outputs), runs them on seeded random frames in
 float32, eval mode, on the CPU, and writes `deltatok_reference_tiny.pt` and `heads_reference_tiny.pt`: plain
-tensors and dicts, read with `torch.load(path, weights_only=True)`, their keys as docs/method.md lists them. The
-tests look for them in `$DELTAWORLD_REFERENCE_DIR`, then in tests/reference/ (the default `--out`).
+tensors and dicts, read with `torch.load(path, weights_only=True)`, their keys as docs/results.md lists them. The
+tests read them from the folder `$DELTAWORLD_REFERENCE_DIR` names, else from tests/reference/ (the default `--out`).
 
 The published code runs as it is, imported from the checkout (`benchmarks/published.py`), with two things the
 Hub would supply made here: the DINOv3 config and weights (the tiny backbone, seeded and perturbed like the
-rest), and its image preprocessor, which transformers builds only with torchvision (not installed here, as its
-builds pin another torch); with resizing and cropping off, as the published wrapper asks, it scales uint8 to
-[0, 1] and normalises with ImageNet's mean and std, which `preprocess` below does.
+rest), and its image preprocessor, which transformers builds only with torchvision (not in this project's
+environment: PyPI's builds pin another torch). With resizing and cropping off, as the published wrapper asks
+for, that preprocessor scales uint8 to [0, 1] and normalises with ImageNet's mean and std: `preprocess` below.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ SEG_CLASSES, DEPTH_RANGE, DEPTH_BINS = 7, (1e-3, 80.0), 32
 
 
 def perturb(module: nn.Module, generator: torch.Generator) -> None:
-    """Move every parameter (and BatchNorm statistic) off its initial value, so each one shows in the outputs."""
+    """Move every parameter (and BatchNorm statistic) off its initial value, where zero biases, unit norm weights
+    and 1e-5 LayerScales would hide a mistake in how one is used."""
     with torch.no_grad():
         for name, param in module.named_parameters():
             if name.endswith("lambda1"):  # LayerScale: from 1e-5 (or 1) to 0.1-0.6, so every block counts
