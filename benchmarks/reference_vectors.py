@@ -126,6 +126,7 @@ def build_published(template: dict, seed: int, generator: torch.Generator):
 
 
 def deltatok_vectors(template: dict, seed: int) -> dict:
+    """The contents of deltatok_reference_tiny.pt: the published models' weights, seeded inputs, their outputs."""
     generator = torch.Generator().manual_seed(seed)
     backbone, tokenizer, world = build_published(template, seed, generator)
     frames = torch.randint(0, 256, (BATCH, FRAMES, 3, FRAME_SIZE, FRAME_SIZE), dtype=torch.uint8, generator=generator)
