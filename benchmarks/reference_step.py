@@ -8,8 +8,8 @@ Both models are built in this process with the same width, heads, blocks, patche
 SwiGLU hidden size (their parameter counts are checked equal) and trained on the same random
 features: encode, decode, log-cosh loss, backward and AdamW as each trainer builds it (ours fused,
 as `tokenizer.runtime.optim`; the reference's Lightning default). The reference is imported from
-`--reference`, never copied here; its DINOv3 template config is built locally instead of downloaded,
-and its checkpoint loader (which needs Lightning) is stubbed since no checkpoint is loaded. Timings
+`--reference`, never copied here (`benchmarks/published.py`: its DINOv3 template config is built locally
+instead of downloaded, and its checkpoint loader, which needs Lightning, refuses since none is loaded). Timings
 are medians of `--steps // 2` steps, best of two interleaved rounds, in fp32 on the CPU threads given.
 """
 
@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-import types
 from pathlib import Path
 
 import torch
 
+from benchmarks.published import import_published
 from tokenizer.deltatok import DeltaTok, DeltaTokConfig, log_cosh
 from tokenizer.runtime.cli import run_cli
 from tokenizer.runtime.errors import ConfigError
@@ -36,19 +35,8 @@ CONFIGS = [  # width, heads, blocks per side, patches, batch, SwiGLU hidden
 
 
 def import_reference(root: Path):
-    """The reference's DeltaTok class, with a local template config and no checkpoint loader."""
-    if not (root / "models" / "deltatok.py").is_file():
-        raise ConfigError(f"{root} is not a checkout of amazon-far/deltatok (models/deltatok.py missing)")
-    import transformers
-    from transformers import DINOv3ViTConfig
-
-    template: dict = {}
-    transformers.AutoConfig.from_pretrained = lambda *args, **kwargs: DINOv3ViTConfig(**template)
-    stub = types.ModuleType("training.base")
-    stub.load_sd = None
-    sys.modules.setdefault("training", types.ModuleType("training"))
-    sys.modules["training.base"] = stub
-    sys.path.insert(0, str(root))
+    """The reference's DeltaTok class and the template config it is built from."""
+    template = import_published(root)
     from models.deltatok import DeltaTok as Reference
 
     return Reference, template

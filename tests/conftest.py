@@ -1,4 +1,5 @@
-"""Shared fixtures: the golden reference file from ../shared, and small CPU settings."""
+"""Shared fixtures: the published implementation's reference vectors (tests/reference_files.py), and small CPU
+settings."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from reference_files import load_reference
+
 REPO = Path(__file__).resolve().parents[1]
-GOLDEN = REPO.parent / "shared" / "golden" / "deltatok_reference_tiny.pt"
 
 torch.set_num_threads(2)
 
@@ -18,9 +20,7 @@ from hub_cache import heads_golden, offline_cache, tiny_released  # noqa: E402, 
 
 @pytest.fixture(scope="session")
 def golden() -> dict:
-    if not GOLDEN.is_file():
-        pytest.skip(f"reference vectors not found at {GOLDEN} (CI has ../shared beside the clone)")
-    return torch.load(GOLDEN, map_location="cpu", weights_only=True)
+    return load_reference("deltatok_reference_tiny.pt")
 
 
 # A tokenizer small enough to train for a few steps in seconds: 32x32 frames, 4x4 patches, width 32.

@@ -23,6 +23,7 @@ import pytest
 import torch
 from safetensors.torch import save as safetensors_bytes
 
+from reference_files import load_reference
 from tokenizer.backbone import PAPER_BACKBONE
 from tokenizer.released import RELEASED
 from worldmodel.heads import SegmentationHead
@@ -67,10 +68,9 @@ def offline_cache(tmp_path, monkeypatch) -> Path:
 
 # The released models as tiny stand-ins: the table (tokenizer.released) says the reference vectors' sizes, and
 # the offline cache holds the gated DINOv3 (config.json + model.safetensors) and each release's pytorch_model.bin,
-# made from the published implementation's tiny reference weights (../shared/golden). The segmentation heads keep
+# made from the published implementation's tiny reference weights (reference_files.py). The segmentation heads keep
 # their class counts (19, 124) with seeded weights, so they score Cityscapes- and VSPW-labelled clips; the reference
 # segmentation head (7 classes) is revision "golden" of seg-head-cityscapes.
-HEADS_GOLDEN = Path(__file__).resolve().parents[2] / "shared" / "golden" / "heads_reference_tiny.pt"
 TOKENIZER_ID = "Amazon-FAR/deltatok-kinetics"
 WORLD_ID = "Amazon-FAR/deltaworld-kinetics"
 SEG_ID, VSPW_ID = "Amazon-FAR/seg-head-cityscapes", "Amazon-FAR/seg-head-vspw"
@@ -115,9 +115,7 @@ def golden_configs(golden: dict, heads: dict) -> dict[str, dict]:
 
 @pytest.fixture(scope="session")
 def heads_golden() -> dict:
-    if not HEADS_GOLDEN.is_file():
-        pytest.skip(f"reference vectors not found at {HEADS_GOLDEN} (CI has ../shared beside the clone)")
-    return torch.load(HEADS_GOLDEN, map_location="cpu", weights_only=True)
+    return load_reference("heads_reference_tiny.pt")
 
 
 @pytest.fixture

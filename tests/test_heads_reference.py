@@ -1,4 +1,4 @@
-"""The released task heads against the published code's outputs (../shared/golden/heads_reference_tiny.pt),
+"""The released task heads against the published code's outputs (heads_reference_tiny.pt, tests/reference_files.py),
 and the RGB head's files, loading rules and training."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO
+from reference_files import load_reference
 from tokenizer.backbone import IMAGENET_MEAN, IMAGENET_STD
 from tokenizer.runtime.errors import CheckpointError, InputError
 from worldmodel.head_training import train_heads
@@ -27,15 +27,12 @@ from worldmodel.heads import (
 )
 from worldmodel.rgb_head import POSITION_KEY, RGBHead, RGBHeadConfig, sincos_table
 
-HEADS_GOLDEN = REPO.parent / "shared" / "golden" / "heads_reference_tiny.pt"
 TOLERANCE = 1e-4
 
 
 @pytest.fixture(scope="module")
 def reference() -> dict:
-    if not HEADS_GOLDEN.is_file():
-        pytest.skip(f"reference vectors not found at {HEADS_GOLDEN} (CI has ../shared beside the clone)")
-    return torch.load(HEADS_GOLDEN, map_location="cpu", weights_only=True)
+    return load_reference("heads_reference_tiny.pt")
 
 
 def as_features(maps: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:

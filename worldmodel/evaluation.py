@@ -503,9 +503,9 @@ class RolloutEvaluator:
             )
 
     def report(self, dataset: str, extra: dict | None = None) -> dict:
-        """The report.json structure of DESIGN.md, plus gap_closed_rmse, each figure's 95 % interval over clips
-        (`<figure>_ci95`: [low, high], null below MIN_INTERVAL_CLIPS clips), the clips' frame spacing and the run's
-        settings.
+        """report.json as docs/method.md ("Scoring imagined futures") describes it: per horizon and row the figures,
+        gap_closed_miou and gap_closed_rmse, each figure's 95 % interval over clips (`<figure>_ci95`: [low, high],
+        null below MIN_INTERVAL_CLIPS clips), then the clips' frame spacing and the run's settings.
 
         rollout.py runs in one process, so every clip's statistics are here; a caller sharding clips over processes
         would gather the ClipStats rows (clip indices made global) before reporting."""
