@@ -12,7 +12,6 @@ import io
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import imageio.v3 as iio
 import matplotlib
@@ -27,11 +26,9 @@ from PIL import Image, ImageDraw, ImageFont
 from tokenizer.data.clip import IGNORE_INDEX
 from tokenizer.runtime.errors import InputError
 from tokenizer.runtime.files import atomic_write, atomic_write_bytes
+from worldmodel.heads import TaskHeads
 from worldmodel.training import feature_loss
-
-if TYPE_CHECKING:
-    from worldmodel.heads import TaskHeads
-    from worldmodel.world import WorldModel
+from worldmodel.world import WorldModel
 
 LABEL_PAD = 4  # pixels around text labels in a grid
 BACKGROUND = 255  # white grid background and blank cells
