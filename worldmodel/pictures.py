@@ -1,4 +1,5 @@
-"""Pictures of what the model sees and imagines: feature PCA, label colours, grids, animations, plots.
+"""Pictures of what the model sees and imagines: feature PCA, label colours, grids, animations, plots, and one
+clip's imagined futures beside its truth (`futures_picture`).
 
 Features are shown as RGB by projecting them on the top three principal
 components of the TRUE features; imagined features go through the same
@@ -200,11 +201,9 @@ def image_grid(
     cell_h = max(cell.shape[0] for row in cells for cell in row if cell is not None)
     cell_w = max(cell.shape[1] for row in cells for cell in row if cell is not None)
 
-    if label_width is None:
-        label_width = row_label_width(row_labels) if row_labels else 0
-    elif row_labels and label_width < row_label_width(row_labels):
-        raise InputError(f"label_width {label_width} is narrower than the row labels ({row_label_width(row_labels)})")
-    left_w = label_width
+    left_w = label_width if label_width is not None else row_label_width(row_labels) if row_labels else 0
+    if row_labels and left_w < row_label_width(row_labels):
+        raise InputError(f"label_width {left_w} is narrower than the row labels ({row_label_width(row_labels)})")
     top_h = max((_text_size(t)[1] for t in col_labels), default=0) + 2 * LABEL_PAD if col_labels else 0
     canvas = Image.new("RGB", (left_w + num_cols * cell_w, top_h + len(rows) * cell_h), (BACKGROUND,) * 3)
     for r, row in enumerate(cells):
