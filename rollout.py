@@ -7,6 +7,8 @@
     python rollout.py --world-models Amazon-FAR/deltaworld-kinetics \
         --heads Amazon-FAR/seg-head-vspw Amazon-FAR/rgb-head-imagenet \
         --dataset vspw --data-root /data/VSPW --frame-size 512 --horizon 1 3
+    python rollout.py --clip my_clip.mp4 --world-models Amazon-FAR/deltaworld-kinetics \
+        --heads Amazon-FAR/rgb-head-imagenet --frame-size 512 --horizon 3 --samples 8 --out runs/my_clip
 
 Like every command it takes `--config FILE` and dotted overrides (`eval.context=2`); the
 flags are sugar for the keys their help names, and win over both.
@@ -19,6 +21,11 @@ metric against the horizon. See worldmodel/evaluation.py for the methods, the
 intervals and the protocol. The first world model's rows are world_best /
 world_mean / world_samples; every other model's carry its name
 (world_best_<name>, ...).
+
+With `--clip FILE` (any video file or folder of frames) it scores nothing: it
+writes `<out>/futures.png` and `futures.gif`, the clip's context, its true future
+and K imagined futures, labelled (worldmodel.pictures.futures_picture); one pair
+per world model, `futures_<name>.*`, when several are given.
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from tokenizer.data.registry import SOURCES, DataConfig, build_dataset, frame_spacing
+from tokenizer.data.sources import read_clip
 from tokenizer.model import TokenizerSource
 from tokenizer.released import released_model
 from tokenizer.runtime.cli import Flag, parse_run_config, resolve_device, run_cli
@@ -53,7 +61,14 @@ from worldmodel.evaluation import (
     report_table,
 )
 from worldmodel.heads import load_heads
-from worldmodel.pictures import plot_metric_vs_horizon, rollout_animation, rollout_picture, save_animation, save_png
+from worldmodel.pictures import (
+    futures_picture,
+    plot_metric_vs_horizon,
+    rollout_animation,
+    rollout_picture,
+    save_animation,
+    save_png,
+)
 from worldmodel.world import load_world_model
 
 # The sources whose validation clips rollout.py scores (data.source).
@@ -80,6 +95,11 @@ class RolloutRunConfig:
     # draws the pictures' RGB rows. [] = none: footage is scored by feature loss and energy score, pictured by PCA.
     heads: list[str] = field(default_factory=lambda: ["runs/heads_tiny"])
     out: str = "runs/rollout"  # folder for report.json, report.md, pictures and plots
+    # A video file or folder of frames to picture instead of scoring data.*: eval.context frames from clip_start_s,
+    # data.video.eval_stride_s apart, then the next max(eval.horizons) as the truth beside K imagined futures, drawn
+    # in `out` as futures.png and futures.gif. "" = score the validation clips of data.*.
+    clip: str = ""
+    clip_start_s: float = 0.0  # seconds into `clip` where its context starts
     overwrite: bool = False  # replace what `out` holds (it then holds only the new report)
     device: str = "auto"  # auto (cuda when available) | cpu | cuda | cuda:N
     threads: int | None = None  # torch CPU threads; null = PyTorch's default
@@ -102,6 +122,9 @@ FLAGS = {
     "--threads": Flag("threads", "torch CPU threads", int),
     "--dataset": Flag("data.source", "evaluation data", choices=DATASETS),
     "--data-root": Flag("data.root", "dataset folder"),
+    "--clip": Flag("clip", "video file or frame folder: write its futures.png and .gif instead of a report"),
+    "--clip-start": Flag("clip_start_s", "seconds into the clip where its context starts", float),
+    "--spacing": Flag("data.video.eval_stride_s", "seconds between the frames of a clip from video", float),
     "--val-split": Flag("data.val_split", "evaluation split of the dataset"),
     "--frame-size": Flag("data.frame_size", "short side of the frames", int),
     "--shapes-strides": Flag("data.shapes_strides", "shapes only: simulator steps between clip frames", int, nargs="+"),
@@ -133,7 +156,11 @@ def parse_args(argv: list[str] | None) -> RolloutRunConfig:
     if run.eval.protocol == "auto":
         run.eval.protocol = "per_horizon" if SOURCES[data.source].dataset.labels_last_frame_only else "one_rollout"
     run.eval.horizons = sorted(set(run.eval.horizons))
-    check_output_folder(Path(run.out), run.overwrite, "out", "a report")
+    if run.clip_start_s < 0:
+        raise ConfigError(f"clip_start_s must be at least 0 seconds, got {run.clip_start_s}")
+    if run.clip and not Path(run.clip).exists():
+        raise InputError(f"clip {run.clip} does not exist; give a video file or a folder of frames")
+    check_output_folder(Path(run.out), run.overwrite, "out", "pictures" if run.clip else "a report")
     return run
 
 
@@ -242,10 +269,45 @@ def report_header(report: dict) -> list[str]:
     return lines + spacing_warnings(report)
 
 
+def write_futures(run: RolloutRunConfig, frames, timestamps, worlds: dict, spacings: dict, heads) -> None:
+    """`--clip`: each world model's futures of the clip as `<out>/futures[_<name>].png` and `.gif`, no scores."""
+    spacing = run.data.video.eval_stride_s
+    for line in spacing_warnings({"frame_spacing_s": [spacing, spacing], "trained_frame_spacing_s": spacings}):
+        print(line)
+    written = []
+    with staged_output_folder(Path(run.out), run.overwrite, "out", "pictures") as stage:
+        for name, world in worlds.items():
+            stem = "futures" if len(worlds) == 1 else f"futures_{name}"
+            futures_picture(
+                world,
+                frames,
+                timestamps,
+                max(run.eval.horizons),
+                context=run.eval.context,
+                num_samples=run.eval.num_samples,
+                heads=heads,
+                seed=run.eval.seed,
+                out=stage / f"{stem}.png",
+                animation=stage / f"{stem}.gif",
+            )
+            written += [f"{stem}.png", f"{stem}.gif"]
+    print("wrote " + ", ".join(str(Path(run.out) / name) for name in written))
+
+
 def main(argv: list[str] | None = None) -> None:
     run = parse_args(argv)
     use_threads(run.threads, "threads")
     device = resolve_device(run.device)
+    if run.clip:
+        # Read before any model loads, so a clip too short for context + horizon fails in a second.
+        frames, timestamps = read_clip(
+            run.clip,
+            run.eval.context + max(run.eval.horizons),
+            run.data.frame_size,
+            run.data.video.eval_stride_s,
+            run.clip_start_s,
+            run.data.video,
+        )
 
     backbone = run.tokenizer.backbone_override
     tokenizer = None
@@ -276,6 +338,9 @@ def main(argv: list[str] | None = None) -> None:
         tokenizer = next(iter(worlds.values())).tokenizer
     sources = [source for source in run.heads if source]
     heads = load_heads(sources, tokenizer, device=device) if sources else None
+    if run.clip:
+        write_futures(run, frames, timestamps, worlds, spacings, heads)
+        return
     evaluator = RolloutEvaluator(tokenizer, worlds, heads, run.eval, device)
     dataset = load_dataset(run, evaluator.config.clip_frames)
     batch_size = run.batch_size if run.batch_size is not None else 8 if run.data.source == "shapes" else 1

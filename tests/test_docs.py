@@ -259,7 +259,8 @@ def test_released_model_examples(tiny_released, tmp_path, monkeypatch):
     run_blocks(found, substitutions, special=download)
     for out in ("runs/from-folders", "runs/vspw", "runs/cityscapes", "runs/kitti", "runs/mine"):
         assert (tmp_path / out / "report.json").is_file() and (tmp_path / out / "clip0.png").is_file(), out
-    assert (tmp_path / "futures.png").stat().st_size > 0
+    assert (tmp_path / "runs/my_clip/futures.png").is_file() and (tmp_path / "runs/my_clip/futures.gif").is_file()
+    assert (tmp_path / "futures.png").stat().st_size > 0 and (tmp_path / "futures.gif").is_file()
 
 
 # A few steps of micro models: what the tiny recipe's commands do, in seconds.
@@ -300,9 +301,11 @@ def test_tiny_examples(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "configs").symlink_to(REPO / "configs")
     stand_in_videos(tmp_path / "my_videos")
+    write_video(tmp_path / "my_clip.mp4", num_frames=40)
     save_demo_stand_ins(tmp_path / "runs")
     found = blocks("tiny")
     assert len(found) >= 3
     run_blocks(found, {"range(40)": "range(3)"}, TINY_EXTRA)
     assert (tmp_path / "runs/my_rollout/report.json").is_file()
+    assert (tmp_path / "runs/my_clip_futures/futures.png").is_file() and (tmp_path / "futures.gif").is_file()
     assert (tmp_path / "runs/shapes_world/final").is_dir() and (tmp_path / "futures.png").stat().st_size > 0

@@ -7,14 +7,22 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import micro_tokenizer_config
+from test_rollout import micro_world
+from tokenizer.model import Tokenizer
 from tokenizer.runtime.errors import InputError
 from worldmodel.evaluation import PictureRecord
+from worldmodel.heads import TaskHeads
 from worldmodel.pictures import (
     ROLLOUT_CELL,
     FeaturePCA,
+    animate_futures,
     colorize_depth,
     colorize_seg,
+    draw_futures,
+    futures_picture,
     image_grid,
+    imagine_futures,
     pca_rgb,
     plot_metric_vs_horizon,
     rollout_animation,
@@ -25,6 +33,7 @@ from worldmodel.pictures import (
     shared_vmax,
     upscale_nearest,
 )
+from worldmodel.rgb_head import RGBHead, RGBHeadConfig
 
 
 def test_pca_fitted_on_truth_colours_identical_features_identically():
@@ -183,3 +192,124 @@ def test_rollout_pictures_gain_rgb_rows_with_an_rgb_head():
     assert len(rgb_animation) == len(animation) == 4
     assert rgb_animation[0].shape[1] == animation[0].shape[1] + 3 * ROLLOUT_CELL  # truth, best and mean RGB columns
     assert rgb_animation[0].shape[0] == animation[0].shape[0]
+
+
+def test_rollout_picture_labels_and_the_truth_beside_the_samples():
+    record = rollout_record(rgb=True, context=2, steps=2, samples=2)
+    picture = rollout_picture(record)
+    cells = ROLLOUT_CELL // 64
+    # The right panel: at the last step, the truth's RGB and then each sample's, left to right in one band.
+    truth = upscale_nearest(record.maps["truth"]["rgb"][-1].permute(1, 2, 0).numpy(), cells)
+    sample = upscale_nearest(record.maps["sample 1"]["rgb"][-1].permute(1, 2, 0).numpy(), cells)
+
+    def found(image: np.ndarray) -> tuple[int, int]:
+        for y in range(picture.shape[0] - ROLLOUT_CELL + 1):
+            for x in np.flatnonzero((picture[y, :, :] == image[0, 0]).all(-1)):
+                if np.array_equal(picture[y : y + ROLLOUT_CELL, x : x + ROLLOUT_CELL], image):
+                    return y, x
+        raise AssertionError("cell not in the picture")
+
+    (truth_y, truth_x), (sample_y, sample_x) = found(truth), found(sample)
+    assert truth_y == sample_y and sample_x == truth_x + ROLLOUT_CELL
+    assert (picture[:truth_y, truth_x : truth_x + ROLLOUT_CELL] < 128).any()  # "truth" written above it
+    assert (picture[ROLLOUT_CELL:, :40] < 128).any()  # row labels in the left margin
+
+
+@pytest.fixture(scope="module")
+def micro_models():
+    """A micro tokenizer's world model and an RGB head reading its features (random weights, 32-pixel frames)."""
+    torch.manual_seed(0)
+    tokenizer = Tokenizer.build(micro_tokenizer_config()).eval()
+    rgb = RGBHead(
+        tokenizer.dim, tokenizer.backbone.feature_norm, RGBHeadConfig(32, 1, 2, 64, patch_size=8, image_size=32)
+    ).eval()
+    return micro_world(tokenizer), TaskHeads(rgb=rgb)
+
+
+def clip(length: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+    frames = torch.randint(
+        0, 256, (1, length, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(3)
+    )
+    return frames, 0.2 * torch.arange(length, dtype=torch.float32)[None]
+
+
+def margins(picture: np.ndarray, rows: int, columns: int) -> tuple[int, int]:
+    """(top, left) label margins of a grid of ROLLOUT_CELL cells."""
+    return picture.shape[0] - rows * ROLLOUT_CELL, picture.shape[1] - columns * ROLLOUT_CELL
+
+
+def test_futures_picture_labels_context_truth_and_samples(micro_models):
+    world, heads = micro_models
+    frames, timestamps = clip(5)
+    futures = imagine_futures(world, frames, timestamps, horizon=2, num_samples=3, heads=heads)
+    assert (futures.context, futures.decoding, len(futures.samples), len(futures.samples[0])) == (3, "RGB head", 3, 2)
+    assert futures.seconds == pytest.approx([-0.4, -0.2, 0.0, 0.2, 0.4])
+    # The truth row is the true features drawn by the same head as the samples.
+    true = heads.rgb.render(world.tokenizer.features(frames)[0], (4, 4)).permute(0, 2, 3, 1).numpy()
+    assert np.array_equal(np.stack(futures.truth), true)
+
+    picture = draw_futures(futures)
+    top, left = margins(picture, rows=2 + 3, columns=5)
+    assert top > 0 and left > 0  # margins for the labels, none inside the cells
+    assert (picture[:top] < 128).any() and (picture[top:, :left] < 128).any()  # label text in both
+
+    def cell(row: int, col: int) -> np.ndarray:
+        y, x = top + row * ROLLOUT_CELL, left + col * ROLLOUT_CELL
+        return picture[y : y + ROLLOUT_CELL, x : x + ROLLOUT_CELL]
+
+    scale = ROLLOUT_CELL // 32
+    assert np.array_equal(cell(0, 4), upscale_nearest(frames[0, 4].permute(1, 2, 0).numpy(), scale))  # true frame
+    assert np.array_equal(cell(1, 3), upscale_nearest(true[3], scale))  # the truth row at t+1
+    assert np.array_equal(cell(2, 3), upscale_nearest(futures.samples[0][0], scale))  # sample 1 at t+1
+    assert np.all(cell(2, 0) == 255)  # samples have no context cells
+    # No white strip on the right: the last column holds the true future and every sample.
+    assert all(cell(row, 4).std() > 0 for row in range(5))
+
+    animation = animate_futures(futures)
+    assert len(animation) == 5 and len({frame.shape for frame in animation}) == 1
+    # One step per frame, video, truth and the 3 samples side by side; samples only at imagined steps.
+    assert np.all(animation[0][-ROLLOUT_CELL:, -ROLLOUT_CELL:] == 255)
+    assert np.array_equal(animation[4][-ROLLOUT_CELL:, -ROLLOUT_CELL:], upscale_nearest(futures.samples[2][1], scale))
+
+
+def test_futures_beyond_the_clip_in_pca_colours(micro_models, tmp_path):
+    world, _ = micro_models
+    frames, timestamps = clip(3)
+    futures = imagine_futures(world, frames, timestamps, horizon=2, context=3, num_samples=2)
+    assert (futures.decoding, futures.closest, len(futures.video), len(futures.truth)) == ("feature PCA", None, 3, 3)
+    assert futures.seconds == pytest.approx([-0.4, -0.2, 0.0, 0.2, 0.4])  # imagined at the clip's own spacing
+    picture = futures_picture(
+        world,
+        frames,
+        timestamps,
+        horizon=2,
+        context=3,
+        num_samples=2,
+        out=tmp_path / "futures.png",
+        animation=tmp_path / "futures.gif",
+    )
+    assert np.array_equal(iio.imread(tmp_path / "futures.png"), picture)
+    assert iio.imread(tmp_path / "futures.gif", index=None).shape[0] == 5
+    top, left = margins(picture, rows=2 + 2, columns=5)
+    # No truth beyond the clip: the video and truth rows end at t, the samples fill t+1 and t+2.
+    assert np.all(picture[top : top + 2 * ROLLOUT_CELL, left + 3 * ROLLOUT_CELL :] == 255)
+    assert picture[top + 2 * ROLLOUT_CELL :, left + 3 * ROLLOUT_CELL :].std() > 0
+
+
+@pytest.mark.parametrize(
+    ("length", "kwargs", "fragment"),
+    [
+        (3, {"horizon": 3}, "leaves no context"),
+        (5, {"horizon": 2, "context": 6}, "context must be 1 to 5"),
+        (5, {"horizon": 1, "context": 2}, "3 frames after its context"),
+        (5, {"horizon": 2, "out": "futures.jpg"}, "must end in .png"),
+    ],
+)
+def test_futures_refuse_what_they_cannot_draw(micro_models, length, kwargs, fragment, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    world, heads = micro_models
+    with pytest.raises(InputError, match=fragment):
+        futures_picture(world, *clip(length), heads=heads, **kwargs)
+    with pytest.raises(InputError, match="one clip"):
+        futures_picture(world, *(x.repeat(2, *[1] * (x.ndim - 1)) for x in clip(5)), horizon=2)
+    assert not list(tmp_path.iterdir())

@@ -390,6 +390,41 @@ def test_unlabelled_footage_is_scored_by_feature_loss_and_pictured_without_heads
     assert iio.imread(tmp_path / "out" / "clip0.png").shape[2] == 3
 
 
+def test_a_clip_is_pictured_with_its_truth_and_nothing_scored(saved, tmp_path, capsys):
+    """`--clip FILE`: any video file gives futures.png and futures.gif (context, truth, K futures), no report."""
+    write_video(tmp_path / "my_clip.mp4", num_frames=40)
+    args = ("--clip", str(tmp_path / "my_clip.mp4"), "--horizon", "2", "--world-models", str(saved["bom"]))
+    run_rollout({**saved, "heads": ""}, tmp_path / "out", *args)
+    assert sorted(path.name for path in (tmp_path / "out").iterdir()) == ["futures.gif", "futures.png"]
+    picture = iio.imread(tmp_path / "out" / "futures.png")
+    # Rows: the video, the truth and 3 samples; columns: 2 context frames and 2 imagined, each a 128-pixel cell.
+    assert picture.shape[0] > 5 * ROLLOUT_CELL and picture.shape[1] > 4 * ROLLOUT_CELL
+    assert iio.imread(tmp_path / "out" / "futures.gif", index=None).shape[0] == 4
+    assert str(tmp_path / "out" / "futures.png") in capsys.readouterr().out
+
+    # Two world models: one pair each, named after them.
+    run_rollout({**saved, "heads": ""}, tmp_path / "two", *args, str(saved["flow"]))
+    assert {path.name for path in (tmp_path / "two").iterdir()} == {
+        f"futures_{name}.{suffix}" for name in ("bom", "flow") for suffix in ("png", "gif")
+    }
+
+
+@pytest.mark.parametrize(
+    ("clip", "more", "fragment"),
+    [
+        ("missing.mp4", (), "missing.mp4 does not exist"),
+        ("my_clip.mp4", ("--horizon", "9"), "too short for 11 frames 0.2 s apart"),
+        ("not_a_video.mp4", (), "cannot read a clip from"),
+    ],
+)
+def test_a_clip_that_cannot_be_pictured_is_refused_before_anything_is_written(saved, tmp_path, clip, more, fragment):
+    write_video(tmp_path / "my_clip.mp4", num_frames=40)  # 1.6 s at 25 fps
+    (tmp_path / "not_a_video.mp4").write_text("not a video")
+    with pytest.raises(InputError, match=fragment):
+        run_rollout(saved, tmp_path / "out", "--world-models", str(saved["bom"]), "--clip", str(tmp_path / clip), *more)
+    assert not (tmp_path / "out").exists()
+
+
 def test_labels_that_no_head_can_score_are_refused(saved, tmp_path):
     depth_only = tmp_path / "depth_heads"
     TaskHeads(None, DepthHead(Tokenizer.from_pretrained(saved["tokenizer"]).dim, 1.0, 16.0)).save(depth_only)

@@ -1,4 +1,5 @@
-"""Pictures of what the model sees and imagines: feature PCA, label colours, grids, animations, plots.
+"""Pictures of what the model sees and imagines: feature PCA, label colours, grids, animations, plots, and one
+clip's imagined futures beside its truth (`futures_picture`).
 
 Features are shown as RGB by projecting them on the top three principal
 components of the TRUE features; imagined features go through the same
@@ -26,9 +27,13 @@ from PIL import Image, ImageDraw, ImageFont
 from tokenizer.data.clip import IGNORE_INDEX
 from tokenizer.runtime.errors import InputError
 from tokenizer.runtime.files import atomic_write, atomic_write_bytes
+from worldmodel.heads import TaskHeads
+from worldmodel.training import feature_loss
+from worldmodel.world import WorldModel
 
 LABEL_PAD = 4  # pixels around text labels in a grid
 BACKGROUND = 255  # white grid background and blank cells
+_FONT = ImageFont.load_default()  # PIL's own font: labels need no font file
 
 
 @dataclass
@@ -160,15 +165,30 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def _text_size(text: str) -> tuple[int, int]:
+    """(width, height) in pixels of `text` (lines split at newlines) in PIL's default font."""
+    left, top, right, bottom = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), text, font=_FONT)
+    return right - left, bottom - top
+
+
+def row_label_width(labels: Sequence[str]) -> int:
+    """The left margin image_grid gives these row labels, for grids that must share one (an animation's frames)."""
+    return max((_text_size(text)[0] for text in labels), default=0) + 2 * LABEL_PAD
+
+
 def image_grid(
     rows: Sequence[Sequence[np.ndarray | None]],
     row_labels: Sequence[str] | None = None,
     col_labels: Sequence[str] | None = None,
+    label_width: int | None = None,
 ) -> np.ndarray:
     """Lay images out in a labelled table -> uint8 (H, W, 3).
 
     Every cell is as large as the largest image; smaller ones are resized with
-    nearest-neighbour to fill it. None cells stay blank (white).
+    nearest-neighbour to fill it. None cells stay blank (white). Labels (lines split
+    at newlines) go in margins, row labels on the left, column labels on top, so the
+    cells keep their pixels. `label_width` sets the left margin (`row_label_width`);
+    None fits it to `row_labels`.
     """
     if not rows or not any(cell is not None for row in rows for cell in row):
         raise InputError("image_grid needs at least one image")
@@ -181,15 +201,10 @@ def image_grid(
     cell_h = max(cell.shape[0] for row in cells for cell in row if cell is not None)
     cell_w = max(cell.shape[1] for row in cells for cell in row if cell is not None)
 
-    font = ImageFont.load_default()
-    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-
-    def text_size(text: str) -> tuple[int, int]:
-        left, top, right, bottom = measure.textbbox((0, 0), text, font=font)
-        return right - left, bottom - top
-
-    left_w = max((text_size(t)[0] for t in row_labels), default=0) + 2 * LABEL_PAD if row_labels else 0
-    top_h = max((text_size(t)[1] for t in col_labels), default=0) + 2 * LABEL_PAD if col_labels else 0
+    left_w = label_width if label_width is not None else row_label_width(row_labels) if row_labels else 0
+    if row_labels and left_w < row_label_width(row_labels):
+        raise InputError(f"label_width {left_w} is narrower than the row labels ({row_label_width(row_labels)})")
+    top_h = max((_text_size(t)[1] for t in col_labels), default=0) + 2 * LABEL_PAD if col_labels else 0
     canvas = Image.new("RGB", (left_w + num_cols * cell_w, top_h + len(rows) * cell_h), (BACKGROUND,) * 3)
     for r, row in enumerate(cells):
         for c, cell in enumerate(row):
@@ -201,10 +216,16 @@ def image_grid(
             canvas.paste(tile, (left_w + c * cell_w, top_h + r * cell_h))
     draw = ImageDraw.Draw(canvas)
     for r, text in enumerate(row_labels or []):
-        draw.text((LABEL_PAD, top_h + r * cell_h + (cell_h - text_size(text)[1]) // 2), text, fill=(0, 0, 0), font=font)
+        draw.text(
+            (LABEL_PAD, top_h + r * cell_h + (cell_h - _text_size(text)[1]) // 2), text, fill=(0, 0, 0), font=_FONT
+        )
     for c, text in enumerate(col_labels or []):
         draw.text(
-            (left_w + c * cell_w + (cell_w - text_size(text)[0]) // 2, LABEL_PAD), text, fill=(0, 0, 0), font=font
+            (left_w + c * cell_w + (cell_w - _text_size(text)[0]) // 2, LABEL_PAD),
+            text,
+            fill=(0, 0, 0),
+            font=_FONT,
+            align="center",
         )
     return np.asarray(canvas)
 
@@ -330,15 +351,60 @@ def _rms(delta: torch.Tensor) -> torch.Tensor:
     return delta.float().pow(2).mean(dim=-1).sqrt()
 
 
+# How a rollout picture's rows read: who (the truth, a sample, ...) and how it is drawn.
+_WHO = {
+    "frame": "video",
+    "label": "label",
+    "truth": "truth",
+    "best": "best sample",
+    "mean": "mean of samples",
+    "sample": "samples",
+}
+_WHAT = {
+    "rgb": "RGB head",
+    "PCA": "feature PCA",
+    "seg": "segmentation",
+    "depth": "depth",
+    "change": "feature change",
+    "spread": "spread over the K",
+}
+
+
+def _who_what(name: str) -> tuple[str, str]:
+    """A _rollout_cells row name ("best PCA", "sample 2 rgb", "frame") -> (who, how it is drawn)."""
+    if name == "frame":
+        return "video", "frames"
+    who, what = name.rsplit(" ", 1)
+    return _WHO.get(who, who), _WHAT[what]
+
+
+def _row_label(name: str) -> str:
+    who, what = _who_what(name)
+    return who if name == "frame" else f"{who}: {what}"
+
+
+def step_labels(context: int, steps: int, seconds: Sequence[float] | None = None) -> list[str]:
+    """Column labels of a clip's frames: the context t-(c-1) .. t, then the future t+1 .. t+steps; with `seconds` (each
+    frame's time from the last context frame) a second line gives it."""
+    labels = []
+    for i in range(context + steps):
+        offset = i - context + 1
+        name = "t" if offset == 0 else f"t{offset:+d}"
+        second = [f"context, {seconds[i]:+.2f} s" if i < context else f"{seconds[i]:+.2f} s"] if seconds else []
+        labels.append("\n".join([name, *(second or (["context"] if i < context else []))]))
+    return labels
+
+
 def rollout_picture(record) -> np.ndarray:
     """One clip's rollout as a labelled table (uint8 (H, W, 3)), from an evaluation.PictureRecord.
 
-    Left: a column per frame (context, then each imagined step): the frames, then
-    the true features' RGB (when the heads hold an RGB head: the frames as the head
-    gives them back), PCA, segmentation and depth, then those of the best and the
-    mean imagined futures, and the given labels; heat maps of how much each patch's
-    features change from the frame before (truth and best) and of how much the K
-    samples differ (spread). Right: the samples side by side at the last step.
+    Left: a column per frame (the context t-(c-1) .. t, then each imagined step t+1 ..):
+    the video, then the true features' RGB (when the heads hold an RGB head: the
+    frames as the head gives them back), PCA, segmentation and depth, then those of
+    the best and the mean imagined futures, and the given labels; heat maps of how
+    much each patch's features change from the frame before (truth and best) and of
+    how much the K samples differ (spread). Right: at the last step, the truth beside
+    the samples. Every row and column is labelled in the margins.
     """
     cells = _rollout_cells(record)
     context = record.context
@@ -353,17 +419,16 @@ def rollout_picture(record) -> np.ndarray:
     for name in order:
         imagined = name.split(" ")[0] in ("best", "mean", "sample")
         rows.append([None] * context + cells[name] if imagined else cells[name])
-    col_labels = [f"ctx {t - context + 1}" for t in range(context)] + [f"+{h + 1}" for h in range(steps)]
-    left = image_grid(rows, row_labels=order, col_labels=col_labels)
+    left = image_grid(rows, row_labels=[_row_label(n) for n in order], col_labels=step_labels(context, steps))
 
     samples = [n.split(" PCA")[0] for n in cells if n.startswith("sample") and n.endswith("PCA")]
     if not samples:
         return left
     kinds = [k for k in ("rgb", "PCA", "seg", "depth") if f"{samples[0]} {k}" in cells]
     right = image_grid(
-        [[cells[f"{s} {k}"][-1] for s in samples] for k in kinds],
-        row_labels=[f"+{steps} {k}" for k in kinds],
-        col_labels=samples,
+        [[cells[f"{s} {k}"][-1] for s in ("truth", *samples)] for k in kinds],
+        row_labels=[f"t+{steps}: {_WHAT[k]}" for k in kinds],
+        col_labels=["truth", *samples],
     )
     height = max(left.shape[0], right.shape[0])
     gap = np.full((height, ROLLOUT_CELL // 4, 3), BACKGROUND, np.uint8)
@@ -378,21 +443,197 @@ def _pad_to(image: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def rollout_animation(record) -> list[np.ndarray]:
-    """One clip's rollout as animation frames: each shows one time step, truth beside the best and mean imagined
-    (RGB first when the heads hold an RGB head)."""
+    """One clip's rollout as animation frames: each shows one time step, labelled, the truth beside the best and mean
+    imagined (RGB first when the heads hold an RGB head)."""
     cells = _rollout_cells(record)
     context = record.context
     names = ["frame"] + [n for n in cells if n.split(" ")[0] in ("truth", "best", "mean")]
+    col_labels = ["\n".join(_who_what(n)) for n in names]
+    times = [label.replace("\n", " ") for label in step_labels(context, len(cells["frame"]) - context)]
+    # One left margin for every frame, so they all have one size and nothing is padded on.
+    width = row_label_width(times)
     frames = []
-    for t in range(len(cells["frame"])):
+    for t, time in enumerate(times):
         imagined = t >= context
         # Best and mean exist only for imagined steps, so their lists start at the first imagined frame.
         row = [
             (cells[n][t - context] if imagined else None) if n.startswith(("best", "mean")) else cells[n][t]
             for n in names
         ]
-        label = f"+{t - context + 1} imagined" if imagined else f"context {t + 1}/{context}"
-        frames.append(image_grid([row], row_labels=[label], col_labels=names))
-    # Row labels differ in width; an animation needs one frame size.
-    height, width = max(f.shape[0] for f in frames), max(f.shape[1] for f in frames)
-    return [_pad_to(frame, height, width) for frame in frames]
+        frames.append(image_grid([row], row_labels=[time], col_labels=col_labels, label_width=width))
+    return frames
+
+
+@dataclass
+class Futures:
+    """One clip's context and true future beside K imagined futures, decoded to pictures (`imagine_futures`).
+
+    The true features and the imagined ones go through the same decoding (an RGB head, or a PCA fitted on the
+    true features), so a sample's row differs from the truth's only by what the world model imagined: what the
+    decoding itself loses (an RGB head's patches, PCA's three colours) shows in the truth's row too.
+    """
+
+    video: list[np.ndarray]  # c + S frames uint8 (H, W, 3): the context, then the S true future frames (S <= h)
+    truth: list[np.ndarray]  # the same frames' true features, decoded: uint8 (H', W', 3)
+    samples: list[list[np.ndarray]]  # K imagined futures of h frames each, decoded: uint8 (H', W', 3)
+    seconds: list[float]  # the time of each of the c + h frames, from the last context frame
+    context: int  # c
+    decoding: str  # "RGB head" or "feature PCA"
+    closest: int | None  # the sample nearest the true future (feature loss over its S steps); None when S = 0
+
+
+@torch.no_grad()
+def imagine_futures(
+    world: WorldModel,
+    frames: torch.Tensor,
+    timestamps: torch.Tensor,
+    horizon: int,
+    context: int | None = None,
+    num_samples: int | None = None,
+    heads: TaskHeads | None = None,
+    seed: int = 0,
+) -> Futures:
+    """Imagine K futures of one clip and decode them beside its truth.
+
+    frames uint8 (1, T, 3, H, W) at timestamps (1, T) in seconds (tokenizer.read_clip gives both): the first
+    `context` frames (default T - horizon) are what the world model sees; the frames after them, at most `horizon`,
+    are the true future (none: the futures go beyond the clip). Decoded by `heads.rgb` when given, else by a PCA of
+    the clip's true features. K = `num_samples`, default the world model's own; `seed` fixes them.
+    """
+    if frames.ndim != 5 or frames.shape[0] != 1 or timestamps.shape != frames.shape[:2]:
+        raise InputError(
+            f"one clip: frames (1, T, 3, H, W) with timestamps (1, T), got {tuple(frames.shape)} and "
+            f"{tuple(timestamps.shape)}"
+        )
+    length = frames.shape[1]
+    if horizon < 1:
+        raise InputError(f"horizon must be at least 1, got {horizon}")
+    if context is None:
+        if length <= horizon:
+            raise InputError(
+                f"a clip of {length} frames leaves no context before {horizon} true future frames; read at least "
+                f"{horizon + 1} frames, or pass context={length} to imagine beyond the clip"
+            )
+        context = length - horizon
+    elif not 1 <= context <= length:
+        raise InputError(f"context must be 1 to {length} frames (the clip's length), got {context}")
+    if length - context > horizon:
+        raise InputError(
+            f"the clip holds {length - context} frames after its context of {context}, more than horizon {horizon}: "
+            f"pass horizon={length - context} or a shorter clip"
+        )
+    # The clip's own spacing, over all its frames, so that a one-frame context still knows it.
+    dt = ((timestamps[0, -1] - timestamps[0, 0]) / (length - 1)).item() if length > 1 else None
+    device = next(world.parameters()).device
+    frames = frames.to(device)
+    truth = world.tokenizer.features(frames)[0]  # (T, N, D)
+    futures = world.predict(
+        frames[:, :context],
+        timestamps[:, :context],
+        horizon,
+        num_samples,
+        dt=dt,
+        generator=torch.Generator(device).manual_seed(seed),
+    )
+    imagined = futures["features"][0]  # (K, h, N, D)
+    grid = world.tokenizer.grid(frames)
+    if heads is not None and heads.rgb is not None:
+        decoding = "RGB head"
+
+        def decode(features: torch.Tensor) -> list[np.ndarray]:
+            return list(heads.rgb.render(features.float(), grid).permute(0, 2, 3, 1).cpu().numpy())
+
+    else:
+        decoding = "feature PCA"
+        pca = FeaturePCA.fit(truth)
+        patch = frames.shape[-2] // grid[0]
+
+        def decode(features: torch.Tensor) -> list[np.ndarray]:
+            return list(to_uint8(upscale_nearest(pca.to_rgb(features, grid), patch)))
+
+    known = length - context
+    closest = None
+    if known:
+        closest = int(feature_loss(imagined[:, :known], truth[None, context:]).mean(dim=1).argmin())
+    last = timestamps[0, context - 1].item()
+    seconds = [t - last for t in timestamps[0].tolist()] + [t - last for t in futures["times"][0, known:].tolist()]
+    return Futures(
+        video=list(frames[0].permute(0, 2, 3, 1).cpu().numpy()),
+        truth=decode(truth),
+        samples=[decode(sample) for sample in imagined],
+        seconds=seconds,
+        context=context,
+        decoding=decoding,
+        closest=closest,
+    )
+
+
+def _futures_rows(futures: Futures) -> tuple[list[str], list[list[np.ndarray | None]]]:
+    """Row labels and rows of cells (c + h columns, cells enlarged to about ROLLOUT_CELL): video, truth, samples."""
+    steps = len(futures.samples[0])
+    columns = futures.context + steps
+
+    def row(images: list[np.ndarray], start: int = 0) -> list[np.ndarray | None]:
+        return [None] * start + [_cell(image) for image in images] + [None] * (columns - start - len(images))
+
+    labels = ["video", f"truth: {futures.decoding}"]
+    rows = [row(futures.video), row(futures.truth)]
+    for k, sample in enumerate(futures.samples):
+        labels.append(f"sample {k + 1}: {futures.decoding}" + (", closest" if k == futures.closest else ""))
+        rows.append(row(sample, futures.context))
+    return labels, rows
+
+
+def draw_futures(futures: Futures) -> np.ndarray:
+    """The futures as one labelled table, uint8 (H, W, 3): a column per frame (the context t-(c-1) .. t, then the
+    imagined steps t+1 .. t+h, each with its time), and rows: the video (the context, then the true future where the
+    clip holds it), the truth decoded, then each sample decoded, under the context's columns left blank."""
+    labels, rows = _futures_rows(futures)
+    columns = step_labels(futures.context, len(futures.samples[0]), futures.seconds)
+    return image_grid(rows, row_labels=labels, col_labels=columns)
+
+
+def animate_futures(futures: Futures) -> list[np.ndarray]:
+    """The futures as animation frames, one per time step: the video, the truth and every sample side by side."""
+    labels, rows = _futures_rows(futures)
+    times = [
+        label.replace("\n", ", ")
+        for label in step_labels(futures.context, len(rows[0]) - futures.context, futures.seconds)
+    ]
+    width = row_label_width(times)
+    col_labels = [label.replace(": ", "\n") for label in labels]
+    return [
+        image_grid([[row[t] for row in rows]], row_labels=[time], col_labels=col_labels, label_width=width)
+        for t, time in enumerate(times)
+    ]
+
+
+def futures_picture(
+    world: WorldModel,
+    frames: torch.Tensor,
+    timestamps: torch.Tensor,
+    horizon: int,
+    context: int | None = None,
+    num_samples: int | None = None,
+    heads: TaskHeads | None = None,
+    seed: int = 0,
+    out: str | Path | None = None,
+    animation: str | Path | None = None,
+    fps: float = 2.0,
+) -> np.ndarray:
+    """Context | truth | K imagined futures of one clip in one call: `imagine_futures`, then `draw_futures`.
+
+    Writes the picture to `out` (PNG) and the animation (`animate_futures`) to `animation` (.gif or .mp4) when given;
+    returns the picture, uint8 (H, W, 3). The arguments before them are `imagine_futures`'.
+    """
+    if out is not None and Path(out).suffix.lower() != ".png":
+        raise InputError(f"out {out} must end in .png")
+    if animation is not None and Path(animation).suffix.lower() not in (".gif", ".mp4"):
+        raise InputError(f"animation {animation} must end in .gif or .mp4")
+    futures = imagine_futures(world, frames, timestamps, horizon, context, num_samples, heads, seed)
+    picture = draw_futures(futures)
+    if out is not None:
+        save_png(out, picture)
+    if animation is not None:
+        save_animation(animation, animate_futures(futures), fps=fps)
+    return picture

@@ -11,6 +11,7 @@ from tokenizer.data.config import VideoDataConfig
 from tokenizer.data.frame_folder import FrameFolderReader
 from tokenizer.data.readers import ClipReader, read_planned
 from tokenizer.data.transforms import center_square_box, resize_frames, to_channels_first
+from tokenizer.data.unusable import UnusableSource
 from tokenizer.data.video_file import open_video
 from tokenizer.runtime.errors import InputError
 
@@ -43,7 +44,24 @@ def read_clip(
             f"need num_frames >= 1, frame_size >= 1, stride_s > 0 and start_s >= 0, got {num_frames}, {frame_size}, "
             f"{stride_s}, {start_s}"
         )
-    reader = open_source(path, config or VideoDataConfig())
+    if not Path(path).exists():
+        raise InputError(f"{path} does not exist; give a video file or a folder of frames")
+    try:
+        frames, times = _read_nearest(path, num_frames, stride_s, start_s, config or VideoDataConfig())
+    except UnusableSource as err:
+        # UnusableSource says "skipping" as a dataset does; one clip asked for by name is not skipped but refused.
+        raise InputError(f"cannot read a clip from {path}: {err.reason}") from None
+    top, left, side, _ = center_square_box(*frames.shape[1:3])
+    square = to_channels_first(frames[:, top : top + side, left : left + side])
+    clip = resize_frames(square, frame_size, frame_size)
+    return clip[None], torch.as_tensor(times - times[0], dtype=torch.float32)[None]
+
+
+def _read_nearest(
+    path: str | Path, num_frames: int, stride_s: float, start_s: float, config: VideoDataConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """The frames (T, H, W, 3) nearest to start_s, start_s + stride_s, ... and their timestamps (T,)."""
+    reader = open_source(path, config)
     wanted = start_s + stride_s * np.arange(num_frames)
     if wanted[-1] > reader.timestamps[-1] + stride_s / 2:
         raise InputError(
@@ -53,8 +71,4 @@ def read_clip(
     indices = np.abs(reader.timestamps[None, :] - wanted[:, None]).argmin(1)
     if len(set(indices.tolist())) < num_frames:
         raise InputError(f"{path} has too few frames per second for frames {stride_s} s apart; pass a larger stride_s")
-    frames, times = read_planned(reader, lambda timestamps: indices)
-    top, left, side, _ = center_square_box(*frames.shape[1:3])
-    square = to_channels_first(frames[:, top : top + side, left : left + side])
-    clip = resize_frames(square, frame_size, frame_size)
-    return clip[None], torch.as_tensor(times - times[0], dtype=torch.float32)[None]
+    return read_planned(reader, lambda timestamps: indices)
