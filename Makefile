@@ -46,7 +46,7 @@ $(SWM_VENV)/.installed: pyproject.toml
 test: install swm-install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 	DELTAWORLD_SWM_REQUIRED=1 $(SWM_PY) -m pytest -q tests/test_stable_worldmodel.py
 
 # The whole pipeline on the embedded default: tokenizer, heads, a token cache of 2,048 Shapes training
