@@ -408,6 +408,10 @@ def check_config(cfg: PlanBenchConfig) -> None:
         raise ConfigError(f"eval.budget_methods {unknown}: choose from {', '.join(BUDGET_METHODS)}")
     for spec in cfg.eval.budgets:
         with_budget(cfg.planner, spec)
+    # Before anything is recorded: the task draw refuses these too, but only after the whole build.
+    for name in ("episodes", "goal_offset", "budget"):
+        if getattr(cfg.eval, name) < 1:
+            raise ConfigError(f"eval.{name} must be at least 1, got {getattr(cfg.eval, name)}")
     if not cfg.eval.budget_minutes >= 0:
         raise ConfigError(f"eval.budget_minutes must be 0 or more, got {cfg.eval.budget_minutes}")
     if cfg.record.frame_size < 8 or cfg.record.frame_size % 8:

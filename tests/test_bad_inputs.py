@@ -377,7 +377,9 @@ CASES = [
     ("bench policy keywords", "bench", ["record.policy_kwargs={{step:-5}}"], ["policy"], None, None),
     ("bench more tests", "bench", ["eval.more_tests=[{{tolerance: 0}}]"], ["more_tests[0].tolerance"], None, None),
     ("bench state scale", "bench", ["eval.state_scale=[1.0,1.0,8.0]"], ["eval.state_scale"], None, None),
+    ("bench episodes 0", "bench", ["eval.episodes=0"], ["eval.episodes"], None, None),
     ("diagnosis no run", "diagnosis", [], ["does not exist", "run the plan bench"], None, None),
+    ("diagnosis episodes negative", "diagnosis", ["eval.episodes=-3"], ["eval.episodes"], None, None),
     ("diagnosis no planner", "diagnosis", ["eval.methods=[random]"], ["eval.methods"], None, None),
     ("task draw episodes 0", "draw", ["record.episodes=0"], ["--episodes"], None, None),
 ]
