@@ -90,33 +90,21 @@ class WorldModelTask:
             inputs["readout_inputs"] = {"tokens": tokens, "summaries": summaries, "timestamps": batch["timestamps"]}
         return model(**inputs, generator=generator)
 
-    def val_figures(self, model: nn.Module, batch: dict) -> dict[str, tuple[torch.Tensor, int]]:
-        frames = batch["frames"]
-        generator = torch.Generator(frames.device).manual_seed(self.seed)
-        out = self.world.rollout(
-            frames,
-            batch["timestamps"],
-            self.context,
-            self.horizons[-1],
-            self.num_samples,
-            self._actions(batch),
-            generator,
+    def _rollout(self, batch: dict, actions: torch.Tensor | None) -> dict:
+        """Validation's rollout of a batch, its sampling noise seeded the same whatever the actions."""
+        generator = torch.Generator(batch["frames"].device).manual_seed(self.seed)
+        return self.world.rollout(
+            batch["frames"], batch["timestamps"], self.context, self.horizons[-1], self.num_samples, actions, generator
         )
+
+    def val_figures(self, model: nn.Module, batch: dict) -> dict[str, tuple[torch.Tensor, int]]:
+        frames, actions = batch["frames"], self._actions(batch)
+        out = self._rollout(batch, actions)
         scored = [horizon - 1 for horizon in self.horizons]
         losses = rollout_losses(out["features"][:, :, scored], out["targets"][:, scored], out["context"])
         figures = {name: (value, len(frames)) for name, value in losses.items()}
-        actions = self._actions(batch)
         if actions is not None and len(frames) > 1:  # a lone clip has no other clip's actions to take
-            generator = torch.Generator(frames.device).manual_seed(self.seed)
-            other = self.world.rollout(
-                frames,
-                batch["timestamps"],
-                self.context,
-                self.horizons[-1],
-                self.num_samples,
-                actions.roll(1, dims=0),
-                generator,
-            )
+            other = self._rollout(batch, actions.roll(1, dims=0))
             shuffled = rollout_losses(other["features"][:, :, scored], out["targets"][:, scored], out["context"])
             figures["shuffled_actions_mean_loss"] = (shuffled["world_mean_loss"], len(frames))
         return figures
