@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tokenizer.data import build_video_dataset
+from tokenizer.runtime.devices import worker_start_method
 
 
 def write_videos(folder: Path, count: int, num_frames: int, height: int, width: int, fps: int) -> None:
@@ -57,6 +58,7 @@ def measure(
         # Training hands out ever-growing sample ids; any int >= 0 is a valid item.
         sampler=range(total),
         num_workers=num_workers,
+        multiprocessing_context=worker_start_method(num_workers),
         pin_memory=pin_memory,
         prefetch_factor=prefetch_factor if num_workers > 0 else None,
     )

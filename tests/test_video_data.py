@@ -32,6 +32,7 @@ from tokenizer.data.kitti import KB_CROP_HEIGHT, KB_CROP_WIDTH
 from tokenizer.data.sampling import UNBOUNDED_CLIPS, centered_clip_indices, random_clip_indices, snap_to_frames
 from tokenizer.data.transforms import eval_resize_shape, random_resized_crop_box
 from tokenizer.data.video_file import pyav_available
+from tokenizer.runtime.devices import worker_start_method
 from tokenizer.runtime.errors import ConfigError, DataError
 
 BACKENDS = ["ffmpeg", pytest.param("pyav", marks=pytest.mark.skipif(not pyav_available(), reason="PyAV not installed"))]
@@ -200,7 +201,8 @@ def test_non_train_split_gives_centred_square_clips(video_tree, levels):
 
 def test_clips_batch_through_a_worker(video_tree):
     dataset = build_video_dataset("videos", video_tree, "train", num_frames=2, frame_size=16, seed=0)
-    batch = next(iter(DataLoader(dataset, batch_size=2, num_workers=1)))
+    loader = DataLoader(dataset, batch_size=2, num_workers=1, multiprocessing_context=worker_start_method(1))
+    batch = next(iter(loader))
     assert batch["frames"].shape == (2, 2, 3, 16, 16) and batch["num_skipped"].shape == (2,)
 
 

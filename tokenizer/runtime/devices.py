@@ -1,4 +1,5 @@
-"""Where the launched processes compute: joined into one group on the CPU or the GPUs, and in which precision.
+"""Where the launched processes compute: joined into one group on the CPU or the GPUs, in which precision, and how
+their data-loading workers start.
 
 Both the training engine and the token cache (worldmodel.token_cache) build their Accelerator from these,
 so a command launched alike runs alike; evaluation and benchmarks, which run without an Accelerator, take
@@ -8,6 +9,7 @@ their autocast from `autocast`.
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import os
 
 import torch
@@ -70,3 +72,17 @@ def check_fits_in_memory(nbytes: int, what: str) -> None:
             f"{what} needs at least {nbytes / 2**30:,.1f} GiB, more than the host's {total / 2**30:,.1f} GiB "
             "of memory; lower them"
         )
+
+
+def worker_start_method(num_workers: int) -> str | None:
+    """How a DataLoader starts its `num_workers` worker processes (its `multiprocessing_context`): "forkserver"
+    where the platform has it, None (the default) with no workers or none to choose.
+
+    A forked worker inherits the parent's decoder state mid-use: with PyAV 18.1.1, a worker forked after the parent
+    had decoded a video waited forever for its first frame. forkserver starts each worker from a clean server
+    process, which costs a second or two once per loader (the workers import the project) and needs a picklable
+    dataset, as every source's is.
+    """
+    if num_workers == 0 or "forkserver" not in multiprocessing.get_all_start_methods():
+        return None
+    return "forkserver"

@@ -50,7 +50,13 @@ from tokenizer.runtime.checkpoints import (
     save_checkpoint,
 )
 from tokenizer.runtime.config import flatten, save_config
-from tokenizer.runtime.devices import check_fits_in_memory, launched_on_cpu, mixed_precision, use_threads
+from tokenizer.runtime.devices import (
+    check_fits_in_memory,
+    launched_on_cpu,
+    mixed_precision,
+    use_threads,
+    worker_start_method,
+)
 from tokenizer.runtime.ema import EMA, EMA_FILE
 from tokenizer.runtime.errors import CheckpointError, ConfigError, Interrupted, TrainingError
 from tokenizer.runtime.files import weights_digest
@@ -429,6 +435,7 @@ def _step_loop(
             trained.start_step, cfg.max_steps, procs.accum, cfg.batch_size, procs.rank, procs.world
         ),
         num_workers=cfg.num_workers,
+        multiprocessing_context=worker_start_method(cfg.num_workers),
         pin_memory=accelerator.device.type == "cuda",
         prefetch_factor=4 if cfg.num_workers > 0 else None,
         persistent_workers=cfg.num_workers > 0,
