@@ -8,7 +8,7 @@ TORCH  ?= torch==2.13.0
 PY     := $(VENV)/bin/python
 RUNS   ?= runs
 
-.PHONY: install swm-install test demo bench plan-bench clean
+.PHONY: install swm-install test demo bench plan-bench swm-protocol clean
 
 install: $(VENV)/.installed
 
@@ -73,6 +73,13 @@ bench: install
 PLAN_ENV ?= shapes
 plan-bench: install $(VENV)/.plan-bench-envs
 	$(PY) -m benchmarks.plan_bench --config configs/plan_bench/$(PLAN_ENV).yaml --out $(RUNS)/plan_bench_$(PLAN_ENV)
+
+# stable-worldmodel's own evaluation protocol in its World, from nothing (collect with the harness, tokenizer, token
+# cache, DeltaWorld, World.evaluate): SWM_ENV=tworoom (default) or pusht, i.e. configs/swm_protocol/$(SWM_ENV).yaml;
+# writes $(RUNS)/swm_protocol_$(SWM_ENV)/report.json and report.md.
+SWM_ENV ?= tworoom
+swm-protocol: swm-install
+	$(SWM_PY) -m benchmarks.swm_protocol --config configs/swm_protocol/$(SWM_ENV).yaml --out $(RUNS)/swm_protocol_$(SWM_ENV)
 
 # The envs the plan bench's configs name beyond Gymnasium's own: pygame to draw Pendulum-v1, gym-pusht's PushT.
 $(VENV)/.plan-bench-envs: $(VENV)/.installed

@@ -51,6 +51,7 @@ from envs.planners import MPCAgent, Planner, PlannerConfig, budget_name, with_bu
 from envs.policies import load_policy
 from envs.recording import frame_interval, headless_rendering, record, state_vector
 from tokenizer.data.episodes import EPISODE_GLOB, episode_files, held_out
+from tokenizer.model import TokenizerSource
 from tokenizer.run_config import TokenizerRunConfig
 from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
 from tokenizer.runtime.config import load_config, to_object
@@ -141,21 +142,41 @@ def prepare(cfg: PlanBenchConfig, out: Path, blocks: gr.ActionBlocks, phases: Ph
     if not any(episodes.glob(EPISODE_GLOB)):
         phases.start("action_blocks")
         gr.block_episodes(recorded, episodes, blocks)
-    frames = {"source": "episodes", "root": str(episodes), "frame_size": cfg.record.frame_size}
-    if cfg.tokenizer.checkpoint is not None:  # resolved by main: an existing path or a Hub id
-        tokenizer = cfg.tokenizer.checkpoint
+    sections = {"deltaworld": cfg.deltaworld, "dinoworld": cfg.dinoworld}
+    return train_models(
+        out, episodes, cfg.record.frame_size, cfg.tokenizer, cfg.tokenizer_train, sections, blocks.dim, cfg.seed, phases
+    )
+
+
+def train_models(
+    out: Path,
+    episodes: Path,
+    frame_size: int,
+    tokenizer: TokenizerSource,
+    tokenizer_train: TrainSection,
+    sections: dict[str, TrainSection],
+    action_dim: int,
+    seed: int,
+    phases: Phases,
+) -> dict[str, Path]:
+    """The tokenizer (`tokenizer.checkpoint`, or one trained with `tokenizer_train` on the `episodes` folder's frames
+    into <out>/tokenizer) and each world model of `sections` ("deltaworld" from a token cache of the episodes,
+    "dinoworld" from their frames), taking `action_dim`-D actions, into <out>/<name>; each made only when missing.
+    Returns their final folders (or the tokenizer's checkpoint) by name, "tokenizer" among them."""
+    frames = {"source": "episodes", "root": str(episodes), "frame_size": frame_size}
+    if tokenizer.checkpoint is not None:  # resolved by the caller: an existing path or a Hub id
+        trained = tokenizer.checkpoint
     else:
-        tokenizer = out / "tokenizer" / "final"
-        if not tokenizer.is_dir():
-            section = cfg.tokenizer_train
+        trained = out / "tokenizer" / "final"
+        if not trained.is_dir():
             phases.start("tokenizer")
-            print(f"training the tokenizer ({section.config}) on the episodes into {tokenizer.parent}", flush=True)
-            own = {"output_dir": str(tokenizer.parent), "overwrite": True, "data": frames, "seed": cfg.seed}
-            train_tokenizer(run_config(TokenizerRunConfig, section, own))
-    models = {"tokenizer": tokenizer}
-    source = asdict(replace(cfg.tokenizer, checkpoint=str(tokenizer)))
-    for name in ("deltaworld", "dinoworld"):
-        section: TrainSection = getattr(cfg, name)
+            config = tokenizer_train.config
+            print(f"training the tokenizer ({config}) on the episodes into {trained.parent}", flush=True)
+            own = {"output_dir": str(trained.parent), "overwrite": True, "data": frames, "seed": seed}
+            train_tokenizer(run_config(TokenizerRunConfig, tokenizer_train, own))
+    models = {"tokenizer": trained}
+    source = asdict(replace(tokenizer, checkpoint=str(trained)))
+    for name, section in sections.items():
         models[name] = out / name / "final"
         if models[name].is_dir():
             continue
@@ -164,10 +185,10 @@ def prepare(cfg: PlanBenchConfig, out: Path, blocks: gr.ActionBlocks, phases: Ph
             "overwrite": True,
             "data": dict(frames),
             "tokenizer": source,
-            "seed": cfg.seed,
+            "seed": seed,
         }
         # The block's actions, concatenated, are the model's action, whatever the section's config says.
-        actions = {"model": {"actions": {"dim": blocks.dim}}}
+        actions = {"model": {"actions": {"dim": action_dim}}}
         if name == "deltaworld":
             # DeltaWorld trains on the episodes' tokens, tokenized once (worldmodel.token_cache).
             tokens = out / "tokens"

@@ -210,3 +210,57 @@ def test_the_readmes_lines_plan_in_a_world(tmp_path, monkeypatch):
     monkeypatch.setattr("builtins.print", lambda *args, **kwargs: printed.append(args))
     exec(compile(code, str(block), "exec"), {"__name__": "docs_example"})
     assert printed[-1] == (0.0,) or printed[-1] == (100.0,)  # one episode's success rate, in percent
+
+
+def test_draw_tasks_keeps_held_out_episodes_and_goals_inside_them():
+    from benchmarks.swm_protocol import EvalSection, draw_tasks
+
+    lengths = [40] * 9 + [30, 12]
+    cfg = EvalSection(tasks=8, goal_offset=10, seed=0)
+    episodes, starts, candidates = draw_tasks(lengths, [9, 10], cfg)
+    assert candidates == (30 - 10) + (12 - 10) and len(episodes) == 8
+    assert set(episodes) <= {9, 10} and all(s + 10 < lengths[e] for e, s in zip(episodes, starts))
+    assert len(set(zip(episodes, starts))) == 8  # distinct tasks
+    assert draw_tasks(lengths, [9, 10], cfg) == (episodes, starts, candidates)  # seeded
+    with pytest.raises(ConfigError, match="goal_offset"):
+        draw_tasks(lengths, [10], EvalSection(goal_offset=12))
+
+
+def test_the_protocol_runs_from_nothing(tmp_path, monkeypatch):
+    """Micro models on 32 px TwoRoom: the harness collects, everything trains, World.evaluate scores every method on
+    the same held-out tasks, and the report says so."""
+    import json
+
+    from benchmarks import swm_protocol
+
+    monkeypatch.setenv("STABLEWM_HOME", str(tmp_path / "home"))
+    small = "train.max_steps=2,data.val_clips=2,train.batch_size=2"
+    out = tmp_path / "protocol"
+    args = [
+        "--out",
+        str(out),
+        "collect.episodes=10",
+        "collect.max_steps=30",
+        "collect.policy=random",
+        "frame_size=32",
+        f"tokenizer_train.overrides=[{small},feature_pool=8]",
+        f"deltaworld.overrides=[{small},data.num_frames=4,eval.context=2,cache.num_clips=4]",
+        "eval.tasks=3",
+        "eval.goal_offset=10",
+        "eval.budget=6",
+        "eval.solvers=[4x1/2]",
+        "plan.horizon=2",
+        "plan.receding_horizon=1",
+    ]
+    swm_protocol.main(args)
+    report = json.loads((out / "report.json").read_text())
+    assert report["env"] == "swm/TwoRoom-v1" and report["tasks"] == 3
+    assert set(report["methods"]) == {"deltaworld_token_cem_4x1/2", "random", "zero_action"}
+    for row in report["methods"].values():
+        assert 0 <= row["success_rate"] <= 100 and len(row["successes"]) == 3
+        low, high = row["success_ci95"]
+        assert 0 <= low <= row["success_rate"] <= high <= 100
+    assert all(episode % 10 == 9 for episode in report["task_episodes"])  # held out of training
+    assert (out / "report.md").read_text().count("| deltaworld_token_cem_4x1/2 |") == 1
+    with pytest.raises(ConfigError, match="receding_horizon"):
+        swm_protocol.main([*args, "plan.receding_horizon=3"])

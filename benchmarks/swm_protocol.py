@@ -1,0 +1,369 @@
+"""stable-worldmodel's own evaluation protocol, end to end, with DeltaWorld planning in its `World`.
+
+    .venv-swm/bin/python -m benchmarks.swm_protocol --config configs/swm_protocol/tworoom.yaml [--out DIR] [k=v ...]
+    (make swm-protocol SWM_ENV=tworoom, or pusht; it runs in .venv-swm: make swm-install)
+
+From nothing, each step skipped when its output already exists in `out` (delete the folder to start over):
+`collect.episodes` episodes of `env` recorded by the harness's `World.collect` (folder format, `collect.policy`
+acting) into <out>/collected; the same episodes as ours, every `action_block`-th frame with the block of actions
+between (`envs.stable_worldmodel.convert_dataset`) in <out>/episodes; the tokenizer, the token cache and DeltaWorld
+(`benchmarks.plan_bench.train_models`).
+
+Tasks: `eval.tasks` (episode, start step) pairs drawn from the held-out episodes (every tenth, which training never
+sees), each with its goal `eval.goal_offset` steps later in the same episode. `World.evaluate(dataset=...)` scores
+every method on the same tasks within `eval.budget` env steps, success being the env's own `terminated` (TwoRoom:
+the agent within 16 px of the goal position; PushT: agent and block positions within 20 px together, the block's
+angle within pi/9): DeltaWorld's cost model (`envs.stable_worldmodel.DeltaWorldCost`) under their CEMSolver at each
+of `eval.solvers` (their preset 300x30/30 is "peers"), in their `WorldModelPolicy`, their random policy and the zero
+action. Writes <out>/report.json and <out>/report.md: each method's success rate in percent with a 95 % Wilson
+interval, and its wall seconds."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import gymnasium
+import numpy as np
+import torch
+
+from benchmarks.plan_bench import Phases, in_repo, load_average, train_models
+from benchmarks.plan_config import TrainSection
+from envs.goal_reaching import wilson_interval
+from envs.planners import BUDGETS, PlannerConfig, budget_name, with_budget
+from envs.recording import headless_rendering
+from envs.stable_worldmodel import SWM_STEP_SECONDS, BoxClip, DeltaWorldCost, convert_dataset, import_stable_worldmodel
+from tokenizer.data.episodes import EPISODE_GLOB, episode_files, held_out
+from tokenizer.model import TokenizerSource
+from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
+from tokenizer.runtime.config import to_object
+from tokenizer.runtime.errors import ConfigError
+from tokenizer.runtime.files import atomic_write_text
+from tokenizer.runtime.hub import is_repo_id
+from worldmodel.world import load_world_model
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG = "configs/swm_protocol/tworoom.yaml"
+# What the harness's evaluation sets in each env from the dataset: the start state and the goal state it tests
+# (both envs name them alike; an env without one of the methods is left as reset made it).
+BASELINES = ("random", "zero_action")
+CALLABLES = [
+    {"method": "_set_state", "args": {"state": {"value": "state", "in_dataset": True}}},
+    {"method": "_set_goal_state", "args": {"goal_state": {"value": "goal_state", "in_dataset": True}}},
+]
+
+
+@dataclass
+class CollectSection:
+    episodes: int = 200  # every tenth is held out of training and gives the evaluation's tasks
+    max_steps: int = 100  # env steps per episode at most (an env that terminates ends its episode sooner)
+    num_envs: int = 4  # envs World.collect steps at once
+    # "random" (the harness's RandomPolicy) or "package.module:Class", called with seed= and `policy_kwargs`:
+    # stable_worldmodel.envs.pusht.expert_policy:WeakPolicy, stable_worldmodel.envs.two_room.expert_policy:ExpertPolicy
+    policy: str = "random"
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PlanSection:
+    horizon: int = 5  # world-model steps (blocks of action_block env steps) each plan looks ahead
+    receding_horizon: int = 5  # blocks executed before planning again
+    cost: str = "token"  # token (the readout's summaries), features (decoded features) or auto
+    cost_steps: str = "last"  # score a plan by its last imagined frame (DINO-WM's objective) or by all of them
+    batch_size: int = 10  # envs one CEM solve plans at once
+
+
+@dataclass
+class EvalSection:
+    tasks: int = 50  # (episode, start) pairs, fewer when the held-out episodes hold fewer
+    goal_offset: int = 25  # env steps from the start to the goal in the recording
+    budget: int = 50  # env steps an agent has to reach the goal
+    seed: int = 1000  # draws the tasks
+    # CEM budgets, each "peers" (their 300x30, top 30) or "CANDIDATESxITERATIONS/ELITES"
+    solvers: list[str] = field(default_factory=lambda: ["64x3/8", "peers"])
+    # Policies scored on the same tasks: random (the harness's RandomPolicy), zero_action (what standing still solves)
+    baselines: list[str] = field(default_factory=lambda: list(BASELINES))
+
+
+@dataclass
+class SwmProtocolConfig:
+    env: str = "swm/TwoRoom-v1"  # a stable-worldmodel env id
+    seed: int = 0
+    out: str = "runs/swm_protocol_tworoom"
+    device: str = "cpu"  # where DeltaWorld plans
+    frame_size: int = 64  # World(image_shape=(frame_size, frame_size)): what is recorded and what the models see
+    action_block: int = 5  # env steps per world-model frame (PlanConfig.action_block), the peers' frameskip 5
+    tokenizer: TokenizerSource = field(default_factory=lambda: TokenizerSource(checkpoint=None))
+    tokenizer_train: TrainSection = field(default_factory=lambda: TrainSection(config="configs/tokenizer/tiny.yaml"))
+    collect: CollectSection = field(default_factory=CollectSection)
+    deltaworld: TrainSection = field(default_factory=TrainSection)
+    plan: PlanSection = field(default_factory=PlanSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+
+
+def check_config(cfg: SwmProtocolConfig) -> None:
+    """Refuse what would fail only after collecting and training."""
+    for name, value in (
+        ("collect.episodes", cfg.collect.episodes),
+        ("collect.max_steps", cfg.collect.max_steps),
+        ("collect.num_envs", cfg.collect.num_envs),
+        ("action_block", cfg.action_block),
+        ("plan.horizon", cfg.plan.horizon),
+        ("plan.receding_horizon", cfg.plan.receding_horizon),
+        ("plan.batch_size", cfg.plan.batch_size),
+        ("eval.tasks", cfg.eval.tasks),
+        ("eval.goal_offset", cfg.eval.goal_offset),
+        ("eval.budget", cfg.eval.budget),
+    ):
+        if value < 1:
+            raise ConfigError(f"{name} must be at least 1, got {value}")
+    if cfg.plan.receding_horizon > cfg.plan.horizon:
+        raise ConfigError(
+            f"plan.receding_horizon ({cfg.plan.receding_horizon}) cannot exceed plan.horizon ({cfg.plan.horizon})"
+        )
+    if cfg.frame_size < 8 or cfg.frame_size % 8:
+        raise ConfigError(f"frame_size must be a positive multiple of 8, got {cfg.frame_size}")
+    if cfg.collect.policy != "random" and ":" not in cfg.collect.policy:
+        raise ConfigError(f"collect.policy must be random or package.module:Class, got {cfg.collect.policy!r}")
+    for spec in cfg.eval.solvers:
+        with_budget(PlannerConfig(), spec)  # refuses a malformed budget
+    unknown = [name for name in cfg.eval.baselines if name not in BASELINES]
+    if unknown:
+        raise ConfigError(f"eval.baselines {unknown} are not among {', '.join(BASELINES)}")
+
+
+def make_policy(swm: Any, cfg: CollectSection, seed: int) -> Any:
+    """The collection policy `cfg.policy` names."""
+    if cfg.policy == "random":
+        return swm.policy.RandomPolicy(seed=seed)
+    module, _, name = cfg.policy.partition(":")
+    try:
+        factory = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError) as err:
+        raise ConfigError(f"collect.policy {cfg.policy}: {err}") from None
+    return factory(seed=seed, **dict(cfg.policy_kwargs))
+
+
+def collect(swm: Any, cfg: SwmProtocolConfig, folder: Path) -> None:
+    """`cfg.collect.episodes` episodes recorded by the harness into `folder` (folder format), written beside and
+    renamed when whole, so an interrupted collection is started again rather than trained on."""
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    world = swm.World(
+        cfg.env,
+        num_envs=cfg.collect.num_envs,
+        image_shape=(cfg.frame_size, cfg.frame_size),
+        max_episode_steps=cfg.collect.max_steps,
+    )
+    try:
+        world.set_policy(make_policy(swm, cfg.collect, cfg.seed))
+        world.collect(partial, episodes=cfg.collect.episodes, seed=cfg.seed, format="folder", progress=True)
+    finally:
+        world.close()
+    partial.rename(folder)
+
+
+def draw_tasks(lengths: list[int], held: list[int], cfg: EvalSection) -> tuple[list[int], list[int], int]:
+    """(episodes, start steps, candidates): `cfg.tasks` distinct (held-out episode, start) pairs, seeded, whose goal
+    `goal_offset` steps later is still in the episode; fewer when fewer qualify."""
+    pairs = [(e, s) for e in held for s in range(lengths[e] - cfg.goal_offset)]
+    if not pairs:
+        raise ConfigError(
+            f"no held-out episode is longer than eval.goal_offset ({cfg.goal_offset}) steps: the longest has "
+            f"{max(lengths[e] for e in held)}; collect longer episodes (collect.max_steps) or lower the offset"
+        )
+    rng = np.random.default_rng(cfg.seed)
+    chosen = rng.choice(len(pairs), size=min(cfg.tasks, len(pairs)), replace=False)
+    return [pairs[i][0] for i in chosen], [pairs[i][1] for i in chosen], len(pairs)
+
+
+def evaluate(swm: Any, cfg: SwmProtocolConfig, dataset: Any, tasks: tuple[list[int], list[int]], policy: Any) -> dict:
+    """One method on every task through `World.evaluate(dataset=...)`, one env per task."""
+    episodes, starts = tasks
+    world = swm.World(
+        cfg.env,
+        num_envs=len(episodes),
+        image_shape=(cfg.frame_size, cfg.frame_size),
+        max_episode_steps=cfg.eval.budget + 1,
+    )
+    try:
+        world.set_policy(policy)
+        started = time.perf_counter()
+        result = world.evaluate(
+            dataset=dataset,
+            episodes_idx=episodes,
+            start_steps=starts,
+            goal_offset=cfg.eval.goal_offset,
+            eval_budget=cfg.eval.budget,
+            callables=CALLABLES,
+        )
+        seconds = time.perf_counter() - started
+    finally:
+        world.close()
+    successes = np.asarray(result["episode_successes"], dtype=bool)
+    low, high = wilson_interval(int(successes.sum()), len(successes))
+    return {
+        "success_rate": float(result["success_rate"]),
+        "success_ci95": [100 * low, 100 * high],
+        "successes": successes.astype(int).tolist(),
+        "seconds": seconds,
+        # Envs that succeeded stand still for the rest of the budget and count here.
+        "seconds_per_budget_step": seconds / (len(episodes) * cfg.eval.budget),
+    }
+
+
+def zero_policy(swm: Any) -> Any:
+    """The zero action every step, as a harness policy: the tasks an agent solves by standing still (or by what the
+    env does alone)."""
+
+    class ZeroPolicy(swm.policy.BasePolicy):
+        def get_action(self, info_dict: dict, **kwargs: Any) -> np.ndarray:
+            return np.zeros(self.env.action_space.shape, np.float32)
+
+    return ZeroPolicy()
+
+
+def planning_policy(swm: Any, cfg: SwmProtocolConfig, world_model: Any, action_space: Any, spec: str) -> Any:
+    """DeltaWorld's cost model under their CEMSolver at budget `spec`, in their WorldModelPolicy."""
+    budget = with_budget(PlannerConfig(), spec)
+    cost = DeltaWorldCost(
+        world_model,
+        action_space,
+        dt=cfg.action_block * SWM_STEP_SECONDS,
+        cost=cfg.plan.cost,
+        cost_steps=cfg.plan.cost_steps,
+        seed=cfg.seed,
+    )
+    solver = swm.solver.CEMSolver(
+        cost,
+        batch_size=cfg.plan.batch_size,
+        num_samples=budget.candidates,
+        n_steps=budget.iterations,
+        topk=budget.elites,
+        device=cfg.device,
+        seed=cfg.seed,
+    )
+    config = swm.PlanConfig(
+        horizon=cfg.plan.horizon, receding_horizon=cfg.plan.receding_horizon, action_block=cfg.action_block
+    )
+    return swm.policy.WorldModelPolicy(solver=solver, config=config, process={"action": BoxClip(action_space)})
+
+
+def markdown(report: dict) -> str:
+    lines = [
+        f"# {report['env']}: stable-worldmodel's protocol",
+        "",
+        f"{report['tasks']} tasks (of {report['task_candidates']} held-out (episode, start) pairs), goal offset "
+        f"{report['protocol']['goal_offset']}, budget {report['protocol']['budget']} env steps; "
+        f"{report['collect']['episodes']} episodes collected by {report['collect']['policy']}.",
+        "",
+        "| method | success % | 95 % interval | wall seconds |",
+        "| --- | ---: | --- | ---: |",
+    ]
+    for name, row in report["methods"].items():
+        low, high = row["success_ci95"]
+        lines.append(f"| {name} | {row['success_rate']:.0f} | {low:.0f}-{high:.0f} | {row['seconds']:.1f} |")
+    lines += ["", f"Machine: {report['machine']}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    headless_rendering()
+    flags = {"--out": Flag("out", "folder for the collected data, the models, report.json and report.md")}
+    cfg: SwmProtocolConfig = to_object(
+        parse_run_config(SwmProtocolConfig, __doc__, DEFAULT_CONFIG, argv, flags, str(REPO / DEFAULT_CONFIG))
+    )
+    check_config(cfg)
+    given = cfg.tokenizer.checkpoint
+    if given is not None:
+        if in_repo(given).exists():
+            cfg.tokenizer.checkpoint = str(in_repo(given))
+        elif not is_repo_id(given):
+            raise ConfigError(
+                f"tokenizer.checkpoint {given} does not exist; give a tokenizer folder, file or Hub id, or null to "
+                "train one on the collected episodes"
+            )
+    swm = import_stable_worldmodel()
+    out = Path(cfg.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    # The harness keeps its dataset cache under STABLEWM_HOME (default ~/.stable_worldmodel): the run's own folder.
+    os.environ.setdefault("STABLEWM_HOME", str(out / "stablewm_home"))
+    started, load_before = time.perf_counter(), load_average()
+    phases = Phases()
+    collected, episodes = out / "collected", out / "episodes"
+    if not collected.is_dir():
+        phases.start("collect")
+        print(f"collecting {cfg.collect.episodes} episodes of {cfg.env} ({cfg.collect.policy}) into {collected}")
+        collect(swm, cfg, collected)
+    if not any(episodes.glob(EPISODE_GLOB)):
+        phases.start("convert")
+        convert_dataset(collected, episodes, cfg.env, cfg.action_block, frame_size=cfg.frame_size, overwrite=True)
+    dataset = swm.data.load_dataset(str(collected))
+    with gymnasium.make(cfg.env) as env:  # importing the harness registered its envs
+        action_space = env.action_space
+    action_dim = cfg.action_block * action_space.shape[0]
+    models = train_models(
+        out,
+        episodes,
+        cfg.frame_size,
+        cfg.tokenizer,
+        cfg.tokenizer_train,
+        {"deltaworld": cfg.deltaworld},
+        action_dim,
+        cfg.seed,
+        phases,
+    )
+    prepared = time.perf_counter() - started
+    torch.set_num_threads(min(torch.get_num_threads(), 2))
+    files = episode_files(episodes)
+    held = [files.index(path) for path in held_out(files)]
+    lengths = [int(n) for n in dataset.lengths]
+    task_episodes, task_starts, candidates = draw_tasks(lengths, held, cfg.eval)
+    world_model = load_world_model(models["deltaworld"]).to(cfg.device)
+    methods: dict[str, dict] = {}
+    for spec in cfg.eval.solvers:
+        name = f"deltaworld_token_cem_{budget_name(with_budget(PlannerConfig(), spec))}"
+        print(f"evaluating {name} on {len(task_episodes)} tasks", flush=True)
+        phases.start(f"eval_{name}")
+        policy = planning_policy(swm, cfg, world_model, action_space, spec)
+        methods[name] = evaluate(swm, cfg, dataset, (task_episodes, task_starts), policy)
+    baselines = {"random": lambda: swm.policy.RandomPolicy(seed=cfg.seed), "zero_action": lambda: zero_policy(swm)}
+    for name in cfg.eval.baselines:
+        phases.start(f"eval_{name}")
+        methods[name] = evaluate(swm, cfg, dataset, (task_episodes, task_starts), baselines[name]())
+    phases.stop()
+    report = {
+        "env": cfg.env,
+        "tasks": len(task_episodes),
+        "task_candidates": candidates,
+        "task_episodes": task_episodes,
+        "task_starts": task_starts,
+        "methods": methods,
+        "protocol": {"goal_offset": cfg.eval.goal_offset, "budget": cfg.eval.budget, "seed": cfg.eval.seed},
+        "collect": {**vars(cfg.collect), "policy_kwargs": dict(cfg.collect.policy_kwargs)},
+        "plan": {**vars(cfg.plan), "action_block": cfg.action_block, "solvers": list(cfg.eval.solvers)},
+        "peers_budget": list(BUDGETS["peers"]),
+        "torch_threads": torch.get_num_threads(),
+        "device": cfg.device,
+        "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {platform.machine()}; "
+        f"load average at start {', '.join(f'{x:.1f}' for x in load_before)}, "
+        f"at end {', '.join(f'{x:.1f}' for x in load_average())}",
+        "prepare_seconds": prepared,
+        "phase_seconds": phases.seconds,
+        "total_seconds": time.perf_counter() - started,
+    }
+    atomic_write_text(out / "report.json", json.dumps(report, indent=1) + "\n")
+    atomic_write_text(out / "report.md", markdown(report))
+    print(markdown(report))
+    print(f"report in {out / 'report.json'} and {out / 'report.md'}")
+
+
+if __name__ == "__main__":
+    run_cli(main)
