@@ -32,8 +32,6 @@ Writes <out>/report.json, <out>/report.md and per task set one GIF per method of
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -44,8 +42,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from benchmarks.bench import SCALES, count_flops, planning_step_flops
+from benchmarks.flops import SCALES, count_flops, planning_step_flops
 from benchmarks.plan_config import BUDGET_METHODS, METHODS, TASK_SETS, PlanBenchConfig, TrainSection
+from benchmarks.timing import Phases, load_average, machine_summary
 from envs import goal_reaching as gr
 from envs.planners import MPCAgent, Planner, PlannerConfig, budget_name, with_budget
 from envs.policies import load_policy
@@ -80,23 +79,6 @@ PLANNED = {
 
 def in_repo(path: str) -> Path:
     return Path(path) if Path(path).is_absolute() else REPO / path
-
-
-class Phases:
-    """Wall seconds of each preparation step this run took (steps skipped because their output existed are absent)."""
-
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-        self._name, self._started = "", 0.0
-
-    def start(self, name: str) -> None:
-        self.stop()
-        self._name, self._started = name, time.perf_counter()
-
-    def stop(self) -> None:
-        if self._name:
-            self.seconds[self._name] = time.perf_counter() - self._started
-        self._name = ""
 
 
 def run_config(
@@ -309,15 +291,11 @@ def evaluate(
 
 
 def vitb_flops(cfg: PlanBenchConfig) -> dict:
-    """The same search counted at ViT-B/512 on the meta device (`benchmarks.bench`); it scores every imagined
+    """The same search counted at ViT-B/512 on the meta device (`benchmarks.flops`); it scores every imagined
     step and takes 2-D actions, whatever `planner.cost_steps` and the env say, which the settings record."""
     flops = planning_step_flops(cfg.planner, SCALES["vitb_512"])
     flops["settings"].update({"cost_steps": "all", "action_dim": 2})
     return flops
-
-
-def load_average() -> list[float]:
-    return list(os.getloadavg()) if hasattr(os, "getloadavg") else []
 
 
 def table(methods: dict[str, dict]) -> str:
@@ -723,9 +701,7 @@ def main(argv: list[str] | None = None) -> None:
             "flops_per_planning_step_vitb_512": vitb_flops(cfg),
             "torch_threads": torch.get_num_threads(),
             "device": cfg.device,
-            "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {platform.machine()}; "
-            f"load average at start {', '.join(f'{x:.1f}' for x in load_before)}, "
-            f"at end {', '.join(f'{x:.1f}' for x in load_average())}",
+            "machine": machine_summary(load_before),
             "prepare_seconds": prepared,
             "phase_seconds": phases.seconds,
             "total_seconds": time.perf_counter() - started,

@@ -23,7 +23,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import platform
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -34,8 +33,9 @@ import gymnasium
 import numpy as np
 import torch
 
-from benchmarks.plan_bench import Phases, in_repo, load_average, train_models
+from benchmarks.plan_bench import in_repo, train_models
 from benchmarks.plan_config import TrainSection
+from benchmarks.timing import Phases, load_average, machine_summary
 from envs.goal_reaching import wilson_interval
 from envs.planners import BUDGETS, PlannerConfig, budget_name, with_budget
 from envs.recording import headless_rendering
@@ -352,9 +352,7 @@ def main(argv: list[str] | None = None) -> None:
         "peers_budget": list(BUDGETS["peers"]),
         "torch_threads": torch.get_num_threads(),
         "device": cfg.device,
-        "machine": f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {platform.machine()}; "
-        f"load average at start {', '.join(f'{x:.1f}' for x in load_before)}, "
-        f"at end {', '.join(f'{x:.1f}' for x in load_average())}",
+        "machine": machine_summary(load_before),
         "prepare_seconds": prepared,
         "phase_seconds": phases.seconds,
         "total_seconds": time.perf_counter() - started,

@@ -12,7 +12,12 @@ import pytest
 import torch
 
 from benchmarks import bench
+from benchmarks.flops import SCALES, planning_step_flops, planning_worlds
+from benchmarks.report import SEARCH_LABELS, scale_planning_table
+from benchmarks.speed import SEARCHES, scale_planning
+from benchmarks.timing import FULL, QUICK
 from benchmarks.token_headroom import headroom, optimised_tokens
+from benchmarks.training import TOP_OPS
 from conftest import micro_tokenizer_config, random_frames
 from envs.planners import PlannerConfig
 from tokenizer.model import Tokenizer
@@ -79,12 +84,12 @@ def test_quick_benchmark_reports_every_measurement(tmp_path):
     }
     assert set(report["train_clips_per_s"]) == {"tokenizer_tiny", "world_model_tiny"}
     assert report["settings"]["planning_scale"] == "tiny"
-    assert set(report["planning_tiny"]["seconds_per_planning_step"]) == set(bench.SEARCHES)
+    assert set(report["planning_tiny"]["seconds_per_planning_step"]) == set(SEARCHES)
     assert "| DINOWorld (every patch predicted) |" in (tmp_path / "report.md").read_text()
 
     assert report["train_tokenizer_tiny"]["pooled_step_ms"] > 0  # the step on a FeaturePool's features
     ops = report["train_tokenizer_tiny"]["top_ops"]
-    assert 0 < len(ops) <= bench.TOP_OPS and any(op["op"] == "aten::mm" for op in ops)
+    assert 0 < len(ops) <= TOP_OPS and any(op["op"] == "aten::mm" for op in ops)
     assert all(0 < op["share"] <= 1 and op["calls_per_step"] > 0 for op in ops)
     assert [op["ms_per_step"] for op in ops] == sorted((op["ms_per_step"] for op in ops), reverse=True)
     assert f"| {ops[0]['op']} |" in (tmp_path / "report.md").read_text()
@@ -116,11 +121,11 @@ def test_scale_planning_reports_ratios_of_what_it_measured():
     """At tiny widths: every method is timed, and each figure derives from the timings and FLOP counts the
     section reports (a planning step is `iterations` timed CEM iterations)."""
     planner = PlannerConfig(horizon=2, candidates=4, iterations=2, elites=2, context=3)
-    section = bench.scale_planning("tiny", planner, bench.QUICK, torch.device("cpu"))
+    section = scale_planning("tiny", planner, QUICK, torch.device("cpu"))
 
     seconds, flops = section["seconds_per_planning_step"], section["flops_per_planning_step"]
-    assert set(seconds) == set(flops) == set(section["seconds_per_iteration"]) == set(bench.SEARCHES)
-    for name in bench.SEARCHES:
+    assert set(seconds) == set(flops) == set(section["seconds_per_iteration"]) == set(SEARCHES)
+    for name in SEARCHES:
         times = section["seconds_per_iteration"][name]
         assert len(times) == section["settings"]["repeats"][name] and all(t > 0 for t in times)
         assert seconds[name] == pytest.approx(planner.iterations * statistics.median(times))
@@ -145,7 +150,7 @@ def test_scale_planning_reports_ratios_of_what_it_measured():
     whole = section["deltaworld_token_whole_step"]
     assert whole["over_iterations_times_one"] == pytest.approx(whole["seconds"] / seconds["deltaworld_token"])
     # The same search FLOPs as planning_step_flops counts on its own, and the token cost is the cheapest search.
-    counted = bench.planning_step_flops(planner, bench.SCALES["tiny"])
+    counted = planning_step_flops(planner, SCALES["tiny"])
     assert flops == counted["search"]
     # Taking in a frame with the context's tokens kept, and by restarting from every context frame: DeltaWorld's
     # kept tokens spare the encoder on the context's middle frame; DINOWorld's "tokens" are its features.
@@ -163,16 +168,16 @@ def test_scale_planning_reports_ratios_of_what_it_measured():
         vars(planner),
     )
     assert settings["device"] == "cpu" and settings["dtype"] == "float32"
-    table = "\n".join(bench.scale_planning_table(section))
-    assert all(f"| {label} |" in table for label in bench.SEARCH_LABELS.values())
+    table = "\n".join(scale_planning_table(section))
+    assert all(f"| {label} |" in table for label in SEARCH_LABELS.values())
     assert "Observing (taking in the new frame" in table and "restarting" in table
 
 
 def test_full_run_plans_at_a_vit_s_size():
     """A full run times planning at ViT-S/16 on 224 px frames: 196 patches, and every model 384 wide (built on
     the meta device here, so no weights are made)."""
-    assert bench.FULL.planning_scale == "vits_224"
-    tokenizer, delta, dino, size = bench.planning_worlds(bench.SCALES["vits_224"], "meta")
+    assert FULL.planning_scale == "vits_224"
+    tokenizer, delta, dino, size = planning_worlds(SCALES["vits_224"], "meta")
     assert size == 224 and tokenizer.backbone.grid(size, size) == (14, 14) and tokenizer.dim == 384
     assert tokenizer.config.backbone.num_layers == tokenizer.config.model.num_layers == 12
     for world in (delta, dino):
