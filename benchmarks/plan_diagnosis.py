@@ -39,17 +39,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.plan_bench import (
-    DEFAULT_CONFIG,
-    PLANNED,
-    REPO,
-    check_config,
-    check_env,
-    controller_for,
-    draw_task_sets,
-    success_of,
-)
+from benchmarks.plan_bench import DEFAULT_CONFIG, PLANNED, controller_for
 from benchmarks.plan_config import PlanBenchConfig
+from benchmarks.plan_prepare import REPO
+from benchmarks.plan_tasks import check_config, check_env, draw_task_sets, success_of
 from envs import goal_reaching as gr
 from envs.planners import sequence_costs
 from envs.recording import headless_rendering, state_vector

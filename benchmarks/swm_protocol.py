@@ -7,7 +7,7 @@ From nothing, each step skipped when its output already exists in `out` (delete 
 `collect.episodes` episodes of `env` recorded by the harness's `World.collect` (folder format, `collect.policy`
 acting) into <out>/collected; the same episodes as ours, every `action_block`-th frame with the block of actions
 between (`envs.stable_worldmodel.convert_dataset`) in <out>/episodes; the tokenizer, the token cache and DeltaWorld
-(`benchmarks.plan_bench.train_models`).
+(`benchmarks.plan_prepare.train_models`).
 
 Tasks: `eval.tasks` (episode, start step) pairs drawn from the held-out episodes (every tenth, which training never
 sees), each with its goal `eval.goal_offset` steps later in the same episode. `World.evaluate(dataset=...)` scores
@@ -33,8 +33,8 @@ import gymnasium
 import numpy as np
 import torch
 
-from benchmarks.plan_bench import in_repo, train_models
 from benchmarks.plan_config import TrainSection
+from benchmarks.plan_prepare import in_repo, train_models
 from benchmarks.timing import Phases, load_average, machine_summary
 from envs.goal_reaching import wilson_interval
 from envs.planners import BUDGETS, PlannerConfig, budget_name, with_budget

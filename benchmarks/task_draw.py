@@ -16,16 +16,10 @@ import json
 import tempfile
 from pathlib import Path
 
-from benchmarks.plan_bench import (
-    DEFAULT_CONFIG,
-    REPO,
-    check_config,
-    check_env,
-    needs_acting_draw,
-    record_episodes,
-    success_of,
-)
+from benchmarks.plan_bench import DEFAULT_CONFIG
 from benchmarks.plan_config import PlanBenchConfig
+from benchmarks.plan_prepare import REPO, record_episodes
+from benchmarks.plan_tasks import check_config, check_env, needs_acting_draw, success_of
 from envs import goal_reaching as gr
 from envs.recording import headless_rendering
 from tokenizer.data.episodes import episode_files

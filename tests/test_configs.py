@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.plan_bench import run_config
 from benchmarks.plan_config import PlanBenchConfig, TrainSection
+from benchmarks.plan_prepare import run_config
 from rollout import RolloutRunConfig
 from tokenizer.model import TokenizerSource
 from tokenizer.run_config import TokenizerRunConfig

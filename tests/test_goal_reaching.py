@@ -333,8 +333,9 @@ def test_needs_acting_leaves_out_tasks_solved_without_acting(recorded):
 
 
 def test_the_budget_sweep_reuses_the_planners_row_and_skips_what_does_not_fit(tmp_path):
-    from benchmarks.plan_bench import budget_sweep, plot_budgets
+    from benchmarks.plan_bench import budget_sweep
     from benchmarks.plan_config import PlanBenchConfig
+    from benchmarks.plan_report import plot_budgets
 
     cfg = PlanBenchConfig()
     cfg.planner = PlannerConfig(candidates=64, iterations=3, elites=8)
