@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import REPO
-from tokenizer.runtime import config_docs
 from tokenizer.runtime.config import schema_keys
+from tools import config_docs
 
 REGENERATE = f"regenerate it with `{config_docs.REGENERATE}`"
 
@@ -69,7 +69,7 @@ def test_every_command_is_documented():
                 if node.args and isinstance(node.args[0], ast.Name) and node.args[0].id not in documented:
                     undocumented.append(f"{path.relative_to(REPO)}:{node.lineno} ({node.args[0].id})")
     assert not undocumented, (
-        f"commands missing from tokenizer.runtime.config_docs.COMMANDS: {undocumented}; add them, then {REGENERATE}"
+        f"commands missing from tools.config_docs.COMMANDS: {undocumented}; add them, then {REGENERATE}"
     )
 
 
@@ -143,10 +143,7 @@ def test_check_reports_a_stale_file_in_one_line(tmp_path, monkeypatch, capsys, g
 
 
 def test_importing_the_generator_stays_light():
-    code = (
-        "import sys, tokenizer.runtime.config_docs; print(sorted({'torch', 'transformers', 'omegaconf'} & "
-        "set(sys.modules)))"
-    )
+    code = "import sys, tools.config_docs; print(sorted({'torch', 'transformers', 'omegaconf'} & set(sys.modules)))"
     heavy = subprocess.run(
         [sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True
     ).stdout.strip()

@@ -1,9 +1,9 @@
 """docs/configuration.md, generated from the config dataclasses every command parses.
 
-    python -m tokenizer.runtime.config_docs > docs/configuration.md
-    python -m tokenizer.runtime.config_docs --write      # the same, into the file
-    python -m tokenizer.runtime.config_docs --check      # exit 1 when the file differs from what would be written
-    python -m tokenizer.runtime.config_docs --missing    # the fields whose description is empty
+    python -m tools.config_docs > docs/configuration.md
+    python -m tools.config_docs --write      # the same, into the file
+    python -m tools.config_docs --check      # exit 1 when the file differs from what would be written
+    python -m tools.config_docs --missing    # the fields whose description is empty
 
 A key's description is the comment on its field's line, after the comment lines directly above it
 (a blank line ends that block); a section's is the comment of the field that holds it followed by
@@ -11,8 +11,10 @@ its dataclass's docstring. They are read from the source with `ast` and `tokeniz
 own comments are the one place a key is described: editing them and rerunning `--write` keeps the
 reference in step, and tests/test_config_docs.py fails while it is not.
 
-Importing this module imports nothing heavy; the schemas (and whatever their modules need) are
-imported when the document is built.
+It lives in `tools/`, above every command it documents (the scripts at the repository root and `benchmarks/`
+among them): it imports each command's schema by name, which from a package those commands import would point a
+dependency the wrong way (tests/test_layers.py checks it). Importing this module imports nothing heavy; the
+schemas (and whatever their modules need) are imported when the document is built.
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 OUTPUT = REPO / "docs" / "configuration.md"
-REGENERATE = "python -m tokenizer.runtime.config_docs --write"
+REGENERATE = "python -m tools.config_docs --write"
 # Comments that talk to tools, not to readers.
 TOOL_COMMENTS = ("noqa", "type:", "pragma", "fmt:", "isort:")
 
