@@ -13,16 +13,23 @@ from tokenizer.runtime.cli import run_cli
 ROOT = Path(__file__).resolve().parents[1]
 # Each package may import only those listed before it.
 LAYERS = ["tokenizer", "worldmodel", "envs"]
+# Above every layer: the commands (the scripts at the root, benchmarks/) and tools/, which documents them. They may
+# import any layer; no layer may import them.
+TOP = ["benchmarks", "tools"]
 
 
-def _modules() -> dict[str, Path]:
+def _modules(packages: list[str]) -> dict[str, Path]:
     found = {}
-    for package in LAYERS:
+    for package in packages:
         for path in sorted((ROOT / package).rglob("*.py")):
             parts = path.relative_to(ROOT).with_suffix("").parts
             name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
             found[name] = path
     return found
+
+
+def _scripts() -> dict[str, Path]:
+    return {path.stem: path for path in sorted(ROOT.glob("*.py"))}
 
 
 def _imports(path: Path, known: set[str], module_level_only: bool) -> set[str]:
@@ -38,17 +45,72 @@ def _imports(path: Path, known: set[str], module_level_only: bool) -> set[str]:
     return {name for name in names if name in known}
 
 
-MODULES = _modules()
+def _imports_by_name(source: str, known: set[str]) -> set[str]:
+    """The project modules `source` imports by name at run time, through `importlib.import_module` or `__import__`:
+    a string argument, and, when a call's argument is not a string, every string in the file that names a project
+    module, alone or as "module:attribute" (the name reaches the call through a variable, as a command table
+    holds it)."""
+    nodes = list(ast.walk(ast.parse(source)))
+    calls = [
+        node
+        for node in nodes
+        if isinstance(node, ast.Call)
+        and node.args
+        and getattr(node.func, "attr", getattr(node.func, "id", None)) in ("import_module", "__import__")
+    ]
+    strings = [node.value for node in nodes if isinstance(node, ast.Constant)]
+    named = [call.args[0].value for call in calls if isinstance(call.args[0], ast.Constant)]
+    if any(not isinstance(call.args[0], ast.Constant) for call in calls):
+        named += strings
+    return {value.partition(":")[0] for value in named if isinstance(value, str)} & known
+
+
+MODULES = _modules(LAYERS)
+# Every project module, the top floor's included: what a lower layer must not import, by statement or by name.
+PROJECT = set(MODULES) | set(_modules(TOP)) | set(_scripts())
+
+
+def _layer(name: str) -> int:
+    package = name.split(".")[0]
+    return LAYERS.index(package) if package in LAYERS else len(LAYERS)
+
+
+def _upward(name: str, source: str, path: Path) -> list[str]:
+    """What module `name` (source `source`, at `path`) imports from a layer above its own."""
+    targets = _imports(path, PROJECT, module_level_only=False) | _imports_by_name(source, PROJECT)
+    return [f"{name} imports {target}" for target in sorted(targets) if _layer(target) > _layer(name)]
 
 
 def test_packages_import_only_layers_below_them():
     wrong = []
     for name, path in MODULES.items():
-        layer = LAYERS.index(name.split(".")[0])
-        for target in _imports(path, set(MODULES), module_level_only=False):
-            if LAYERS.index(target.split(".")[0]) > layer:
-                wrong.append(f"{name} imports {target}")
+        wrong += _upward(name, path.read_text(), path)
     assert not wrong, wrong
+
+
+def test_importing_by_name_counts_as_importing(tmp_path):
+    # A module that imports the commands it documents by their names, as a generator of their reference would:
+    # from tokenizer.runtime it reaches up to every layer and the top floor.
+    source = """
+import importlib
+
+COMMANDS = ("rollout:RolloutRunConfig", "benchmarks.bench:BenchRunConfig", "envs.recording:FLAGS")
+
+
+def schema(command):
+    module, _, name = command.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def literal():
+    return importlib.import_module("worldmodel.world"), __import__("tokenizer.model")
+"""
+    path = tmp_path / "config_docs.py"
+    path.write_text(source)
+    assert _upward("tokenizer.runtime.config_docs", source, path) == [
+        f"tokenizer.runtime.config_docs imports {target}"
+        for target in ("benchmarks.bench", "envs.recording", "rollout", "worldmodel.world")
+    ]
 
 
 def test_runtime_imports_nothing_else_of_the_tokenizer():
@@ -57,11 +119,9 @@ def test_runtime_imports_nothing_else_of_the_tokenizer():
     wrong = []
     for name, path in MODULES.items():
         if _in_runtime(name):
-            wrong += [
-                f"{name} imports {target}"
-                for target in _imports(path, set(MODULES), module_level_only=False)
-                if not _in_runtime(target)
-            ]
+            targets = _imports(path, set(MODULES), module_level_only=False)
+            targets |= _imports_by_name(path.read_text(), set(MODULES))
+            wrong += [f"{name} imports {target}" for target in sorted(targets) if not _in_runtime(target)]
     assert not wrong, wrong
 
 
