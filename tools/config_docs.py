@@ -123,6 +123,15 @@ COMMANDS = (
         note="Without `--config` it reads configs/plan_bench/shapes.yaml; `--out DIR` sets `out`.",
     ),
     Command(
+        "benchmarks.swm_protocol",
+        "benchmarks/swm_protocol.py",
+        "python -m benchmarks.swm_protocol [--config FILE] [--out DIR] [key.sub=value ...]",
+        "benchmarks.swm_protocol:SwmProtocolConfig",
+        "configs/swm_protocol/*.yaml",
+        note="It runs where stable-worldmodel imports (.venv-swm, `make swm-install`). Without `--config` it reads "
+        "configs/swm_protocol/tworoom.yaml; `--out DIR` sets `out`.",
+    ),
+    Command(
         "benchmarks.bench",
         "benchmarks/bench.py",
         "python -m benchmarks.bench [--config FILE] [key.sub=value ...] [--flag VALUE ...]",
