@@ -16,7 +16,9 @@ the agent within 16 px of the goal position; PushT: agent and block positions wi
 angle within pi/9): DeltaWorld's cost model (`envs.stable_worldmodel.DeltaWorldCost`) under their CEMSolver at each
 of `eval.solvers` (their preset 300x30/30 is "peers"), in their `WorldModelPolicy`, their random policy and the zero
 action. Writes <out>/report.json and <out>/report.md: each method's success rate in percent with a 95 % Wilson
-interval, and its wall seconds."""
+interval, and its wall seconds; and how the world model ranks the recorded actions that reached each goal among
+random sequences (`recorded_rank`), a bound on what a search in it can find.
+"""
 
 from __future__ import annotations
 
@@ -54,6 +56,7 @@ DEFAULT_CONFIG = "configs/swm_protocol/tworoom.yaml"
 # What the harness's evaluation sets in each env from the dataset: the start state and the goal state it tests
 # (both envs name them alike; an env without one of the methods is left as reset made it).
 BASELINES = ("random", "zero_action")
+RANDOM_SEQUENCES = 63  # recorded_rank's random action sequences per task
 CALLABLES = [
     {"method": "_set_state", "args": {"state": {"value": "state", "in_dataset": True}}},
     {"method": "_set_goal_state", "args": {"goal_state": {"value": "goal_state", "in_dataset": True}}},
@@ -219,6 +222,41 @@ def evaluate(swm: Any, cfg: SwmProtocolConfig, dataset: Any, tasks: tuple[list[i
     }
 
 
+def recorded_rank(
+    cfg: SwmProtocolConfig, dataset: Any, world_model: Any, action_space: Any, tasks: tuple[list[int], list[int]]
+) -> dict[str, float | None]:
+    """Per cost kind (token, features): how the world model ranks the recorded actions that led from each task's
+    start to its goal among RANDOM_SEQUENCES uniform random sequences, all imagined from the start frame and scored
+    against the goal image: the mean share of random sequences it finds costlier. 1 when the model always prefers
+    the way that worked, 0.5 when it cannot tell them apart; what a search can gain from the model is bounded by it.
+
+    It needs the recorded actions to fill one plan (`eval.goal_offset` = `plan.horizon` x `action_block`); None
+    otherwise."""
+    steps = cfg.plan.horizon * cfg.action_block
+    kinds = ("token", "features")
+    if cfg.eval.goal_offset != steps:
+        return dict.fromkeys(kinds)
+    generator = torch.Generator().manual_seed(cfg.eval.seed)
+    low, high = torch.as_tensor(action_space.low), torch.as_tensor(action_space.high)
+    shares: dict[str, list[float]] = {kind: [] for kind in kinds}
+    for episode_index, start in zip(*tasks):
+        episode = dataset.load_episode(episode_index)
+        frames = torch.as_tensor(np.asarray(episode["pixels"]))
+        if frames.shape[-1] != 3:  # the folder and lance readers give channels first
+            frames = frames.permute(0, 2, 3, 1)
+        recorded = torch.as_tensor(np.asarray(episode["action"][start : start + steps]), dtype=torch.float32)
+        random = low + (high - low) * torch.rand(RANDOM_SEQUENCES, steps, low.shape[0], generator=generator)
+        candidates = torch.cat([recorded[None], random]).reshape(1, RANDOM_SEQUENCES + 1, cfg.plan.horizon, -1)
+        views = {"pixels": frames[start][None, None, None], "goal": frames[start + steps][None, None, None]}
+        for kind in kinds:
+            cost = DeltaWorldCost(
+                world_model, action_space, cfg.action_block * SWM_STEP_SECONDS, kind, cfg.plan.cost_steps, cfg.seed
+            )
+            costs = cost.get_cost(dict(views), candidates)[0]
+            shares[kind].append(float((costs[1:] > costs[0]).float().mean()))
+    return {kind: float(np.mean(values)) for kind, values in shares.items()}
+
+
 def zero_policy(swm: Any) -> Any:
     """The zero action every step, as a harness policy: the tasks an agent solves by standing still (or by what the
     env does alone)."""
@@ -270,6 +308,14 @@ def markdown(report: dict) -> str:
     for name, row in report["methods"].items():
         low, high = row["success_ci95"]
         lines.append(f"| {name} | {row['success_rate']:.0f} | {low:.0f}-{high:.0f} | {row['seconds']:.1f} |")
+    ranks = report["recorded_beats_random"]
+    if ranks["token"] is not None:
+        lines += [
+            "",
+            f"The world model ranks the recorded actions from start to goal above {100 * ranks['token']:.0f} % of "
+            f"{RANDOM_SEQUENCES} random sequences with the token cost, {100 * ranks['features']:.0f} % with the "
+            "feature cost (50 %: it cannot tell them apart).",
+        ]
     lines += ["", f"Machine: {report['machine']}.", ""]
     return "\n".join(lines)
 
@@ -338,6 +384,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in cfg.eval.baselines:
         phases.start(f"eval_{name}")
         methods[name] = evaluate(swm, cfg, dataset, (task_episodes, task_starts), baselines[name]())
+    phases.start("recorded_rank")
+    ranks = recorded_rank(cfg, dataset, world_model, action_space, (task_episodes, task_starts))
     phases.stop()
     report = {
         "env": cfg.env,
@@ -346,6 +394,7 @@ def main(argv: list[str] | None = None) -> None:
         "task_episodes": task_episodes,
         "task_starts": task_starts,
         "methods": methods,
+        "recorded_beats_random": ranks,
         "protocol": {"goal_offset": cfg.eval.goal_offset, "budget": cfg.eval.budget, "seed": cfg.eval.seed},
         "collect": {**vars(cfg.collect), "policy_kwargs": dict(cfg.collect.policy_kwargs)},
         "plan": {**vars(cfg.plan), "action_block": cfg.action_block, "solvers": list(cfg.eval.solvers)},

@@ -261,6 +261,8 @@ def test_the_protocol_runs_from_nothing(tmp_path, monkeypatch):
         low, high = row["success_ci95"]
         assert 0 <= low <= row["success_rate"] <= high <= 100
     assert all(episode % 10 == 9 for episode in report["task_episodes"])  # held out of training
+    # The recorded actions from start to goal fill one plan (10 = 2 blocks x 5), so the model ranks them.
+    assert all(0 <= share <= 1 for share in report["recorded_beats_random"].values())
     assert (out / "report.md").read_text().count("| deltaworld_token_cem_4x1/2 |") == 1
     with pytest.raises(ConfigError, match="receding_horizon"):
         swm_protocol.main([*args, "plan.receding_horizon=3"])
