@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> None:
     world_model = load_world_model(models["deltaworld"]).to(cfg.device)
     methods: dict[str, dict] = {}
     for spec in cfg.eval.solvers:
-        name = f"deltaworld_token_cem_{budget_name(with_budget(PlannerConfig(), spec))}"
+        name = f"deltaworld_{cfg.plan.cost}_cem_{budget_name(with_budget(PlannerConfig(), spec))}"
         print(f"evaluating {name} on {len(task_episodes)} tasks", flush=True)
         phases.start(f"eval_{name}")
         policy = planning_policy(swm, cfg, world_model, action_space, spec)
