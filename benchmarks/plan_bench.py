@@ -43,7 +43,7 @@ import torch
 
 from benchmarks.flops import SCALES, count_flops, planning_step_flops
 from benchmarks.plan_config import PlanBenchConfig
-from benchmarks.plan_prepare import REPO, in_repo, prepare
+from benchmarks.plan_prepare import REPO, given_tokenizer, prepare
 from benchmarks.plan_report import budget_table, comparisons, markdown, plot_budgets, table
 from benchmarks.plan_tasks import check_config, check_env, draw_task_sets, success_of
 from benchmarks.timing import Phases, load_average, machine_summary
@@ -52,9 +52,7 @@ from envs.planners import MPCAgent, Planner, PlannerConfig, budget_name, with_bu
 from envs.recording import frame_interval, headless_rendering
 from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
 from tokenizer.runtime.config import to_object
-from tokenizer.runtime.errors import ConfigError
 from tokenizer.runtime.files import atomic_write_text
-from tokenizer.runtime.hub import is_repo_id
 from worldmodel.pictures import save_animation, upscale_nearest
 from worldmodel.world import load_world_model
 
@@ -238,15 +236,7 @@ def main(argv: list[str] | None = None) -> None:
         parse_run_config(PlanBenchConfig, __doc__, DEFAULT_CONFIG, argv, flags, str(REPO / DEFAULT_CONFIG))
     )
     check_config(cfg)
-    given = cfg.tokenizer.checkpoint
-    if given is not None:
-        if in_repo(given).exists():
-            cfg.tokenizer.checkpoint = str(in_repo(given))
-        elif not is_repo_id(given):
-            raise ConfigError(
-                f"tokenizer.checkpoint {given} does not exist; give a tokenizer folder, file or Hub id, or null to "
-                "train one on the recorded episodes"
-            )
+    cfg.tokenizer.checkpoint = given_tokenizer(cfg.tokenizer.checkpoint, "the recorded episodes")
     out = Path(cfg.out).resolve()
     started, load_before = time.perf_counter(), load_average()
     success = success_of(cfg)

@@ -18,6 +18,8 @@ from tokenizer.data.episodes import EPISODE_GLOB, episode_files
 from tokenizer.model import TokenizerSource
 from tokenizer.run_config import TokenizerRunConfig
 from tokenizer.runtime.config import load_config
+from tokenizer.runtime.errors import ConfigError
+from tokenizer.runtime.hub import is_repo_id
 from train_tokenizer import train_tokenizer
 from train_world_model import train_world_model
 from worldmodel.run_config import WorldModelRunConfig
@@ -28,6 +30,19 @@ REPO = Path(__file__).resolve().parents[1]
 
 def in_repo(path: str) -> Path:
     return Path(path) if Path(path).is_absolute() else REPO / path
+
+
+def given_tokenizer(checkpoint: str | None, trained_on: str) -> str | None:
+    """A run's `tokenizer.checkpoint`: an existing path (relative ones from the repository root), a Hub id as it
+    is, or None (the run trains one on `trained_on`); a missing path is a ConfigError naming the way out."""
+    if checkpoint is None or in_repo(checkpoint).exists():
+        return None if checkpoint is None else str(in_repo(checkpoint))
+    if is_repo_id(checkpoint):
+        return checkpoint
+    raise ConfigError(
+        f"tokenizer.checkpoint {checkpoint} does not exist; give a tokenizer folder, file or Hub id, or null to train "
+        f"one on {trained_on}"
+    )
 
 
 def run_config(

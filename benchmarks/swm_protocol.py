@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from benchmarks.plan_config import TrainSection
-from benchmarks.plan_prepare import in_repo, train_models
+from benchmarks.plan_prepare import given_tokenizer, train_models
 from benchmarks.timing import Phases, load_average, machine_summary
 from envs.goal_reaching import wilson_interval
 from envs.planners import BUDGETS, PlannerConfig, budget_name, with_budget
@@ -48,7 +48,6 @@ from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
 from tokenizer.runtime.config import to_object
 from tokenizer.runtime.errors import ConfigError
 from tokenizer.runtime.files import atomic_write_text
-from tokenizer.runtime.hub import is_repo_id
 from worldmodel.world import load_world_model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -327,15 +326,7 @@ def main(argv: list[str] | None = None) -> None:
         parse_run_config(SwmProtocolConfig, __doc__, DEFAULT_CONFIG, argv, flags, str(REPO / DEFAULT_CONFIG))
     )
     check_config(cfg)
-    given = cfg.tokenizer.checkpoint
-    if given is not None:
-        if in_repo(given).exists():
-            cfg.tokenizer.checkpoint = str(in_repo(given))
-        elif not is_repo_id(given):
-            raise ConfigError(
-                f"tokenizer.checkpoint {given} does not exist; give a tokenizer folder, file or Hub id, or null to "
-                "train one on the collected episodes"
-            )
+    cfg.tokenizer.checkpoint = given_tokenizer(cfg.tokenizer.checkpoint, "the collected episodes")
     swm = import_stable_worldmodel()
     out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
