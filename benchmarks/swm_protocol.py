@@ -39,7 +39,8 @@ from benchmarks.plan_config import TrainSection
 from benchmarks.plan_prepare import given_tokenizer, train_models
 from benchmarks.timing import Phases, load_average, machine_summary
 from envs.goal_reaching import wilson_interval
-from envs.planners import BUDGETS, PlannerConfig, budget_name, with_budget
+from envs.goals import COST_KINDS
+from envs.planners import BUDGETS, COST_STEPS, PlannerConfig, budget_name, with_budget
 from envs.recording import headless_rendering
 from envs.stable_worldmodel import SWM_STEP_SECONDS, BoxClip, DeltaWorldCost, convert_dataset, import_stable_worldmodel
 from tokenizer.data.episodes import EPISODE_GLOB, episode_files, held_out
@@ -52,10 +53,10 @@ from worldmodel.world import load_world_model
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = "configs/swm_protocol/tworoom.yaml"
-# What the harness's evaluation sets in each env from the dataset: the start state and the goal state it tests
-# (both envs name them alike; an env without one of the methods is left as reset made it).
 BASELINES = ("random", "zero_action")
 RANDOM_SEQUENCES = 63  # recorded_rank's random action sequences per task
+# What the harness's evaluation sets in each env from the dataset: the start state and the goal state it tests
+# (both envs name them alike; an env without one of the methods is left as reset made it).
 CALLABLES = [
     {"method": "_set_state", "args": {"state": {"value": "state", "in_dataset": True}}},
     {"method": "_set_goal_state", "args": {"goal_state": {"value": "goal_state", "in_dataset": True}}},
@@ -134,6 +135,11 @@ def check_config(cfg: SwmProtocolConfig) -> None:
         raise ConfigError(f"frame_size must be a positive multiple of 8, got {cfg.frame_size}")
     if cfg.collect.policy != "random" and ":" not in cfg.collect.policy:
         raise ConfigError(f"collect.policy must be random or package.module:Class, got {cfg.collect.policy!r}")
+    if cfg.plan.cost not in COST_KINDS or cfg.plan.cost_steps not in COST_STEPS:
+        raise ConfigError(
+            f"plan.cost must be one of {', '.join(COST_KINDS)} and plan.cost_steps one of {', '.join(COST_STEPS)}, got "
+            f"{cfg.plan.cost!r} and {cfg.plan.cost_steps!r}"
+        )
     for spec in cfg.eval.solvers:
         with_budget(PlannerConfig(), spec)  # refuses a malformed budget
     unknown = [name for name in cfg.eval.baselines if name not in BASELINES]

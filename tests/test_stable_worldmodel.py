@@ -266,3 +266,5 @@ def test_the_protocol_runs_from_nothing(tmp_path, monkeypatch):
     assert (out / "report.md").read_text().count("| deltaworld_token_cem_4x1/2 |") == 1
     with pytest.raises(ConfigError, match="receding_horizon"):
         swm_protocol.main([*args, "plan.receding_horizon=3"])
+    with pytest.raises(ConfigError, match="plan.cost must be"):
+        swm_protocol.main([*args, "plan.cost=pixels"])
