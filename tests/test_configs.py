@@ -9,6 +9,7 @@ import pytest
 
 from benchmarks.plan_config import PlanBenchConfig, TrainSection
 from benchmarks.plan_prepare import run_config
+from benchmarks.swm_protocol import SwmProtocolConfig
 from rollout import RolloutRunConfig
 from tokenizer.model import TokenizerSource
 from tokenizer.run_config import TokenizerRunConfig
@@ -24,7 +25,10 @@ SCHEMAS = {
     "heads": HeadsRunConfig,
     "rollout": RolloutRunConfig,
     "plan_bench": PlanBenchConfig,
+    "swm_protocol": SwmProtocolConfig,
 }
+# The bench configs' training sections: each names a config of its own, which loads with the section's overrides.
+SECTIONS = {"tokenizer_train": TokenizerRunConfig, "deltaworld": WorldModelRunConfig, "dinoworld": WorldModelRunConfig}
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((REPO / "configs").glob("*/*.yaml"))
 
@@ -38,6 +42,9 @@ def test_shipped_config_loads(path: Path):
     run = load_config(SCHEMAS[path.parent.name], path, [])
     if "train" in run:
         assert run.output_dir and run.train.max_steps > 0
+    for key, schema in SECTIONS.items():
+        if key in run:
+            load_config(schema, REPO / run[key].config, list(run[key].overrides))
 
 
 @pytest.mark.parametrize("schema", [TokenizerRunConfig, WorldModelRunConfig, HeadsRunConfig, RolloutRunConfig])
