@@ -43,15 +43,14 @@ import torch
 
 from benchmarks.flops import SCALES, count_flops, planning_step_flops
 from benchmarks.plan_config import PlanBenchConfig
-from benchmarks.plan_prepare import REPO, given_tokenizer, prepare
+from benchmarks.plan_prepare import given_tokenizer, parse_bench_config, prepare
 from benchmarks.plan_report import budget_table, comparisons, markdown, plot_budgets, table
 from benchmarks.plan_tasks import check_config, check_env, draw_task_sets, success_of
 from benchmarks.timing import Phases, load_average, machine_summary
 from envs import goal_reaching as gr
 from envs.planners import MPCAgent, Planner, PlannerConfig, budget_name, with_budget
-from envs.recording import frame_interval, headless_rendering
-from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
-from tokenizer.runtime.config import to_object
+from envs.recording import frame_interval
+from tokenizer.runtime.cli import run_cli
 from tokenizer.runtime.files import atomic_write_text
 from worldmodel.pictures import save_animation, upscale_nearest
 from worldmodel.world import load_world_model
@@ -230,10 +229,12 @@ def budget_sweep(
 
 
 def main(argv: list[str] | None = None) -> None:
-    headless_rendering()
-    flags = {"--out": Flag("out", "folder for report.json, report.md, the GIFs and the trained models")}
-    cfg: PlanBenchConfig = to_object(
-        parse_run_config(PlanBenchConfig, __doc__, DEFAULT_CONFIG, argv, flags, str(REPO / DEFAULT_CONFIG))
+    cfg: PlanBenchConfig = parse_bench_config(
+        PlanBenchConfig,
+        __doc__,
+        DEFAULT_CONFIG,
+        argv,
+        "folder for report.json, report.md, the GIFs and the trained models",
     )
     check_config(cfg)
     cfg.tokenizer.checkpoint = given_tokenizer(cfg.tokenizer.checkpoint, "the recorded episodes")

@@ -41,14 +41,13 @@ import torch
 
 from benchmarks.plan_bench import DEFAULT_CONFIG, PLANNED, controller_for
 from benchmarks.plan_config import PlanBenchConfig
-from benchmarks.plan_prepare import REPO
+from benchmarks.plan_prepare import parse_bench_config
 from benchmarks.plan_tasks import check_config, check_env, draw_task_sets, success_of
 from envs import goal_reaching as gr
 from envs.planners import sequence_costs
-from envs.recording import headless_rendering, state_vector
+from envs.recording import state_vector
 from envs.wrappers import frame_tensor
-from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
-from tokenizer.runtime.config import to_object
+from tokenizer.runtime.cli import run_cli
 from tokenizer.runtime.errors import ConfigError
 
 RANDOM_SEQUENCES = 64
@@ -168,10 +167,8 @@ def diagnose(controller: gr.PlanningController, env, task: gr.Task, cfg: PlanBen
 
 
 def main(argv: list[str] | None = None) -> None:
-    headless_rendering()
-    flags = {"--out": Flag("out", "the plan-bench run folder to read")}
-    cfg: PlanBenchConfig = to_object(
-        parse_run_config(PlanBenchConfig, __doc__, DEFAULT_CONFIG, argv, flags, str(REPO / DEFAULT_CONFIG))
+    cfg: PlanBenchConfig = parse_bench_config(
+        PlanBenchConfig, __doc__, DEFAULT_CONFIG, argv, "the plan-bench run folder to read"
     )
     check_config(cfg)
     method = next((m for m in cfg.eval.methods if m in PLANNED), None)

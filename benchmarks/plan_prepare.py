@@ -13,11 +13,12 @@ from omegaconf import DictConfig
 from benchmarks.plan_config import PlanBenchConfig, TrainSection
 from benchmarks.timing import Phases
 from envs import goal_reaching as gr
-from envs.recording import record
+from envs.recording import headless_rendering, record
 from tokenizer.data.episodes import EPISODE_GLOB, episode_files
 from tokenizer.model import TokenizerSource
 from tokenizer.run_config import TokenizerRunConfig
-from tokenizer.runtime.config import load_config
+from tokenizer.runtime.cli import Flag, parse_run_config
+from tokenizer.runtime.config import load_config, to_object
 from tokenizer.runtime.errors import ConfigError
 from tokenizer.runtime.hub import is_repo_id
 from train_tokenizer import train_tokenizer
@@ -30,6 +31,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 def in_repo(path: str) -> Path:
     return Path(path) if Path(path).is_absolute() else REPO / path
+
+
+def parse_bench_config(schema: type, doc: str, default_config: str, argv: list[str] | None, out: str = "") -> Any:
+    """A goal-reaching command's typed config: `--config FILE` (default `default_config`, under the repository),
+    dotted overrides, and `--out DIR` setting `out` when `out` describes it; rendering set up headless first, since
+    every one of them makes the env."""
+    headless_rendering()
+    flags = {"--out": Flag("out", out)} if out else {}
+    return to_object(parse_run_config(schema, doc, default_config, argv, flags, str(REPO / default_config)))
 
 
 def given_tokenizer(checkpoint: str | None, trained_on: str) -> str | None:

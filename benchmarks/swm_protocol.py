@@ -36,22 +36,19 @@ import numpy as np
 import torch
 
 from benchmarks.plan_config import TrainSection
-from benchmarks.plan_prepare import given_tokenizer, train_models
+from benchmarks.plan_prepare import given_tokenizer, parse_bench_config, train_models
 from benchmarks.timing import Phases, load_average, machine_summary
 from envs.goal_reaching import wilson_interval
 from envs.goals import COST_KINDS
 from envs.planners import BUDGETS, COST_STEPS, PlannerConfig, budget_name, with_budget
-from envs.recording import headless_rendering
 from envs.stable_worldmodel import SWM_STEP_SECONDS, BoxClip, DeltaWorldCost, convert_dataset, import_stable_worldmodel
 from tokenizer.data.episodes import EPISODE_GLOB, episode_files, held_out
 from tokenizer.model import TokenizerSource
-from tokenizer.runtime.cli import Flag, parse_run_config, run_cli
-from tokenizer.runtime.config import to_object
+from tokenizer.runtime.cli import run_cli
 from tokenizer.runtime.errors import ConfigError
 from tokenizer.runtime.files import atomic_write_text
 from worldmodel.world import load_world_model
 
-REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIG = "configs/swm_protocol/tworoom.yaml"
 BASELINES = ("random", "zero_action")
 RANDOM_SEQUENCES = 63  # recorded_rank's random action sequences per task
@@ -326,10 +323,12 @@ def markdown(report: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    headless_rendering()
-    flags = {"--out": Flag("out", "folder for the collected data, the models, report.json and report.md")}
-    cfg: SwmProtocolConfig = to_object(
-        parse_run_config(SwmProtocolConfig, __doc__, DEFAULT_CONFIG, argv, flags, str(REPO / DEFAULT_CONFIG))
+    cfg: SwmProtocolConfig = parse_bench_config(
+        SwmProtocolConfig,
+        __doc__,
+        DEFAULT_CONFIG,
+        argv,
+        "folder for the collected data, the models, report.json and report.md",
     )
     check_config(cfg)
     cfg.tokenizer.checkpoint = given_tokenizer(cfg.tokenizer.checkpoint, "the collected episodes")

@@ -18,20 +18,15 @@ from pathlib import Path
 
 from benchmarks.plan_bench import DEFAULT_CONFIG
 from benchmarks.plan_config import PlanBenchConfig
-from benchmarks.plan_prepare import REPO, record_episodes
+from benchmarks.plan_prepare import parse_bench_config, record_episodes
 from benchmarks.plan_tasks import check_config, check_env, needs_acting_draw, success_of
 from envs import goal_reaching as gr
-from envs.recording import headless_rendering
 from tokenizer.data.episodes import episode_files
-from tokenizer.runtime.cli import parse_run_config, run_cli
-from tokenizer.runtime.config import to_object
+from tokenizer.runtime.cli import run_cli
 
 
 def main(argv: list[str] | None = None) -> None:
-    headless_rendering()
-    cfg: PlanBenchConfig = to_object(
-        parse_run_config(PlanBenchConfig, __doc__, DEFAULT_CONFIG, argv, {}, str(REPO / DEFAULT_CONFIG))
-    )
+    cfg: PlanBenchConfig = parse_bench_config(PlanBenchConfig, __doc__, DEFAULT_CONFIG, argv)
     check_config(cfg)
     success = success_of(cfg)
     facts = check_env(cfg, success)
