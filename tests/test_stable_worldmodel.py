@@ -26,7 +26,7 @@ from test_envs import OnTheModelsDevice, micro_world
 from tokenizer.data.episodes import episode_files
 from tokenizer.data.registry import DataConfig, build_dataset
 from tokenizer.model import Tokenizer
-from tokenizer.runtime.errors import ConfigError, InputError
+from tokenizer.runtime.errors import ConfigError, DataError, InputError
 from tokenizer.runtime.files import load_weights
 from worldmodel.objectives import ActionSpace
 
@@ -268,3 +268,9 @@ def test_the_protocol_runs_from_nothing(tmp_path, monkeypatch):
         swm_protocol.main([*args, "plan.receding_horizon=3"])
     with pytest.raises(ConfigError, match="plan.cost must be"):
         swm_protocol.main([*args, "plan.cost=pixels"])
+    # A collection folder the harness cannot read is named, and nothing is written over it.
+    broken = tmp_path / "broken"
+    (broken / "collected").mkdir(parents=True)
+    with pytest.raises(DataError, match="cannot read a dataset at .*collected"):
+        swm_protocol.main([*args[2:], "--out", str(broken)])
+    assert not any((broken / "collected").iterdir()) and not (broken / "report.json").exists()
