@@ -54,23 +54,54 @@ def _tracked_python_files() -> list[Path]:
     return [REPO / name for name in listed]
 
 
+# The functions that turn a command line into a command's typed config; a call whose schema is a parameter of the
+# function around it forwards that parameter (parse_bench_config), and the command is where that function is called.
+COMMAND_PARSERS = {"parse_run_config", "parse_bench_config"}
+
+
+def _command_schemas(tree: ast.AST) -> list[tuple[int, str]]:
+    """(line, schema name) of every call of a command parser in `tree` whose schema is a name of its own."""
+    forwarded = set()
+    for function in ast.walk(tree):
+        if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            params = {arg.arg for arg in function.args.args + function.args.kwonlyargs}
+            for node in ast.walk(function):
+                if isinstance(node, ast.Call) and node.args and getattr(node.args[0], "id", None) in params:
+                    forwarded.add(node)
+    return [
+        (node.lineno, node.args[0].id)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and getattr(node.func, "id", getattr(node.func, "attr", None)) in COMMAND_PARSERS
+        and node.args
+        and isinstance(node.args[0], ast.Name)
+        and node not in forwarded
+    ]
+
+
 def test_every_command_is_documented():
-    """A new command (a call of parse_run_config outside the tests) needs its entry in config_docs.COMMANDS."""
+    """A new command (a call of a command parser outside the tests) needs its entry in config_docs.COMMANDS."""
     documented = {command.schema.partition(":")[2] for command in config_docs.COMMANDS}
     undocumented = []
     for path in _tracked_python_files():
         if path.relative_to(REPO).parts[0] == "tests" or not path.is_file():
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
-            if (
-                isinstance(node, ast.Call)
-                and getattr(node.func, "id", getattr(node.func, "attr", None)) == "parse_run_config"
-            ):
-                if node.args and isinstance(node.args[0], ast.Name) and node.args[0].id not in documented:
-                    undocumented.append(f"{path.relative_to(REPO)}:{node.lineno} ({node.args[0].id})")
+        for line, schema in _command_schemas(ast.parse(path.read_text())):
+            if schema not in documented:
+                undocumented.append(f"{path.relative_to(REPO)}:{line} ({schema})")
     assert not undocumented, (
         f"commands missing from tools.config_docs.COMMANDS: {undocumented}; add them, then {REGENERATE}"
     )
+
+
+def test_a_command_behind_a_wrapper_is_still_found():
+    """The check sees through a wrapper that forwards its schema, and still names an undocumented command."""
+    tree = ast.parse(
+        "def parse_bench_config(schema, doc):\n"
+        "    return parse_run_config(schema, doc)\n"
+        "cfg = parse_bench_config(NewBenchConfig, __doc__)\n"
+    )
+    assert _command_schemas(tree) == [(3, "NewBenchConfig")]
 
 
 def test_every_shipped_config_is_listed(generated):
