@@ -15,9 +15,11 @@ every method on the same tasks within `eval.budget` env steps, success being the
 the agent within 16 px of the goal position; PushT: agent and block positions within 20 px together, the block's
 angle within pi/9): DeltaWorld's cost model (`envs.stable_worldmodel.DeltaWorldCost`) under their CEMSolver at each
 of `eval.solvers` (their preset 300x30/30 is "peers"), in their `WorldModelPolicy`, their random policy and the zero
-action. Writes <out>/report.json and <out>/report.md: each method's success rate in percent with a 95 % Wilson
-interval, and its wall seconds; and how the world model ranks the recorded actions that reached each goal among
-random sequences (`recorded_rank`), a bound on what a search in it can find.
+action. At each of `eval.perfect_model`'s budgets the same search and cost plan with the env itself in place of the
+world model (`PerfectModelCost`): what the cost lets a search find when imagination is exact, so a shortfall reads
+as the model's or the cost's. Writes <out>/report.json and <out>/report.md: each method's success rate in percent
+with a 95 % Wilson interval, and its wall seconds; and how the world model ranks the recorded actions that reached
+each goal among random sequences (`recorded_rank`), a bound on what a search in it can find.
 """
 
 from __future__ import annotations
@@ -34,12 +36,13 @@ from typing import Any
 import gymnasium
 import numpy as np
 import torch
+from PIL import Image
 
 from benchmarks.plan_config import TrainSection
 from benchmarks.plan_prepare import given_tokenizer, parse_bench_config, train_models
 from benchmarks.timing import Phases, load_average, machine_summary
 from envs.goal_reaching import wilson_interval
-from envs.goals import COST_KINDS
+from envs.goals import COST_KINDS, check_cost_blur, goal_cost_of_features
 from envs.planners import BUDGETS, COST_STEPS, PlannerConfig, budget_name, with_budget
 from envs.stable_worldmodel import SWM_STEP_SECONDS, BoxClip, DeltaWorldCost, convert_dataset, import_stable_worldmodel
 from tokenizer.data.episodes import EPISODE_GLOB, episode_files, held_out
@@ -77,6 +80,8 @@ class PlanSection:
     receding_horizon: int = 5  # blocks executed before planning again
     cost: str = "token"  # token (the readout's summaries), features (decoded features) or auto
     cost_steps: str = "last"  # score a plan by its last imagined frame (DINO-WM's objective) or by all of them
+    # Both maps smoothed by a Gaussian of this std in backbone patches before they are compared (envs.goals), 0: none
+    cost_blur: float = 0.0
     batch_size: int = 10  # envs one CEM solve plans at once
 
 
@@ -90,6 +95,9 @@ class EvalSection:
     solvers: list[str] = field(default_factory=lambda: ["64x3/8", "peers"])
     # Policies scored on the same tasks: random (the harness's RandomPolicy), zero_action (what standing still solves)
     baselines: list[str] = field(default_factory=lambda: list(BASELINES))
+    # CEM budgets at which the same search and cost also plan with the env itself as the model (PerfectModelCost);
+    # each plays every candidate in the env, so keep them small
+    perfect_model: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -137,7 +145,8 @@ def check_config(cfg: SwmProtocolConfig) -> None:
             f"plan.cost must be one of {', '.join(COST_KINDS)} and plan.cost_steps one of {', '.join(COST_STEPS)}, got "
             f"{cfg.plan.cost!r} and {cfg.plan.cost_steps!r}"
         )
-    for spec in cfg.eval.solvers:
+    check_cost_blur(cfg.plan.cost_blur)
+    for spec in [*cfg.eval.solvers, *cfg.eval.perfect_model]:
         with_budget(PlannerConfig(), spec)  # refuses a malformed budget
     unknown = [name for name in cfg.eval.baselines if name not in BASELINES]
     if unknown:
@@ -252,7 +261,13 @@ def recorded_rank(
         views = {"pixels": frames[start][None, None, None], "goal": frames[start + steps][None, None, None]}
         for kind in kinds:
             cost = DeltaWorldCost(
-                world_model, action_space, cfg.action_block * SWM_STEP_SECONDS, kind, cfg.plan.cost_steps, cfg.seed
+                world_model,
+                action_space,
+                cfg.action_block * SWM_STEP_SECONDS,
+                kind,
+                cfg.plan.cost_steps,
+                cfg.seed,
+                cfg.plan.cost_blur,
             )
             costs = cost.get_cost(dict(views), candidates)[0]
             shares[kind].append(float((costs[1:] > costs[0]).float().mean()))
@@ -270,17 +285,55 @@ def zero_policy(swm: Any) -> Any:
     return ZeroPolicy()
 
 
-def planning_policy(swm: Any, cfg: SwmProtocolConfig, world_model: Any, action_space: Any, spec: str) -> Any:
-    """DeltaWorld's cost model under their CEMSolver at budget `spec`, in their WorldModelPolicy."""
+class PerfectModelCost:
+    """A stable-worldmodel cost model that imagines nothing: every candidate is played in a copy of the env from the
+    state the harness passes (`info_dict["state"]`, set with the env's `_set_state` as the protocol sets its start),
+    and the frames the env renders after each block, resized to `frame_size` as the harness resizes them (PIL,
+    bilinear), are scored against the goal image by the world model's goal cost on their true features (the token
+    cost on their pooled summaries, which the readout learns to give). A planner with it has an exact world model:
+    what it reaches is what the cost and the search allow."""
+
+    def __init__(self, cfg: SwmProtocolConfig, world_model: Any, action_space: Any):
+        self.cfg, self.world = cfg, world_model
+        self.low, self.high = np.asarray(action_space.low), np.asarray(action_space.high)
+        self.env = gymnasium.make(cfg.env).unwrapped
+        self.env.reset(seed=cfg.seed)
+
+    def frames(self, state: np.ndarray, plan: np.ndarray) -> torch.Tensor:
+        """One candidate (horizon, action_block * A) played from `state` -> the frames the cost scores
+        (scored blocks, 3, frame_size, frame_size) uint8: after every block, or after the last alone
+        (`plan.cost_steps`; rendering is most of the time this takes)."""
+        self.env._set_state(state)
+        size, frames = (self.cfg.frame_size, self.cfg.frame_size), []
+        blocks = plan.reshape(plan.shape[0], self.cfg.action_block, -1)
+        for index, block in enumerate(blocks):
+            for action in np.clip(block, self.low, self.high):
+                self.env.step(action)
+            if self.cfg.plan.cost_steps == "all" or index == len(blocks) - 1:
+                frames.append(np.asarray(Image.fromarray(self.env.render()).resize(size, Image.BILINEAR)))
+        return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
+
+    @torch.no_grad()
+    def get_cost(self, info_dict: dict, action_candidates: torch.Tensor) -> torch.Tensor:
+        """Candidates (B, S, horizon, action_block * A) in env units -> costs (B, S), lower is better."""
+        tokenizer, plan = self.world.tokenizer, self.cfg.plan
+        costs = torch.empty(action_candidates.shape[:2])
+        for env_index, plans in enumerate(action_candidates.cpu().numpy()):
+            goal = torch.as_tensor(np.asarray(info_dict["goal"][env_index, :1, -1:])).permute(0, 1, 4, 2, 3)
+            grid = tokenizer.grid(goal)
+            step_cost = goal_cost_of_features(
+                self.world, tokenizer.features(goal)[0, 0], grid, plan.cost, plan.cost_blur
+            )
+            state = np.asarray(info_dict["state"][env_index, 0, -1])
+            frames = torch.stack([self.frames(state, candidate) for candidate in plans])  # (S, scored, 3, h, w)
+            features = tokenizer.features(frames.flatten(0, 1)[:, None])[:, 0]
+            costs[env_index] = step_cost.of_features(self.world, features, grid).view(len(plans), -1).mean(1)
+        return costs.to(action_candidates.device)
+
+
+def cem_policy(swm: Any, cfg: SwmProtocolConfig, cost: Any, action_space: Any, spec: str) -> Any:
+    """A cost model under their CEMSolver at budget `spec`, in their WorldModelPolicy."""
     budget = with_budget(PlannerConfig(), spec)
-    cost = DeltaWorldCost(
-        world_model,
-        action_space,
-        dt=cfg.action_block * SWM_STEP_SECONDS,
-        cost=cfg.plan.cost,
-        cost_steps=cfg.plan.cost_steps,
-        seed=cfg.seed,
-    )
     solver = swm.solver.CEMSolver(
         cost,
         batch_size=cfg.plan.batch_size,
@@ -310,6 +363,9 @@ def markdown(report: dict) -> str:
     for name, row in report["methods"].items():
         low, high = row["success_ci95"]
         lines.append(f"| {name} | {row['success_rate']:.0f} | {low:.0f}-{high:.0f} | {row['seconds']:.1f} |")
+    lines += ["", f"Goal cost: {report['plan']['cost']}, maps blurred by {report['plan']['cost_blur']} patches."]
+    if any(name.startswith("perfect_model_") for name in report["methods"]):
+        lines[-1] += " perfect_model rows: the same search and cost with the env itself as the world model."
     ranks = report["recorded_beats_random"]
     if ranks["token"] is not None:
         lines += [
@@ -374,7 +430,22 @@ def main(argv: list[str] | None = None) -> None:
         name = f"deltaworld_{cfg.plan.cost}_cem_{budget_name(with_budget(PlannerConfig(), spec))}"
         print(f"evaluating {name} on {len(task_episodes)} tasks", flush=True)
         phases.start(f"eval_{name}")
-        policy = planning_policy(swm, cfg, world_model, action_space, spec)
+        cost = DeltaWorldCost(
+            world_model,
+            action_space,
+            cfg.action_block * SWM_STEP_SECONDS,
+            cfg.plan.cost,
+            cfg.plan.cost_steps,
+            cfg.seed,
+            cfg.plan.cost_blur,
+        )
+        policy = cem_policy(swm, cfg, cost, action_space, spec)
+        methods[name] = evaluate(swm, cfg, dataset, (task_episodes, task_starts), policy)
+    for spec in cfg.eval.perfect_model:
+        name = f"perfect_model_{cfg.plan.cost}_cem_{budget_name(with_budget(PlannerConfig(), spec))}"
+        print(f"evaluating {name} on {len(task_episodes)} tasks", flush=True)
+        phases.start(f"eval_{name}")
+        policy = cem_policy(swm, cfg, PerfectModelCost(cfg, world_model, action_space), action_space, spec)
         methods[name] = evaluate(swm, cfg, dataset, (task_episodes, task_starts), policy)
     baselines = {"random": lambda: swm.policy.RandomPolicy(seed=cfg.seed), "zero_action": lambda: zero_policy(swm)}
     for name in cfg.eval.baselines:

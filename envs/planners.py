@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from envs.goals import StepCost, as_step_cost, check_cost_kind, goal_cost
+from envs.goals import StepCost, as_step_cost, check_cost_blur, check_cost_kind, goal_cost
 from envs.wrappers import frame_tensor, model_device
 from tokenizer.runtime.errors import ConfigError, InputError
 from worldmodel.world import Dream, WorldModel
@@ -43,6 +43,9 @@ class PlannerConfig:
     # all: a candidate's cost is the mean step cost over its imagined steps; last: the final step's alone (DINO-WM's
     # objective: end at the goal), which also scores each candidate once instead of `horizon` times.
     cost_steps: str = "all"
+    # A goal cost's maps smoothed by a Gaussian of this std in backbone patches before they are compared, so a near
+    # miss costs less than a far one (envs.goals); 0: compared as they are.
+    cost_blur: float = 0.0
     context: int = 4  # real frames the imagination starts from
     # Planned steps applied before planning again (`MPCAgent.plan_steps`); null = the whole horizon, as DINO-WM's,
     # PLDM's and LeWM's evaluations apply (their horizon is 5). `MPCAgent.act` always applies one.
@@ -53,6 +56,7 @@ class PlannerConfig:
             raise ConfigError(f"planner.kind {self.kind!r} is not one of cem, mppi")
         if self.cost_steps not in COST_STEPS:
             raise ConfigError(f"planner.cost_steps {self.cost_steps!r} is not one of {', '.join(COST_STEPS)}")
+        check_cost_blur(self.cost_blur)
         for name in ("horizon", "candidates", "iterations", "elites", "context"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"planner.{name} must be at least 1, got {getattr(self, name)}")
@@ -288,11 +292,12 @@ class MPCAgent:
         self._plan: torch.Tensor | None = None
 
     def reset(self, goal_frame: np.ndarray | None = None) -> None:
-        """Forget the past frames and plan; a goal image (H, W, 3) sets the cost to reaching it (`cost_kind`)."""
+        """Forget the past frames and plan; a goal image (H, W, 3) sets the cost to reaching it (`cost_kind`,
+        smoothed by the planner's `cost_blur`)."""
         self.frames.clear()
         self._plan = None
         if goal_frame is not None:
-            self.cost = goal_cost(self.world, goal_frame, self.cost_kind)
+            self.cost = goal_cost(self.world, goal_frame, self.cost_kind, self.planner.config.cost_blur)
 
     @torch.no_grad()
     def observe(self, frame: np.ndarray) -> None:

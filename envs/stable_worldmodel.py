@@ -31,7 +31,7 @@ import torch
 from torch import nn
 
 from envs.goal_reaching import ActionBlocks, block_episode
-from envs.goals import COST_KINDS, goal_cost_of_features
+from envs.goals import COST_KINDS, check_cost_blur, goal_cost_of_features
 from envs.planners import COST_STEPS, sequence_costs
 from envs.recording import square_frames
 from tokenizer.data.episodes import episode_path
@@ -88,6 +88,7 @@ class DeltaWorldCost(nn.Module):
     `cost`: "token" (the readout's summaries of imagined frames against the goal's, nothing decoded), "features"
     (every imagined frame decoded and compared patch by patch) or "auto" (token when the model has a readout).
     `cost_steps`: "all" scores the mean over imagined steps, "last" the final one (DINO-WM's and LeWM's objective).
+    `cost_blur`: both maps smoothed by a Gaussian of that std in backbone patches first (envs.goals), 0 for none.
     Every tensor is made on the world model's device; costs return on the candidates' device.
     """
 
@@ -99,6 +100,7 @@ class DeltaWorldCost(nn.Module):
         cost: str = "auto",
         cost_steps: str = "all",
         seed: int = 0,
+        cost_blur: float = 0.0,
     ):
         super().__init__()
         if not world.action_conditioned or not world.config.actions.dim:
@@ -122,6 +124,7 @@ class DeltaWorldCost(nn.Module):
             raise ConfigError(f"dt, the seconds between the model's frames, must be positive, got {dt}")
         self.world = world.eval()
         self.dt, self.cost, self.cost_steps, self.seed = dt, cost, cost_steps, seed
+        self.cost_blur = check_cost_blur(cost_blur)
         self.action_block = world.config.actions.dim // low.shape[0]
         # Buffers move with the model (`.to(device)`), so the box is always on the model's device.
         self.register_buffer("low", torch.from_numpy(low), persistent=False)
@@ -167,7 +170,9 @@ class DeltaWorldCost(nn.Module):
         timestamps = torch.arange(context.shape[1], device=self.device, dtype=torch.float32) * self.dt
         dream = self.world.start(context, timestamps.expand(context.shape[0], -1), samples)
         goal_features = self.world.tokenizer.features(goal)[:, 0].repeat_interleave(samples, 0)
-        step_cost = goal_cost_of_features(self.world, goal_features, self.world.tokenizer.grid(goal), self.cost)
+        step_cost = goal_cost_of_features(
+            self.world, goal_features, self.world.tokenizer.grid(goal), self.cost, self.cost_blur
+        )
         info_dict[START_KEY] = (dream, step_cost)
 
     def criterion(self, info_dict: dict, action_candidates: torch.Tensor) -> torch.Tensor:

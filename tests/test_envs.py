@@ -12,7 +12,7 @@ from torch.overrides import TorchFunctionMode
 import envs
 from conftest import micro_predictor_config, micro_tokenizer_config
 from envs.dream import DreamEnv
-from envs.goals import FeatureGoalCost, TokenGoalCost, feature_distance, goal_cost
+from envs.goals import Blur, FeatureGoalCost, TokenGoalCost, feature_distance, goal_cost
 from envs.planners import MPCAgent, Planner, PlannerConfig, sequence_costs
 from envs.recording import main as record_main
 from envs.recording import record
@@ -466,6 +466,52 @@ def test_token_cost_never_decodes(tokenizer, monkeypatch):
     assert isinstance(agent.cost, TokenGoalCost) and agent.act(frames[0]).shape == (2,)
     with pytest.raises(AssertionError, match="decoded"):
         sequence_costs(world, dream, torch.zeros(4, 1, 2), 0.1, goal_cost(world, goal, "features"), None)
+
+
+def test_a_blurred_cost_counts_a_near_miss_below_a_far_one():
+    """On raw maps an object one patch from its goal place costs what one across the frame costs; smoothed maps
+    (cost_blur) order them by distance, and a blur of 0 is the raw cost."""
+    grid, dim = (8, 8), 3
+
+    def frame_with_object_at(row: int, col: int) -> torch.Tensor:
+        features = torch.zeros(grid[0] * grid[1], dim)
+        features[row * grid[1] + col] = torch.tensor([1.0, -2.0, 0.5])
+        return features
+
+    goal = frame_with_object_at(2, 2)
+    imagined = torch.stack([frame_with_object_at(2, 3), frame_with_object_at(6, 7), goal])
+    raw = FeatureGoalCost(goal).of_features(None, imagined, grid)
+    assert raw[0] == raw[1] > raw[2] == 0
+    assert torch.equal(FeatureGoalCost(goal, Blur(grid, (0.0, 0.0))).of_features(None, imagined, grid), raw)
+    blurred = FeatureGoalCost(goal, Blur(grid, (1.0, 1.0))).of_features(None, imagined, grid)
+    assert blurred[2] == 0 < blurred[0] < blurred[1]
+
+
+def test_cost_blur_reaches_both_costs_in_their_own_cells(tokenizer):
+    """A blur in backbone patches smooths the patch maps by that much and the readout's coarser summary cells by
+    the same distance in cells; a negative or NaN blur is refused."""
+    world = micro_world(tokenizer, readout=True)  # 4x4 patches, 2x2 summary cells
+    goal = shapes_frames(1)[1]
+    feature_cost = goal_cost(world, goal, "features", blur=2.0)
+    token_cost = goal_cost(world, goal, "token", blur=2.0)
+    assert feature_cost.blur.sigma == (2.0, 2.0) and token_cost.blur.sigma == (1.0, 1.0)
+    assert not torch.equal(token_cost.goal, goal_cost(world, goal, "token").goal)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ConfigError, match="cost_blur"):
+            goal_cost(world, goal, blur=bad)
+        with pytest.raises(ConfigError, match="cost_blur"):
+            PlannerConfig(cost_blur=bad).validate()
+    agent = MPCAgent(
+        world,
+        Planner(
+            PlannerConfig(horizon=2, candidates=4, iterations=1, elites=2, context=1, cost_blur=2.0),
+            -np.ones(2),
+            np.ones(2),
+        ),
+        dt=0.1,
+    )
+    agent.reset(goal)
+    assert agent.cost.blur.sigma == (1.0, 1.0)
 
 
 def test_readout_is_saved_and_optional_when_loading(tokenizer, tmp_path):

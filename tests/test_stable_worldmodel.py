@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 
+import gymnasium
 import numpy as np
 import pytest
 import torch
@@ -251,11 +252,19 @@ def test_the_protocol_runs_from_nothing(tmp_path, monkeypatch):
         "eval.solvers=[4x1/2]",
         "plan.horizon=2",
         "plan.receding_horizon=1",
+        "plan.cost_blur=1.0",
+        "eval.perfect_model=[4x1/2]",
     ]
     swm_protocol.main(args)
     report = json.loads((out / "report.json").read_text())
     assert report["env"] == "swm/TwoRoom-v1" and report["tasks"] == 3
-    assert set(report["methods"]) == {"deltaworld_token_cem_4x1/2", "random", "zero_action"}
+    assert set(report["methods"]) == {
+        "deltaworld_token_cem_4x1/2",
+        "perfect_model_token_cem_4x1/2",
+        "random",
+        "zero_action",
+    }
+    assert report["plan"]["cost_blur"] == 1.0
     for row in report["methods"].values():
         assert 0 <= row["success_rate"] <= 100 and len(row["successes"]) == 3
         low, high = row["success_ci95"]
@@ -268,9 +277,37 @@ def test_the_protocol_runs_from_nothing(tmp_path, monkeypatch):
         swm_protocol.main([*args, "plan.receding_horizon=3"])
     with pytest.raises(ConfigError, match="plan.cost must be"):
         swm_protocol.main([*args, "plan.cost=pixels"])
+    with pytest.raises(ConfigError, match="cost_blur"):
+        swm_protocol.main([*args, "plan.cost_blur=-1"])
+    with pytest.raises(ConfigError, match="budget"):
+        swm_protocol.main([*args, "eval.perfect_model=[many]"])
     # A collection folder the harness cannot read is named, and nothing is written over it.
     broken = tmp_path / "broken"
     (broken / "collected").mkdir(parents=True)
     with pytest.raises(DataError, match="cannot read a dataset at .*collected"):
         swm_protocol.main([*args[2:], "--out", str(broken)])
     assert not any((broken / "collected").iterdir()) and not (broken / "report.json").exists()
+
+
+@pytest.mark.parametrize("cost", ["token", "features"])
+def test_the_perfect_model_plays_each_candidate_in_the_env(world_model, cost):
+    """PerfectModelCost scores what the env renders: a candidate that ends where the goal image was taken costs
+    nothing, whatever the world model would imagine, and every other one costs more."""
+    from PIL import Image
+
+    from benchmarks.swm_protocol import PerfectModelCost, SwmProtocolConfig
+
+    cfg = SwmProtocolConfig(env="swm/TwoRoom-v1", frame_size=SIZE, action_block=BLOCK)
+    cfg.plan.cost, cfg.plan.horizon = cost, 2
+    env = gymnasium.make(cfg.env).unwrapped
+    env.reset(seed=0)
+    start = np.asarray(env.agent_position, np.float32)
+    plans = torch.rand(3, 2, BLOCK * 2, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    plans[0] = 1.0  # the way to the goal: down and right at full speed
+    for action in plans[0].reshape(-1, 2).numpy():
+        env.step(action)
+    goal = np.asarray(Image.fromarray(env.render()).resize((SIZE, SIZE), Image.BILINEAR))
+    model = PerfectModelCost(cfg, world_model, env.action_space)
+    info = {"state": np.tile(start, (1, 3, 1, 1)), "goal": np.tile(goal, (1, 3, 1, 1, 1, 1))}
+    costs = model.get_cost(info, plans[None])
+    assert costs.shape == (1, 3) and costs[0, 0] == 0 and (costs[0, 1:] > 0).all()
