@@ -13,9 +13,9 @@ RUNS   ?= runs
 install: $(VENV)/.installed
 
 # pip byte-compiles every module it installs, and torch and transformers hold thousands that these
-# tools never import: that was 56 s of a 107 s install here. So install without it, then compile
-# just what the scripts import (16 s), in one run allowed to write bytecode even where
-# PYTHONDONTWRITEBYTECODE is set: otherwise every later process would compile them again (~10 s each).
+# tools never import: about half of an install's time. So install without it, then compile just what
+# the scripts import, in one run allowed to write bytecode even where PYTHONDONTWRITEBYTECODE is set:
+# otherwise every later process would compile them again.
 WARM_IMPORTS = import train_tokenizer, train_heads, train_world_model, rollout, worldmodel.token_cache, \
 	torch.utils.tensorboard, PIL.Image; PIL.Image.init()
 $(VENV)/.installed: pyproject.toml

@@ -245,10 +245,6 @@ class RGBHead(nn.Module):
         """(*, N, D) -> uint8 frames (*, 3, h * p, w * p): the prediction clamped to [0, 1] and rounded to 0-255."""
         return (self(features, grid).clamp(0, 1) * 255).round().to(torch.uint8)
 
-    def output_size(self, grid: tuple[int, int]) -> tuple[int, int]:
-        """Image (H, W) in pixels for an (h, w) patch grid."""
-        return grid[0] * self.sizes.patch_size, grid[1] * self.sizes.patch_size
-
     def config(self) -> dict:
         """Everything but the weights and the backbone's affine: kind, feature width, sizes, image mean/std."""
         return {
