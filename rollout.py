@@ -48,7 +48,7 @@ from tokenizer.runtime.config import merge_config, to_object
 from tokenizer.runtime.devices import use_threads
 from tokenizer.runtime.errors import CheckpointError, ConfigError, DataError, InputError
 from tokenizer.runtime.files import atomic_write_text
-from tokenizer.runtime.hub import is_repo_id
+from tokenizer.runtime.hub import existing_source, is_repo_id
 from tokenizer.runtime.run_folder import check_output_folder, staged_output_folder
 from tokenizer.usage import usage_lines
 from worldmodel.evaluation import (
@@ -162,13 +162,6 @@ def parse_args(argv: list[str] | None) -> RolloutRunConfig:
         raise InputError(f"clip {run.clip} does not exist; give a video file or a folder of frames")
     check_output_folder(Path(run.out), run.overwrite, "out", "pictures" if run.clip else "a report")
     return run
-
-
-def _existing(source: str, what: str, hint: str) -> str:
-    """`source` when it is a Hub id or an existing path; a missing path is an error with `hint`."""
-    if not is_repo_id(source) and not Path(source).exists():
-        raise CheckpointError(f"{what} {source} does not exist; {hint}")
-    return source
 
 
 def load_dataset(run: RolloutRunConfig, num_frames: int):
@@ -312,7 +305,7 @@ def main(argv: list[str] | None = None) -> None:
     backbone = run.tokenizer.backbone_override
     tokenizer = None
     if run.tokenizer.checkpoint is not None:
-        _existing(run.tokenizer.checkpoint, "tokenizer", "train one with train_tokenizer.py or pass --tokenizer")
+        existing_source(run.tokenizer.checkpoint, "tokenizer", "train one with train_tokenizer.py or pass --tokenizer")
         tokenizer = run.tokenizer.load(device)
     worlds, spacings = {}, {}
     for source in run.world_models:
@@ -320,7 +313,7 @@ def main(argv: list[str] | None = None) -> None:
         # A released predictor decodes with the given tokenizer (e.g. a local copy of the released one); our
         # folders carry their own, which the evaluator checks against it.
         given = tokenizer if released_model(source) is not None else None
-        world = load_world_model(_existing(source, "world model", hint), given, backbone=backbone, device=device)
+        world = load_world_model(existing_source(source, "world model", hint), given, backbone=backbone, device=device)
         name = world.config.objective.kind
         if name in worlds:
             name = source.split("@")[0].split("/")[-1] if is_repo_id(source) else Path(source).parent.name or source

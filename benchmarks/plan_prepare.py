@@ -19,8 +19,7 @@ from tokenizer.model import TokenizerSource
 from tokenizer.run_config import TokenizerRunConfig
 from tokenizer.runtime.cli import Flag, parse_run_config
 from tokenizer.runtime.config import load_config, to_object
-from tokenizer.runtime.errors import ConfigError
-from tokenizer.runtime.hub import is_repo_id
+from tokenizer.runtime.hub import existing_source, is_repo_id
 from train_tokenizer import train_tokenizer
 from train_world_model import train_world_model
 from worldmodel.run_config import WorldModelRunConfig
@@ -44,15 +43,11 @@ def parse_bench_config(schema: type, doc: str, default_config: str, argv: list[s
 
 def given_tokenizer(checkpoint: str | None, trained_on: str) -> str | None:
     """A run's `tokenizer.checkpoint`: an existing path (relative ones from the repository root), a Hub id as it
-    is, or None (the run trains one on `trained_on`); a missing path is a ConfigError naming the way out."""
-    if checkpoint is None or in_repo(checkpoint).exists():
-        return None if checkpoint is None else str(in_repo(checkpoint))
-    if is_repo_id(checkpoint):
+    is, or None (the run trains one on `trained_on`); a missing path is a CheckpointError naming the way out."""
+    if checkpoint is None or (is_repo_id(checkpoint) and not in_repo(checkpoint).exists()):
         return checkpoint
-    raise ConfigError(
-        f"tokenizer.checkpoint {checkpoint} does not exist; give a tokenizer folder, file or Hub id, or null to train "
-        f"one on {trained_on}"
-    )
+    hint = f"give a tokenizer folder, file or Hub id, or null to train one on {trained_on}"
+    return existing_source(str(in_repo(checkpoint)), "tokenizer.checkpoint", hint)
 
 
 def run_config(

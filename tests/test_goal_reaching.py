@@ -18,7 +18,7 @@ from envs.planners import MPCAgent, Planner, PlannerConfig
 from envs.recording import record
 from test_envs import OnTheModelsDevice, micro_world
 from tokenizer.data.episodes import EpisodeClips, episode_files
-from tokenizer.runtime.errors import ConfigError, InputError
+from tokenizer.runtime.errors import CheckpointError, ConfigError, InputError
 from tokenizer.runtime.files import load_weights
 from worldmodel.objectives import ActionSpace
 
@@ -287,7 +287,8 @@ def test_plan_bench_refuses_bad_config_before_making_anything(tmp_path, override
     from benchmarks import plan_bench
 
     out = tmp_path / "bench"
-    with pytest.raises(ConfigError, match=message):
+    # A missing checkpoint is a CheckpointError, as in every command; the rest are the config's.
+    with pytest.raises(CheckpointError if "checkpoint" in override else ConfigError, match=message):
         plan_bench.main(["--out", str(out), override.format(nowhere=tmp_path / "nowhere")])
     assert not out.exists()
 

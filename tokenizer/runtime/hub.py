@@ -63,6 +63,14 @@ def is_repo_id(source: str | Path) -> bool:
     return True
 
 
+def existing_source(source: str, what: str, hint: str = "neither a local path nor a Hub repo id ORG/NAME") -> str:
+    """`source` when it is a Hub id or an existing path; a missing path is one CheckpointError naming it and `hint`,
+    the way out. The one existence check behind every checkpoint a command takes."""
+    if not is_repo_id(source) and not Path(source).expanduser().exists():
+        raise CheckpointError(f"{what} {source} does not exist ({hint})")
+    return source
+
+
 def resolve(source: str | Path, what: str, revision: str | None = None, cache_dir: str | Path | None = None) -> Path:
     """The local folder or file behind `source`, fetching a Hub repo into the cache when needed (its snapshot folder).
 
@@ -71,10 +79,7 @@ def resolve(source: str | Path, what: str, revision: str | None = None, cache_di
     access, or a repo or revision that does not exist.
     """
     if not is_repo_id(source):
-        path = Path(source).expanduser()
-        if not path.exists():
-            raise CheckpointError(f"{what} {source} does not exist (neither a local path nor a Hub repo id ORG/NAME)")
-        return path
+        return Path(existing_source(str(source), what)).expanduser()
     repo_id, tagged = split_revision(str(source))
     return Path(_snapshot(repo_id, what, revision or tagged, cache_dir))
 
