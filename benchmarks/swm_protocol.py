@@ -45,6 +45,7 @@ from envs.goal_reaching import wilson_interval
 from envs.goals import COST_KINDS, check_cost_blur, goal_cost_of_features
 from envs.planners import BUDGETS, COST_STEPS, PlannerConfig, budget_name, with_budget
 from envs.stable_worldmodel import SWM_STEP_SECONDS, BoxClip, DeltaWorldCost, convert_dataset, import_stable_worldmodel
+from envs.wrappers import model_device
 from tokenizer.data.episodes import EPISODE_GLOB, episode_files, held_out
 from tokenizer.model import TokenizerSource
 from tokenizer.runtime.cli import run_cli
@@ -316,16 +317,18 @@ class PerfectModelCost:
     @torch.no_grad()
     def get_cost(self, info_dict: dict, action_candidates: torch.Tensor) -> torch.Tensor:
         """Candidates (B, S, horizon, action_block * A) in env units -> costs (B, S), lower is better."""
-        tokenizer, plan = self.world.tokenizer, self.cfg.plan
-        costs = torch.empty(action_candidates.shape[:2])
+        tokenizer, plan, device = self.world.tokenizer, self.cfg.plan, model_device(self.world)
+        costs = torch.empty(action_candidates.shape[:2], device=device)
         for env_index, plans in enumerate(action_candidates.cpu().numpy()):
             goal = torch.as_tensor(np.asarray(info_dict["goal"][env_index, :1, -1:])).permute(0, 1, 4, 2, 3)
+            goal = goal.to(device)
             grid = tokenizer.grid(goal)
             step_cost = goal_cost_of_features(
                 self.world, tokenizer.features(goal)[0, 0], grid, plan.cost, plan.cost_blur
             )
             state = np.asarray(info_dict["state"][env_index, 0, -1])
-            frames = torch.stack([self.frames(state, candidate) for candidate in plans])  # (S, scored, 3, h, w)
+            # (S, scored blocks, 3, h, w)
+            frames = torch.stack([self.frames(state, candidate) for candidate in plans]).to(device)
             features = tokenizer.features(frames.flatten(0, 1)[:, None])[:, 0]
             costs[env_index] = step_cost.of_features(self.world, features, grid).view(len(plans), -1).mean(1)
         return costs.to(action_candidates.device)
