@@ -56,6 +56,7 @@ from worldmodel.world import load_world_model
 DEFAULT_CONFIG = "configs/swm_protocol/tworoom.yaml"
 BASELINES = ("random", "zero_action")
 RANDOM_SEQUENCES = 63  # recorded_rank's random action sequences per task
+PERFECT_GOALS_KEY = "perfect_model_goals"  # where PerfectModelCost keeps each env's goal cost during one solve
 # What the harness's evaluation sets in each env from the dataset: the start state and the goal state it tests
 # (both envs name them alike; an env without one of the methods is left as reset made it).
 CALLABLES = [
@@ -146,7 +147,7 @@ def check_config(cfg: SwmProtocolConfig) -> None:
             f"plan.cost must be one of {', '.join(COST_KINDS)} and plan.cost_steps one of {', '.join(COST_STEPS)}, got "
             f"{cfg.plan.cost!r} and {cfg.plan.cost_steps!r}"
         )
-    check_cost_blur(cfg.plan.cost_blur)
+    check_cost_blur(cfg.plan.cost_blur, "plan.cost_blur")
     for spec in [*cfg.eval.solvers, *cfg.eval.perfect_model]:
         with_budget(PlannerConfig(), spec)  # refuses a malformed budget
     unknown = [name for name in cfg.eval.baselines if name not in BASELINES]
@@ -261,16 +262,7 @@ def recorded_rank(
         candidates = torch.cat([recorded[None], random]).reshape(1, RANDOM_SEQUENCES + 1, cfg.plan.horizon, -1)
         views = {"pixels": frames[start][None, None, None], "goal": frames[start + steps][None, None, None]}
         for kind in kinds:
-            cost = DeltaWorldCost(
-                world_model,
-                action_space,
-                cfg.action_block * SWM_STEP_SECONDS,
-                kind,
-                cfg.plan.cost_steps,
-                cfg.seed,
-                cfg.plan.cost_blur,
-            )
-            costs = cost.get_cost(dict(views), candidates)[0]
+            costs = deltaworld_cost(cfg, world_model, action_space, kind).get_cost(dict(views), candidates)[0]
             shares[kind].append(float((costs[1:] > costs[0]).float().mean()))
     return {kind: float(np.mean(values)) for kind, values in shares.items()}
 
@@ -284,6 +276,12 @@ def zero_policy(swm: Any) -> Any:
             return np.zeros(self.env.action_space.shape, np.float32)
 
     return ZeroPolicy()
+
+
+def deltaworld_cost(cfg: SwmProtocolConfig, world_model: Any, action_space: Any, kind: str) -> DeltaWorldCost:
+    """DeltaWorld's cost model with the `kind` of goal cost and the config's plan settings."""
+    dt = cfg.action_block * SWM_STEP_SECONDS
+    return DeltaWorldCost(world_model, action_space, dt, kind, cfg.plan.cost_steps, cfg.seed, cfg.plan.cost_blur)
 
 
 class PerfectModelCost:
@@ -314,18 +312,22 @@ class PerfectModelCost:
                 frames.append(np.asarray(Image.fromarray(self.env.render()).resize(size, Image.BILINEAR)))
         return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
 
+    def goal_cost(self, goal: Any) -> tuple[Any, tuple[int, int]]:
+        """One env's goal image (1, 1, H, W, 3) uint8 -> its step cost and patch grid."""
+        goal = torch.as_tensor(np.asarray(goal)).permute(0, 1, 4, 2, 3).to(model_device(self.world))
+        grid = self.world.tokenizer.grid(goal)
+        features = self.world.tokenizer.features(goal)[0, 0]
+        return goal_cost_of_features(self.world, features, grid, self.cfg.plan.cost, self.cfg.plan.cost_blur), grid
+
     @torch.no_grad()
     def get_cost(self, info_dict: dict, action_candidates: torch.Tensor) -> torch.Tensor:
         """Candidates (B, S, horizon, action_block * A) in env units -> costs (B, S), lower is better."""
-        tokenizer, plan, device = self.world.tokenizer, self.cfg.plan, model_device(self.world)
+        tokenizer, device = self.world.tokenizer, model_device(self.world)
+        if PERFECT_GOALS_KEY not in info_dict:  # once per solve, as DeltaWorldCost takes in its goal
+            info_dict[PERFECT_GOALS_KEY] = [self.goal_cost(goal[:1, -1:]) for goal in info_dict["goal"]]
         costs = torch.empty(action_candidates.shape[:2], device=device)
         for env_index, plans in enumerate(action_candidates.cpu().numpy()):
-            goal = torch.as_tensor(np.asarray(info_dict["goal"][env_index, :1, -1:])).permute(0, 1, 4, 2, 3)
-            goal = goal.to(device)
-            grid = tokenizer.grid(goal)
-            step_cost = goal_cost_of_features(
-                self.world, tokenizer.features(goal)[0, 0], grid, plan.cost, plan.cost_blur
-            )
+            step_cost, grid = info_dict[PERFECT_GOALS_KEY][env_index]
             state = np.asarray(info_dict["state"][env_index, 0, -1])
             # (S, scored blocks, 3, h, w)
             frames = torch.stack([self.frames(state, candidate) for candidate in plans]).to(device)
@@ -429,26 +431,19 @@ def main(argv: list[str] | None = None) -> None:
     task_episodes, task_starts, candidates = draw_tasks(lengths, held, cfg.eval)
     world_model = load_world_model(models["deltaworld"]).to(cfg.device)
     methods: dict[str, dict] = {}
-    for spec in cfg.eval.solvers:
-        name = f"deltaworld_{cfg.plan.cost}_cem_{budget_name(with_budget(PlannerConfig(), spec))}"
+    searches = [
+        ("deltaworld", spec, lambda: deltaworld_cost(cfg, world_model, action_space, cfg.plan.cost))
+        for spec in cfg.eval.solvers
+    ]
+    searches += [
+        ("perfect_model", spec, lambda: PerfectModelCost(cfg, world_model, action_space))
+        for spec in cfg.eval.perfect_model
+    ]
+    for model, spec, make_cost in searches:
+        name = f"{model}_{cfg.plan.cost}_cem_{budget_name(with_budget(PlannerConfig(), spec))}"
         print(f"evaluating {name} on {len(task_episodes)} tasks", flush=True)
         phases.start(f"eval_{name}")
-        cost = DeltaWorldCost(
-            world_model,
-            action_space,
-            cfg.action_block * SWM_STEP_SECONDS,
-            cfg.plan.cost,
-            cfg.plan.cost_steps,
-            cfg.seed,
-            cfg.plan.cost_blur,
-        )
-        policy = cem_policy(swm, cfg, cost, action_space, spec)
-        methods[name] = evaluate(swm, cfg, dataset, (task_episodes, task_starts), policy)
-    for spec in cfg.eval.perfect_model:
-        name = f"perfect_model_{cfg.plan.cost}_cem_{budget_name(with_budget(PlannerConfig(), spec))}"
-        print(f"evaluating {name} on {len(task_episodes)} tasks", flush=True)
-        phases.start(f"eval_{name}")
-        policy = cem_policy(swm, cfg, PerfectModelCost(cfg, world_model, action_space), action_space, spec)
+        policy = cem_policy(swm, cfg, make_cost(), action_space, spec)
         methods[name] = evaluate(swm, cfg, dataset, (task_episodes, task_starts), policy)
     baselines = {"random": lambda: swm.policy.RandomPolicy(seed=cfg.seed), "zero_action": lambda: zero_policy(swm)}
     for name in cfg.eval.baselines:

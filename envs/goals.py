@@ -116,9 +116,9 @@ def check_cost_kind(kind: str) -> str:
     return kind
 
 
-def check_cost_blur(blur: float) -> float:
+def check_cost_blur(blur: float, key: str = "cost_blur") -> float:
     if not (math.isfinite(blur) and blur >= 0):
-        raise ConfigError(f"cost_blur is a Gaussian's std in backbone patches, 0 or more, got {blur}")
+        raise ConfigError(f"{key} is a Gaussian's std in backbone patches, 0 or more, got {blur}")
     return blur
 
 

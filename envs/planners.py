@@ -56,7 +56,7 @@ class PlannerConfig:
             raise ConfigError(f"planner.kind {self.kind!r} is not one of cem, mppi")
         if self.cost_steps not in COST_STEPS:
             raise ConfigError(f"planner.cost_steps {self.cost_steps!r} is not one of {', '.join(COST_STEPS)}")
-        check_cost_blur(self.cost_blur)
+        check_cost_blur(self.cost_blur, "planner.cost_blur")
         for name in ("horizon", "candidates", "iterations", "elites", "context"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"planner.{name} must be at least 1, got {getattr(self, name)}")
