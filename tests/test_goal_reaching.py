@@ -275,6 +275,7 @@ def test_the_bench_scores_every_method_on_the_same_tasks_with_a_gif_each(tokeniz
         ("eval.methods=[astar]", "eval.methods \\['astar'\\]"),
         ("eval.task_sets=[easy]", "eval.task_sets \\['easy'\\]"),
         ("eval.budgets=[lots]", "search budget 'lots'"),
+        ("planner.cost_blur=nan", "planner.cost_blur is a Gaussian's std"),
         ("eval.budget_methods=[random]", "eval.budget_methods \\['random'\\]"),
         # Checked against the env before anything is recorded: Shapes-v0's agent_position has 2 entries.
         ("eval.state_scale=[1.0,1.0,8.0]", "eval.state_scale needs 2 positive entries"),

@@ -277,7 +277,7 @@ def test_the_protocol_runs_from_nothing(tmp_path, monkeypatch):
         swm_protocol.main([*args, "plan.receding_horizon=3"])
     with pytest.raises(ConfigError, match="plan.cost must be"):
         swm_protocol.main([*args, "plan.cost=pixels"])
-    with pytest.raises(ConfigError, match="cost_blur"):
+    with pytest.raises(ConfigError, match="plan.cost_blur is a Gaussian's std"):
         swm_protocol.main([*args, "plan.cost_blur=-1"])
     with pytest.raises(ConfigError, match="budget"):
         swm_protocol.main([*args, "eval.perfect_model=[many]"])
